@@ -1,1 +1,164 @@
-//! placeholder
+//! The `Backend` trait: device buffers and the ops of a Qwen3 forward pass, the
+//! types every backend shares, and the op parity kit that checks a backend's ops
+//! against plain f64 oracles.
+
+mod error;
+mod layout;
+pub mod parity;
+mod tensor;
+
+pub use error::BackendError;
+pub use layout::{AttentionLayout, Sequence};
+pub use tensor::HostTensor;
+
+/// Parameters of the attention op that do not change between calls of one model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    pub fn q_width(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+    pub fn kv_width(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}
+
+/// A compute device. Activations are f32 row-major matrices held in `Buffer`s;
+/// weights are uploaded once as `Weight`s in their file layout (Q8_0, F32, F16, BF16).
+///
+/// Every op takes explicit element counts: a buffer may be larger than the data it
+/// holds (activation arenas are sized for the largest batch and reused).
+pub trait Backend {
+    type Buffer;
+    type Weight;
+
+    /// Human-readable name, e.g. "cpu-reference".
+    fn name(&self) -> String;
+
+    fn upload_weight(&self, tensor: &HostTensor) -> Result<Self::Weight, BackendError>;
+    /// A buffer of `len` f32 values; contents unspecified.
+    fn alloc(&self, len: usize) -> Result<Self::Buffer, BackendError>;
+    fn write(&self, buf: &mut Self::Buffer, data: &[f32]) -> Result<(), BackendError>;
+    fn read(&self, buf: &Self::Buffer, len: usize) -> Result<Vec<f32>, BackendError>;
+
+    /// `out[i, :] = table[ids[i], :]` (rows dequantised to f32).
+    fn embedding(
+        &self,
+        table: &Self::Weight,
+        ids: &[u32],
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError>;
+
+    /// Row-wise RMSNorm over `rows` rows of `dim`: `out = x / sqrt(mean(x²) + eps) * w`.
+    /// Used with `dim = head_dim` and `rows = tokens × heads` for QK-norm.
+    fn rms_norm(
+        &self,
+        x: &Self::Buffer,
+        weight: &Self::Weight,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError>;
+
+    /// In-place RMSNorm (QK-norm on q and k).
+    fn rms_norm_inplace(
+        &self,
+        x: &mut Self::Buffer,
+        weight: &Self::Weight,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<(), BackendError>;
+
+    /// `out[rows, n] = x[rows, k] · wᵀ` where `w` is `[n, k]` (n output features).
+    fn matmul(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        weight: &Self::Weight,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError>;
+
+    /// NeoX-style rotary embedding in place on `[tokens, heads, head_dim]`
+    /// (pairs `(i, i + head_dim/2)`), token `t` at position `positions[t]`.
+    fn rope(
+        &self,
+        x: &mut Self::Buffer,
+        positions: &[u32],
+        heads: usize,
+        head_dim: usize,
+        theta: f32,
+    ) -> Result<(), BackendError>;
+
+    /// Causal GQA attention over packed sequences: `q` is `[tokens, n_heads·d]`,
+    /// `k`/`v` are `[tokens, n_kv_heads·d]`, `out` is `[tokens, n_heads·d]`.
+    /// Each sequence attends only to its own tokens, causally.
+    fn attention(
+        &self,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        shape: AttentionShape,
+        layout: &AttentionLayout,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError>;
+
+    /// `out = silu(gate) * up` over `len` elements.
+    fn swiglu(
+        &self,
+        gate: &Self::Buffer,
+        up: &Self::Buffer,
+        len: usize,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError>;
+
+    /// `x += y` over `len` elements.
+    fn add_inplace(
+        &self,
+        x: &mut Self::Buffer,
+        y: &Self::Buffer,
+        len: usize,
+    ) -> Result<(), BackendError>;
+
+    /// `out[r, :] = x[rows[r], :]` for rows of width `dim`.
+    fn gather_rows(
+        &self,
+        x: &Self::Buffer,
+        rows: &[usize],
+        dim: usize,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError>;
+
+    /// Copies `rows` rows of `width` from `src` (starting at `src_row`) into `dst`
+    /// (starting at `dst_row`).
+    fn copy_rows(
+        &self,
+        src: &Self::Buffer,
+        src_row: usize,
+        dst: &mut Self::Buffer,
+        dst_row: usize,
+        rows: usize,
+        width: usize,
+    ) -> Result<(), BackendError>;
+
+    /// Score head: `out[r, j] = x[r, :] · w[head_rows[j], :]` for j in {0 (yes), 1 (no)}.
+    fn score_head(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        weight: &Self::Weight,
+        head_rows: [usize; 2],
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError>;
+
+    /// Waits for queued work (no-op on synchronous backends).
+    fn synchronize(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}

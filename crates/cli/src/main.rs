@@ -1,1 +1,40 @@
-fn main() {}
+//! `tessera`: rerank documents with a Qwen3 reranker GGUF from the command line,
+//! inspect a GGUF, benchmark the forward pass, generate random test models.
+
+mod commands;
+mod model_source;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Qwen3 reranker inference runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score documents against a query and print them ranked.
+    Rerank(commands::rerank::RerankArgs),
+    /// Print a GGUF's architecture, hyper-parameters, tensors, tokenizer and score head.
+    Inspect(commands::inspect::InspectArgs),
+    /// Measure forward-pass throughput (tokens/s) on the CPU backend.
+    Bench(commands::bench::BenchArgs),
+    /// Write a random Qwen3 reranker GGUF with the real vocabulary (tests, benchmarks).
+    Generate(commands::generate::GenerateArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Rerank(args) => commands::rerank::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,1 +1,9 @@
-//! placeholder
+//! The forward pass of a Qwen3 reranker over any [`Backend`]: packed batches of
+//! (query, document) token sequences in, yes/no logits of each sequence's last
+//! token out; and the reranking front end that turns texts into scores.
+
+mod forward;
+mod rerank;
+
+pub use forward::{Engine, EngineError, PairScore};
+pub use rerank::{DocumentScore, LoadError, RerankError, RerankOptions, RerankOutput, Reranker};

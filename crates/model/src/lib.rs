@@ -1,1 +1,13 @@
-//! placeholder
+//! The Qwen3 reranker as data: hyper-parameters from GGUF metadata, weight
+//! resolution by GGUF tensor names, the yes/no score head, the tokenizer built from
+//! the GGUF's `tokenizer.ggml.*` metadata, and the rerank prompt builder.
+
+pub mod config;
+pub mod prompt;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{ModelConfig, ModelError};
+pub use prompt::{PairTokens, PromptBuilder, TruncationSide};
+pub use tokenizer::{RerankTokenizer, TokenizerError};
+pub use weights::{LayerWeights, ScoreHead, ScoreHeadSource, Weights};

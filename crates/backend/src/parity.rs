@@ -1,0 +1,418 @@
+//! The op parity kit: every op of a backend against a plain f64 oracle, on fresh
+//! random inputs with awkward sizes. Outputs are poisoned (NaN) before the op so
+//! an unwritten element fails, and sentinels after them must come back untouched
+//! so an out-of-bounds write fails. Errors are normalised: NMSE = mse(a, b) / mse(b, 0).
+//!
+//! The oracles are written here from the op definitions, independent of any
+//! backend's code; GPU backends run the same cases.
+
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tessera_gguf::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile, GgufWriter};
+
+use crate::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor};
+
+const SENTINEL: f32 = -7.25e9;
+const SENTINEL_LEN: usize = 37;
+
+/// The result of one parity case.
+#[derive(Clone, Debug)]
+pub struct CaseReport {
+    pub op: &'static str,
+    pub case: String,
+    pub nmse: f64,
+    pub tolerance: f64,
+    /// Why the case failed, if it did.
+    pub failure: Option<String>,
+}
+
+impl CaseReport {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+impl std::fmt::Display for CaseReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<11} {:<34} nmse {:.2e} (tol {:.0e})", self.op, self.case, self.nmse, self.tolerance)?;
+        match &self.failure {
+            None => write!(f, "  ok"),
+            Some(why) => write!(f, "  FAILED: {why}"),
+        }
+    }
+}
+
+/// Per-op tolerances (NMSE) for a backend computing in f32 against the f64 oracle.
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerances {
+    pub elementwise: f64,
+    pub matmul: f64,
+    pub attention: f64,
+}
+
+impl Tolerances {
+    /// f32 arithmetic with f32 or f64 accumulation.
+    pub const F32: Tolerances = Tolerances {
+        elementwise: 1e-10,
+        matmul: 1e-10,
+        attention: 1e-10,
+    };
+}
+
+/// Normalised mean squared error of `got` against `want`.
+pub fn nmse(got: &[f32], want: &[f64]) -> f64 {
+    let err: f64 = got.iter().zip(want).map(|(&g, &w)| (f64::from(g) - w).powi(2)).sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    if norm == 0.0 {
+        err
+    } else {
+        err / norm
+    }
+}
+
+/// Runs every case; the reports say which passed.
+pub fn run_all<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) -> Vec<CaseReport> {
+    let mut kit = Kit {
+        backend,
+        rng: StdRng::seed_from_u64(seed),
+        reports: Vec::new(),
+        tolerances,
+    };
+    for &(rows, dim) in &[(1, 32), (7, 64), (33, 96), (5, 1024)] {
+        kit.rms_norm(rows, dim);
+    }
+    for &(rows, k, n) in &[(1, 32, 1), (3, 32, 31), (17, 64, 33), (33, 96, 127), (64, 256, 65)] {
+        for ty in [GgmlType::Q8_0, GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            kit.matmul(rows, k, n, ty);
+        }
+    }
+    for &(tokens, heads, head_dim) in &[(1, 1, 2), (13, 3, 16), (40, 4, 128)] {
+        kit.rope(tokens, heads, head_dim);
+    }
+    for (lengths, heads, kv, d) in [
+        (vec![1], 1, 1, 8),
+        (vec![5, 1, 17], 4, 1, 16),
+        (vec![33, 2], 6, 2, 16),
+        (vec![70], 8, 8, 128),
+    ] {
+        kit.attention(&lengths, AttentionShape { n_heads: heads, n_kv_heads: kv, head_dim: d });
+    }
+    for &len in &[1, 31, 1000] {
+        kit.swiglu(len);
+        kit.add(len);
+    }
+    for &(vocab, dim) in &[(5, 32), (300, 64)] {
+        kit.embedding(vocab, dim);
+        kit.score_head(vocab, dim);
+    }
+    kit.reports
+}
+
+struct Kit<'a, B: Backend> {
+    backend: &'a B,
+    rng: StdRng,
+    reports: Vec<CaseReport>,
+    tolerances: Tolerances,
+}
+
+impl<B: Backend> Kit<'_, B> {
+    fn random(&mut self, len: usize, scale: f32) -> Vec<f32> {
+        (0..len).map(|_| self.rng.random_range(-scale..scale)).collect()
+    }
+
+    /// A weight tensor of `rows × cols` in `ty`, and its exact f32 values.
+    fn weight(&mut self, rows: usize, cols: usize, ty: GgmlType, scale: f32) -> (HostTensor, Vec<f32>) {
+        let values = self.random(rows * cols, scale);
+        let (bytes, exact) = encode(&values, ty);
+        let mut writer = GgufWriter::new();
+        let dims = vec![cols as u64, rows as u64];
+        writer
+            .add_tensor("w", dims, ty, bytes)
+            .expect("the kit builds consistent tensors");
+        let mut file = Vec::new();
+        writer.write_to(&mut file).expect("writing to a Vec cannot fail");
+        let file = Arc::new(GgufFile::from_bytes(file).expect("the kit's own GGUF parses"));
+        let tensor = HostTensor::from_gguf(&file, "w")
+            .expect("2-D tensor")
+            .expect("tensor present");
+        (tensor, exact)
+    }
+
+    fn buffer(&mut self, data: &[f32]) -> Result<B::Buffer, BackendError> {
+        let mut buf = self.backend.alloc(data.len())?;
+        self.backend.write(&mut buf, data)?;
+        Ok(buf)
+    }
+
+    /// An output buffer: `len` NaNs followed by sentinels.
+    fn output(&mut self, len: usize) -> Result<B::Buffer, BackendError> {
+        let mut data = vec![f32::NAN; len];
+        data.extend(std::iter::repeat_n(SENTINEL, SENTINEL_LEN));
+        self.buffer(&data)
+    }
+
+    fn check(
+        &mut self,
+        op: &'static str,
+        case: String,
+        tolerance: f64,
+        result: Result<Vec<f32>, BackendError>,
+        want: &[f64],
+    ) {
+        let report = |nmse, failure| CaseReport { op, case: case.clone(), nmse, tolerance, failure };
+        let got = match result {
+            Ok(got) => got,
+            Err(e) => {
+                self.reports.push(report(f64::NAN, Some(format!("op failed: {e}"))));
+                return;
+            }
+        };
+        let (body, tail) = got.split_at(want.len());
+        let failure = if let Some(i) = tail.iter().position(|&s| s != SENTINEL) {
+            Some(format!("wrote past its output (sentinel {i} is {})", tail[i]))
+        } else if let Some(i) = body.iter().position(|v| !v.is_finite()) {
+            Some(format!("element {i} is {} (unwritten or overflowed)", body[i]))
+        } else {
+            None
+        };
+        let error = nmse(body, want);
+        let failure = failure.or_else(|| (error > tolerance).then(|| format!("nmse {error:.3e} > {tolerance:.0e}")));
+        self.reports.push(report(error, failure));
+    }
+
+    fn read_output(&self, buf: &B::Buffer, len: usize) -> Result<Vec<f32>, BackendError> {
+        self.backend.read(buf, len + SENTINEL_LEN)
+    }
+
+    fn rms_norm(&mut self, rows: usize, dim: usize) {
+        let x = self.random(rows * dim, 3.0);
+        let (w, w_exact) = self.weight(1, dim, GgmlType::F32, 1.5);
+        let eps = 1e-6;
+        let want: Vec<f64> = x
+            .chunks(dim)
+            .flat_map(|row| {
+                let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / dim as f64;
+                let s = 1.0 / (ms + eps).sqrt();
+                row.iter().zip(&w_exact).map(move |(&v, &g)| f64::from(v) * s * f64::from(g))
+            })
+            .collect();
+        let result = (|| {
+            let b = self.backend;
+            let wt = b.upload_weight(&w)?;
+            let xb = self.buffer(&x)?;
+            let mut out = self.output(rows * dim)?;
+            b.rms_norm(&xb, &wt, rows, dim, eps as f32, &mut out)?;
+            let mut inplace = self.buffer(&x)?;
+            b.rms_norm_inplace(&mut inplace, &wt, rows, dim, eps as f32)?;
+            let a = self.read_output(&out, rows * dim)?;
+            let c = b.read(&inplace, rows * dim)?;
+            if a[..rows * dim] != c[..] {
+                return Err(BackendError::Invalid { op: "rms_norm", detail: "in-place result differs".into() });
+            }
+            Ok(a)
+        })();
+        let tol = self.tolerances.elementwise;
+        self.check("rms_norm", format!("rows{rows}_dim{dim}"), tol, result, &want);
+    }
+
+    fn matmul(&mut self, rows: usize, k: usize, n: usize, ty: GgmlType) {
+        let x = self.random(rows * k, 1.0);
+        let (w, w_exact) = self.weight(n, k, ty, 0.5);
+        let want: Vec<f64> = x
+            .chunks(k)
+            .flat_map(|xr| {
+                w_exact
+                    .chunks(k)
+                    .map(|wr| xr.iter().zip(wr).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let result = (|| {
+            let wt = self.backend.upload_weight(&w)?;
+            let xb = self.buffer(&x)?;
+            let mut out = self.output(rows * n)?;
+            self.backend.matmul(&xb, rows, &wt, &mut out)?;
+            self.read_output(&out, rows * n)
+        })();
+        let tol = self.tolerances.matmul;
+        self.check("matmul", format!("{}_{rows}x{k}_by_{n}", ty.name()), tol, result, &want);
+    }
+
+    fn rope(&mut self, tokens: usize, heads: usize, head_dim: usize) {
+        let x = self.random(tokens * heads * head_dim, 2.0);
+        let positions: Vec<u32> = (0..tokens).map(|_| self.rng.random_range(0..9000)).collect();
+        let theta = 1e6f64;
+        let half = head_dim / 2;
+        let mut want: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        for (t, &pos) in positions.iter().enumerate() {
+            for h in 0..heads {
+                let base = (t * heads + h) * head_dim;
+                for i in 0..half {
+                    let angle = f64::from(pos) * theta.powf(-((2 * i) as f64) / head_dim as f64);
+                    let (a, b) = (want[base + i], want[base + i + half]);
+                    want[base + i] = a * angle.cos() - b * angle.sin();
+                    want[base + i + half] = b * angle.cos() + a * angle.sin();
+                }
+            }
+        }
+        let result = (|| {
+            let mut xb = self.backend.alloc(x.len() + SENTINEL_LEN)?;
+            let mut init = x.clone();
+            init.extend(std::iter::repeat_n(SENTINEL, SENTINEL_LEN));
+            self.backend.write(&mut xb, &init)?;
+            self.backend.rope(&mut xb, &positions, heads, head_dim, theta as f32)?;
+            self.read_output(&xb, x.len())
+        })();
+        // Angles of positions up to 9,000 carry f32 rounding (as in the reference model).
+        self.check("rope", format!("t{tokens}_h{heads}_d{head_dim}"), 1e-8, result, &want);
+    }
+
+    fn attention(&mut self, lengths: &[usize], shape: AttentionShape) {
+        let tokens: usize = lengths.iter().sum();
+        let (qw, kvw, d) = (shape.q_width(), shape.kv_width(), shape.head_dim);
+        let q = self.random(tokens * qw, 1.5);
+        let k = self.random(tokens * kvw, 1.5);
+        let v = self.random(tokens * kvw, 1.0);
+        let layout = AttentionLayout::packed(lengths);
+        let group = shape.n_heads / shape.n_kv_heads;
+        let mut want = vec![0.0f64; tokens * qw];
+        for seq in &layout.sequences {
+            for row in seq.start..seq.start + seq.len {
+                for h in 0..shape.n_heads {
+                    let kh = h / group;
+                    let scores: Vec<f64> = (seq.start..=row)
+                        .map(|j| {
+                            (0..d)
+                                .map(|i| f64::from(q[row * qw + h * d + i]) * f64::from(k[j * kvw + kh * d + i]))
+                                .sum::<f64>()
+                                / (d as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = exps.iter().sum();
+                    for (j, p) in (seq.start..=row).zip(&exps) {
+                        for i in 0..d {
+                            want[row * qw + h * d + i] += p / sum * f64::from(v[j * kvw + kh * d + i]);
+                        }
+                    }
+                }
+            }
+        }
+        let result = (|| {
+            let (qb, kb, vb) = (self.buffer(&q)?, self.buffer(&k)?, self.buffer(&v)?);
+            let mut out = self.output(tokens * qw)?;
+            self.backend.attention(&qb, &kb, &vb, shape, &layout, &mut out)?;
+            self.read_output(&out, tokens * qw)
+        })();
+        let case = format!("seqs{lengths:?}_h{}_kv{}_d{d}", shape.n_heads, shape.n_kv_heads).replace(' ', "");
+        let tol = self.tolerances.attention;
+        self.check("attention", case, tol, result, &want);
+    }
+
+    fn swiglu(&mut self, len: usize) {
+        let gate = self.random(len, 6.0);
+        let up = self.random(len, 2.0);
+        let want: Vec<f64> = gate
+            .iter()
+            .zip(&up)
+            .map(|(&g, &u)| {
+                let g = f64::from(g);
+                g / (1.0 + (-g).exp()) * f64::from(u)
+            })
+            .collect();
+        let result = (|| {
+            let (gb, ub) = (self.buffer(&gate)?, self.buffer(&up)?);
+            let mut out = self.output(len)?;
+            self.backend.swiglu(&gb, &ub, len, &mut out)?;
+            self.read_output(&out, len)
+        })();
+        let tol = self.tolerances.elementwise;
+        self.check("swiglu", format!("len{len}"), tol, result, &want);
+    }
+
+    fn add(&mut self, len: usize) {
+        let x = self.random(len, 4.0);
+        let y = self.random(len, 4.0);
+        let want: Vec<f64> = x.iter().zip(&y).map(|(&a, &b)| f64::from(a) + f64::from(b)).collect();
+        let result = (|| {
+            let mut init = x.clone();
+            init.extend(std::iter::repeat_n(SENTINEL, SENTINEL_LEN));
+            let mut xb = self.buffer(&init)?;
+            let yb = self.buffer(&y)?;
+            self.backend.add_inplace(&mut xb, &yb, len)?;
+            self.read_output(&xb, len)
+        })();
+        let tol = self.tolerances.elementwise;
+        self.check("add", format!("len{len}"), tol, result, &want);
+    }
+
+    fn embedding(&mut self, vocab: usize, dim: usize) {
+        let (table, exact) = self.weight(vocab, dim, GgmlType::Q8_0, 1.0);
+        let ids: Vec<u32> = (0..11).map(|_| self.rng.random_range(0..vocab as u32)).collect();
+        let want: Vec<f64> = ids
+            .iter()
+            .flat_map(|&id| exact[id as usize * dim..(id as usize + 1) * dim].iter().map(|&v| f64::from(v)))
+            .collect();
+        let result = (|| {
+            let t = self.backend.upload_weight(&table)?;
+            let mut out = self.output(ids.len() * dim)?;
+            self.backend.embedding(&t, &ids, &mut out)?;
+            self.read_output(&out, ids.len() * dim)
+        })();
+        self.check("embedding", format!("Q8_0_vocab{vocab}_dim{dim}"), 0.0, result, &want);
+    }
+
+    fn score_head(&mut self, vocab: usize, dim: usize) {
+        let (table, exact) = self.weight(vocab, dim, GgmlType::Q8_0, 1.0);
+        let rows = 3;
+        let x = self.random(rows * dim, 1.0);
+        let head_rows = [vocab - 1, vocab / 2];
+        let want: Vec<f64> = x
+            .chunks(dim)
+            .flat_map(|xr| {
+                head_rows.map(|r| {
+                    xr.iter()
+                        .zip(&exact[r * dim..(r + 1) * dim])
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum::<f64>()
+                })
+            })
+            .collect();
+        let result = (|| {
+            let t = self.backend.upload_weight(&table)?;
+            let xb = self.buffer(&x)?;
+            let mut out = self.output(rows * 2)?;
+            self.backend.score_head(&xb, rows, &t, head_rows, &mut out)?;
+            self.read_output(&out, rows * 2)
+        })();
+        let tol = self.tolerances.matmul;
+        self.check("score_head", format!("Q8_0_vocab{vocab}_dim{dim}"), tol, result, &want);
+    }
+}
+
+/// Encodes f32 values as a tensor of `ty`; returns the bytes and the values the
+/// tensor really holds (after rounding or quantisation).
+fn encode(values: &[f32], ty: GgmlType) -> (Vec<u8>, Vec<f32>) {
+    match ty {
+        GgmlType::F32 => (values.iter().flat_map(|v| v.to_le_bytes()).collect(), values.to_vec()),
+        GgmlType::F16 => {
+            let h: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+            (h.iter().flat_map(|v| v.to_le_bytes()).collect(), h.iter().map(|v| v.to_f32()).collect())
+        }
+        GgmlType::BF16 => {
+            let h: Vec<half::bf16> = values.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            (h.iter().flat_map(|v| v.to_le_bytes()).collect(), h.iter().map(|v| v.to_f32()).collect())
+        }
+        GgmlType::Q8_0 => {
+            let mut blocks = vec![BlockQ8_0::default(); values.len() / 32];
+            quantize_row_q8_0(values, &mut blocks);
+            let mut exact = vec![0.0; values.len()];
+            dequantize_row_q8_0(&blocks, &mut exact);
+            (BlockQ8_0::as_bytes(&blocks).to_vec(), exact)
+        }
+        other => panic!("the kit does not encode {other:?}"),
+    }
+}

@@ -1,0 +1,81 @@
+//! A weight tensor as it lies in a GGUF file: zero-copy, kept alive by the file.
+
+use std::sync::Arc;
+
+use tessera_gguf::{GgmlType, GgufFile};
+
+use crate::BackendError;
+
+/// A 1-D or 2-D tensor of a GGUF file, viewed as `rows × cols` (cols contiguous).
+#[derive(Clone)]
+pub struct HostTensor {
+    pub name: String,
+    pub ggml_type: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    file: Arc<GgufFile>,
+    index: usize,
+}
+
+impl std::fmt::Debug for HostTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostTensor")
+            .field("name", &self.name)
+            .field("ggml_type", &self.ggml_type)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
+}
+
+impl HostTensor {
+    /// Looks a tensor up by name; `None` when the file has no such tensor.
+    pub fn from_gguf(file: &Arc<GgufFile>, name: &str) -> Result<Option<HostTensor>, BackendError> {
+        let Some(index) = file.tensors().iter().position(|t| t.name == name) else {
+            return Ok(None);
+        };
+        let info = &file.tensors()[index];
+        if info.dims.len() > 2 && info.dims[2..].iter().any(|&d| d != 1) {
+            return Err(BackendError::Tensor {
+                name: name.to_string(),
+                detail: format!("expected at most 2 dimensions, got {:?}", info.dims),
+            });
+        }
+        let to_usize = |v: u64| {
+            usize::try_from(v).map_err(|_| BackendError::Tensor {
+                name: name.to_string(),
+                detail: format!("dimension {v} does not fit in memory"),
+            })
+        };
+        let cols = to_usize(info.row_len())?;
+        let rows = to_usize(info.rows())?;
+        Ok(Some(HostTensor {
+            name: name.to_string(),
+            ggml_type: info.ggml_type,
+            rows,
+            cols,
+            file: Arc::clone(file),
+            index,
+        }))
+    }
+
+    /// The tensor's bytes in the file's layout.
+    pub fn bytes(&self) -> &[u8] {
+        self.file.tensor_data(&self.file.tensors()[self.index])
+    }
+
+    /// Checks the tensor's shape.
+    pub fn expect_shape(&self, rows: usize, cols: usize) -> Result<(), BackendError> {
+        if self.rows == rows && self.cols == cols {
+            Ok(())
+        } else {
+            Err(BackendError::Tensor {
+                name: self.name.clone(),
+                detail: format!(
+                    "expected shape [{rows}, {cols}] (rows × cols), got [{}, {}]",
+                    self.rows, self.cols
+                ),
+            })
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! `tessera inspect`: what a GGUF holds and how Tessera would run it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use tessera_model::{ModelConfig, RerankTokenizer, Weights};
+
+use crate::model_source;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// GGUF file (default: the embedded tiny random model).
+    path: Option<PathBuf>,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let loaded = model_source::open(args.path.as_deref())?;
+    let file = &loaded.file;
+    let source = match &args.path {
+        Some(p) => p.display().to_string(),
+        None => "(embedded)".to_string(),
+    };
+    println!("file          {source}");
+    println!("name          {}", loaded.name);
+    println!(
+        "gguf          v{}, {} metadata keys, {} tensors, alignment {}, {:.1} MiB",
+        file.version(),
+        file.metadata().len(),
+        file.tensors().len(),
+        file.alignment(),
+        file.file_size() as f64 / (1 << 20) as f64
+    );
+    println!("architecture  {}", file.get_str("general.architecture").unwrap_or("(missing)"));
+    match ModelConfig::from_gguf(file) {
+        Ok(c) => {
+            println!(
+                "layers {}  hidden {}  ffn {}  heads {} (kv {}, GQA {}:1)  head_dim {}",
+                c.n_layers,
+                c.hidden,
+                c.ffn,
+                c.n_heads,
+                c.n_kv_heads,
+                c.n_heads / c.n_kv_heads,
+                c.head_dim
+            );
+            println!(
+                "rms_eps {:e}  rope_theta {}  context {}",
+                c.rms_eps, c.rope_theta, c.context_length
+            );
+        }
+        Err(e) => println!("config        not runnable: {e}"),
+    }
+
+    let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    for t in file.tensors() {
+        let entry = by_type.entry(t.ggml_type.name()).or_default();
+        entry.0 += 1;
+        entry.1 += t.size;
+    }
+    let types: Vec<String> = by_type
+        .iter()
+        .map(|(name, (n, bytes))| format!("{name} ×{n} ({:.1} MiB)", *bytes as f64 / (1 << 20) as f64))
+        .collect();
+    println!("tensor types  {}", types.join(", "));
+
+    match RerankTokenizer::from_gguf(file) {
+        Ok(tokenizer) => {
+            println!("tokenizer     {}", tokenizer.summary());
+            let id = |t: &str| tokenizer.token_to_id(t).map_or("-".to_string(), |id| id.to_string());
+            println!("yes/no ids    {} / {}", id("yes"), id("no"));
+            match (tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")) {
+                (Some(yes), Some(no)) => match Weights::load(file, [yes, no]) {
+                    Ok(w) => println!(
+                        "score head    {} — rows {:?} of '{}' ({})",
+                        w.score_head.source,
+                        w.score_head.rows,
+                        w.score_head.tensor.name,
+                        w.score_head.tensor.ggml_type.name()
+                    ),
+                    Err(e) => println!("weights       not runnable: {e}"),
+                },
+                _ => println!("score head    unavailable: the tokenizer has no 'yes'/'no' tokens"),
+            }
+        }
+        Err(e) => println!("tokenizer     unavailable: {e}"),
+    }
+    Ok(())
+}

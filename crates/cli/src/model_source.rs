@@ -1,0 +1,59 @@
+//! Where the model comes from: a GGUF path, or the tiny random model compiled
+//! into the binary when none is given.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tessera_gguf::GgufFile;
+use tessera_model::RerankTokenizer;
+
+/// The embedded default model: a tiny random Qwen3 reranker with the real Qwen3
+/// vocabulary. It runs the whole pipeline; its scores mean nothing.
+static EMBEDDED_MODEL: &[u8] = include_bytes!("../../../tests/fixtures/tiny-q8.gguf");
+pub const EMBEDDED_NAME: &str = "tessera-embedded-tiny-random";
+
+pub struct LoadedFile {
+    pub file: Arc<GgufFile>,
+    /// The name the API echoes: `general.name`, else the file stem.
+    pub name: String,
+    pub embedded: bool,
+}
+
+pub fn open(path: Option<&Path>) -> anyhow::Result<LoadedFile> {
+    match path {
+        Some(path) => {
+            let file = GgufFile::open(path).with_context(|| format!("cannot load model {}", path.display()))?;
+            let name = match file.get_str("general.name") {
+                Ok(name) if !name.is_empty() => name.to_string(),
+                _ => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            };
+            Ok(LoadedFile {
+                file: Arc::new(file),
+                name,
+                embedded: false,
+            })
+        }
+        None => {
+            eprintln!(
+                "warning: no --model given: using the embedded tiny random model; \
+                 its scores are meaningless (pass --model PATH.gguf for real results)"
+            );
+            let file = GgufFile::from_static(EMBEDDED_MODEL).context("the embedded model is corrupt")?;
+            Ok(LoadedFile {
+                file: Arc::new(file),
+                name: EMBEDDED_NAME.to_string(),
+                embedded: true,
+            })
+        }
+    }
+}
+
+pub fn embedded_file() -> anyhow::Result<GgufFile> {
+    GgufFile::from_static(EMBEDDED_MODEL).context("the embedded model is corrupt")
+}
+
+pub fn tokenizer_override(path: Option<&PathBuf>) -> anyhow::Result<Option<RerankTokenizer>> {
+    path.map(|p| RerankTokenizer::from_file(p).with_context(|| format!("cannot load tokenizer {}", p.display())))
+        .transpose()
+}
