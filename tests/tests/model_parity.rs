@@ -29,7 +29,11 @@ fn prompts_tokenize_exactly_like_the_reference() {
                 let built = prompt
                     .pair(&prefix, &prompt.document_ids(doc).expect("doc"), None)
                     .expect("fits");
-                assert_eq!(built.ids, pair.ids, "{stem}: ids of query {:?} doc {doc:?}", case.query);
+                assert_eq!(
+                    built.ids, pair.ids,
+                    "{stem}: ids of query {:?} doc {doc:?}",
+                    case.query
+                );
                 assert_eq!(built.prefix_len, pair.prefix_len, "{stem}: prefix length");
             }
         }
@@ -47,8 +51,14 @@ fn scores_match_the_reference_within_tolerance() {
                 instruction: case.instruction.clone(),
                 ..RerankOptions::default()
             };
-            let out = reranker.rerank(&case.query, &docs, &options).expect("rerank");
-            let got: Vec<f64> = out.documents.iter().map(|d| f64::from(d.relevance)).collect();
+            let out = reranker
+                .rerank(&case.query, &docs, &options)
+                .expect("rerank");
+            let got: Vec<f64> = out
+                .documents
+                .iter()
+                .map(|d| f64::from(d.relevance))
+                .collect();
             let want: Vec<f64> = case.pairs.iter().map(|p| p.w8a32).collect();
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let diff = (g - w).abs();
@@ -59,14 +69,26 @@ fn scores_match_the_reference_within_tolerance() {
                     case.query
                 );
             }
-            assert_eq!(ranking(&got), ranking(&want), "{stem}: ranking of query {:?}", case.query);
+            assert_eq!(
+                ranking(&got),
+                ranking(&want),
+                "{stem}: ranking of query {:?}",
+                case.query
+            );
             if stem == "tiny-f32" {
                 for (g, p) in got.iter().zip(&case.pairs) {
-                    assert!((g - p.fp32).abs() <= SCORE_TOLERANCE, "{stem}: fp32 reference {} vs {g}", p.fp32);
+                    assert!(
+                        (g - p.fp32).abs() <= SCORE_TOLERANCE,
+                        "{stem}: fp32 reference {} vs {g}",
+                        p.fp32
+                    );
                 }
             }
             let tokens: usize = case.pairs.iter().map(|p| p.ids.len()).sum();
-            assert_eq!(out.total_tokens, tokens, "{stem}: billed tokens are the full pair lengths");
+            assert_eq!(
+                out.total_tokens, tokens,
+                "{stem}: billed tokens are the full pair lengths"
+            );
         }
         println!("{stem}: worst |score − W8A32 reference| = {worst:.2e}");
     }
@@ -108,7 +130,10 @@ fn reference_scores_are_spread_enough_to_test_ranking() {
             let scores: Vec<f64> = case.pairs.iter().map(|p| p.w8a32).collect();
             for (i, a) in scores.iter().enumerate() {
                 for b in &scores[i + 1..] {
-                    assert!((a - b).abs() >= 0.01, "{stem}: scores {a} and {b} too close");
+                    assert!(
+                        (a - b).abs() >= 0.01,
+                        "{stem}: scores {a} and {b} too close"
+                    );
                 }
             }
         }

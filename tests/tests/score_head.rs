@@ -46,14 +46,21 @@ fn rewrite(
 
 fn scores(file: &Arc<GgufFile>) -> (ScoreHeadSource, Vec<f32>) {
     let reranker = Reranker::load(CpuBackend::new(), file, None).expect("loads");
-    let source = tessera_model::Weights::load(file, [9693, 2152]).expect("weights").score_head.source;
+    let source = tessera_model::Weights::load(file, [9693, 2152])
+        .expect("weights")
+        .score_head
+        .source;
     let docs = [
         "To reset your password, click forgot password on the login screen.",
         "Our office hours are Monday to Friday, 9 to 18.",
         "Password requirements: 12+ characters, one number, one symbol.",
     ];
     let out = reranker
-        .rerank("how do I reset my password", &docs, &RerankOptions::default())
+        .rerank(
+            "how do I reset my password",
+            &docs,
+            &RerankOptions::default(),
+        )
         .expect("rerank");
     (source, out.documents.iter().map(|d| d.relevance).collect())
 }
@@ -140,7 +147,12 @@ fn a_label_list_without_yes_is_an_error() {
 #[test]
 fn missing_and_misshapen_tensors_are_named() {
     let file = open("tiny-q8");
-    let missing = rewrite(&file, |_| true, |n, d| (n != "blk.1.ffn_up.weight").then(|| d.to_vec()), vec![]);
+    let missing = rewrite(
+        &file,
+        |_| true,
+        |n, d| (n != "blk.1.ffn_up.weight").then(|| d.to_vec()),
+        vec![],
+    );
     let err = tessera_model::Weights::load(&missing, [9693, 2152]).expect_err("must fail");
     assert!(err.to_string().contains("blk.1.ffn_up.weight"), "{err}");
 
@@ -148,7 +160,10 @@ fn missing_and_misshapen_tensors_are_named() {
         &file,
         |k| k != "general.architecture",
         |_, d| Some(d.to_vec()),
-        vec![("general.architecture".into(), MetaValue::String("llama".into()))],
+        vec![(
+            "general.architecture".into(),
+            MetaValue::String("llama".into()),
+        )],
     );
     let err = tessera_model::Weights::load(&wrong_arch, [9693, 2152]).expect_err("must fail");
     assert!(err.to_string().contains("llama"), "{err}");

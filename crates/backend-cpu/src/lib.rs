@@ -36,7 +36,10 @@ impl Backend for CpuBackend {
     fn alloc(&self, len: usize) -> Result<Vec<f32>, BackendError> {
         let mut buf = Vec::new();
         buf.try_reserve_exact(len).map_err(|_| {
-            BackendError::Device(format!("cannot allocate {len} f32 values ({} MiB)", len * 4 >> 20))
+            BackendError::Device(format!(
+                "cannot allocate {len} f32 values ({} MiB)",
+                (len * 4) >> 20
+            ))
         })?;
         buf.resize(len, 0.0);
         Ok(buf)
@@ -53,7 +56,12 @@ impl Backend for CpuBackend {
         Ok(buf[..len].to_vec())
     }
 
-    fn embedding(&self, table: &CpuWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<(), BackendError> {
+    fn embedding(
+        &self,
+        table: &CpuWeight,
+        ids: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), BackendError> {
         ops::embedding::embedding(table, ids, out)
     }
 
@@ -80,7 +88,13 @@ impl Backend for CpuBackend {
         ops::rms_norm::rms_norm_inplace(x, weight, rows, dim, eps)
     }
 
-    fn matmul(&self, x: &Vec<f32>, rows: usize, weight: &CpuWeight, out: &mut Vec<f32>) -> Result<(), BackendError> {
+    fn matmul(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        weight: &CpuWeight,
+        out: &mut Vec<f32>,
+    ) -> Result<(), BackendError> {
         ops::matmul::matmul(x, rows, weight, out)
     }
 
@@ -107,7 +121,13 @@ impl Backend for CpuBackend {
         ops::attention::attention(q, k, v, shape, layout, out)
     }
 
-    fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<(), BackendError> {
+    fn swiglu(
+        &self,
+        gate: &Vec<f32>,
+        up: &Vec<f32>,
+        len: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), BackendError> {
         ops::swiglu::swiglu(gate, up, len, out)
     }
 
@@ -115,7 +135,13 @@ impl Backend for CpuBackend {
         ops::add::add_inplace(x, y, len)
     }
 
-    fn gather_rows(&self, x: &Vec<f32>, rows: &[usize], dim: usize, out: &mut Vec<f32>) -> Result<(), BackendError> {
+    fn gather_rows(
+        &self,
+        x: &Vec<f32>,
+        rows: &[usize],
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), BackendError> {
         ops::copy::gather_rows(x, rows, dim, out)
     }
 

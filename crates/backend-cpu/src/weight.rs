@@ -19,10 +19,13 @@ impl CpuWeight {
             GgmlType::F32 => 4,
             GgmlType::F16 | GgmlType::BF16 => 2,
             GgmlType::Q8_0 => {
-                if tensor.cols % QK8_0 != 0 {
+                if !tensor.cols.is_multiple_of(QK8_0) {
                     return Err(BackendError::Tensor {
                         name: tensor.name.clone(),
-                        detail: format!("Q8_0 row length {} is not a multiple of {QK8_0}", tensor.cols),
+                        detail: format!(
+                            "Q8_0 row length {} is not a multiple of {QK8_0}",
+                            tensor.cols
+                        ),
                     });
                 }
                 0
@@ -42,10 +45,15 @@ impl CpuWeight {
         if tensor.bytes().len() != expected {
             return Err(BackendError::Tensor {
                 name: tensor.name.clone(),
-                detail: format!("expected {expected} bytes, the file holds {}", tensor.bytes().len()),
+                detail: format!(
+                    "expected {expected} bytes, the file holds {}",
+                    tensor.bytes().len()
+                ),
             });
         }
-        Ok(CpuWeight { tensor: tensor.clone() })
+        Ok(CpuWeight {
+            tensor: tensor.clone(),
+        })
     }
 
     pub fn rows(&self) -> usize {
@@ -87,7 +95,10 @@ impl CpuWeight {
             GgmlType::Q8_0 => {
                 let row_bytes = cols / QK8_0 * Q8_0_BLOCK_BYTES;
                 let src = &bytes[row * row_bytes..(row + 1) * row_bytes];
-                for (o, block) in out.chunks_exact_mut(QK8_0).zip(src.chunks_exact(Q8_0_BLOCK_BYTES)) {
+                for (o, block) in out
+                    .chunks_exact_mut(QK8_0)
+                    .zip(src.chunks_exact(Q8_0_BLOCK_BYTES))
+                {
                     let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
                     for (o, &q) in o.iter_mut().zip(&block[2..]) {
                         *o = f32::from(q as i8) * d;

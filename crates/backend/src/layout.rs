@@ -31,7 +31,11 @@ impl AttentionLayout {
 
     /// Total rows covered.
     pub fn total_tokens(&self) -> usize {
-        self.sequences.iter().map(|s| s.start + s.len).max().unwrap_or(0)
+        self.sequences
+            .iter()
+            .map(|s| s.start + s.len)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The row of each sequence's last token (empty sequences are skipped).

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_gguf::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile, GgufWriter};
+use tessera_gguf::{
+    dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile, GgufWriter,
+};
 
 use crate::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor};
 
@@ -36,7 +38,11 @@ impl CaseReport {
 
 impl std::fmt::Display for CaseReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:<11} {:<34} nmse {:.2e} (tol {:.0e})", self.op, self.case, self.nmse, self.tolerance)?;
+        write!(
+            f,
+            "{:<11} {:<34} nmse {:.2e} (tol {:.0e})",
+            self.op, self.case, self.nmse, self.tolerance
+        )?;
         match &self.failure {
             None => write!(f, "  ok"),
             Some(why) => write!(f, "  FAILED: {why}"),
@@ -63,7 +69,11 @@ impl Tolerances {
 
 /// Normalised mean squared error of `got` against `want`.
 pub fn nmse(got: &[f32], want: &[f64]) -> f64 {
-    let err: f64 = got.iter().zip(want).map(|(&g, &w)| (f64::from(g) - w).powi(2)).sum();
+    let err: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - w).powi(2))
+        .sum();
     let norm: f64 = want.iter().map(|w| w * w).sum();
     if norm == 0.0 {
         err
@@ -83,7 +93,13 @@ pub fn run_all<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) -> Ve
     for &(rows, dim) in &[(1, 32), (7, 64), (33, 96), (5, 1024)] {
         kit.rms_norm(rows, dim);
     }
-    for &(rows, k, n) in &[(1, 32, 1), (3, 32, 31), (17, 64, 33), (33, 96, 127), (64, 256, 65)] {
+    for &(rows, k, n) in &[
+        (1, 32, 1),
+        (3, 32, 31),
+        (17, 64, 33),
+        (33, 96, 127),
+        (64, 256, 65),
+    ] {
         for ty in [GgmlType::Q8_0, GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
             kit.matmul(rows, k, n, ty);
         }
@@ -97,7 +113,14 @@ pub fn run_all<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) -> Ve
         (vec![33, 2], 6, 2, 16),
         (vec![70], 8, 8, 128),
     ] {
-        kit.attention(&lengths, AttentionShape { n_heads: heads, n_kv_heads: kv, head_dim: d });
+        kit.attention(
+            &lengths,
+            AttentionShape {
+                n_heads: heads,
+                n_kv_heads: kv,
+                head_dim: d,
+            },
+        );
     }
     for &len in &[1, 31, 1000] {
         kit.swiglu(len);
@@ -119,11 +142,19 @@ struct Kit<'a, B: Backend> {
 
 impl<B: Backend> Kit<'_, B> {
     fn random(&mut self, len: usize, scale: f32) -> Vec<f32> {
-        (0..len).map(|_| self.rng.random_range(-scale..scale)).collect()
+        (0..len)
+            .map(|_| self.rng.random_range(-scale..scale))
+            .collect()
     }
 
     /// A weight tensor of `rows × cols` in `ty`, and its exact f32 values.
-    fn weight(&mut self, rows: usize, cols: usize, ty: GgmlType, scale: f32) -> (HostTensor, Vec<f32>) {
+    fn weight(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        ty: GgmlType,
+        scale: f32,
+    ) -> (HostTensor, Vec<f32>) {
         let values = self.random(rows * cols, scale);
         let (bytes, exact) = encode(&values, ty);
         let mut writer = GgufWriter::new();
@@ -132,7 +163,9 @@ impl<B: Backend> Kit<'_, B> {
             .add_tensor("w", dims, ty, bytes)
             .expect("the kit builds consistent tensors");
         let mut file = Vec::new();
-        writer.write_to(&mut file).expect("writing to a Vec cannot fail");
+        writer
+            .write_to(&mut file)
+            .expect("writing to a Vec cannot fail");
         let file = Arc::new(GgufFile::from_bytes(file).expect("the kit's own GGUF parses"));
         let tensor = HostTensor::from_gguf(&file, "w")
             .expect("2-D tensor")
@@ -161,24 +194,35 @@ impl<B: Backend> Kit<'_, B> {
         result: Result<Vec<f32>, BackendError>,
         want: &[f64],
     ) {
-        let report = |nmse, failure| CaseReport { op, case: case.clone(), nmse, tolerance, failure };
+        let report = |nmse, failure| CaseReport {
+            op,
+            case: case.clone(),
+            nmse,
+            tolerance,
+            failure,
+        };
         let got = match result {
             Ok(got) => got,
             Err(e) => {
-                self.reports.push(report(f64::NAN, Some(format!("op failed: {e}"))));
+                self.reports
+                    .push(report(f64::NAN, Some(format!("op failed: {e}"))));
                 return;
             }
         };
         let (body, tail) = got.split_at(want.len());
-        let failure = if let Some(i) = tail.iter().position(|&s| s != SENTINEL) {
-            Some(format!("wrote past its output (sentinel {i} is {})", tail[i]))
-        } else if let Some(i) = body.iter().position(|v| !v.is_finite()) {
-            Some(format!("element {i} is {} (unwritten or overflowed)", body[i]))
-        } else {
-            None
+        let out_of_bounds = tail
+            .iter()
+            .position(|&s| s != SENTINEL)
+            .map(|i| format!("wrote past its output (sentinel {i} is {})", tail[i]));
+        let not_finite = || {
+            body.iter()
+                .position(|v| !v.is_finite())
+                .map(|i| format!("element {i} is {} (unwritten or overflowed)", body[i]))
         };
+        let failure = out_of_bounds.or_else(not_finite);
         let error = nmse(body, want);
-        let failure = failure.or_else(|| (error > tolerance).then(|| format!("nmse {error:.3e} > {tolerance:.0e}")));
+        let failure = failure
+            .or_else(|| (error > tolerance).then(|| format!("nmse {error:.3e} > {tolerance:.0e}")));
         self.reports.push(report(error, failure));
     }
 
@@ -195,7 +239,9 @@ impl<B: Backend> Kit<'_, B> {
             .flat_map(|row| {
                 let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / dim as f64;
                 let s = 1.0 / (ms + eps).sqrt();
-                row.iter().zip(&w_exact).map(move |(&v, &g)| f64::from(v) * s * f64::from(g))
+                row.iter()
+                    .zip(&w_exact)
+                    .map(move |(&v, &g)| f64::from(v) * s * f64::from(g))
             })
             .collect();
         let result = (|| {
@@ -209,12 +255,21 @@ impl<B: Backend> Kit<'_, B> {
             let a = self.read_output(&out, rows * dim)?;
             let c = b.read(&inplace, rows * dim)?;
             if a[..rows * dim] != c[..] {
-                return Err(BackendError::Invalid { op: "rms_norm", detail: "in-place result differs".into() });
+                return Err(BackendError::Invalid {
+                    op: "rms_norm",
+                    detail: "in-place result differs".into(),
+                });
             }
             Ok(a)
         })();
         let tol = self.tolerances.elementwise;
-        self.check("rms_norm", format!("rows{rows}_dim{dim}"), tol, result, &want);
+        self.check(
+            "rms_norm",
+            format!("rows{rows}_dim{dim}"),
+            tol,
+            result,
+            &want,
+        );
     }
 
     fn matmul(&mut self, rows: usize, k: usize, n: usize, ty: GgmlType) {
@@ -225,7 +280,12 @@ impl<B: Backend> Kit<'_, B> {
             .flat_map(|xr| {
                 w_exact
                     .chunks(k)
-                    .map(|wr| xr.iter().zip(wr).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>())
+                    .map(|wr| {
+                        xr.iter()
+                            .zip(wr)
+                            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                            .sum::<f64>()
+                    })
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -237,12 +297,20 @@ impl<B: Backend> Kit<'_, B> {
             self.read_output(&out, rows * n)
         })();
         let tol = self.tolerances.matmul;
-        self.check("matmul", format!("{}_{rows}x{k}_by_{n}", ty.name()), tol, result, &want);
+        self.check(
+            "matmul",
+            format!("{}_{rows}x{k}_by_{n}", ty.name()),
+            tol,
+            result,
+            &want,
+        );
     }
 
     fn rope(&mut self, tokens: usize, heads: usize, head_dim: usize) {
         let x = self.random(tokens * heads * head_dim, 2.0);
-        let positions: Vec<u32> = (0..tokens).map(|_| self.rng.random_range(0..9000)).collect();
+        let positions: Vec<u32> = (0..tokens)
+            .map(|_| self.rng.random_range(0..9000))
+            .collect();
         let theta = 1e6f64;
         let half = head_dim / 2;
         let mut want: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
@@ -262,11 +330,18 @@ impl<B: Backend> Kit<'_, B> {
             let mut init = x.clone();
             init.extend(std::iter::repeat_n(SENTINEL, SENTINEL_LEN));
             self.backend.write(&mut xb, &init)?;
-            self.backend.rope(&mut xb, &positions, heads, head_dim, theta as f32)?;
+            self.backend
+                .rope(&mut xb, &positions, heads, head_dim, theta as f32)?;
             self.read_output(&xb, x.len())
         })();
         // Angles of positions up to 9,000 carry f32 rounding (as in the reference model).
-        self.check("rope", format!("t{tokens}_h{heads}_d{head_dim}"), 1e-8, result, &want);
+        self.check(
+            "rope",
+            format!("t{tokens}_h{heads}_d{head_dim}"),
+            1e-8,
+            result,
+            &want,
+        );
     }
 
     fn attention(&mut self, lengths: &[usize], shape: AttentionShape) {
@@ -285,7 +360,10 @@ impl<B: Backend> Kit<'_, B> {
                     let scores: Vec<f64> = (seq.start..=row)
                         .map(|j| {
                             (0..d)
-                                .map(|i| f64::from(q[row * qw + h * d + i]) * f64::from(k[j * kvw + kh * d + i]))
+                                .map(|i| {
+                                    f64::from(q[row * qw + h * d + i])
+                                        * f64::from(k[j * kvw + kh * d + i])
+                                })
                                 .sum::<f64>()
                                 / (d as f64).sqrt()
                         })
@@ -295,7 +373,8 @@ impl<B: Backend> Kit<'_, B> {
                     let sum: f64 = exps.iter().sum();
                     for (j, p) in (seq.start..=row).zip(&exps) {
                         for i in 0..d {
-                            want[row * qw + h * d + i] += p / sum * f64::from(v[j * kvw + kh * d + i]);
+                            want[row * qw + h * d + i] +=
+                                p / sum * f64::from(v[j * kvw + kh * d + i]);
                         }
                     }
                 }
@@ -304,10 +383,15 @@ impl<B: Backend> Kit<'_, B> {
         let result = (|| {
             let (qb, kb, vb) = (self.buffer(&q)?, self.buffer(&k)?, self.buffer(&v)?);
             let mut out = self.output(tokens * qw)?;
-            self.backend.attention(&qb, &kb, &vb, shape, &layout, &mut out)?;
+            self.backend
+                .attention(&qb, &kb, &vb, shape, &layout, &mut out)?;
             self.read_output(&out, tokens * qw)
         })();
-        let case = format!("seqs{lengths:?}_h{}_kv{}_d{d}", shape.n_heads, shape.n_kv_heads).replace(' ', "");
+        let case = format!(
+            "seqs{lengths:?}_h{}_kv{}_d{d}",
+            shape.n_heads, shape.n_kv_heads
+        )
+        .replace(' ', "");
         let tol = self.tolerances.attention;
         self.check("attention", case, tol, result, &want);
     }
@@ -336,7 +420,11 @@ impl<B: Backend> Kit<'_, B> {
     fn add(&mut self, len: usize) {
         let x = self.random(len, 4.0);
         let y = self.random(len, 4.0);
-        let want: Vec<f64> = x.iter().zip(&y).map(|(&a, &b)| f64::from(a) + f64::from(b)).collect();
+        let want: Vec<f64> = x
+            .iter()
+            .zip(&y)
+            .map(|(&a, &b)| f64::from(a) + f64::from(b))
+            .collect();
         let result = (|| {
             let mut init = x.clone();
             init.extend(std::iter::repeat_n(SENTINEL, SENTINEL_LEN));
@@ -351,10 +439,16 @@ impl<B: Backend> Kit<'_, B> {
 
     fn embedding(&mut self, vocab: usize, dim: usize) {
         let (table, exact) = self.weight(vocab, dim, GgmlType::Q8_0, 1.0);
-        let ids: Vec<u32> = (0..11).map(|_| self.rng.random_range(0..vocab as u32)).collect();
+        let ids: Vec<u32> = (0..11)
+            .map(|_| self.rng.random_range(0..vocab as u32))
+            .collect();
         let want: Vec<f64> = ids
             .iter()
-            .flat_map(|&id| exact[id as usize * dim..(id as usize + 1) * dim].iter().map(|&v| f64::from(v)))
+            .flat_map(|&id| {
+                exact[id as usize * dim..(id as usize + 1) * dim]
+                    .iter()
+                    .map(|&v| f64::from(v))
+            })
             .collect();
         let result = (|| {
             let t = self.backend.upload_weight(&table)?;
@@ -362,7 +456,13 @@ impl<B: Backend> Kit<'_, B> {
             self.backend.embedding(&t, &ids, &mut out)?;
             self.read_output(&out, ids.len() * dim)
         })();
-        self.check("embedding", format!("Q8_0_vocab{vocab}_dim{dim}"), 0.0, result, &want);
+        self.check(
+            "embedding",
+            format!("Q8_0_vocab{vocab}_dim{dim}"),
+            0.0,
+            result,
+            &want,
+        );
     }
 
     fn score_head(&mut self, vocab: usize, dim: usize) {
@@ -385,11 +485,18 @@ impl<B: Backend> Kit<'_, B> {
             let t = self.backend.upload_weight(&table)?;
             let xb = self.buffer(&x)?;
             let mut out = self.output(rows * 2)?;
-            self.backend.score_head(&xb, rows, &t, head_rows, &mut out)?;
+            self.backend
+                .score_head(&xb, rows, &t, head_rows, &mut out)?;
             self.read_output(&out, rows * 2)
         })();
         let tol = self.tolerances.matmul;
-        self.check("score_head", format!("Q8_0_vocab{vocab}_dim{dim}"), tol, result, &want);
+        self.check(
+            "score_head",
+            format!("Q8_0_vocab{vocab}_dim{dim}"),
+            tol,
+            result,
+            &want,
+        );
     }
 }
 
@@ -397,14 +504,23 @@ impl<B: Backend> Kit<'_, B> {
 /// tensor really holds (after rounding or quantisation).
 fn encode(values: &[f32], ty: GgmlType) -> (Vec<u8>, Vec<f32>) {
     match ty {
-        GgmlType::F32 => (values.iter().flat_map(|v| v.to_le_bytes()).collect(), values.to_vec()),
+        GgmlType::F32 => (
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            values.to_vec(),
+        ),
         GgmlType::F16 => {
             let h: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
-            (h.iter().flat_map(|v| v.to_le_bytes()).collect(), h.iter().map(|v| v.to_f32()).collect())
+            (
+                h.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                h.iter().map(|v| v.to_f32()).collect(),
+            )
         }
         GgmlType::BF16 => {
             let h: Vec<half::bf16> = values.iter().map(|&v| half::bf16::from_f32(v)).collect();
-            (h.iter().flat_map(|v| v.to_le_bytes()).collect(), h.iter().map(|v| v.to_f32()).collect())
+            (
+                h.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                h.iter().map(|v| v.to_f32()).collect(),
+            )
         }
         GgmlType::Q8_0 => {
             let mut blocks = vec![BlockQ8_0::default(); values.len() / 32];

@@ -17,21 +17,23 @@ pub struct LoadedFile {
     pub file: Arc<GgufFile>,
     /// The name the API echoes: `general.name`, else the file stem.
     pub name: String,
-    pub embedded: bool,
 }
 
 pub fn open(path: Option<&Path>) -> anyhow::Result<LoadedFile> {
     match path {
         Some(path) => {
-            let file = GgufFile::open(path).with_context(|| format!("cannot load model {}", path.display()))?;
+            let file = GgufFile::open(path)
+                .with_context(|| format!("cannot load model {}", path.display()))?;
             let name = match file.get_str("general.name") {
                 Ok(name) if !name.is_empty() => name.to_string(),
-                _ => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                _ => path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             };
             Ok(LoadedFile {
                 file: Arc::new(file),
                 name,
-                embedded: false,
             })
         }
         None => {
@@ -39,11 +41,11 @@ pub fn open(path: Option<&Path>) -> anyhow::Result<LoadedFile> {
                 "warning: no --model given: using the embedded tiny random model; \
                  its scores are meaningless (pass --model PATH.gguf for real results)"
             );
-            let file = GgufFile::from_static(EMBEDDED_MODEL).context("the embedded model is corrupt")?;
+            let file =
+                GgufFile::from_static(EMBEDDED_MODEL).context("the embedded model is corrupt")?;
             Ok(LoadedFile {
                 file: Arc::new(file),
                 name: EMBEDDED_NAME.to_string(),
-                embedded: true,
             })
         }
     }
@@ -54,6 +56,9 @@ pub fn embedded_file() -> anyhow::Result<GgufFile> {
 }
 
 pub fn tokenizer_override(path: Option<&PathBuf>) -> anyhow::Result<Option<RerankTokenizer>> {
-    path.map(|p| RerankTokenizer::from_file(p).with_context(|| format!("cannot load tokenizer {}", p.display())))
-        .transpose()
+    path.map(|p| {
+        RerankTokenizer::from_file(p)
+            .with_context(|| format!("cannot load tokenizer {}", p.display()))
+    })
+    .transpose()
 }

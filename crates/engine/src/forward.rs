@@ -18,7 +18,11 @@ pub enum EngineError {
     #[error("sequence {index} is empty")]
     EmptySequence { index: usize },
     #[error("sequence {index} has {len} tokens; the model's context is {max}")]
-    SequenceTooLong { index: usize, len: usize, max: usize },
+    SequenceTooLong {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
     #[error("sequence {index}: token id {id} is outside the embedding table ({rows} rows)")]
     TokenOutOfRange { index: usize, id: u32, rows: usize },
 }
@@ -195,8 +199,20 @@ impl<B: Backend> Engine<B> {
             b.matmul(&normed, rows, &layer.q, &mut q)?;
             b.matmul(&normed, rows, &layer.k, &mut k)?;
             b.matmul(&normed, rows, &layer.v, &mut v)?;
-            b.rms_norm_inplace(&mut q, &layer.q_norm, rows * c.n_heads, c.head_dim, c.rms_eps)?;
-            b.rms_norm_inplace(&mut k, &layer.k_norm, rows * c.n_kv_heads, c.head_dim, c.rms_eps)?;
+            b.rms_norm_inplace(
+                &mut q,
+                &layer.q_norm,
+                rows * c.n_heads,
+                c.head_dim,
+                c.rms_eps,
+            )?;
+            b.rms_norm_inplace(
+                &mut k,
+                &layer.k_norm,
+                rows * c.n_kv_heads,
+                c.head_dim,
+                c.rms_eps,
+            )?;
             b.rope(&mut q, positions, c.n_heads, c.head_dim, c.rope_theta)?;
             b.rope(&mut k, positions, c.n_kv_heads, c.head_dim, c.rope_theta)?;
             b.attention(&q, &k, &v, shape, layout, &mut attn)?;

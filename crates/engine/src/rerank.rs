@@ -52,13 +52,21 @@ pub struct RerankOutput {
 impl RerankOutput {
     /// Indices of documents that were truncated.
     pub fn truncated(&self) -> Vec<usize> {
-        self.documents.iter().filter(|d| d.truncated).map(|d| d.index).collect()
+        self.documents
+            .iter()
+            .filter(|d| d.truncated)
+            .map(|d| d.index)
+            .collect()
     }
 
     /// Results sorted by relevance, highest first; ties keep the lower index first.
     pub fn ranked(&self) -> Vec<DocumentScore> {
         let mut ranked = self.documents.clone();
-        ranked.sort_by(|a, b| b.relevance.total_cmp(&a.relevance).then(a.index.cmp(&b.index)));
+        ranked.sort_by(|a, b| {
+            b.relevance
+                .total_cmp(&a.relevance)
+                .then(a.index.cmp(&b.index))
+        });
         ranked
     }
 }
@@ -97,8 +105,12 @@ impl<B: Backend> Reranker<B> {
         };
         let yes_no = [token("yes")?, token("no")?];
         let weights = Weights::load(file, yes_no)?;
-        let max_pair = weights.config.context_length.min(tessera_model::prompt::DEFAULT_MAX_PAIR_TOKENS);
-        let prompt = PromptBuilder::new(Arc::new(tokenizer), max_pair).map_err(LoadError::Prompt)?;
+        let max_pair = weights
+            .config
+            .context_length
+            .min(tessera_model::prompt::DEFAULT_MAX_PAIR_TOKENS);
+        let prompt =
+            PromptBuilder::new(Arc::new(tokenizer), max_pair).map_err(LoadError::Prompt)?;
         let engine = Engine::new(backend, &weights)?;
         Ok(Reranker { engine, prompt })
     }

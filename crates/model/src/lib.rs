@@ -8,6 +8,6 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{ModelConfig, ModelError};
-pub use prompt::{PairTokens, PromptBuilder, TruncationSide};
-pub use tokenizer::{RerankTokenizer, TokenizerError};
+pub use prompt::{PairTokens, PromptBuilder, PromptError, TruncationSide};
+pub use tokenizer::{RerankTokenizer, TokenizerError, TokenizerSummary};
 pub use weights::{LayerWeights, ScoreHead, ScoreHeadSource, Weights};

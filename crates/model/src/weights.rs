@@ -160,8 +160,17 @@ impl Weights {
             .iter()
             .map(|l| {
                 [
-                    &l.attn_norm, &l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.attn_q_norm,
-                    &l.attn_k_norm, &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down,
+                    &l.attn_norm,
+                    &l.attn_q,
+                    &l.attn_k,
+                    &l.attn_v,
+                    &l.attn_output,
+                    &l.attn_q_norm,
+                    &l.attn_k_norm,
+                    &l.ffn_norm,
+                    &l.ffn_gate,
+                    &l.ffn_up,
+                    &l.ffn_down,
                 ]
                 .iter()
                 .map(|t| t.bytes().len())

@@ -15,7 +15,11 @@ pub fn attention(
     layout: &AttentionLayout,
     out: &mut [f32],
 ) -> Result<(), BackendError> {
-    let AttentionShape { n_heads, n_kv_heads, head_dim: d } = shape;
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: d,
+    } = shape;
     if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
         return Err(BackendError::Invalid {
             op: "attention",
@@ -50,7 +54,8 @@ pub fn attention(
                 let q_vec = &q[row * qw + h * d..row * qw + (h + 1) * d];
                 scores.clear();
                 scores.extend(
-                    (start..=row).map(|j| dot(q_vec, &k[j * kvw + kv_off..j * kvw + kv_off + d]) * scale),
+                    (start..=row)
+                        .map(|j| dot(q_vec, &k[j * kvw + kv_off..j * kvw + kv_off + d]) * scale),
                 );
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0f32;

@@ -2,7 +2,12 @@
 
 use tessera_backend::BackendError;
 
-pub fn gather_rows(x: &[f32], rows: &[usize], dim: usize, out: &mut [f32]) -> Result<(), BackendError> {
+pub fn gather_rows(
+    x: &[f32],
+    rows: &[usize],
+    dim: usize,
+    out: &mut [f32],
+) -> Result<(), BackendError> {
     BackendError::check_len("gather_rows", "out", rows.len() * dim, out.len())?;
     for (dst, &row) in out.chunks_exact_mut(dim.max(1)).zip(rows) {
         BackendError::check_len("gather_rows", "x", (row + 1) * dim, x.len())?;
@@ -22,6 +27,7 @@ pub fn copy_rows(
     let n = rows * width;
     BackendError::check_len("copy_rows", "src", (src_row + rows) * width, src.len())?;
     BackendError::check_len("copy_rows", "dst", (dst_row + rows) * width, dst.len())?;
-    dst[dst_row * width..dst_row * width + n].copy_from_slice(&src[src_row * width..src_row * width + n]);
+    dst[dst_row * width..dst_row * width + n]
+        .copy_from_slice(&src[src_row * width..src_row * width + n]);
     Ok(())
 }

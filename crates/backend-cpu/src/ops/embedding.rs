@@ -11,7 +11,10 @@ pub fn embedding(table: &CpuWeight, ids: &[u32], out: &mut [f32]) -> Result<(), 
     if let Some(&bad) = ids.iter().find(|&&id| id as usize >= table.rows()) {
         return Err(BackendError::Invalid {
             op: "embedding",
-            detail: format!("token id {bad} is outside the table's {} rows", table.rows()),
+            detail: format!(
+                "token id {bad} is outside the table's {} rows",
+                table.rows()
+            ),
         });
     }
     out[..ids.len() * dim]

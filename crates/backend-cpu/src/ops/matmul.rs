@@ -25,7 +25,12 @@ impl OutPtr {
     }
 }
 
-pub fn matmul(x: &[f32], rows: usize, weight: &CpuWeight, out: &mut [f32]) -> Result<(), BackendError> {
+pub fn matmul(
+    x: &[f32],
+    rows: usize,
+    weight: &CpuWeight,
+    out: &mut [f32],
+) -> Result<(), BackendError> {
     let (n, k) = (weight.rows(), weight.cols());
     BackendError::check_len("matmul", "x", rows * k, x.len())?;
     BackendError::check_len("matmul", "out", rows * n, out.len())?;

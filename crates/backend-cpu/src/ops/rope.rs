@@ -11,7 +11,7 @@ pub fn rope(
     head_dim: usize,
     theta: f32,
 ) -> Result<(), BackendError> {
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         return Err(BackendError::Invalid {
             op: "rope",
             detail: format!("head_dim {head_dim} is odd"),

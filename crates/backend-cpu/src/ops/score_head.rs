@@ -19,14 +19,22 @@ pub fn score_head(
     if let Some(&bad) = head_rows.iter().find(|&&r| r >= weight.rows()) {
         return Err(BackendError::Invalid {
             op: "score_head",
-            detail: format!("head row {bad} is outside '{}' ({} rows)", weight.name(), weight.rows()),
+            detail: format!(
+                "head row {bad} is outside '{}' ({} rows)",
+                weight.name(),
+                weight.rows()
+            ),
         });
     }
     let mut yes = vec![0.0; k];
     let mut no = vec![0.0; k];
     weight.dequantize_row(head_rows[0], &mut yes);
     weight.dequantize_row(head_rows[1], &mut no);
-    for (o, row) in out.chunks_exact_mut(2).zip(x.chunks_exact(k.max(1))).take(rows) {
+    for (o, row) in out
+        .chunks_exact_mut(2)
+        .zip(x.chunks_exact(k.max(1)))
+        .take(rows)
+    {
         o[0] = dot(row, &yes);
         o[1] = dot(row, &no);
     }

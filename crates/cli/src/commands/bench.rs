@@ -58,7 +58,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let prompt = reranker.prompt();
     let vocab = prompt.tokenizer().vocab_size().min(151_643) as u32;
     let mut rng = StdRng::seed_from_u64(7);
-    let mut random_ids = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..vocab)).collect() };
+    let mut random_ids =
+        |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..vocab)).collect() };
     let query_ids = random_ids(args.query_tokens);
     let query = prompt.tokenizer().decode(&query_ids)?;
     let prefix = prompt.query_prefix(None, &query)?;
@@ -82,13 +83,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         in_batch += seq.len();
     }
     let c = reranker.engine().config();
-    println!("model      {} ({} layers, hidden {}, ffn {}, heads {}/{}, head_dim {})",
-        loaded.name, c.n_layers, c.hidden, c.ffn, c.n_heads, c.n_kv_heads, c.head_dim);
+    println!(
+        "model      {} ({} layers, hidden {}, ffn {}, heads {}/{}, head_dim {})",
+        loaded.name, c.n_layers, c.hidden, c.ffn, c.n_heads, c.n_kv_heads, c.head_dim
+    );
     println!("cpu        {} ({} threads)", cpu_model(), rayon_threads());
-    println!("backend    cpu-reference; weights loaded in {:.2} s", load_time.as_secs_f64());
+    println!(
+        "backend    cpu-reference; weights loaded in {:.2} s",
+        load_time.as_secs_f64()
+    );
     println!(
         "workload   {} docs × {} tokens + {}-token prompt prefix = {} tokens in {} forward passes",
-        args.docs, args.doc_tokens, prefix.len(), tokens, batches.len()
+        args.docs,
+        args.doc_tokens,
+        prefix.len(),
+        tokens,
+        batches.len()
     );
     let run_once = || -> anyhow::Result<f64> {
         let start = Instant::now();
@@ -101,7 +111,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(args.runs);
     for i in 0..args.runs {
         let t = run_once()?;
-        println!("run {:>2}     {:.3} s  {:.1} tokens/s  {:.2} docs/s", i + 1, t, tokens as f64 / t, args.docs as f64 / t);
+        println!(
+            "run {:>2}     {:.3} s  {:.1} tokens/s  {:.2} docs/s",
+            i + 1,
+            t,
+            tokens as f64 / t,
+            args.docs as f64 / t
+        );
         times.push(t);
     }
     times.sort_by(f64::total_cmp);

@@ -53,9 +53,30 @@ const VOCAB_ROWS: usize = 151_936;
 
 fn dims(shape: Shape) -> Dims {
     match shape {
-        Shape::Tiny => Dims { hidden: 64, layers: 2, heads: 4, kv_heads: 2, head_dim: 32, ffn: 128 },
-        Shape::Qwen3_0_6b => Dims { hidden: 1024, layers: 28, heads: 16, kv_heads: 8, head_dim: 128, ffn: 3072 },
-        Shape::Qwen3_4b => Dims { hidden: 2560, layers: 36, heads: 32, kv_heads: 8, head_dim: 128, ffn: 9728 },
+        Shape::Tiny => Dims {
+            hidden: 64,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 32,
+            ffn: 128,
+        },
+        Shape::Qwen3_0_6b => Dims {
+            hidden: 1024,
+            layers: 28,
+            heads: 16,
+            kv_heads: 8,
+            head_dim: 128,
+            ffn: 3072,
+        },
+        Shape::Qwen3_4b => Dims {
+            hidden: 2560,
+            layers: 36,
+            heads: 32,
+            kv_heads: 8,
+            head_dim: 128,
+            ffn: 9728,
+        },
     }
 }
 
@@ -99,7 +120,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut w = GgufWriter::new();
     let u32v = |v: usize| MetaValue::U32(v as u32);
     w.add_metadata("general.architecture", MetaValue::String("qwen3".into()));
-    w.add_metadata("general.name", MetaValue::String(format!("tessera-random-{:?}", args.shape)));
+    w.add_metadata(
+        "general.name",
+        MetaValue::String(format!("tessera-random-{:?}", args.shape)),
+    );
     w.add_metadata("general.file_type", MetaValue::U32(7)); // MOSTLY_Q8_0
     w.add_metadata("qwen3.block_count", u32v(d.layers));
     w.add_metadata("qwen3.context_length", u32v(40_960));
@@ -109,7 +133,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     w.add_metadata("qwen3.attention.head_count_kv", u32v(d.kv_heads));
     w.add_metadata("qwen3.attention.key_length", u32v(d.head_dim));
     w.add_metadata("qwen3.attention.value_length", u32v(d.head_dim));
-    w.add_metadata("qwen3.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-6));
+    w.add_metadata(
+        "qwen3.attention.layer_norm_rms_epsilon",
+        MetaValue::F32(1e-6),
+    );
     w.add_metadata("qwen3.rope.freq_base", MetaValue::F32(1e6));
     w.add_metadata("qwen3.pooling_type", MetaValue::U32(4)); // rank
     w.add_metadata(
@@ -123,19 +150,33 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     let tokens = source.get_str_array("tokenizer.ggml.tokens")?;
     if tokens.len() != VOCAB_ROWS {
-        bail!("the embedded model's vocabulary has {} entries, expected {VOCAB_ROWS}", tokens.len());
+        bail!(
+            "the embedded model's vocabulary has {} entries, expected {VOCAB_ROWS}",
+            tokens.len()
+        );
     }
-    let find = |t: &str| tokens.iter().position(|x| x == t).with_context(|| format!("no token '{t}'"));
+    let find = |t: &str| {
+        tokens
+            .iter()
+            .position(|x| x == t)
+            .with_context(|| format!("no token '{t}'"))
+    };
     let (yes, no) = (find("yes")?, find("no")?);
 
     let mut rng = StdRng::seed_from_u64(args.seed);
     let h = d.hidden as u64;
-    let q8 = |rng: &mut StdRng, rows: usize, cols: usize, std: f32| random_q8_0(rng, rows, cols, std);
+    let q8 =
+        |rng: &mut StdRng, rows: usize, cols: usize, std: f32| random_q8_0(rng, rows, cols, std);
     let embd = q8(&mut rng, VOCAB_ROWS, d.hidden, 0.05);
     let row_bytes = d.hidden / QK8_0 * 34;
     let mut cls = embd[yes * row_bytes..(yes + 1) * row_bytes].to_vec();
     cls.extend_from_slice(&embd[no * row_bytes..(no + 1) * row_bytes]);
-    w.add_tensor("token_embd.weight", vec![h, VOCAB_ROWS as u64], GgmlType::Q8_0, embd)?;
+    w.add_tensor(
+        "token_embd.weight",
+        vec![h, VOCAB_ROWS as u64],
+        GgmlType::Q8_0,
+        embd,
+    )?;
     let std_in = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
     let (qw, kvw) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
     for i in 0..d.layers {
@@ -143,7 +184,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         let n = |part: &str| format!("blk.{i}.{part}.weight");
         let mut matrix = |name: &str, rows: usize, cols: usize| -> anyhow::Result<()> {
             let data = q8(&mut rng, rows, cols, std_in(cols));
-            w.add_tensor(n(name), vec![cols as u64, rows as u64], GgmlType::Q8_0, data)?;
+            w.add_tensor(
+                n(name),
+                vec![cols as u64, rows as u64],
+                GgmlType::Q8_0,
+                data,
+            )?;
             Ok(())
         };
         matrix("attn_q", qw, d.hidden)?;
@@ -164,11 +210,20 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         }
     }
     eprintln!();
-    w.add_tensor("output_norm.weight", vec![h], GgmlType::F32, norm_weight(&mut rng, d.hidden))?;
+    w.add_tensor(
+        "output_norm.weight",
+        vec![h],
+        GgmlType::F32,
+        norm_weight(&mut rng, d.hidden),
+    )?;
     w.add_tensor("cls.output.weight", vec![h, 2], GgmlType::Q8_0, cls)?;
     w.write_file(&args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
-    eprintln!("wrote {} ({:.1} MiB)", args.out.display(), size as f64 / (1 << 20) as f64);
+    eprintln!(
+        "wrote {} ({:.1} MiB)",
+        args.out.display(),
+        size as f64 / (1 << 20) as f64
+    );
     Ok(())
 }

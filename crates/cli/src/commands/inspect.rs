@@ -31,7 +31,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         file.alignment(),
         file.file_size() as f64 / (1 << 20) as f64
     );
-    println!("architecture  {}", file.get_str("general.architecture").unwrap_or("(missing)"));
+    println!(
+        "architecture  {}",
+        file.get_str("general.architecture").unwrap_or("(missing)")
+    );
     match ModelConfig::from_gguf(file) {
         Ok(c) => {
             println!(
@@ -60,14 +63,20 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     }
     let types: Vec<String> = by_type
         .iter()
-        .map(|(name, (n, bytes))| format!("{name} ×{n} ({:.1} MiB)", *bytes as f64 / (1 << 20) as f64))
+        .map(|(name, (n, bytes))| {
+            format!("{name} ×{n} ({:.1} MiB)", *bytes as f64 / (1 << 20) as f64)
+        })
         .collect();
     println!("tensor types  {}", types.join(", "));
 
     match RerankTokenizer::from_gguf(file) {
         Ok(tokenizer) => {
             println!("tokenizer     {}", tokenizer.summary());
-            let id = |t: &str| tokenizer.token_to_id(t).map_or("-".to_string(), |id| id.to_string());
+            let id = |t: &str| {
+                tokenizer
+                    .token_to_id(t)
+                    .map_or("-".to_string(), |id| id.to_string())
+            };
             println!("yes/no ids    {} / {}", id("yes"), id("no"));
             match (tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")) {
                 (Some(yes), Some(no)) => match Weights::load(file, [yes, no]) {

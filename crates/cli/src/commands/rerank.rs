@@ -48,7 +48,8 @@ pub struct RerankArgs {
 }
 
 fn read_documents_file(path: &PathBuf) -> anyhow::Result<Vec<String>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut docs = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("{}: line {}", path.display(), n + 1))?;
@@ -56,7 +57,11 @@ fn read_documents_file(path: &PathBuf) -> anyhow::Result<Vec<String>> {
             continue;
         }
         let doc: String = serde_json::from_str(&line).with_context(|| {
-            format!("{} line {}: expected one JSON string per line", path.display(), n + 1)
+            format!(
+                "{} line {}: expected one JSON string per line",
+                path.display(),
+                n + 1
+            )
         })?;
         docs.push(doc);
     }
@@ -112,7 +117,9 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
             "tokens": {"input_tokens": output.total_tokens, "output_tokens": 0},
         });
         if !truncated.is_empty() {
-            meta["warnings"] = json!([format!("documents truncated to fit the context: {truncated:?}")]);
+            meta["warnings"] = json!([format!(
+                "documents truncated to fit the context: {truncated:?}"
+            )]);
         }
         let body = json!({
             "id": uuid::Uuid::new_v4().to_string(),
@@ -128,7 +135,12 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
             if text.len() < documents[d.index].len() {
                 text.push('…');
             }
-            println!("{:>3}  {:.6}  {}", d.index, d.relevance, text.replace('\n', " "));
+            println!(
+                "{:>3}  {:.6}  {}",
+                d.index,
+                d.relevance,
+                text.replace('\n', " ")
+            );
         }
         if !truncated.is_empty() {
             eprintln!("note: documents truncated to fit the context: {truncated:?}");

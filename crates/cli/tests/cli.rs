@@ -1,0 +1,174 @@
+//! The `tessera` binary end to end: rerank's JSON is the /v1/rerank body, the
+//! embedded model is the tiny-q8 fixture, inspect names the score head, bad
+//! arguments fail with a message.
+
+use std::process::Command;
+
+use serde_json::Value;
+use tessera_tests::{fixture, load_reference};
+
+fn tessera(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+const QUERY: &str = "how do I reset my password";
+const DOCS: [&str; 3] = [
+    "To reset your password, click forgot password on the login screen.",
+    "Our office hours are Monday to Friday, 9 to 18.",
+    "Password requirements: 12+ characters, one number, one symbol.",
+];
+
+#[test]
+fn rerank_json_is_the_v1_response_body_with_reference_scores() {
+    let mut args = vec!["rerank", "--json", "--query", QUERY];
+    args.extend(DOCS);
+    let out = tessera(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("meaningless"),
+        "the embedded model must be announced: {stderr}"
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+
+    assert!(body["id"].as_str().is_some_and(|id| id.len() == 36));
+    assert_eq!(body["meta"]["api_version"]["version"], "1");
+    assert_eq!(body["meta"]["billed_units"]["search_units"], 1);
+    let total = body["usage"]["total_tokens"]
+        .as_u64()
+        .expect("usage.total_tokens");
+    assert_eq!(body["meta"]["billed_units"]["total_tokens"], total);
+    assert_eq!(body["meta"]["tokens"]["input_tokens"], total);
+    assert_eq!(body["meta"]["tokens"]["output_tokens"], 0);
+    assert!(body["model"].is_string());
+
+    let reference = load_reference("tiny-q8");
+    let case = reference
+        .cases
+        .iter()
+        .find(|c| c.query == QUERY && c.documents.starts_with(&DOCS.map(String::from)))
+        .expect("the fixtures hold the spec example");
+    assert_eq!(
+        total as usize,
+        case.pairs[..3].iter().map(|p| p.ids.len()).sum::<usize>()
+    );
+    let results = body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    let mut previous = f64::INFINITY;
+    for r in results {
+        let index = r["index"].as_u64().expect("index") as usize;
+        let score = r["relevance_score"].as_f64().expect("score");
+        assert!(score <= previous, "results are sorted by score");
+        previous = score;
+        assert!(
+            (score - case.pairs[index].w8a32).abs() <= 2e-3,
+            "doc {index}: {score}"
+        );
+        assert!(r.get("document").is_none(), "no document key unless asked");
+    }
+}
+
+#[test]
+fn rerank_top_n_and_return_documents() {
+    let mut args = vec![
+        "rerank",
+        "--json",
+        "--top-n",
+        "2",
+        "--return-documents",
+        "--query",
+        QUERY,
+    ];
+    args.extend(DOCS);
+    let out = tessera(&args);
+    assert!(out.status.success());
+    let body: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let results = body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2);
+    for r in results {
+        let index = r["index"].as_u64().expect("index") as usize;
+        assert_eq!(r["document"]["text"], DOCS[index]);
+    }
+}
+
+#[test]
+fn documents_file_gives_the_same_scores_as_arguments() {
+    let dir = std::env::temp_dir().join(format!("tessera-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("docs.jsonl");
+    let lines: Vec<String> = DOCS
+        .iter()
+        .map(|d| serde_json::to_string(d).expect("json"))
+        .collect();
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    let from_file = tessera(&[
+        "rerank",
+        "--json",
+        "--query",
+        QUERY,
+        "--documents-file",
+        path.to_str().expect("utf-8"),
+    ]);
+    let mut args = vec!["rerank", "--json", "--query", QUERY];
+    args.extend(DOCS);
+    let from_args = tessera(&args);
+    let a: Value = serde_json::from_slice(&from_file.stdout).expect("JSON");
+    let b: Value = serde_json::from_slice(&from_args.stdout).expect("JSON");
+    assert_eq!(a["results"], b["results"]);
+
+    std::fs::write(&path, "not json\n").expect("write");
+    let bad = tessera(&[
+        "rerank",
+        "--query",
+        QUERY,
+        "--documents-file",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("line 1"));
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    let out = tessera(&["rerank", "--query", "", "doc"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--query"));
+    let out = tessera(&["rerank", "--query", "q"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no documents"));
+    let out = tessera(&[
+        "rerank",
+        "--model",
+        "/nonexistent.gguf",
+        "--query",
+        "q",
+        "d",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
+}
+
+#[test]
+fn inspect_names_the_score_head_and_shapes() {
+    let untied = fixture("tiny-q8-untied.gguf");
+    let out = tessera(&["inspect", untied.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("output.weight"), "{text}");
+    assert!(text.contains("head_dim 16"), "{text}");
+    assert!(text.contains("Q8_0"), "{text}");
+    let out = tessera(&["inspect"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cls.output.weight"), "{text}");
+}
