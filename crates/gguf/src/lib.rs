@@ -3,13 +3,16 @@
 //! Every offset, count and length read from a file is bounds-checked: a truncated
 //! or corrupt file yields a [`GgufError`] naming what is wrong, never a panic.
 
+mod convert;
 mod error;
+mod parse;
 mod q8_0;
 mod reader;
 mod types;
 mod value;
 mod writer;
 
+pub use convert::{bf16_to_f32_slice, f16_to_f32_slice};
 pub use error::GgufError;
 pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, QK8_0};
 pub use reader::{GgufFile, TensorInfo};
