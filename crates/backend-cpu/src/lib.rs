@@ -6,7 +6,7 @@
 mod ops;
 mod weight;
 
-use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor};
+use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
 
 pub use weight::CpuWeight;
 
@@ -116,9 +116,10 @@ impl Backend for CpuBackend {
         v: &Vec<f32>,
         shape: AttentionShape,
         layout: &AttentionLayout,
+        prefixes: &[KvRef<'_, Vec<f32>>],
         out: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
-        ops::attention::attention(q, k, v, shape, layout, out)
+        ops::attention::attention(q, k, v, shape, layout, prefixes, out)
     }
 
     fn swiglu(

@@ -107,9 +107,10 @@ fn kit_catches_a_wrong_op() {
             v: &Vec<f32>,
             s: tessera_backend::AttentionShape,
             l: &tessera_backend::AttentionLayout,
+            p: &[tessera_backend::KvRef<'_, Vec<f32>>],
             o: &mut Vec<f32>,
         ) -> Result<(), tessera_backend::BackendError> {
-            self.0.attention(q, k, v, s, l, o)
+            self.0.attention(q, k, v, s, l, p, o)
         }
         fn swiglu(
             &self,

@@ -1,12 +1,31 @@
 //! How packed sequences lie in a batch: no padding, each sequence a contiguous
 //! run of token rows.
 
-/// One sequence of a packed batch: its rows `[start, start + len)`.
+/// One sequence of a packed batch: its rows `[start, start + len)`, optionally
+/// preceded by a shared prefix whose K/V were computed earlier (an index into the
+/// prefix list given to the attention op). With a prefix of length P, the
+/// sequence's tokens sit at positions P.. and attend to all P prefix tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sequence {
     pub start: usize,
     pub len: usize,
+    pub prefix: Option<usize>,
 }
+
+/// A shared prefix's K and V for one layer: `[len, n_kv_heads·d]` each.
+pub struct KvRef<'a, Buffer> {
+    pub k: &'a Buffer,
+    pub v: &'a Buffer,
+    pub len: usize,
+}
+
+impl<Buffer> Clone for KvRef<'_, Buffer> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Buffer> Copy for KvRef<'_, Buffer> {}
 
 /// The sequences of one packed batch, in row order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,12 +40,25 @@ impl AttentionLayout {
         let sequences = lengths
             .iter()
             .map(|&len| {
-                let seq = Sequence { start, len };
+                let seq = Sequence {
+                    start,
+                    len,
+                    prefix: None,
+                };
                 start += len;
                 seq
             })
             .collect();
         AttentionLayout { sequences }
+    }
+
+    /// Packs sequences back to back, each with its prefix index.
+    pub fn packed_with_prefixes(lengths: &[usize], prefixes: &[Option<usize>]) -> AttentionLayout {
+        let mut layout = AttentionLayout::packed(lengths);
+        for (seq, &prefix) in layout.sequences.iter_mut().zip(prefixes) {
+            seq.prefix = prefix;
+        }
+        layout
     }
 
     /// Total rows covered.

@@ -8,7 +8,7 @@ pub mod parity;
 mod tensor;
 
 pub use error::BackendError;
-pub use layout::{AttentionLayout, Sequence};
+pub use layout::{AttentionLayout, KvRef, Sequence};
 pub use tensor::HostTensor;
 
 /// Parameters of the attention op that do not change between calls of one model.
@@ -98,7 +98,10 @@ pub trait Backend {
 
     /// Causal GQA attention over packed sequences: `q` is `[tokens, n_heads·d]`,
     /// `k`/`v` are `[tokens, n_kv_heads·d]`, `out` is `[tokens, n_heads·d]`.
-    /// Each sequence attends only to its own tokens, causally.
+    /// Each sequence attends to its prefix's K/V (`prefixes[seq.prefix]`, all of
+    /// it) and, causally, to its own tokens; never to another sequence. Keys are
+    /// visited in order: prefix first, then the sequence's own.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         q: &Self::Buffer,
@@ -106,6 +109,7 @@ pub trait Backend {
         v: &Self::Buffer,
         shape: AttentionShape,
         layout: &AttentionLayout,
+        prefixes: &[KvRef<'_, Self::Buffer>],
         out: &mut Self::Buffer,
     ) -> Result<(), BackendError>;
 

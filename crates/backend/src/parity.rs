@@ -14,7 +14,7 @@ use tessera_gguf::{
     dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile, GgufWriter,
 };
 
-use crate::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor};
+use crate::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
 
 const SENTINEL: f32 = -7.25e9;
 const SENTINEL_LEN: usize = 37;
@@ -107,20 +107,21 @@ pub fn run_all<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) -> Ve
     for &(tokens, heads, head_dim) in &[(1, 1, 2), (13, 3, 16), (40, 4, 128)] {
         kit.rope(tokens, heads, head_dim);
     }
-    for (lengths, heads, kv, d) in [
-        (vec![1], 1, 1, 8),
-        (vec![5, 1, 17], 4, 1, 16),
-        (vec![33, 2], 6, 2, 16),
-        (vec![70], 8, 8, 128),
+    for (lengths, prefixes, heads, kv, d) in [
+        (vec![1], vec![None], 1, 1, 8),
+        (vec![5, 1, 17], vec![None, None, None], 4, 1, 16),
+        (vec![33, 2], vec![None, None], 6, 2, 16),
+        (vec![70], vec![None], 8, 8, 128),
+        (vec![1, 9, 4], vec![Some(1), Some(1), None], 4, 2, 16),
+        (vec![3, 31, 2], vec![Some(40), Some(7), Some(40)], 6, 2, 16),
+        (vec![17], vec![Some(130)], 8, 2, 128),
     ] {
-        kit.attention(
-            &lengths,
-            AttentionShape {
-                n_heads: heads,
-                n_kv_heads: kv,
-                head_dim: d,
-            },
-        );
+        let shape = AttentionShape {
+            n_heads: heads,
+            n_kv_heads: kv,
+            head_dim: d,
+        };
+        kit.attention(&lengths, &prefixes, shape);
     }
     for &len in &[1, 31, 1000] {
         kit.swiglu(len);
@@ -344,26 +345,61 @@ impl<B: Backend> Kit<'_, B> {
         );
     }
 
-    fn attention(&mut self, lengths: &[usize], shape: AttentionShape) {
+    /// `prefix_lens[i]`: the length of sequence i's shared prefix, if any;
+    /// sequences with equal prefix lengths share one prefix K/V.
+    fn attention(
+        &mut self,
+        lengths: &[usize],
+        prefix_lens: &[Option<usize>],
+        shape: AttentionShape,
+    ) {
         let tokens: usize = lengths.iter().sum();
         let (qw, kvw, d) = (shape.q_width(), shape.kv_width(), shape.head_dim);
         let q = self.random(tokens * qw, 1.5);
         let k = self.random(tokens * kvw, 1.5);
         let v = self.random(tokens * kvw, 1.0);
-        let layout = AttentionLayout::packed(lengths);
+        let mut prefix_kv: Vec<(usize, Vec<f32>, Vec<f32>)> = Vec::new();
+        let mut prefix_index = Vec::new();
+        for &len in prefix_lens {
+            let index = len.map(|len| match prefix_kv.iter().position(|p| p.0 == len) {
+                Some(i) => i,
+                None => {
+                    let (pk, pv) = (self.random(len * kvw, 1.5), self.random(len * kvw, 1.0));
+                    prefix_kv.push((len, pk, pv));
+                    prefix_kv.len() - 1
+                }
+            });
+            prefix_index.push(index);
+        }
+        let layout = AttentionLayout::packed_with_prefixes(lengths, &prefix_index);
         let group = shape.n_heads / shape.n_kv_heads;
         let mut want = vec![0.0f64; tokens * qw];
         for seq in &layout.sequences {
+            let (p_len, pk, pv) = match seq.prefix {
+                Some(i) => (
+                    prefix_kv[i].0,
+                    prefix_kv[i].1.as_slice(),
+                    prefix_kv[i].2.as_slice(),
+                ),
+                None => (0, &[][..], &[][..]),
+            };
             for row in seq.start..seq.start + seq.len {
                 for h in 0..shape.n_heads {
                     let kh = h / group;
-                    let scores: Vec<f64> = (seq.start..=row)
-                        .map(|j| {
-                            (0..d)
-                                .map(|i| {
-                                    f64::from(q[row * qw + h * d + i])
-                                        * f64::from(k[j * kvw + kh * d + i])
-                                })
+                    // Keys: the whole prefix, then the sequence's own up to this row.
+                    let own = (seq.start..=row)
+                        .map(|j| (&k[j * kvw + kh * d..][..d], &v[j * kvw + kh * d..][..d]));
+                    let key_rows: Vec<(&[f32], &[f32])> = (0..p_len)
+                        .map(|j| (&pk[j * kvw + kh * d..][..d], &pv[j * kvw + kh * d..][..d]))
+                        .chain(own)
+                        .collect();
+                    let qv = &q[row * qw + h * d..][..d];
+                    let scores: Vec<f64> = key_rows
+                        .iter()
+                        .map(|(kr, _)| {
+                            qv.iter()
+                                .zip(*kr)
+                                .map(|(&a, &b)| f64::from(a) * f64::from(b))
                                 .sum::<f64>()
                                 / (d as f64).sqrt()
                         })
@@ -371,10 +407,9 @@ impl<B: Backend> Kit<'_, B> {
                     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                     let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                     let sum: f64 = exps.iter().sum();
-                    for (j, p) in (seq.start..=row).zip(&exps) {
+                    for ((_, vr), p) in key_rows.iter().zip(&exps) {
                         for i in 0..d {
-                            want[row * qw + h * d + i] +=
-                                p / sum * f64::from(v[j * kvw + kh * d + i]);
+                            want[row * qw + h * d + i] += p / sum * f64::from(vr[i]);
                         }
                     }
                 }
@@ -382,13 +417,22 @@ impl<B: Backend> Kit<'_, B> {
         }
         let result = (|| {
             let (qb, kb, vb) = (self.buffer(&q)?, self.buffer(&k)?, self.buffer(&v)?);
+            let mut device_prefixes = Vec::new();
+            for (len, pk, pv) in &prefix_kv {
+                device_prefixes.push((*len, self.buffer(pk)?, self.buffer(pv)?));
+            }
+            let refs: Vec<KvRef<'_, B::Buffer>> = device_prefixes
+                .iter()
+                .map(|(len, k, v)| KvRef { k, v, len: *len })
+                .collect();
             let mut out = self.output(tokens * qw)?;
             self.backend
-                .attention(&qb, &kb, &vb, shape, &layout, &mut out)?;
+                .attention(&qb, &kb, &vb, shape, &layout, &refs, &mut out)?;
             self.read_output(&out, tokens * qw)
         })();
+        let prefix_lens: Vec<usize> = prefix_lens.iter().map(|p| p.unwrap_or(0)).collect();
         let case = format!(
-            "seqs{lengths:?}_h{}_kv{}_d{d}",
+            "seqs{lengths:?}_pre{prefix_lens:?}_h{}_kv{}_d{d}",
             shape.n_heads, shape.n_kv_heads
         )
         .replace(' ', "");

@@ -1,9 +1,16 @@
-//! One forward pass over a packed batch. Only the last position of each sequence
-//! is scored: after the last layer's attention the batch shrinks to those rows,
-//! and the head is two rows (yes, no), never the vocabulary projection.
+//! The forward pass over a packed batch. Documents that share a query prefix
+//! attend to that prefix's K/V, computed once (or taken from the cache) instead
+//! of once per document. Only the last position of each sequence is scored:
+//! after the last layer's attention the batch shrinks to those rows, and the
+//! head is two rows (yes, no), never the vocabulary projection.
 
-use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, KvRef};
 use tessera_model::{ModelConfig, ModelError, ScoreHeadSource, Weights};
+
+use crate::prefix_cache::{PrefixCache, PrefixCacheStats, PrefixKv, DEFAULT_PREFIX_CACHE_BYTES};
 
 /// Token rows of the MLP processed at once: bounds the `tokens × ffn`
 /// intermediates, so long sequences need memory linear in their length.
@@ -25,6 +32,21 @@ pub enum EngineError {
     },
     #[error("sequence {index}: token id {id} is outside the embedding table ({rows} rows)")]
     TokenOutOfRange { index: usize, id: u32, rows: usize },
+}
+
+/// Documents that share one query prefix: each sequence is `prefix ++ document`,
+/// where a document's tokens already end with the prompt suffix.
+#[derive(Clone, Debug)]
+pub struct PrefixGroup<'a> {
+    pub prefix: &'a [u32],
+    pub documents: Vec<&'a [u32]>,
+}
+
+impl PrefixGroup<'_> {
+    /// Full length of each pair (what is billed).
+    pub fn pair_lengths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.documents.iter().map(|d| self.prefix.len() + d.len())
+    }
 }
 
 /// The two logits at a sequence's last token.
@@ -67,7 +89,8 @@ struct LayerOnDevice<W> {
     down: W,
 }
 
-/// A model's weights uploaded to a backend, ready to score batches.
+/// A model's weights uploaded to a backend, ready to score batches. It owns the
+/// prefix cache: one engine per compute thread, no locks on the hot path.
 pub struct Engine<B: Backend> {
     backend: B,
     config: ModelConfig,
@@ -78,6 +101,21 @@ pub struct Engine<B: Backend> {
     /// `None`: the head rows are in the embedding table.
     head: Option<B::Weight>,
     head_rows: [usize; 2],
+    cache: RefCell<PrefixCache<B>>,
+}
+
+/// What a pass over the layers produces.
+enum Pass {
+    /// Yes/no logits at the last row of each sequence.
+    Score,
+    /// The K/V of every layer for the (single) sequence's tokens, appended to
+    /// its prefix's; the last layer stops once its K/V exist.
+    CaptureKv,
+}
+
+enum PassOutput<B: Backend> {
+    Scores(Vec<PairScore>),
+    Kv(PrefixKv<B>),
 }
 
 impl<B: Backend> Engine<B> {
@@ -116,6 +154,7 @@ impl<B: Backend> Engine<B> {
             head,
             head_rows: weights.score_head.rows,
             backend,
+            cache: RefCell::new(PrefixCache::new(DEFAULT_PREFIX_CACHE_BYTES)),
         })
     }
 
@@ -127,47 +166,185 @@ impl<B: Backend> Engine<B> {
         &self.config
     }
 
-    /// Scores each token sequence independently (a sequence's result does not
-    /// depend on the others in the batch). Positions start at 0 in each.
-    pub fn score(&self, sequences: &[&[u32]]) -> Result<Vec<PairScore>, EngineError> {
-        if sequences.is_empty() {
-            return Ok(Vec::new());
-        }
-        for (index, seq) in sequences.iter().enumerate() {
-            if seq.is_empty() {
-                return Err(EngineError::EmptySequence { index });
-            }
-            if seq.len() > self.config.context_length {
-                return Err(EngineError::SequenceTooLong {
-                    index,
-                    len: seq.len(),
-                    max: self.config.context_length,
-                });
-            }
-            if let Some(&id) = seq.iter().find(|&&id| id as usize >= self.embedding_rows) {
-                return Err(EngineError::TokenOutOfRange {
-                    index,
-                    id,
-                    rows: self.embedding_rows,
-                });
-            }
-        }
-        let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-        let layout = AttentionLayout::packed(&lengths);
-        let ids: Vec<u32> = sequences.iter().flat_map(|s| s.iter().copied()).collect();
-        let positions: Vec<u32> = lengths.iter().flat_map(|&n| 0..n as u32).collect();
-        self.forward(&ids, &positions, &layout)
+    /// Bytes of K/V one prefix token takes (all layers).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        2 * self.layers.len() * self.config.kv_width() * std::mem::size_of::<f32>()
     }
 
-    fn forward(
+    /// Sets the cross-request prefix cache's byte budget (0 keeps nothing
+    /// between calls; prefixes are still shared within a call).
+    pub fn set_prefix_cache_bytes(&self, bytes: usize) {
+        self.cache.borrow_mut().set_capacity(bytes);
+    }
+
+    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
+        self.cache.borrow().stats
+    }
+
+    /// Computes and pins a prefix every query starts with (the system prompt):
+    /// never evicted, and the parent of every other prefix that extends it.
+    pub fn pin_prefix(&self, ids: &[u32]) -> Result<(), EngineError> {
+        self.check_ids(0, ids)?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let kv = Arc::new(self.capture_kv(ids, None)?);
+        self.cache.borrow_mut().pin(ids.to_vec(), kv);
+        Ok(())
+    }
+
+    fn check_ids(&self, index: usize, ids: &[u32]) -> Result<(), EngineError> {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.embedding_rows) {
+            return Err(EngineError::TokenOutOfRange {
+                index,
+                id,
+                rows: self.embedding_rows,
+            });
+        }
+        Ok(())
+    }
+
+    /// The prefix's K/V: from the cache, or computed (from the pinned parent
+    /// when it extends it) and cached.
+    fn prefix_kv(&self, ids: &[u32]) -> Result<Arc<PrefixKv<B>>, EngineError> {
+        let cached = self.cache.borrow_mut().get(ids);
+        if let Some(kv) = cached {
+            self.cache.borrow_mut().stats.reused_tokens += ids.len() as u64;
+            return Ok(kv);
+        }
+        let parent = self.cache.borrow().parent_of(ids);
+        let kv = Arc::new(self.capture_kv(ids, parent.as_deref())?);
+        self.cache
+            .borrow_mut()
+            .insert(ids.to_vec(), Arc::clone(&kv));
+        Ok(kv)
+    }
+
+    fn capture_kv(
+        &self,
+        ids: &[u32],
+        parent: Option<&PrefixKv<B>>,
+    ) -> Result<PrefixKv<B>, EngineError> {
+        let start = parent.map_or(0, |p| p.len);
+        if let Some(p) = parent {
+            self.cache.borrow_mut().stats.reused_tokens += p.len as u64;
+        }
+        let own = &ids[start..];
+        let positions: Vec<u32> = (start..ids.len()).map(|p| p as u32).collect();
+        let layout = AttentionLayout::packed_with_prefixes(&[own.len()], &[parent.map(|_| 0)]);
+        let prefixes: Vec<&PrefixKv<B>> = parent.into_iter().collect();
+        match self.run(own, &positions, &layout, &prefixes, Pass::CaptureKv)? {
+            PassOutput::Kv(kv) => Ok(kv),
+            PassOutput::Scores(_) => unreachable!("a capture pass returns K/V"),
+        }
+    }
+
+    /// Scores every (prefix, document) pair of every group; results per group,
+    /// in document order. Each distinct prefix is computed at most once (and
+    /// not at all when cached); scores equal those of [`Engine::score`] on the
+    /// concatenated sequences.
+    pub fn score_groups(
+        &self,
+        groups: &[PrefixGroup<'_>],
+    ) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        let mut index = 0;
+        for group in groups {
+            self.check_ids(index, group.prefix)?;
+            for doc in &group.documents {
+                self.check_sequence(index, group.prefix.len(), doc)?;
+                index += 1;
+            }
+        }
+        let mut prefixes: Vec<Arc<PrefixKv<B>>> = Vec::new();
+        let mut group_prefix: Vec<Option<usize>> = Vec::with_capacity(groups.len());
+        for group in groups {
+            if group.prefix.is_empty() || group.documents.is_empty() {
+                group_prefix.push(None);
+                continue;
+            }
+            let kv = self.prefix_kv(group.prefix)?;
+            let existing = prefixes.iter().position(|p| Arc::ptr_eq(p, &kv));
+            group_prefix.push(Some(existing.unwrap_or_else(|| {
+                prefixes.push(kv);
+                prefixes.len() - 1
+            })));
+        }
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut lengths = Vec::new();
+        let mut seq_prefix = Vec::new();
+        for (group, &prefix) in groups.iter().zip(&group_prefix) {
+            let start = group.prefix.len() as u32;
+            for doc in &group.documents {
+                ids.extend_from_slice(doc);
+                positions.extend(start..start + doc.len() as u32);
+                lengths.push(doc.len());
+                seq_prefix.push(prefix);
+            }
+        }
+        if lengths.is_empty() {
+            return Ok(groups.iter().map(|_| Vec::new()).collect());
+        }
+        let layout = AttentionLayout::packed_with_prefixes(&lengths, &seq_prefix);
+        let prefix_refs: Vec<&PrefixKv<B>> = prefixes.iter().map(|p| p.as_ref()).collect();
+        let PassOutput::Scores(scores) =
+            self.run(&ids, &positions, &layout, &prefix_refs, Pass::Score)?
+        else {
+            unreachable!("a score pass returns scores")
+        };
+        let mut flat = scores.into_iter();
+        Ok(groups
+            .iter()
+            .map(|g| flat.by_ref().take(g.documents.len()).collect())
+            .collect())
+    }
+
+    fn check_sequence(
+        &self,
+        index: usize,
+        prefix_len: usize,
+        doc: &[u32],
+    ) -> Result<(), EngineError> {
+        if doc.is_empty() {
+            return Err(EngineError::EmptySequence { index });
+        }
+        let len = prefix_len + doc.len();
+        if len > self.config.context_length {
+            return Err(EngineError::SequenceTooLong {
+                index,
+                len,
+                max: self.config.context_length,
+            });
+        }
+        self.check_ids(index, doc)
+    }
+
+    /// Scores each token sequence independently, with no prefix sharing (a
+    /// sequence's result does not depend on the others in the batch).
+    pub fn score(&self, sequences: &[&[u32]]) -> Result<Vec<PairScore>, EngineError> {
+        let groups: Vec<PrefixGroup<'_>> = sequences
+            .iter()
+            .map(|s| PrefixGroup {
+                prefix: &[],
+                documents: vec![s],
+            })
+            .collect();
+        Ok(self.score_groups(&groups)?.into_iter().flatten().collect())
+    }
+
+    /// Runs the layers over packed sequences whose tokens sit at `positions`.
+    fn run(
         &self,
         ids: &[u32],
         positions: &[u32],
         layout: &AttentionLayout,
-    ) -> Result<Vec<PairScore>, EngineError> {
+        prefixes: &[&PrefixKv<B>],
+        pass: Pass,
+    ) -> Result<PassOutput<B>, EngineError> {
         let b = &self.backend;
         let c = &self.config;
         let tokens = ids.len();
+        self.cache.borrow_mut().stats.computed_tokens += tokens as u64;
         let (hidden, qw, kvw) = (c.hidden, c.q_width(), c.kv_width());
         let shape = AttentionShape {
             n_heads: c.n_heads,
@@ -190,6 +367,8 @@ impl<B: Backend> Engine<B> {
         let mut up = b.alloc(chunk * c.ffn)?;
         let mut act = b.alloc(chunk * c.ffn)?;
         let mut chunk_out = b.alloc(chunk * hidden)?;
+        let mut captured = Vec::new();
+        let parent_len = prefixes.first().map_or(0, |p| p.len);
 
         b.embedding(&self.embedding, ids, &mut x)?;
         let mut rows = tokens;
@@ -215,7 +394,29 @@ impl<B: Backend> Engine<B> {
             )?;
             b.rope(&mut q, positions, c.n_heads, c.head_dim, c.rope_theta)?;
             b.rope(&mut k, positions, c.n_kv_heads, c.head_dim, c.rope_theta)?;
-            b.attention(&q, &k, &v, shape, layout, &mut attn)?;
+            if let Pass::CaptureKv = pass {
+                let total = parent_len + tokens;
+                let mut layer_k = b.alloc(total * kvw)?;
+                let mut layer_v = b.alloc(total * kvw)?;
+                if let Some(parent) = prefixes.first() {
+                    let KvRef { k: pk, v: pv, .. } = parent.layer(index);
+                    b.copy_rows(pk, 0, &mut layer_k, 0, parent_len, kvw)?;
+                    b.copy_rows(pv, 0, &mut layer_v, 0, parent_len, kvw)?;
+                }
+                b.copy_rows(&k, 0, &mut layer_k, parent_len, tokens, kvw)?;
+                b.copy_rows(&v, 0, &mut layer_v, parent_len, tokens, kvw)?;
+                captured.push((layer_k, layer_v));
+                if last_layer {
+                    return Ok(PassOutput::Kv(PrefixKv {
+                        len: total,
+                        bytes: total * self.kv_bytes_per_token(),
+                        layers: captured,
+                    }));
+                }
+            }
+            let layer_prefixes: Vec<KvRef<'_, B::Buffer>> =
+                prefixes.iter().map(|p| p.layer(index)).collect();
+            b.attention(&q, &k, &v, shape, layout, &layer_prefixes, &mut attn)?;
             if last_layer {
                 // Only the last token of each sequence is scored: the rest of the
                 // last layer runs on those rows alone.
@@ -241,6 +442,14 @@ impl<B: Backend> Engine<B> {
             }
             b.add_inplace(&mut x, &proj, rows * hidden)?;
         }
+        if let Pass::CaptureKv = pass {
+            // A model without layers has no K/V to share.
+            return Ok(PassOutput::Kv(PrefixKv {
+                len: parent_len + tokens,
+                bytes: 0,
+                layers: Vec::new(),
+            }));
+        }
         if self.layers.is_empty() {
             b.gather_rows(&x, &last_rows, hidden, &mut normed)?;
             std::mem::swap(&mut x, &mut normed);
@@ -250,12 +459,14 @@ impl<B: Backend> Engine<B> {
         let head = self.head.as_ref().unwrap_or(&self.embedding);
         b.score_head(&normed, n_seq, head, self.head_rows, &mut logits)?;
         let logits = b.read(&logits, n_seq * 2)?;
-        Ok(logits
-            .chunks_exact(2)
-            .map(|l| PairScore {
-                yes_logit: l[0],
-                no_logit: l[1],
-            })
-            .collect())
+        Ok(PassOutput::Scores(
+            logits
+                .chunks_exact(2)
+                .map(|l| PairScore {
+                    yes_logit: l[0],
+                    no_logit: l[1],
+                })
+                .collect(),
+        ))
     }
 }

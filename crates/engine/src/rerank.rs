@@ -8,7 +8,7 @@ use tessera_gguf::GgufFile;
 use tessera_model::prompt::PromptError;
 use tessera_model::{PromptBuilder, RerankTokenizer, TruncationSide, Weights};
 
-use crate::{Engine, EngineError, PairScore};
+use crate::{Engine, EngineError, PairScore, PrefixGroup};
 
 /// How one rerank call treats its documents.
 #[derive(Clone, Debug)]
@@ -112,6 +112,9 @@ impl<B: Backend> Reranker<B> {
         let prompt =
             PromptBuilder::new(Arc::new(tokenizer), max_pair).map_err(LoadError::Prompt)?;
         let engine = Engine::new(backend, &weights)?;
+        // Every query prefix starts with the system prompt: its K/V are computed
+        // once, here, and every query's prefix extends them.
+        engine.pin_prefix(prompt.system_ids())?;
         Ok(Reranker { engine, prompt })
     }
 
@@ -147,19 +150,32 @@ impl<B: Backend> Reranker<B> {
             pairs.push(pair);
         }
         let mut scores = Vec::with_capacity(pairs.len());
-        let mut batch: Vec<&[u32]> = Vec::new();
+        let mut batch = PrefixGroup {
+            prefix: &prefix,
+            documents: Vec::new(),
+        };
         let mut batch_tokens = 0;
         for pair in &pairs {
-            if !batch.is_empty() && batch_tokens + pair.ids.len() > options.max_batch_tokens {
-                scores.extend(self.engine.score(&batch)?);
-                batch.clear();
+            if !batch.documents.is_empty()
+                && batch_tokens + pair.ids.len() > options.max_batch_tokens
+            {
+                scores.extend(
+                    self.engine
+                        .score_groups(std::slice::from_ref(&batch))?
+                        .remove(0),
+                );
+                batch.documents.clear();
                 batch_tokens = 0;
             }
-            batch.push(&pair.ids);
+            batch.documents.push(&pair.ids[pair.prefix_len..]);
             batch_tokens += pair.ids.len();
         }
-        if !batch.is_empty() {
-            scores.extend(self.engine.score(&batch)?);
+        if !batch.documents.is_empty() {
+            scores.extend(
+                self.engine
+                    .score_groups(std::slice::from_ref(&batch))?
+                    .remove(0),
+            );
         }
         let documents: Vec<DocumentScore> = pairs
             .iter()

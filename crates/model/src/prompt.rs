@@ -83,7 +83,7 @@ impl PairTokens {
 }
 
 /// Builds reranker prompts; the fixed system prompt and suffix are encoded once.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PromptBuilder {
     tokenizer: Arc<RerankTokenizer>,
     system_ids: Vec<u32>,
@@ -119,6 +119,11 @@ impl PromptBuilder {
 
     pub fn max_pair_tokens(&self) -> usize {
         self.max_pair_tokens
+    }
+
+    /// The system prompt's tokens: the start of every query prefix.
+    pub fn system_ids(&self) -> &[u32] {
+        &self.system_ids
     }
 
     pub fn suffix_ids(&self) -> &[u32] {

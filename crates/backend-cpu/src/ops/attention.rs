@@ -1,11 +1,19 @@
-//! Causal GQA attention over packed sequences, one query row at a time: the
-//! scores of a row (at most one sequence long) are the only extra memory, never
-//! a sequence × sequence matrix.
+//! Causal GQA attention over packed sequences, each optionally preceded by a
+//! shared prefix's K/V. One query row at a time: the scores of a row (at most
+//! prefix + sequence long) are the only extra memory, never a sequence ×
+//! sequence matrix.
 
 use rayon::prelude::*;
-use tessera_backend::{AttentionLayout, AttentionShape, BackendError};
+use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
 
 use super::dot;
+
+/// Where a row's keys come from: its prefix (if any) and its own sequence.
+#[derive(Clone, Copy)]
+struct RowSource {
+    seq_start: usize,
+    prefix: Option<usize>,
+}
 
 pub fn attention(
     q: &[f32],
@@ -13,6 +21,7 @@ pub fn attention(
     v: &[f32],
     shape: AttentionShape,
     layout: &AttentionLayout,
+    prefixes: &[KvRef<'_, Vec<f32>>],
     out: &mut [f32],
 ) -> Result<(), BackendError> {
     let AttentionShape {
@@ -32,31 +41,58 @@ pub fn attention(
     BackendError::check_len("attention", "k", tokens * kvw, k.len())?;
     BackendError::check_len("attention", "v", tokens * kvw, v.len())?;
     BackendError::check_len("attention", "out", tokens * qw, out.len())?;
+    for p in prefixes {
+        BackendError::check_len("attention", "prefix k", p.len * kvw, p.k.len())?;
+        BackendError::check_len("attention", "prefix v", p.len * kvw, p.v.len())?;
+    }
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
 
-    // (row, first row of its sequence) for every row a sequence covers.
-    let mut row_seq_start = vec![None; tokens];
+    let mut sources: Vec<Option<RowSource>> = vec![None; tokens];
     for seq in &layout.sequences {
-        for slot in &mut row_seq_start[seq.start..seq.start + seq.len] {
-            *slot = Some(seq.start);
+        if let Some(p) = seq.prefix {
+            if p >= prefixes.len() {
+                return Err(BackendError::Invalid {
+                    op: "attention",
+                    detail: format!("sequence names prefix {p}, only {} given", prefixes.len()),
+                });
+            }
+        }
+        for slot in &mut sources[seq.start..seq.start + seq.len] {
+            *slot = Some(RowSource {
+                seq_start: seq.start,
+                prefix: seq.prefix,
+            });
         }
     }
     out[..tokens * qw]
         .par_chunks_mut(qw.max(1))
         .enumerate()
         .for_each_init(Vec::new, |scores, (row, out_row)| {
-            let Some(start) = row_seq_start[row] else {
+            let Some(source) = sources[row] else {
                 return;
             };
+            let prefix = source.prefix.map(|p| prefixes[p]);
+            let prefix_len = prefix.map_or(0, |p| p.len);
+            // Key j of this row: prefix keys first, then the sequence's own.
+            let key = |j: usize, off: usize| -> (&[f32], &[f32]) {
+                match prefix {
+                    Some(p) if j < prefix_len => {
+                        let at = j * kvw + off;
+                        (&p.k[at..at + d], &p.v[at..at + d])
+                    }
+                    _ => {
+                        let at = (source.seq_start + j - prefix_len) * kvw + off;
+                        (&k[at..at + d], &v[at..at + d])
+                    }
+                }
+            };
+            let keys = prefix_len + row - source.seq_start + 1;
             for h in 0..n_heads {
                 let kv_off = (h / group) * d;
                 let q_vec = &q[row * qw + h * d..row * qw + (h + 1) * d];
                 scores.clear();
-                scores.extend(
-                    (start..=row)
-                        .map(|j| dot(q_vec, &k[j * kvw + kv_off..j * kvw + kv_off + d]) * scale),
-                );
+                scores.extend((0..keys).map(|j| dot(q_vec, key(j, kv_off).0) * scale));
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0f32;
                 for s in scores.iter_mut() {
@@ -65,9 +101,8 @@ pub fn attention(
                 }
                 let o = &mut out_row[h * d..(h + 1) * d];
                 o.fill(0.0);
-                for (j, &p) in (start..=row).zip(scores.iter()) {
-                    let v_vec = &v[j * kvw + kv_off..j * kvw + kv_off + d];
-                    for (acc, &val) in o.iter_mut().zip(v_vec) {
+                for (j, &p) in scores.iter().enumerate() {
+                    for (acc, &val) in o.iter_mut().zip(key(j, kv_off).1) {
                         *acc += p * val;
                     }
                 }
