@@ -2,22 +2,117 @@
 //! against. Plain f32 arithmetic with a fixed accumulation order per output
 //! element, so a token's result never depends on what else is in the batch;
 //! Q8_0 weights stay in their file layout and are dequantised a row at a time.
+//! `Precision::Fast` (the default) swaps in int8 kernels for Q8_0 matmuls and
+//! the score head (`fast`); `CpuBackend::new()` is the reference.
 
+mod fast;
 mod ops;
 mod weight;
+
+use std::sync::Arc;
+
+use tessera_gguf::GgmlType;
 
 use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
 
 pub use weight::CpuWeight;
 
-/// The CPU reference backend. Ops run on the calling thread, spread over the
-/// global rayon pool.
-#[derive(Clone, Debug, Default)]
-pub struct CpuBackend;
+pub use fast::{Isa, Precision};
+
+/// The CPU backend. Ops run on the calling thread, spread over a rayon pool:
+/// the global one, or the backend's own when built with a thread count.
+#[derive(Clone, Debug)]
+pub struct CpuBackend {
+    precision: Precision,
+    isa: Isa,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl Default for CpuBackend {
+    /// The fast path on the best instruction set, on the global rayon pool.
+    fn default() -> CpuBackend {
+        CpuBackend {
+            precision: Precision::Fast,
+            isa: Isa::best(),
+            pool: None,
+        }
+    }
+}
 
 impl CpuBackend {
+    /// The reference: f32 activations, the oracle of every other path.
     pub fn new() -> CpuBackend {
-        CpuBackend
+        CpuBackend {
+            precision: Precision::Reference,
+            ..CpuBackend::default()
+        }
+    }
+
+    /// `threads`: `None` runs on the global rayon pool (all cores unless the
+    /// process configured it); `Some(n)` on a persistent pool of `n` threads.
+    pub fn with_options(
+        precision: Precision,
+        threads: Option<usize>,
+    ) -> Result<CpuBackend, BackendError> {
+        CpuBackend::with_isa(precision, threads, Isa::best())
+    }
+
+    /// As `with_options`, with the int8 kernels of `isa` (tests, benchmarks);
+    /// an error when this CPU lacks it.
+    pub fn with_isa(
+        precision: Precision,
+        threads: Option<usize>,
+        isa: Isa,
+    ) -> Result<CpuBackend, BackendError> {
+        if !isa.is_available() {
+            return Err(BackendError::Device(format!(
+                "this CPU does not support the {} kernels",
+                isa.name()
+            )));
+        }
+        let pool = match threads {
+            None => None,
+            Some(0) => {
+                return Err(BackendError::Device(
+                    "the thread count must be at least 1".into(),
+                ))
+            }
+            Some(n) => Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("tessera-cpu-{i}"))
+                    .build()
+                    .map_err(|e| BackendError::Device(format!("cannot start {n} threads: {e}")))?,
+            )),
+        };
+        Ok(CpuBackend {
+            precision,
+            isa,
+            pool,
+        })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Threads the ops spread over.
+    pub fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+    }
+
+    /// Runs `op` on the backend's pool.
+    fn install<R: Send>(&self, op: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(op),
+            None => op(),
+        }
     }
 }
 
@@ -26,7 +121,10 @@ impl Backend for CpuBackend {
     type Weight = CpuWeight;
 
     fn name(&self) -> String {
-        "cpu-reference".to_string()
+        match self.precision {
+            Precision::Reference => "cpu-reference".to_string(),
+            Precision::Fast => format!("cpu-fast ({})", self.isa.name()),
+        }
     }
 
     fn upload_weight(&self, tensor: &HostTensor) -> Result<CpuWeight, BackendError> {
@@ -62,7 +160,7 @@ impl Backend for CpuBackend {
         ids: &[u32],
         out: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
-        ops::embedding::embedding(table, ids, out)
+        self.install(|| ops::embedding::embedding(table, ids, out))
     }
 
     fn rms_norm(
@@ -74,7 +172,7 @@ impl Backend for CpuBackend {
         eps: f32,
         out: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
-        ops::rms_norm::rms_norm(x, weight, rows, dim, eps, out)
+        self.install(|| ops::rms_norm::rms_norm(x, weight, rows, dim, eps, out))
     }
 
     fn rms_norm_inplace(
@@ -85,7 +183,7 @@ impl Backend for CpuBackend {
         dim: usize,
         eps: f32,
     ) -> Result<(), BackendError> {
-        ops::rms_norm::rms_norm_inplace(x, weight, rows, dim, eps)
+        self.install(|| ops::rms_norm::rms_norm_inplace(x, weight, rows, dim, eps))
     }
 
     fn matmul(
@@ -95,7 +193,12 @@ impl Backend for CpuBackend {
         weight: &CpuWeight,
         out: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
-        ops::matmul::matmul(x, rows, weight, out)
+        self.install(|| match self.precision {
+            Precision::Fast if weight.ggml_type() == GgmlType::Q8_0 => {
+                fast::matmul(self.isa, x, rows, weight, out)
+            }
+            _ => ops::matmul::matmul(x, rows, weight, out),
+        })
     }
 
     fn rope(
@@ -106,7 +209,7 @@ impl Backend for CpuBackend {
         head_dim: usize,
         theta: f32,
     ) -> Result<(), BackendError> {
-        ops::rope::rope(x, positions, heads, head_dim, theta)
+        self.install(|| ops::rope::rope(x, positions, heads, head_dim, theta))
     }
 
     fn attention(
@@ -119,7 +222,7 @@ impl Backend for CpuBackend {
         prefixes: &[KvRef<'_, Vec<f32>>],
         out: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
-        ops::attention::attention(q, k, v, shape, layout, prefixes, out)
+        self.install(|| ops::attention::attention(q, k, v, shape, layout, prefixes, out))
     }
 
     fn swiglu(
@@ -129,7 +232,7 @@ impl Backend for CpuBackend {
         len: usize,
         out: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
-        ops::swiglu::swiglu(gate, up, len, out)
+        self.install(|| ops::swiglu::swiglu(gate, up, len, out))
     }
 
     fn add_inplace(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<(), BackendError> {
@@ -166,6 +269,11 @@ impl Backend for CpuBackend {
         head_rows: [usize; 2],
         out: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
+        if self.precision == Precision::Fast {
+            if let Some(result) = fast::score_head(x, rows, weight, head_rows, out) {
+                return result;
+            }
+        }
         ops::score_head::score_head(x, rows, weight, head_rows, out)
     }
 }

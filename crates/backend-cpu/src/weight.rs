@@ -68,6 +68,15 @@ impl CpuWeight {
         &self.tensor.name
     }
 
+    pub fn ggml_type(&self) -> GgmlType {
+        self.tensor.ggml_type
+    }
+
+    /// The tensor's bytes in the file's layout (for the Q8_0 fast path).
+    pub fn bytes(&self) -> &[u8] {
+        self.tensor.bytes()
+    }
+
     /// Writes row `row` as f32 into `out` (`out.len() == cols`).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let cols = self.tensor.cols;

@@ -23,7 +23,15 @@ const DOCS: [&str; 3] = [
 
 #[test]
 fn rerank_json_is_the_v1_response_body_with_reference_scores() {
-    let mut args = vec!["rerank", "--json", "--query", QUERY];
+    // The reference precision is the one whose arithmetic matches W8A32.
+    let mut args = vec![
+        "rerank",
+        "--json",
+        "--precision",
+        "reference",
+        "--query",
+        QUERY,
+    ];
     args.extend(DOCS);
     let out = tessera(&args);
     assert!(

@@ -1,5 +1,7 @@
 //! `tessera bench`: forward-pass throughput of the CPU backend on a synthetic
-//! rerank workload (one query, many documents of random tokens).
+//! rerank workload (one query, many documents of random tokens, the query
+//! prefix shared) or a plain prefill workload (`--sequence-tokens`), with the
+//! reference path measured in the same run as the baseline.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,8 +10,9 @@ use anyhow::bail;
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_backend_cpu::CpuBackend;
-use tessera_engine::Reranker;
+use tessera_backend::Backend;
+use tessera_backend_cpu::{CpuBackend, Precision};
+use tessera_engine::{PrefixGroup, Reranker};
 
 use crate::model_source;
 
@@ -33,6 +36,105 @@ pub struct BenchArgs {
     /// Timed runs (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Arithmetic of the measured path: fast (int8 activations, SIMD) or
+    /// reference (f32 activations).
+    #[arg(long, default_value_t = Precision::Fast)]
+    precision: Precision,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Measure plain prefill instead: each sequence is this many random tokens,
+    /// no prompt, one sequence per forward pass (as `llama-bench -p N`).
+    #[arg(long)]
+    sequence_tokens: Option<usize>,
+    /// Sequences the reference baseline runs on (it is several times slower;
+    /// 0 skips it). Per-sequence work is identical, so rates compare.
+    #[arg(long, default_value_t = 2)]
+    baseline_docs: usize,
+}
+
+/// Token sequences of one measured workload and how they are batched.
+struct Workload {
+    /// Rerank: `(prefix, documents)` groups per forward pass; prefill: one
+    /// document per pass with an empty prefix.
+    passes: Vec<(Vec<u32>, Vec<Vec<u32>>)>,
+    /// Tokens per document as billed (prefix + document).
+    pair_tokens: Vec<usize>,
+}
+
+impl Workload {
+    fn docs(&self) -> usize {
+        self.pair_tokens.len()
+    }
+
+    fn tokens(&self) -> usize {
+        self.pair_tokens.iter().sum()
+    }
+
+    /// The first `docs` documents, batched the same way.
+    fn take(&self, docs: usize) -> Workload {
+        let mut left = docs;
+        let mut passes = Vec::new();
+        for (prefix, documents) in &self.passes {
+            if left == 0 {
+                break;
+            }
+            let n = documents.len().min(left);
+            passes.push((prefix.clone(), documents[..n].to_vec()));
+            left -= n;
+        }
+        Workload {
+            passes,
+            pair_tokens: self.pair_tokens[..docs.min(self.docs())].to_vec(),
+        }
+    }
+
+    /// Median seconds of `runs` timed runs, after one warm-up if asked.
+    fn measure(
+        &self,
+        reranker: &Reranker<CpuBackend>,
+        runs: usize,
+        warm_up: bool,
+        label: &str,
+    ) -> anyhow::Result<f64> {
+        let run_once = || -> anyhow::Result<f64> {
+            let start = Instant::now();
+            for (prefix, documents) in &self.passes {
+                let group = PrefixGroup {
+                    prefix,
+                    documents: documents.iter().map(Vec::as_slice).collect(),
+                };
+                reranker.engine().score_groups(&[group])?;
+            }
+            Ok(start.elapsed().as_secs_f64())
+        };
+        if warm_up {
+            run_once()?;
+        }
+        let mut times = Vec::with_capacity(runs);
+        for i in 0..runs {
+            let t = run_once()?;
+            println!(
+                "{label:<10} run {:>2}  {:.3} s  {:.1} tokens/s  {:.2} docs/s",
+                i + 1,
+                t,
+                self.tokens() as f64 / t,
+                self.docs() as f64 / t
+            );
+            times.push(t);
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        println!(
+            "{label:<10} median  {:.3} s  {:.1} tokens/s  {:.2} docs/s  ({} docs, {} tokens)",
+            median,
+            self.tokens() as f64 / median,
+            self.docs() as f64 / median,
+            self.docs(),
+            self.tokens()
+        );
+        Ok(median)
+    }
 }
 
 pub fn cpu_model() -> String {
@@ -51,86 +153,110 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.docs == 0 || args.doc_tokens == 0 || args.runs == 0 {
         bail!("--docs, --doc-tokens and --runs must be at least 1");
     }
+    if args.sequence_tokens == Some(0) {
+        bail!("--sequence-tokens must be at least 1");
+    }
     let loaded = model_source::open(args.model.as_deref())?;
     let load_start = Instant::now();
-    let reranker = Reranker::load(CpuBackend::new(), &loaded.file, None)?;
+    let backend = CpuBackend::with_options(args.precision, args.threads)?;
+    let threads = backend.threads();
+    let backend_name = backend.name();
+    let reranker = Reranker::load(backend, &loaded.file, None)?;
     let load_time = load_start.elapsed();
     let prompt = reranker.prompt();
     let vocab = prompt.tokenizer().vocab_size().min(151_643) as u32;
     let mut rng = StdRng::seed_from_u64(7);
     let mut random_ids =
         |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..vocab)).collect() };
-    let query_ids = random_ids(args.query_tokens);
-    let query = prompt.tokenizer().decode(&query_ids)?;
-    let prefix = prompt.query_prefix(None, &query)?;
-    let sequences: Vec<Vec<u32>> = (0..args.docs)
-        .map(|_| {
-            let mut ids = prefix.clone();
-            ids.extend(random_ids(args.doc_tokens));
-            ids.extend_from_slice(prompt.suffix_ids());
-            ids
-        })
-        .collect();
-    let tokens: usize = sequences.iter().map(Vec::len).sum();
-    let mut batches: Vec<Vec<&[u32]>> = vec![Vec::new()];
-    let mut in_batch = 0;
-    for seq in &sequences {
-        if in_batch > 0 && in_batch + seq.len() > args.batch_tokens {
-            batches.push(Vec::new());
-            in_batch = 0;
+    let workload = match args.sequence_tokens {
+        Some(len) => Workload {
+            passes: (0..args.docs)
+                .map(|_| (Vec::new(), vec![random_ids(len)]))
+                .collect(),
+            pair_tokens: vec![len; args.docs],
+        },
+        None => {
+            let query_ids = random_ids(args.query_tokens);
+            let query = prompt.tokenizer().decode(&query_ids)?;
+            let prefix = prompt.query_prefix(None, &query)?;
+            let mut passes: Vec<(Vec<u32>, Vec<Vec<u32>>)> = Vec::new();
+            let mut in_pass = 0;
+            let mut pair_tokens = Vec::with_capacity(args.docs);
+            for _ in 0..args.docs {
+                let mut doc = random_ids(args.doc_tokens);
+                doc.extend_from_slice(prompt.suffix_ids());
+                let pair = prefix.len() + doc.len();
+                if passes.is_empty() || in_pass + pair > args.batch_tokens {
+                    passes.push((prefix.clone(), Vec::new()));
+                    in_pass = 0;
+                }
+                passes.last_mut().expect("never empty").1.push(doc);
+                in_pass += pair;
+                pair_tokens.push(pair);
+            }
+            Workload {
+                passes,
+                pair_tokens,
+            }
         }
-        batches.last_mut().expect("never empty").push(seq);
-        in_batch += seq.len();
-    }
+    };
     let c = reranker.engine().config();
     println!(
         "model      {} ({} layers, hidden {}, ffn {}, heads {}/{}, head_dim {})",
         loaded.name, c.n_layers, c.hidden, c.ffn, c.n_heads, c.n_kv_heads, c.head_dim
     );
-    println!("cpu        {} ({} threads)", cpu_model(), rayon_threads());
+    println!("cpu        {} ({threads} threads)", cpu_model());
     println!(
-        "backend    cpu-reference; weights loaded in {:.2} s",
+        "backend    {backend_name}; weights loaded in {:.2} s",
         load_time.as_secs_f64()
     );
-    println!(
-        "workload   {} docs × {} tokens + {}-token prompt prefix = {} tokens in {} forward passes",
-        args.docs,
-        args.doc_tokens,
-        prefix.len(),
-        tokens,
-        batches.len()
-    );
-    let run_once = || -> anyhow::Result<f64> {
-        let start = Instant::now();
-        for batch in &batches {
-            reranker.engine().score(batch)?;
-        }
-        Ok(start.elapsed().as_secs_f64())
-    };
-    run_once()?;
-    let mut times = Vec::with_capacity(args.runs);
-    for i in 0..args.runs {
-        let t = run_once()?;
-        println!(
-            "run {:>2}     {:.3} s  {:.1} tokens/s  {:.2} docs/s",
-            i + 1,
-            t,
-            tokens as f64 / t,
-            args.docs as f64 / t
-        );
-        times.push(t);
+    match args.sequence_tokens {
+        Some(len) => println!(
+            "workload   prefill: {} sequences × {len} random tokens, one per forward pass",
+            args.docs
+        ),
+        None => println!(
+            "workload   rerank: {} docs × {} tokens + prompt ({} tokens billed) in {} forward passes; \
+             the {}-token query prefix is computed once per pass",
+            args.docs,
+            args.doc_tokens,
+            workload.tokens(),
+            workload.passes.len(),
+            workload.passes[0].0.len()
+        ),
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let label = args.precision.name();
+    let measured = workload.measure(&reranker, args.runs, true, label)?;
+    let rate = |w: &Workload, t: f64| (w.tokens() as f64 / t, w.docs() as f64 / t);
+    let (tokens_per_s, docs_per_s) = rate(&workload, measured);
+    let baseline_docs = args.baseline_docs.min(args.docs);
+    if args.precision == Precision::Reference || baseline_docs == 0 {
+        println!("summary    {label} {tokens_per_s:.1} tokens/s {docs_per_s:.2} docs/s");
+        return Ok(());
+    }
+    let baseline = workload.take(baseline_docs);
     println!(
-        "median     {:.3} s  {:.1} tokens/s  {:.2} docs/s",
-        median,
-        tokens as f64 / median,
-        args.docs as f64 / median
+        "baseline   reference path on the first {} of the {} docs, one run, no warm-up",
+        baseline.docs(),
+        workload.docs()
+    );
+    if args.sequence_tokens.is_none() {
+        println!(
+            "           (its query prefix is shared by fewer docs and not yet cached, so it \
+             does more work per doc: the rerank ratio flatters the fast path; the prefill \
+             ratio is the like-for-like one)"
+        );
+    }
+    let reference = Reranker::load(
+        CpuBackend::with_options(Precision::Reference, args.threads)?,
+        &loaded.file,
+        None,
+    )?;
+    let base_time = baseline.measure(&reference, 1, false, "reference")?;
+    let (base_tokens, base_docs) = rate(&baseline, base_time);
+    println!(
+        "summary    {label} {tokens_per_s:.1} tokens/s {docs_per_s:.2} docs/s | reference {base_tokens:.1} tokens/s {base_docs:.2} docs/s | {label}/reference {:.2}×",
+        tokens_per_s / base_tokens
     );
     Ok(())
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
-use tessera_backend_cpu::CpuBackend;
+use tessera_backend_cpu::{CpuBackend, Precision};
 use tessera_engine::{RerankOptions, Reranker};
 use tessera_model::TruncationSide;
 
@@ -43,6 +43,12 @@ pub struct RerankArgs {
     /// Print exactly the /v1/rerank response body.
     #[arg(long)]
     json: bool,
+    /// Arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
+    #[arg(long, default_value_t = Precision::Fast)]
+    precision: Precision,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Documents to score.
     documents: Vec<String>,
 }
@@ -84,7 +90,8 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
     }
     let loaded = model_source::open(args.model.as_deref())?;
     let tokenizer = model_source::tokenizer_override(args.tokenizer.as_ref())?;
-    let reranker = Reranker::load(CpuBackend::new(), &loaded.file, tokenizer)?;
+    let backend = CpuBackend::with_options(args.precision, args.threads)?;
+    let reranker = Reranker::load(backend, &loaded.file, tokenizer)?;
     let options = RerankOptions {
         instruction: args.instruction.clone(),
         truncation: match (args.no_truncate, args.truncate_left) {
