@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the rerank HTTP API (Cohere v1/v2 and TEI dialects).
+    Serve(commands::serve::ServeArgs),
     /// Score documents against a query and print them ranked.
     Rerank(commands::rerank::RerankArgs),
     /// Print a GGUF's architecture, hyper-parameters, tensors, tokenizer and score head.
@@ -28,6 +30,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => commands::serve::run(args),
         Command::Rerank(args) => commands::rerank::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Bench(args) => commands::bench::run(args),

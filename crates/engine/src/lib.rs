@@ -3,7 +3,10 @@
 //! token out; and the reranking front end that turns texts into scores.
 
 mod forward;
+mod prefix_cache;
 mod rerank;
+pub mod scheduler;
 
-pub use forward::{Engine, EngineError, PairScore};
+pub use forward::{Engine, EngineError, PairScore, PrefixGroup, MLP_CHUNK_ROWS};
+pub use prefix_cache::{PrefixCacheStats, DEFAULT_PREFIX_CACHE_BYTES};
 pub use rerank::{DocumentScore, LoadError, RerankError, RerankOptions, RerankOutput, Reranker};

@@ -1,0 +1,273 @@
+//! `tessera serve`: the rerank HTTP server. Binds first (so `/health` answers 503
+//! while the model loads), loads the model with a progress bar on a terminal, then
+//! serves until SIGINT/SIGTERM, finishing requests in flight.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_backend::Backend;
+use tessera_backend_cpu::CpuBackend;
+use tessera_engine::scheduler::SchedulerConfig;
+use tessera_engine::Reranker;
+use tessera_gguf::GgufFile;
+use tessera_model::PromptBuilder;
+use tessera_server::{ModelInfo, Server, ServerOptions};
+
+use crate::model_source;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The best available device (today: the CPU).
+    Auto,
+    Cpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// GGUF model file (default: the embedded tiny random model, whose scores are meaningless).
+    #[arg(long, env = "TESSERA_MODEL")]
+    model: Option<PathBuf>,
+    /// tokenizer.json to use instead of the GGUF's own tokenizer.
+    #[arg(long, env = "TESSERA_TOKENIZER")]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, env = "TESSERA_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// 0 picks a free port (printed at start).
+    #[arg(long, env = "TESSERA_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Accepted bearer key; repeat for several (env: comma-separated). None ⇒ no auth.
+    #[arg(
+        long = "api-key",
+        env = "TESSERA_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+    /// Model name clients must send; repeat for aliases (env: comma-separated). None ⇒ any name.
+    #[arg(
+        long = "served-model-name",
+        env = "TESSERA_SERVED_MODEL_NAMES",
+        value_delimiter = ','
+    )]
+    served_model_names: Vec<String>,
+    #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Tokens per forward pass (each query prefix once plus its documents).
+    #[arg(long, env = "TESSERA_MAX_BATCH_TOKENS", default_value_t = 16_384)]
+    max_batch_tokens: usize,
+    /// Tokens queued or in progress beyond which requests get 429.
+    #[arg(long, env = "TESSERA_MAX_QUEUE_TOKENS", default_value_t = 4_194_304)]
+    max_queue_tokens: usize,
+    #[arg(long, env = "TESSERA_MAX_DOCUMENTS", default_value_t = 10_000)]
+    max_documents: usize,
+    /// Largest request body: bytes, or with a KiB/MiB/GiB (or K/M/G) suffix.
+    #[arg(long, env = "TESSERA_MAX_BODY_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
+    max_body_bytes: usize,
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("expected a size like 32MiB, got {text:?}"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("size {text:?} is out of range"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tessera-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let options = ServerOptions {
+        api_keys: args
+            .api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect(),
+        served_model_names: args
+            .served_model_names
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+        max_documents: args.max_documents.max(1),
+        max_body_bytes: args.max_body_bytes,
+        scheduler: SchedulerConfig {
+            max_batch_tokens: args.max_batch_tokens.max(1),
+            max_queue_tokens: args.max_queue_tokens.max(1),
+        },
+    };
+    let auth = !options.api_keys.is_empty();
+    let server = Server::new(options);
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let address: SocketAddr = listener.local_addr()?;
+    // One plain line on stdout so scripts can find an ephemeral port.
+    println!("tessera listening on http://{address}");
+    tracing::info!(%address, auth, "listening; loading the model");
+
+    let mut serving = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .serve(listener, tessera_server::shutdown_signal())
+                .await
+        })
+    };
+    let model = args.model.clone();
+    let tokenizer = args.tokenizer.clone();
+    let backend = args.backend;
+    let loaded = tokio::task::spawn_blocking(move || load(model, tokenizer, backend));
+    tokio::select! {
+        result = loaded => {
+            let (reranker, prompt, info) = result.context("the model loader stopped")??;
+            if !server.state().is_shutting_down() {
+                server.install_model(reranker, prompt, info)?;
+                tracing::info!("ready");
+            }
+            serving.await.context("the server task stopped")??;
+        }
+        result = &mut serving => {
+            // Stopped (signal) or failed while the model was still loading.
+            result.context("the server task stopped")??;
+        }
+    }
+    Ok(())
+}
+
+type Loaded = (Reranker<CpuBackend>, PromptBuilder, ModelInfo);
+
+fn load(
+    model: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
+    backend: BackendChoice,
+) -> anyhow::Result<Loaded> {
+    let started = Instant::now();
+    let source = model_source::open(model.as_deref())?;
+    let placeholder = model.is_none();
+    if placeholder {
+        tracing::warn!(
+            "serving the embedded tiny random model: its scores are meaningless (pass --model PATH.gguf)"
+        );
+    }
+    warm_pages(&source.file, &source.name);
+    let tokenizer = model_source::tokenizer_override(tokenizer.as_ref())?;
+    let backend = match backend {
+        BackendChoice::Auto | BackendChoice::Cpu => CpuBackend::new(),
+    };
+    let spinner = terminal_spinner("building the engine");
+    let reranker = Reranker::load(backend, &source.file, tokenizer)
+        .with_context(|| format!("cannot load model {}", source.name))?;
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let info = ModelInfo {
+        name: source.name,
+        backend: reranker.engine().backend().name(),
+        device: format!("cpu ({threads} threads)"),
+        placeholder,
+    };
+    tracing::info!(
+        model = %info.name,
+        backend = %info.backend,
+        seconds = started.elapsed().as_secs_f64(),
+        "model loaded"
+    );
+    let prompt = reranker.prompt().clone();
+    Ok((reranker, prompt, info))
+}
+
+/// Reads every page of the mapped file once, so the load that follows (and the
+/// first requests) do not stall on disk; on a terminal this is the progress bar.
+fn warm_pages(file: &Arc<GgufFile>, name: &str) {
+    const CHUNK: usize = 8 << 20;
+    const PAGE: usize = 4096;
+    let bytes = file.bytes();
+    let total = bytes.len() as u64;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:40}] {binary_bytes}/{binary_total_bytes} ({eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(format!("reading {name}"));
+        bar
+    });
+    if bar.is_none() {
+        tracing::info!(model = name, mib = total >> 20, "reading the model file");
+    }
+    let mut checksum = 0u8;
+    for chunk in bytes.chunks(CHUNK) {
+        for offset in (0..chunk.len()).step_by(PAGE) {
+            checksum ^= chunk[offset];
+        }
+        if let Some(bar) = &bar {
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    std::hint::black_box(checksum);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
+fn terminal_spinner(message: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        tracing::info!("{message}");
+        return None;
+    }
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(message.to_string());
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    Some(spinner)
+}

@@ -1,0 +1,235 @@
+//! The compute thread's loop: take queued requests, fill a batch up to the token
+//! budget, score it, hand finished requests their results.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{BatchReport, GroupScorer, Job, SchedulerError, ScoreOutput, Shared};
+use crate::PrefixGroup;
+
+/// A slice of one active job's documents that goes into the current batch.
+struct Slot {
+    job: usize,
+    start: usize,
+    end: usize,
+}
+
+pub(super) fn run<S: GroupScorer>(shared: &Shared, scorer: &S) {
+    // Jobs taken off the shared queue; the front one may be partly done.
+    let mut active: VecDeque<Job> = VecDeque::new();
+    loop {
+        drop_abandoned(shared, &mut active);
+        if !refill(shared, &mut active) {
+            return;
+        }
+        let slots = plan_batch(&active, shared.config.max_batch_tokens);
+        score_batch(shared, scorer, &mut active, &slots);
+    }
+}
+
+/// Moves queued jobs into `active` until there is a batch's worth of work; blocks
+/// while there is none. `false` once closed and everything is answered.
+fn refill(shared: &Shared, active: &mut VecDeque<Job>) -> bool {
+    let budget = shared.config.max_batch_tokens;
+    let mut have: usize = active.iter().map(Job::tokens_left).sum();
+    let mut state = shared.lock();
+    loop {
+        while have < budget {
+            let Some(job) = state.jobs.pop_front() else {
+                break;
+            };
+            if job.abandoned() {
+                forget(shared, job);
+                continue;
+            }
+            have += job.tokens_left();
+            active.push_back(job);
+        }
+        if !active.is_empty() {
+            return true;
+        }
+        if state.closed {
+            return false;
+        }
+        state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+fn drop_abandoned(shared: &Shared, active: &mut VecDeque<Job>) {
+    let mut kept = VecDeque::with_capacity(active.len());
+    for job in active.drain(..) {
+        if job.abandoned() {
+            forget(shared, job);
+        } else {
+            kept.push_back(job);
+        }
+    }
+    *active = kept;
+}
+
+/// Releases an abandoned job's queue tokens.
+fn forget(shared: &Shared, job: Job) {
+    shared
+        .queued_tokens
+        .fetch_sub(job.tokens_left(), Ordering::AcqRel);
+    shared.queued_requests.fetch_sub(1, Ordering::AcqRel);
+    shared.dropped.fetch_add(1, Ordering::AcqRel);
+    shared
+        .observer
+        .request_dropped(job.request.documents.len() - job.cursor);
+}
+
+/// Documents of the active jobs, in order, up to the token budget; always at least
+/// one document.
+fn plan_batch(active: &VecDeque<Job>, budget: usize) -> Vec<Slot> {
+    let mut slots = Vec::new();
+    let mut used = 0;
+    for (index, job) in active.iter().enumerate() {
+        let prefix = job.request.prefix.len();
+        let docs = &job.request.documents;
+        let mut end = job.cursor;
+        while end < docs.len() {
+            let cost = docs[end].len() + if end == job.cursor { prefix } else { 0 };
+            if used > 0 && used + cost > budget {
+                break;
+            }
+            used += cost;
+            end += 1;
+        }
+        if end > job.cursor {
+            slots.push(Slot {
+                job: index,
+                start: job.cursor,
+                end,
+            });
+        }
+        if end < docs.len() || used >= budget {
+            break;
+        }
+    }
+    slots
+}
+
+fn score_batch<S: GroupScorer>(
+    shared: &Shared,
+    scorer: &S,
+    active: &mut VecDeque<Job>,
+    slots: &[Slot],
+) {
+    let groups: Vec<PrefixGroup<'_>> = slots
+        .iter()
+        .map(|s| {
+            let request = &active[s.job].request;
+            PrefixGroup {
+                prefix: &request.prefix,
+                documents: request.documents[s.start..s.end]
+                    .iter()
+                    .map(Vec::as_slice)
+                    .collect(),
+            }
+        })
+        .collect();
+    let tokens: usize = groups
+        .iter()
+        .map(|g| g.prefix.len() + g.documents.iter().map(|d| d.len()).sum::<usize>())
+        .sum();
+    let documents: usize = slots.iter().map(|s| s.end - s.start).sum();
+    let started = Instant::now();
+    let outcome = catch_unwind(AssertUnwindSafe(|| scorer.score_groups(&groups)));
+    let elapsed = started.elapsed();
+    drop(groups);
+
+    let result = match outcome {
+        Ok(Ok(scores)) if scores.len() == slots.len() => Ok(scores),
+        Ok(Ok(scores)) => Err(format!(
+            "the scorer returned {} groups for {}",
+            scores.len(),
+            slots.len()
+        )),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("the scorer panicked".to_string()),
+    };
+    shared.batches.fetch_add(1, Ordering::AcqRel);
+    shared.observer.batch_done(&BatchReport {
+        groups: slots.len(),
+        documents,
+        tokens,
+        elapsed,
+        failed: result.is_err(),
+    });
+    if result.is_ok() && elapsed.as_secs_f64() > 0.0 {
+        let rate = tokens as f64 / elapsed.as_secs_f64();
+        let old = shared.tokens_per_second();
+        let smoothed = if old > 0.0 {
+            0.8 * old + 0.2 * rate
+        } else {
+            rate
+        };
+        shared
+            .throughput
+            .store(smoothed.to_bits(), Ordering::Relaxed);
+    }
+
+    let mut finished = Vec::new();
+    match result {
+        Ok(scores) => {
+            for (slot, group_scores) in slots.iter().zip(scores) {
+                let job = &mut active[slot.job];
+                if group_scores.len() != slot.end - slot.start {
+                    finished.push((slot.job, Some("the scorer returned too few scores".into())));
+                    continue;
+                }
+                let prefix = job.request.prefix.len();
+                let done: usize = job.request.documents[slot.start..slot.end]
+                    .iter()
+                    .map(|d| prefix + d.len())
+                    .sum();
+                shared.queued_tokens.fetch_sub(done, Ordering::AcqRel);
+                job.scores.extend(group_scores);
+                job.cursor = slot.end;
+                job.started.get_or_insert(started);
+                job.compute_time += elapsed;
+                job.batches += 1;
+                if job.cursor == job.request.documents.len() {
+                    finished.push((slot.job, None));
+                }
+            }
+        }
+        Err(message) => finished.extend(slots.iter().map(|s| (s.job, Some(message.clone())))),
+    }
+    // Remove from the back so earlier indices stay valid.
+    finished.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (index, error) in finished {
+        if let Some(job) = active.remove(index) {
+            answer(shared, job, error);
+        }
+    }
+}
+
+fn answer(shared: &Shared, job: Job, error: Option<String>) {
+    shared
+        .queued_tokens
+        .fetch_sub(job.tokens_left(), Ordering::AcqRel);
+    shared.queued_requests.fetch_sub(1, Ordering::AcqRel);
+    let result = match error {
+        Some(message) => Err(SchedulerError::Compute(message)),
+        None => {
+            let started = job.started.unwrap_or(job.submitted);
+            Ok(ScoreOutput {
+                queue_time: started.saturating_duration_since(job.submitted),
+                compute_time: job.compute_time,
+                batches: job.batches,
+                scores: job.scores,
+            })
+        }
+    };
+    if job.reply.send(result).is_err() {
+        // The caller left while its last batch ran.
+        shared.dropped.fetch_add(1, Ordering::AcqRel);
+        shared.observer.request_dropped(0);
+    } else {
+        shared.completed.fetch_add(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,369 @@
+//! Dynamic batching on one compute thread: a bounded queue measured in tokens,
+//! batches filled up to a token budget from whatever is queued, and results sent
+//! back through a oneshot per request.
+//!
+//! The thread that scores owns the model (it is moved there and never shared), so
+//! async callers only tokenize, [`Scheduler::submit`] and await. A request's documents
+//! may be spread over several batches; its scores are reassembled in document order.
+//! A request whose [`Pending`] is dropped (its client went away) is skipped before it
+//! is computed.
+
+mod compute;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tessera_backend::Backend;
+use tokio::sync::oneshot;
+
+use crate::{Engine, EngineError, PairScore, PrefixGroup, Reranker};
+
+/// Anything that scores prefix groups: the engine, a loaded reranker, or a test double.
+pub trait GroupScorer {
+    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError>;
+}
+
+impl<B: Backend> GroupScorer for Engine<B> {
+    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        Engine::score_groups(self, groups)
+    }
+}
+
+impl<B: Backend> GroupScorer for Reranker<B> {
+    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        self.engine().score_groups(groups)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Tokens per forward pass: each group's prefix once plus its documents. A single
+    /// document larger than this still runs, alone.
+    pub max_batch_tokens: usize,
+    /// Tokens waiting or in progress (full pair lengths) beyond which new requests are
+    /// refused as overload.
+    pub max_queue_tokens: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            max_batch_tokens: 16_384,
+            max_queue_tokens: 4_194_304,
+        }
+    }
+}
+
+/// One request's work: documents (each already ending with the prompt suffix) that
+/// all follow the same query prefix.
+#[derive(Clone, Debug, Default)]
+pub struct ScoreRequest {
+    pub prefix: Vec<u32>,
+    pub documents: Vec<Vec<u32>>,
+}
+
+impl ScoreRequest {
+    /// Sum of full pair lengths: what the request occupies in the queue.
+    pub fn tokens(&self) -> usize {
+        self.documents
+            .iter()
+            .map(|d| self.prefix.len() + d.len())
+            .sum()
+    }
+}
+
+/// Scores of one request, in document order, and where its time went.
+#[derive(Clone, Debug)]
+pub struct ScoreOutput {
+    pub scores: Vec<PairScore>,
+    /// From submission to the start of its first batch.
+    pub queue_time: Duration,
+    /// Sum of the durations of the batches it took part in.
+    pub compute_time: Duration,
+    pub batches: usize,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("overloaded: {queued} tokens are queued and this request needs {requested}; the queue holds {capacity}")]
+    Overloaded {
+        requested: usize,
+        queued: usize,
+        capacity: usize,
+        /// When the queue is expected to have drained enough.
+        retry_after: Duration,
+    },
+    #[error("the request needs {tokens} tokens, more than the queue holds ({capacity})")]
+    TooLarge { tokens: usize, capacity: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the model failed: {0}")]
+    Compute(String),
+    #[error("the compute thread has stopped")]
+    ComputeThreadGone,
+}
+
+/// What one batch did, for metrics.
+#[derive(Clone, Debug)]
+pub struct BatchReport {
+    pub groups: usize,
+    pub documents: usize,
+    /// Tokens of the batch as budgeted (prefix once per group plus documents).
+    pub tokens: usize,
+    pub elapsed: Duration,
+    pub failed: bool,
+}
+
+/// Callbacks from the compute thread (keep them cheap: they run between batches).
+pub trait SchedulerObserver: Send + Sync {
+    fn batch_done(&self, _report: &BatchReport) {}
+    /// A request was abandoned by its caller; `documents_left` were never computed.
+    fn request_dropped(&self, _documents_left: usize) {}
+}
+
+struct NoObserver;
+impl SchedulerObserver for NoObserver {}
+
+/// Counters since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SchedulerStats {
+    /// Tokens queued or in progress.
+    pub queued_tokens: usize,
+    pub queued_requests: usize,
+    pub completed_requests: u64,
+    pub dropped_requests: u64,
+    pub batches: u64,
+    /// Smoothed throughput of recent batches.
+    pub tokens_per_second: f64,
+}
+
+type Reply = oneshot::Sender<Result<ScoreOutput, SchedulerError>>;
+
+/// A request in the queue or on the compute thread.
+struct Job {
+    request: ScoreRequest,
+    /// Documents already scored.
+    cursor: usize,
+    scores: Vec<PairScore>,
+    reply: Reply,
+    submitted: Instant,
+    started: Option<Instant>,
+    compute_time: Duration,
+    batches: usize,
+}
+
+impl Job {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn tokens_left(&self) -> usize {
+        let prefix = self.request.prefix.len();
+        self.request.documents[self.cursor..]
+            .iter()
+            .map(|d| prefix + d.len())
+            .sum()
+    }
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+struct Shared {
+    config: SchedulerConfig,
+    state: Mutex<QueueState>,
+    wake: Condvar,
+    queued_tokens: AtomicUsize,
+    queued_requests: AtomicUsize,
+    completed: AtomicU64,
+    dropped: AtomicU64,
+    batches: AtomicU64,
+    /// f64 bits of the smoothed tokens/s.
+    throughput: AtomicU64,
+    observer: Arc<dyn SchedulerObserver>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A poisoned lock only means a panic elsewhere; the queue itself stays valid.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tokens_per_second(&self) -> f64 {
+        f64::from_bits(self.throughput.load(Ordering::Relaxed))
+    }
+
+    /// Time to work off `tokens` at the recent rate (1 s when unknown), 1..=60 s.
+    fn drain_time(&self, tokens: usize) -> Duration {
+        let rate = self.tokens_per_second();
+        let secs = if rate > 0.0 {
+            (tokens as f64 / rate).ceil()
+        } else {
+            1.0
+        };
+        Duration::from_secs(secs.clamp(1.0, 60.0) as u64)
+    }
+}
+
+/// Handle to the queue and its compute thread; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// A submitted request's result. Dropping it abandons the request: work not yet
+/// started is skipped.
+pub struct Pending {
+    reply: oneshot::Receiver<Result<ScoreOutput, SchedulerError>>,
+}
+
+impl Pending {
+    pub async fn wait(self) -> Result<ScoreOutput, SchedulerError> {
+        self.reply
+            .await
+            .unwrap_or(Err(SchedulerError::ComputeThreadGone))
+    }
+
+    /// For callers outside an async runtime.
+    pub fn blocking_wait(self) -> Result<ScoreOutput, SchedulerError> {
+        self.reply
+            .blocking_recv()
+            .unwrap_or(Err(SchedulerError::ComputeThreadGone))
+    }
+}
+
+impl Scheduler {
+    /// Moves `scorer` onto a new compute thread, which owns it until shutdown.
+    pub fn spawn<S>(
+        scorer: S,
+        config: SchedulerConfig,
+        observer: Option<Arc<dyn SchedulerObserver>>,
+    ) -> std::io::Result<Scheduler>
+    where
+        S: GroupScorer + Send + 'static,
+    {
+        let shared = Arc::new(Shared {
+            config: SchedulerConfig {
+                max_batch_tokens: config.max_batch_tokens.max(1),
+                max_queue_tokens: config.max_queue_tokens.max(1),
+            },
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            queued_tokens: AtomicUsize::new(0),
+            queued_requests: AtomicUsize::new(0),
+            completed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            throughput: AtomicU64::new(0f64.to_bits()),
+            observer: observer.unwrap_or_else(|| Arc::new(NoObserver)),
+        });
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("tessera-compute".into())
+            .spawn(move || compute::run(&worker, &scorer))?;
+        Ok(Scheduler {
+            shared,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    pub fn config(&self) -> SchedulerConfig {
+        self.shared.config
+    }
+
+    /// Queues a request, or refuses it at once when the queue is full or closed.
+    pub fn submit(&self, request: ScoreRequest) -> Result<Pending, SchedulerError> {
+        let (reply, receiver) = oneshot::channel();
+        let pending = Pending { reply: receiver };
+        if request.documents.is_empty() {
+            let _ = reply.send(Ok(ScoreOutput {
+                scores: Vec::new(),
+                queue_time: Duration::ZERO,
+                compute_time: Duration::ZERO,
+                batches: 0,
+            }));
+            return Ok(pending);
+        }
+        let tokens = request.tokens();
+        let capacity = self.shared.config.max_queue_tokens;
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(SchedulerError::ShuttingDown);
+        }
+        if tokens > capacity {
+            return Err(SchedulerError::TooLarge { tokens, capacity });
+        }
+        let queued = self.shared.queued_tokens.load(Ordering::Acquire);
+        if queued + tokens > capacity {
+            return Err(SchedulerError::Overloaded {
+                requested: tokens,
+                queued,
+                capacity,
+                retry_after: self.shared.drain_time(queued + tokens - capacity),
+            });
+        }
+        self.shared
+            .queued_tokens
+            .fetch_add(tokens, Ordering::AcqRel);
+        self.shared.queued_requests.fetch_add(1, Ordering::AcqRel);
+        state.jobs.push_back(Job {
+            scores: Vec::with_capacity(request.documents.len()),
+            request,
+            cursor: 0,
+            reply,
+            submitted: Instant::now(),
+            started: None,
+            compute_time: Duration::ZERO,
+            batches: 0,
+        });
+        drop(state);
+        self.shared.wake.notify_one();
+        Ok(pending)
+    }
+
+    pub fn stats(&self) -> SchedulerStats {
+        let s = &self.shared;
+        SchedulerStats {
+            queued_tokens: s.queued_tokens.load(Ordering::Acquire),
+            queued_requests: s.queued_requests.load(Ordering::Acquire),
+            completed_requests: s.completed.load(Ordering::Acquire),
+            dropped_requests: s.dropped.load(Ordering::Acquire),
+            batches: s.batches.load(Ordering::Acquire),
+            tokens_per_second: s.tokens_per_second(),
+        }
+    }
+
+    /// Whether the compute thread still runs.
+    pub fn is_running(&self) -> bool {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Refuses new requests from now on; queued ones are still computed.
+    pub fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+
+    /// [`Self::close`], then waits until everything queued has been answered and the
+    /// compute thread (and the model it owns) is gone. Blocks: call it off async workers.
+    pub fn shutdown(&self) {
+        self.close();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            // A panic there has already been reported to the waiting requests.
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The scheduler against a scorer whose scores encode their input, and which can be
+//! held at a gate to make queueing observable.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+
+/// Score of a pair = (sum of prefix ids, sum of document ids); records batch shapes.
+struct EchoScorer {
+    batches: Arc<Mutex<Vec<Vec<usize>>>>,
+    gate: Option<Mutex<mpsc::Receiver<()>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl EchoScorer {
+    fn new() -> Self {
+        EchoScorer {
+            batches: Arc::default(),
+            gate: None,
+            calls: Arc::default(),
+        }
+    }
+
+    fn gated() -> (Self, mpsc::Sender<()>) {
+        let (open, gate) = mpsc::channel();
+        let mut scorer = EchoScorer::new();
+        scorer.gate = Some(Mutex::new(gate));
+        (scorer, open)
+    }
+}
+
+fn echo(prefix: &[u32], doc: &[u32]) -> PairScore {
+    PairScore {
+        yes_logit: prefix.iter().sum::<u32>() as f32,
+        no_logit: doc.iter().sum::<u32>() as f32,
+    }
+}
+
+impl GroupScorer for EchoScorer {
+    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = &self.gate {
+            let _ = gate.lock().expect("gate").recv();
+        }
+        self.batches
+            .lock()
+            .expect("batches")
+            .push(groups.iter().map(|g| g.documents.len()).collect());
+        Ok(groups
+            .iter()
+            .map(|g| g.documents.iter().map(|d| echo(g.prefix, d)).collect())
+            .collect())
+    }
+}
+
+fn request(prefix: u32, docs: usize, doc_len: usize) -> ScoreRequest {
+    ScoreRequest {
+        prefix: vec![prefix; 4],
+        documents: (0..docs).map(|i| vec![i as u32; doc_len]).collect(),
+    }
+}
+
+fn config(max_batch_tokens: usize, max_queue_tokens: usize) -> SchedulerConfig {
+    SchedulerConfig {
+        max_batch_tokens,
+        max_queue_tokens,
+    }
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("condition not reached in time");
+}
+
+#[test]
+fn large_request_is_spread_over_batches_and_reassembled_in_order() {
+    let scorer = EchoScorer::new();
+    let batches = Arc::clone(&scorer.batches);
+    let scheduler = Scheduler::spawn(scorer, config(30, 10_000), None).expect("spawn");
+    let req = request(1, 10, 5);
+    let out = scheduler
+        .submit(req.clone())
+        .expect("queued")
+        .blocking_wait()
+        .expect("scored");
+    let expected: Vec<PairScore> = req.documents.iter().map(|d| echo(&req.prefix, d)).collect();
+    assert_eq!(out.scores, expected);
+    assert!(
+        out.batches > 1,
+        "30-token batches cannot hold 10 × 9 tokens"
+    );
+    // Budget: prefix (4) once plus 5 per document ⇒ 5 documents per batch.
+    assert_eq!(*batches.lock().expect("batches"), vec![vec![5], vec![5]]);
+    assert_eq!(scheduler.stats().queued_tokens, 0);
+    scheduler.shutdown();
+}
+
+#[test]
+fn queued_requests_share_a_batch_as_separate_groups() {
+    let (scorer, open) = EchoScorer::gated();
+    let batches = Arc::clone(&scorer.batches);
+    let calls = Arc::clone(&scorer.calls);
+    let scheduler = Scheduler::spawn(scorer, config(1000, 10_000), None).expect("spawn");
+    let first = scheduler.submit(request(1, 1, 3)).expect("queued");
+    wait_until(|| calls.load(Ordering::SeqCst) == 1);
+    let second = scheduler.submit(request(2, 2, 3)).expect("queued");
+    let third = scheduler.submit(request(3, 3, 3)).expect("queued");
+    for _ in 0..2 {
+        open.send(()).expect("gate");
+    }
+    let (a, b, c) = (
+        first.blocking_wait().expect("first"),
+        second.blocking_wait().expect("second"),
+        third.blocking_wait().expect("third"),
+    );
+    assert_eq!((a.scores.len(), b.scores.len(), c.scores.len()), (1, 2, 3));
+    assert_eq!(b.scores[1], echo(&[2; 4], &[1; 3]));
+    assert_eq!(*batches.lock().expect("batches"), vec![vec![1], vec![2, 3]]);
+    scheduler.shutdown();
+}
+
+#[test]
+fn overload_is_refused_with_a_retry_hint_and_oversize_as_too_large() {
+    let (scorer, open) = EchoScorer::gated();
+    let calls = Arc::clone(&scorer.calls);
+    let scheduler = Scheduler::spawn(scorer, config(1000, 40), None).expect("spawn");
+    let first = scheduler.submit(request(1, 2, 6)).expect("20 tokens fit");
+    wait_until(|| calls.load(Ordering::SeqCst) == 1);
+    let second = scheduler.submit(request(1, 2, 6)).expect("40 tokens fit");
+    match scheduler.submit(request(1, 1, 1)) {
+        Err(SchedulerError::Overloaded {
+            retry_after,
+            queued,
+            ..
+        }) => {
+            assert_eq!(queued, 40);
+            assert!(retry_after >= Duration::from_secs(1));
+        }
+        other => panic!("expected overload, got {:?}", other.map(|_| ())),
+    }
+    assert!(matches!(
+        scheduler.submit(request(1, 5, 6)),
+        Err(SchedulerError::TooLarge {
+            tokens: 50,
+            capacity: 40
+        })
+    ));
+    open.send(()).expect("gate");
+    open.send(()).expect("gate");
+    first.blocking_wait().expect("first");
+    second.blocking_wait().expect("second");
+    scheduler.shutdown();
+}
+
+#[test]
+fn abandoned_request_is_never_computed() {
+    let (scorer, open) = EchoScorer::gated();
+    let calls = Arc::clone(&scorer.calls);
+    let scheduler = Scheduler::spawn(scorer, config(10, 10_000), None).expect("spawn");
+    let first = scheduler.submit(request(1, 1, 3)).expect("queued");
+    wait_until(|| calls.load(Ordering::SeqCst) == 1);
+    let abandoned = scheduler.submit(request(2, 4, 3)).expect("queued");
+    drop(abandoned);
+    open.send(()).expect("gate");
+    first.blocking_wait().expect("first");
+    wait_until(|| scheduler.stats().dropped_requests == 1);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no batch for the dropped request"
+    );
+    assert_eq!(scheduler.stats().queued_tokens, 0);
+    scheduler.shutdown();
+}
+
+#[test]
+fn shutdown_answers_what_is_queued_then_refuses() {
+    let (scorer, open) = EchoScorer::gated();
+    let calls = Arc::clone(&scorer.calls);
+    let scheduler = Scheduler::spawn(scorer, config(10, 10_000), None).expect("spawn");
+    let first = scheduler.submit(request(1, 1, 3)).expect("queued");
+    wait_until(|| calls.load(Ordering::SeqCst) == 1);
+    let second = scheduler.submit(request(2, 1, 3)).expect("queued");
+    scheduler.close();
+    assert!(matches!(
+        scheduler.submit(request(3, 1, 3)),
+        Err(SchedulerError::ShuttingDown)
+    ));
+    open.send(()).expect("gate");
+    open.send(()).expect("gate");
+    let stopper = {
+        let scheduler = scheduler.clone();
+        std::thread::spawn(move || scheduler.shutdown())
+    };
+    assert!(first.blocking_wait().is_ok());
+    assert!(second.blocking_wait().is_ok());
+    stopper.join().expect("shutdown");
+    assert!(!scheduler.is_running());
+}
+
+struct FailingScorer;
+
+impl GroupScorer for FailingScorer {
+    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        if groups.iter().any(|g| g.prefix[0] == 7) {
+            panic!("boom");
+        }
+        Err(EngineError::EmptySequence { index: 0 })
+    }
+}
+
+#[test]
+fn scorer_errors_and_panics_reach_the_caller_and_the_thread_survives() {
+    let scheduler = Scheduler::spawn(FailingScorer, config(100, 10_000), None).expect("spawn");
+    let panicked = scheduler
+        .submit(request(7, 1, 1))
+        .expect("queued")
+        .blocking_wait();
+    assert!(matches!(panicked, Err(SchedulerError::Compute(m)) if m.contains("panicked")));
+    let failed = scheduler
+        .submit(request(1, 1, 1))
+        .expect("queued")
+        .blocking_wait();
+    assert!(matches!(failed, Err(SchedulerError::Compute(m)) if m.contains("empty")));
+    assert!(scheduler.is_running());
+    assert_eq!(scheduler.stats().queued_tokens, 0);
+    scheduler.shutdown();
+}

@@ -1,0 +1,221 @@
+//! Errors as clients see them: a status, a message naming the field at fault, and
+//! the body shape of the route's dialect (Cohere `{id, message}` or TEI
+//! `{error, error_type}`).
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use tessera_engine::scheduler::SchedulerError;
+use utoipa::ToSchema;
+
+/// Which API's conventions a response follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `/v1/rerank`, `/v2/rerank` and every other route but the TEI ones.
+    Cohere,
+    /// `/rerank` and `/tokenize` (text-embeddings-inference).
+    Tei,
+}
+
+impl Dialect {
+    pub fn of_path(path: &str) -> Dialect {
+        match path {
+            "/rerank" | "/tokenize" => Dialect::Tei,
+            _ => Dialect::Cohere,
+        }
+    }
+}
+
+/// TEI's error classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    Empty,
+    Validation,
+    Tokenizer,
+    Overloaded,
+    Backend,
+    Unhealthy,
+}
+
+impl ErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Empty => "empty",
+            ErrorKind::Validation => "validation",
+            ErrorKind::Tokenizer => "tokenizer",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Backend => "backend",
+            ErrorKind::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// Cohere's error body.
+#[derive(Serialize, ToSchema)]
+pub struct CohereError {
+    pub id: String,
+    pub message: String,
+}
+
+/// text-embeddings-inference's error body.
+#[derive(Serialize, ToSchema)]
+pub struct TeiError {
+    pub error: String,
+    /// One of `empty`, `validation`, `tokenizer`, `overloaded`, `backend`, `unhealthy`.
+    pub error_type: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: ErrorKind,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    /// Extra headers, e.g. `Allow` on a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// 400: valid types, invalid values.
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Validation, message)
+    }
+
+    /// 400 for a required input that is empty.
+    pub fn empty(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Empty, message)
+    }
+
+    /// 422: well-formed JSON, a field of the wrong type.
+    pub fn wrong_type(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Validation,
+            message,
+        )
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::Validation,
+            "missing or invalid API key: send `Authorization: Bearer <key>`",
+        )
+    }
+
+    pub fn not_ready() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unhealthy,
+            "the model is not loaded yet",
+        )
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> ApiError {
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorKind::Validation,
+                format!("{method} is not allowed on {path}; use {allow}"),
+            )
+        }
+    }
+
+    pub fn in_dialect(self, dialect: Dialect) -> Failure {
+        Failure {
+            dialect,
+            error: self,
+        }
+    }
+}
+
+impl From<SchedulerError> for ApiError {
+    fn from(error: SchedulerError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            SchedulerError::Overloaded { retry_after, .. } => ApiError {
+                retry_after: Some(retry_after),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorKind::Overloaded,
+                    message,
+                )
+            },
+            SchedulerError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::Validation,
+                message,
+            ),
+            SchedulerError::ShuttingDown | SchedulerError::ComputeThreadGone => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Unhealthy,
+                message,
+            ),
+            SchedulerError::Compute(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::Backend,
+                message,
+            ),
+        }
+    }
+}
+
+/// An [`ApiError`] bound to the dialect it is rendered in.
+#[derive(Debug)]
+pub struct Failure {
+    pub dialect: Dialect,
+    pub error: ApiError,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let ApiError {
+            status,
+            kind,
+            message,
+            retry_after,
+            allow,
+        } = self.error;
+        let mut response = match self.dialect {
+            Dialect::Cohere => Json(CohereError {
+                id: uuid::Uuid::new_v4().to_string(),
+                message,
+            })
+            .into_response(),
+            Dialect::Tei => Json(TeiError {
+                error: message,
+                error_type: kind.as_str().to_string(),
+            })
+            .into_response(),
+        };
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        if let Some(after) = retry_after {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(after.as_secs().max(1)),
+            );
+        }
+        if let Some(allow) = allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

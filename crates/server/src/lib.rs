@@ -1,0 +1,180 @@
+//! The HTTP server: Cohere v1/v2 and text-embeddings-inference rerank dialects over
+//! one scheduler, with bearer-key auth, body and queue limits, errors in each
+//! dialect's shape, Prometheus metrics and a generated OpenAPI document.
+//!
+//! Handlers only validate and tokenize (on blocking threads); the model runs on the
+//! scheduler's single compute thread. Start one with [`Server::new`],
+//! [`Server::install_model`] and [`Server::serve`].
+
+mod auth;
+pub mod error;
+mod json;
+pub mod metrics;
+pub mod openapi;
+mod prepare;
+mod rerank;
+mod routes;
+pub mod state;
+pub mod types;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tessera_engine::scheduler::GroupScorer;
+use tessera_model::PromptBuilder;
+use tokio::net::TcpListener;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+
+pub use error::{ApiError, Dialect};
+pub use rerank::TRUNCATED_HEADER;
+pub use state::{AppState, ModelInfo, ServerOptions};
+
+/// A rerank server: its state and its routes.
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// A server with no model yet: it answers `/health` with 503 until
+    /// [`Self::install_model`].
+    pub fn new(options: ServerOptions) -> Server {
+        Server {
+            state: Arc::new(AppState::new(options)),
+        }
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Moves the model onto its compute thread; requests are answered from now on.
+    pub fn install_model<S>(
+        &self,
+        scorer: S,
+        prompt: PromptBuilder,
+        info: ModelInfo,
+    ) -> std::io::Result<()>
+    where
+        S: GroupScorer + Send + 'static,
+    {
+        self.state.install_model(scorer, prompt, info)
+    }
+
+    pub fn router(&self) -> Router {
+        let state = Arc::clone(&self.state);
+        Router::new()
+            .route(
+                "/v1/rerank",
+                post(rerank::rerank_v1).fallback(routes::post_only),
+            )
+            .route(
+                "/v2/rerank",
+                post(rerank::rerank_v2).fallback(routes::post_only),
+            )
+            .route(
+                "/rerank",
+                post(rerank::rerank_tei).fallback(routes::post_only),
+            )
+            .route(
+                "/tokenize",
+                post(routes::tokenize).fallback(routes::post_only),
+            )
+            .route("/health", get(routes::health).fallback(routes::get_only))
+            .route("/v1/models", get(routes::models).fallback(routes::get_only))
+            .route("/info", get(routes::info).fallback(routes::get_only))
+            .route("/metrics", get(routes::metrics).fallback(routes::get_only))
+            .route(
+                "/openapi.json",
+                get(routes::openapi).fallback(routes::get_only),
+            )
+            .fallback(routes::not_found)
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&state),
+                auth::require_key,
+            ))
+            .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&state),
+                count_requests,
+            ))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+            )
+            .with_state(state)
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting connections, answers
+    /// every request in flight, and stops the compute thread.
+    pub async fn serve<F>(&self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let state = Arc::clone(&self.state);
+        let signal = async move {
+            shutdown.await;
+            state.begin_shutdown();
+            tracing::info!("shutting down: no new connections; finishing requests in flight");
+        };
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(signal)
+            .await?;
+        let state = Arc::clone(&self.state);
+        tokio::task::spawn_blocking(move || state.stop_model())
+            .await
+            .map_err(std::io::Error::other)?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}
+
+/// Counts every answer by route (the matched pattern, so unknown paths cannot blow
+/// up the label set) and status.
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .record_request(&route, response.status().as_u16());
+    response
+}

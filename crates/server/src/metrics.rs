@@ -1,0 +1,215 @@
+//! Prometheus metrics: requests by route and status, the scheduler's queue and
+//! batches, throughput, and where request time goes (tokenize, queue, inference).
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tessera_engine::scheduler::{BatchReport, SchedulerObserver, SchedulerStats};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    queue_tokens: Gauge,
+    queue_requests: Gauge,
+    batch_documents: Histogram,
+    batch_tokens: Histogram,
+    batch_seconds: Histogram,
+    batch_failures: Counter,
+    inference_tokens: Counter,
+    tokens_per_second: Gauge<f64, AtomicU64>,
+    documents_scored: Counter,
+    tokenize_seconds: Histogram,
+    queue_seconds: Histogram,
+    inference_seconds: Histogram,
+    dropped_requests: Counter,
+    dropped_documents: Counter,
+}
+
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    // 0.5 ms .. ~65 s
+    exponential_buckets(0.0005, 2.0, 18)
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "tessera_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let queue_tokens = Gauge::default();
+        registry.register(
+            "tessera_queue_tokens",
+            "Tokens queued or being computed",
+            queue_tokens.clone(),
+        );
+        let queue_requests = Gauge::default();
+        registry.register(
+            "tessera_queue_requests",
+            "Requests queued or being computed",
+            queue_requests.clone(),
+        );
+        let batch_documents = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register(
+            "tessera_batch_documents",
+            "Pairs per forward pass",
+            batch_documents.clone(),
+        );
+        let batch_tokens = Histogram::new(exponential_buckets(16.0, 2.0, 14));
+        registry.register(
+            "tessera_batch_tokens",
+            "Tokens per forward pass",
+            batch_tokens.clone(),
+        );
+        let batch_seconds = Histogram::new(seconds_buckets());
+        registry.register(
+            "tessera_batch_seconds",
+            "Duration of one forward pass",
+            batch_seconds.clone(),
+        );
+        let batch_failures = Counter::default();
+        registry.register(
+            "tessera_batch_failures",
+            "Forward passes that failed",
+            batch_failures.clone(),
+        );
+        let inference_tokens = Counter::default();
+        registry.register(
+            "tessera_inference_tokens",
+            "Tokens computed by the model",
+            inference_tokens.clone(),
+        );
+        let tokens_per_second = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "tessera_tokens_per_second",
+            "Recent model throughput in tokens per second (smoothed over batches)",
+            tokens_per_second.clone(),
+        );
+        let documents_scored = Counter::default();
+        registry.register(
+            "tessera_documents_scored",
+            "Documents scored (all routes)",
+            documents_scored.clone(),
+        );
+        let tokenize_seconds = Histogram::new(seconds_buckets());
+        registry.register(
+            "tessera_tokenize_seconds",
+            "Time to tokenize one request",
+            tokenize_seconds.clone(),
+        );
+        let queue_seconds = Histogram::new(seconds_buckets());
+        registry.register(
+            "tessera_queue_seconds",
+            "Time a request waited before its first batch",
+            queue_seconds.clone(),
+        );
+        let inference_seconds = Histogram::new(seconds_buckets());
+        registry.register(
+            "tessera_inference_seconds",
+            "Time of the batches a request took part in",
+            inference_seconds.clone(),
+        );
+        let dropped_requests = Counter::default();
+        registry.register(
+            "tessera_dropped_requests",
+            "Requests whose client left before they were computed; their work was skipped",
+            dropped_requests.clone(),
+        );
+        let dropped_documents = Counter::default();
+        registry.register(
+            "tessera_dropped_documents",
+            "Pairs never computed because their client left",
+            dropped_documents.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            queue_tokens,
+            queue_requests,
+            batch_documents,
+            batch_tokens,
+            batch_seconds,
+            batch_failures,
+            inference_tokens,
+            tokens_per_second,
+            documents_scored,
+            tokenize_seconds,
+            queue_seconds,
+            inference_seconds,
+            dropped_requests,
+            dropped_documents,
+        }
+    }
+
+    pub fn record_request(&self, route: &str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn record_tokenize(&self, elapsed: Duration) {
+        self.tokenize_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_scored(&self, documents: usize, queue: Duration, inference: Duration) {
+        self.documents_scored.inc_by(documents as u64);
+        self.queue_seconds.observe(queue.as_secs_f64());
+        self.inference_seconds.observe(inference.as_secs_f64());
+    }
+
+    /// The exposition text; queue gauges are read from the scheduler now.
+    pub fn render(&self, stats: Option<SchedulerStats>) -> String {
+        if let Some(stats) = stats {
+            self.queue_tokens
+                .set(i64::try_from(stats.queued_tokens).unwrap_or(i64::MAX));
+            self.queue_requests
+                .set(i64::try_from(stats.queued_requests).unwrap_or(i64::MAX));
+            self.tokens_per_second.set(stats.tokens_per_second);
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl SchedulerObserver for Metrics {
+    fn batch_done(&self, report: &BatchReport) {
+        self.batch_documents.observe(report.documents as f64);
+        self.batch_tokens.observe(report.tokens as f64);
+        self.batch_seconds.observe(report.elapsed.as_secs_f64());
+        if report.failed {
+            self.batch_failures.inc();
+        } else {
+            self.inference_tokens.inc_by(report.tokens as u64);
+        }
+    }
+
+    fn request_dropped(&self, documents_left: usize) {
+        self.dropped_requests.inc();
+        self.dropped_documents.inc_by(documents_left as u64);
+    }
+}

@@ -1,0 +1,56 @@
+//! The OpenAPI document, generated from the handlers' annotations and the
+//! request/response types.
+
+use utoipa::OpenApi;
+
+use crate::error::{CohereError, TeiError};
+use crate::types::{
+    ApiVersion, BilledUnits, CohereModel, DocumentInput, Health, Info, Limits, Meta, ModelCard,
+    ModelList, RerankRequest, RerankResponse, RerankResult, TeiRank, TeiRerankRequest, Token,
+    TokenCounts, TokenizeInputs, TokenizeRequest, Usage,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tessera rerank API",
+        description = "Cohere-compatible reranking (v1, v2) and the text-embeddings-inference dialect, serving a Qwen3 reranker."
+    ),
+    paths(
+        crate::rerank::rerank_v1,
+        crate::rerank::rerank_v2,
+        crate::rerank::rerank_tei,
+        crate::routes::health,
+        crate::routes::models,
+        crate::routes::info,
+        crate::routes::metrics,
+        crate::routes::tokenize,
+        crate::routes::openapi,
+    ),
+    components(schemas(
+        RerankRequest, DocumentInput, RerankResponse, RerankResult, Meta, ApiVersion,
+        BilledUnits, TokenCounts, Usage, TeiRerankRequest, TeiRank, TokenizeRequest,
+        TokenizeInputs, Token, Health, ModelList, ModelCard, CohereModel, Info, Limits,
+        CohereError, TeiError
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn document() -> Result<String, serde_json::Error> {
+    ApiDoc::openapi().to_pretty_json()
+}

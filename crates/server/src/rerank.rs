@@ -1,0 +1,307 @@
+//! The rerank routes: Cohere v1/v2 (`/v1/rerank`, `/v2/rerank`) and TEI (`/rerank`).
+//! Each validates its dialect's body, then one shared path tokenizes on a blocking
+//! thread, queues the pairs for the compute thread and awaits their scores.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use tessera_engine::PairScore;
+
+use crate::error::{ApiError, Dialect, ErrorKind, Failure};
+use crate::json::{json_body, parse};
+use crate::prepare::{
+    document_texts, echo_document, parse_side, positive, prepare, truncation_notes, RerankJob,
+};
+use crate::state::AppState;
+use crate::types::{
+    ApiVersion, BilledUnits, Meta, RerankRequest, RerankResponse, RerankResult, TeiRank,
+    TeiRerankRequest, TokenCounts, Usage,
+};
+
+pub const TRUNCATED_HEADER: &str = "x-truncated-documents";
+
+/// A scored job: per document, the best chunk's logits.
+struct Scored {
+    scores: Vec<PairScore>,
+    truncated: Vec<usize>,
+    total_tokens: usize,
+}
+
+/// Tokenizes off the async workers, queues, awaits. Dropping the returned future
+/// (the client went away) abandons the queued work.
+async fn score(state: &Arc<AppState>, route: &str, job: RerankJob) -> Result<Scored, ApiError> {
+    let model = state.model()?;
+    let started = Instant::now();
+    let worker = Arc::clone(state);
+    let mut prepared = tokio::task::spawn_blocking(move || {
+        let model = worker.model()?;
+        prepare(&model.prompt, &job)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Tokenizer,
+            format!("the tokenizer task failed: {e}"),
+        )
+    })??;
+    let tokenize_time = started.elapsed();
+    state.metrics.record_tokenize(tokenize_time);
+
+    let pending = model
+        .scheduler
+        .submit(std::mem::take(&mut prepared.request))?;
+    let output = pending.wait().await?;
+    let scores = prepared.document_scores(&output.scores);
+    state
+        .metrics
+        .record_scored(scores.len(), output.queue_time, output.compute_time);
+    tracing::info!(
+        route,
+        documents = scores.len(),
+        pairs = output.scores.len(),
+        tokens = prepared.total_tokens,
+        truncated = prepared.truncated.len(),
+        tokenize_ms = tokenize_time.as_secs_f64() * 1e3,
+        queue_ms = output.queue_time.as_secs_f64() * 1e3,
+        inference_ms = output.compute_time.as_secs_f64() * 1e3,
+        batches = output.batches,
+        "scored"
+    );
+    Ok(Scored {
+        scores,
+        truncated: prepared.truncated,
+        total_tokens: prepared.total_tokens,
+    })
+}
+
+fn check_query_and_count(
+    state: &AppState,
+    query: &str,
+    count: usize,
+    list: &str,
+) -> Result<(), ApiError> {
+    if query.trim().is_empty() {
+        return Err(ApiError::empty("query must not be empty"));
+    }
+    if count == 0 {
+        return Err(ApiError::empty(format!("{list} must not be empty")));
+    }
+    let max = state.options.max_documents;
+    if count > max {
+        return Err(ApiError::invalid(format!(
+            "{list}: {count} items, more than the maximum of {max} (--max-documents)"
+        )));
+    }
+    Ok(())
+}
+
+fn with_truncation_header(mut response: Response, header: Option<String>) -> Response {
+    if let Some(value) = header.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(TRUNCATED_HEADER), value);
+    }
+    response
+}
+
+/// Descending by score; ties keep the lower index first.
+fn ranking(scores: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order
+}
+
+#[utoipa::path(
+    post, path = "/v1/rerank", tag = "rerank",
+    request_body = RerankRequest,
+    responses(
+        (status = 200, description = "Ranked results", body = RerankResponse,
+         headers(("x-truncated-documents" = String, description = "Indices of truncated documents"))),
+        (status = 400, description = "Invalid value", body = crate::error::CohereError),
+        (status = 401, description = "Missing or wrong API key", body = crate::error::CohereError),
+        (status = 404, description = "Unknown model", body = crate::error::CohereError),
+        (status = 413, description = "Body too large", body = crate::error::CohereError),
+        (status = 415, description = "Not JSON", body = crate::error::CohereError),
+        (status = 422, description = "Field of the wrong type", body = crate::error::CohereError),
+        (status = 429, description = "Overloaded; see Retry-After", body = crate::error::CohereError),
+        (status = 503, description = "Not ready or shutting down", body = crate::error::CohereError),
+    )
+)]
+pub async fn rerank_v1(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    cohere_route(state, request, "1", "/v1/rerank").await
+}
+
+#[utoipa::path(
+    post, path = "/v2/rerank", tag = "rerank",
+    request_body = RerankRequest,
+    responses(
+        (status = 200, description = "Ranked results (api_version 2)", body = RerankResponse),
+        (status = 400, description = "Invalid value", body = crate::error::CohereError),
+        (status = 422, description = "Field of the wrong type", body = crate::error::CohereError),
+        (status = 429, description = "Overloaded; see Retry-After", body = crate::error::CohereError),
+    )
+)]
+pub async fn rerank_v2(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    cohere_route(state, request, "2", "/v2/rerank").await
+}
+
+async fn cohere_route(
+    state: Arc<AppState>,
+    request: Request,
+    version: &str,
+    route: &str,
+) -> Response {
+    let result = async {
+        let bytes = json_body(request).await?;
+        let body: RerankRequest = parse(&bytes)?;
+        cohere_rerank(&state, body, version, route).await
+    }
+    .await;
+    result.unwrap_or_else(|e| e.in_dialect(Dialect::Cohere).into_response())
+}
+
+async fn cohere_rerank(
+    state: &Arc<AppState>,
+    body: RerankRequest,
+    version: &str,
+    route: &str,
+) -> Result<Response, ApiError> {
+    state.check_model(body.model.as_deref())?;
+    check_query_and_count(state, &body.query, body.documents.len(), "documents")?;
+    let top_n = positive("top_n", body.top_n)?;
+    let max_tokens_per_doc = positive("max_tokens_per_doc", body.max_tokens_per_doc)?;
+    let max_chunks_per_doc = positive("max_chunks_per_doc", body.max_chunks_per_doc)?.unwrap_or(1);
+    let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
+    let texts = document_texts(&body.documents, body.rank_fields.as_deref())?;
+    let own_name = state.model()?.info.name.clone();
+    let job = RerankJob {
+        query: body.query,
+        instruction: body.instruction,
+        documents: texts,
+        truncate: body.truncate.unwrap_or(true),
+        side,
+        max_tokens_per_doc,
+        max_chunks_per_doc,
+    };
+    let scored = score(state, route, job).await?;
+    let relevance: Vec<f32> = scored.scores.iter().map(PairScore::probability).collect();
+    let return_documents = body.return_documents.unwrap_or(false);
+    let results = ranking(&relevance)
+        .into_iter()
+        .take(top_n.unwrap_or(usize::MAX))
+        .map(|index| RerankResult {
+            index,
+            relevance_score: relevance[index],
+            document: return_documents.then(|| echo_document(&body.documents[index])),
+        })
+        .collect();
+    let notes = truncation_notes(&scored.truncated);
+    let total = scored.total_tokens as u64;
+    let response = RerankResponse {
+        id: uuid::Uuid::new_v4().to_string(),
+        results,
+        meta: Meta {
+            api_version: ApiVersion {
+                version: version.to_string(),
+            },
+            billed_units: BilledUnits {
+                search_units: body.documents.len().div_ceil(100) as u64,
+                total_tokens: total,
+            },
+            tokens: TokenCounts {
+                input_tokens: total,
+                output_tokens: 0,
+            },
+            warnings: notes.iter().map(|(w, _)| w.clone()).collect(),
+        },
+        model: state.response_model_name(body.model.as_deref(), &own_name),
+        usage: Usage {
+            total_tokens: total,
+        },
+    };
+    Ok(with_truncation_header(
+        Json(response).into_response(),
+        notes.map(|(_, h)| h),
+    ))
+}
+
+/// Which dialect a `/rerank` body speaks.
+#[derive(Deserialize)]
+struct DialectProbe {
+    texts: Option<IgnoredAny>,
+    documents: Option<IgnoredAny>,
+}
+
+#[utoipa::path(
+    post, path = "/rerank", tag = "rerank",
+    request_body = TeiRerankRequest,
+    responses(
+        (status = 200, description = "Ranked texts (a body with `documents` instead of `texts` is answered as /v1/rerank)", body = Vec<TeiRank>),
+        (status = 400, description = "Invalid value", body = crate::error::TeiError),
+        (status = 422, description = "Field of the wrong type", body = crate::error::TeiError),
+        (status = 429, description = "Overloaded; see Retry-After", body = crate::error::TeiError),
+    )
+)]
+pub async fn rerank_tei(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let bytes = match json_body(request).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.in_dialect(Dialect::Tei).into_response(),
+    };
+    match parse::<DialectProbe>(&bytes) {
+        Ok(DialectProbe {
+            texts: None,
+            documents: Some(_),
+        }) => {
+            let result = match parse::<RerankRequest>(&bytes) {
+                Ok(body) => cohere_rerank(&state, body, "1", "/rerank").await,
+                Err(e) => Err(e),
+            };
+            result.unwrap_or_else(|e| e.in_dialect(Dialect::Cohere).into_response())
+        }
+        Ok(_) => tei_rerank(&state, &bytes)
+            .await
+            .unwrap_or_else(|e| Failure::into_response(e.in_dialect(Dialect::Tei))),
+        Err(e) => e.in_dialect(Dialect::Tei).into_response(),
+    }
+}
+
+async fn tei_rerank(state: &Arc<AppState>, bytes: &[u8]) -> Result<Response, ApiError> {
+    let body: TeiRerankRequest = parse(bytes)?;
+    check_query_and_count(state, &body.query, body.texts.len(), "texts")?;
+    let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
+    let return_text = body.return_text.unwrap_or(false);
+    let raw = body.raw_scores.unwrap_or(false);
+    let job = RerankJob {
+        query: body.query,
+        instruction: None,
+        documents: body.texts,
+        truncate: body.truncate.unwrap_or(true),
+        side,
+        max_tokens_per_doc: None,
+        max_chunks_per_doc: 1,
+    };
+    let texts = return_text.then(|| job.documents.clone());
+    let scored = score(state, "/rerank", job).await?;
+    let values: Vec<f32> = scored
+        .scores
+        .iter()
+        .map(|s| if raw { s.logit_diff() } else { s.probability() })
+        .collect();
+    let ranks: Vec<TeiRank> = ranking(&values)
+        .into_iter()
+        .map(|index| TeiRank {
+            index,
+            score: values[index],
+            text: texts.as_ref().map(|t| t[index].clone()),
+        })
+        .collect();
+    let header = truncation_notes(&scored.truncated).map(|(_, h)| h);
+    Ok(with_truncation_header(Json(ranks).into_response(), header))
+}

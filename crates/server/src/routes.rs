@@ -1,0 +1,230 @@
+//! The routes around reranking: health, model list, server info, metrics,
+//! tokenization, the OpenAPI document, and the 404/405 answers.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::error::{ApiError, Dialect, ErrorKind};
+use crate::json::{json_body, parse};
+use crate::state::AppState;
+use crate::types::{
+    CohereModel, Health, Info, Limits, ModelCard, ModelList, Token, TokenizeInputs, TokenizeRequest,
+};
+
+#[utoipa::path(get, path = "/health", tag = "server",
+    responses((status = 200, description = "The model is loaded", body = Health),
+              (status = 503, description = "Loading or shutting down", body = Health)))]
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let (status, text) = if state.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if state.is_ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading")
+    };
+    (
+        status,
+        Json(Health {
+            status: text.to_string(),
+        }),
+    )
+        .into_response()
+}
+
+fn served_names(state: &AppState, own: &str) -> Vec<String> {
+    if state.options.served_model_names.is_empty() {
+        vec![own.to_string()]
+    } else {
+        state.options.served_model_names.clone()
+    }
+}
+
+#[utoipa::path(get, path = "/v1/models", tag = "server",
+    responses((status = 200, description = "Served model names", body = ModelList)))]
+pub async fn models(State(state): State<Arc<AppState>>) -> Response {
+    let model = match state.model() {
+        Ok(model) => model,
+        Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
+    };
+    let context_length = model.prompt.max_pair_tokens();
+    let names = served_names(&state, &model.info.name);
+    Json(ModelList {
+        object: "list".into(),
+        data: names
+            .iter()
+            .map(|name| ModelCard {
+                id: name.clone(),
+                object: "model".into(),
+                created: 0,
+                owned_by: "tessera".into(),
+            })
+            .collect(),
+        models: names
+            .iter()
+            .map(|name| CohereModel {
+                name: name.clone(),
+                endpoints: vec!["rerank".into()],
+                context_length,
+            })
+            .collect(),
+    })
+    .into_response()
+}
+
+#[utoipa::path(get, path = "/info", tag = "server",
+    responses((status = 200, description = "Model, backend, device, limits, version", body = Info)))]
+pub async fn info(State(state): State<Arc<AppState>>) -> Response {
+    let model = match state.model() {
+        Ok(model) => model,
+        Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
+    };
+    let options = &state.options;
+    Json(Info {
+        model_id: model.info.name.clone(),
+        served_model_names: served_names(&state, &model.info.name),
+        placeholder_model: model.info.placeholder,
+        model_type: "reranker".into(),
+        backend: model.info.backend.clone(),
+        device: model.info.device.clone(),
+        limits: Limits {
+            max_pair_tokens: model.prompt.max_pair_tokens(),
+            max_documents: options.max_documents,
+            max_body_bytes: options.max_body_bytes,
+            max_batch_tokens: options.scheduler.max_batch_tokens,
+            max_queue_tokens: options.scheduler.max_queue_tokens,
+        },
+        auth_required: !options.api_keys.is_empty(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+    .into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let stats = state.model().ok().map(|m| m.scheduler.stats());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(stats),
+    )
+        .into_response()
+}
+
+#[utoipa::path(post, path = "/tokenize", tag = "server",
+    request_body = TokenizeRequest,
+    responses((status = 200, description = "Tokens of each input (no special tokens added)", body = Vec<Vec<Token>>),
+              (status = 400, description = "Invalid value", body = crate::error::TeiError)))]
+pub async fn tokenize(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let result = async {
+        let bytes = json_body(request).await?;
+        let body: TokenizeRequest = parse(&bytes)?;
+        let inputs = match body.inputs {
+            TokenizeInputs::One(text) => vec![text],
+            TokenizeInputs::Many(texts) => texts,
+        };
+        if inputs.is_empty() {
+            return Err(ApiError::empty("inputs must not be empty"));
+        }
+        let worker = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || tokenize_all(&worker, &inputs))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::Tokenizer,
+                    format!("the tokenizer task failed: {e}"),
+                )
+            })?
+    }
+    .await;
+    match result {
+        Ok(tokens) => Json(tokens).into_response(),
+        Err(e) => e.in_dialect(Dialect::Tei).into_response(),
+    }
+}
+
+fn tokenize_all(state: &AppState, inputs: &[String]) -> Result<Vec<Vec<Token>>, ApiError> {
+    let tokenizer = state.model()?.prompt.tokenizer().inner();
+    let added = tokenizer.get_added_vocabulary();
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let encoding = tokenizer.encode(text.as_str(), false).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::Tokenizer,
+                    format!("inputs[{index}]: cannot tokenize: {e}"),
+                )
+            })?;
+            Ok(encoding
+                .get_ids()
+                .iter()
+                .zip(encoding.get_offsets())
+                .map(|(&id, &(start, stop))| {
+                    let piece = tokenizer.id_to_token(id).unwrap_or_default();
+                    let text = text
+                        .get(start..stop)
+                        .map(str::to_string)
+                        .or_else(|| tokenizer.decode(&[id], false).ok())
+                        .unwrap_or_default();
+                    Token {
+                        id,
+                        text,
+                        special: added.is_special_token(&piece),
+                        start: Some(start),
+                        stop: Some(stop),
+                    }
+                })
+                .collect())
+        })
+        .collect()
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "server",
+    responses((status = 200, description = "This API's OpenAPI 3.1 document")))]
+pub async fn openapi() -> Response {
+    match crate::openapi::document() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Backend,
+            format!("cannot render the OpenAPI document: {e}"),
+        )
+        .in_dialect(Dialect::Cohere)
+        .into_response(),
+    }
+}
+
+pub async fn not_found(request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorKind::Validation,
+        format!("no route {} {path}", request.method()),
+    )
+    .in_dialect(Dialect::of_path(&path))
+    .into_response()
+}
+
+pub async fn post_only(request: Request) -> Response {
+    wrong_method(request, "POST")
+}
+
+pub async fn get_only(request: Request) -> Response {
+    wrong_method(request, "GET")
+}
+
+fn wrong_method(request: Request, allow: &'static str) -> Response {
+    let path = request.uri().path().to_string();
+    ApiError::method_not_allowed(request.method().as_str(), &path, allow)
+        .in_dialect(Dialect::of_path(&path))
+        .into_response()
+}

@@ -1,0 +1,150 @@
+//! What every handler shares: the options, the loaded model (absent while it
+//! loads), metrics, and whether shutdown has begun.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tessera_engine::scheduler::{GroupScorer, Scheduler, SchedulerConfig};
+use tessera_model::PromptBuilder;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Server limits and identity; every field has a command-line flag.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Accepted bearer keys; empty ⇒ no authentication.
+    pub api_keys: Vec<String>,
+    /// Names clients may send as `model`; empty ⇒ any name is accepted.
+    pub served_model_names: Vec<String>,
+    pub max_documents: usize,
+    pub max_body_bytes: usize,
+    pub scheduler: SchedulerConfig,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            api_keys: Vec::new(),
+            served_model_names: Vec::new(),
+            max_documents: 10_000,
+            max_body_bytes: 32 << 20,
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+/// The loaded model as `/info` describes it.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// `general.name` of the GGUF, or its file stem.
+    pub name: String,
+    pub backend: String,
+    pub device: String,
+    /// The embedded tiny random model: its scores mean nothing.
+    pub placeholder: bool,
+}
+
+pub struct LoadedModel {
+    pub info: ModelInfo,
+    pub prompt: PromptBuilder,
+    pub scheduler: Scheduler,
+}
+
+pub struct AppState {
+    pub options: ServerOptions,
+    pub metrics: Arc<Metrics>,
+    model: OnceLock<LoadedModel>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(options: ServerOptions) -> AppState {
+        AppState {
+            options,
+            metrics: Arc::new(Metrics::new()),
+            model: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Moves `scorer` onto its compute thread and starts answering requests. A model
+    /// can be installed once.
+    pub fn install_model<S>(
+        &self,
+        scorer: S,
+        prompt: PromptBuilder,
+        info: ModelInfo,
+    ) -> std::io::Result<()>
+    where
+        S: GroupScorer + Send + 'static,
+    {
+        if self.model.get().is_some() {
+            return Err(std::io::Error::other("a model is already installed"));
+        }
+        let observer =
+            Arc::clone(&self.metrics) as Arc<dyn tessera_engine::scheduler::SchedulerObserver>;
+        let scheduler = Scheduler::spawn(scorer, self.options.scheduler, Some(observer))?;
+        let loaded = LoadedModel {
+            info,
+            prompt,
+            scheduler,
+        };
+        if let Err(lost) = self.model.set(loaded) {
+            lost.scheduler.shutdown();
+            return Err(std::io::Error::other("a model is already installed"));
+        }
+        Ok(())
+    }
+
+    pub fn model(&self) -> Result<&LoadedModel, ApiError> {
+        self.model.get().ok_or_else(ApiError::not_ready)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.model.get().is_some_and(|m| m.scheduler.is_running())
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Stops the compute thread after what it holds is answered. Blocking.
+    pub fn stop_model(&self) {
+        if let Some(model) = self.model.get() {
+            model.scheduler.shutdown();
+        }
+    }
+
+    /// The name echoed in responses: the requested one when it is served, else the
+    /// first served name, else the model's own.
+    pub fn response_model_name(&self, requested: Option<&str>, own: &str) -> String {
+        let served = &self.options.served_model_names;
+        match requested {
+            Some(name) if served.iter().any(|s| s == name) => name.to_string(),
+            _ => served.first().cloned().unwrap_or_else(|| own.to_string()),
+        }
+    }
+
+    /// With served names configured, a `model` naming none of them is a 404.
+    pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
+        let served = &self.options.served_model_names;
+        match requested {
+            Some(name) if !served.is_empty() && !served.iter().any(|s| s == name) => {
+                Err(ApiError::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    crate::error::ErrorKind::Validation,
+                    format!(
+                        "model: '{name}' is not served here; available: {}",
+                        served.join(", ")
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
