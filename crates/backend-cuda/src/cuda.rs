@@ -1,0 +1,295 @@
+//! The real GPU through cudarc (feature `cuda`): the driver and NVRTC are loaded
+//! at run time, so building needs no CUDA toolkit. Each kernel file is compiled by
+//! NVRTC for the device's own architecture the first time one of its kernels is
+//! launched, and the PTX is cached on disk (keyed by source, architecture, NVRTC
+//! version and options). One stream orders every copy and launch.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr};
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+use tessera_backend::BackendError;
+
+use crate::kernels::{fnv1a, module_source, nvrtc_arch, NVRTC_OPTIONS};
+use crate::{Device, KernelBackend, Launch, MatmulPath};
+
+/// The CUDA backend on a real GPU.
+pub type CudaBackend = KernelBackend<CudaDevice>;
+
+impl KernelBackend<CudaDevice> {
+    /// GPU number `ordinal`. Without a CUDA driver or NVRTC on this machine, a
+    /// clear error (never a panic).
+    pub fn new(ordinal: usize) -> Result<CudaBackend, BackendError> {
+        Ok(KernelBackend::with_device(CudaDevice::new(ordinal)?))
+    }
+}
+
+fn device_error(what: &str, error: impl Display) -> BackendError {
+    BackendError::Device(format!("{what}: {error}"))
+}
+
+/// Whether this machine can run the CUDA backend at all: a driver and NVRTC that
+/// load. `Err` says what is missing.
+pub fn cuda_available() -> Result<(), BackendError> {
+    // SAFETY: these only try to load the shared libraries (dlopen) and report
+    // whether that worked; no CUDA call is made.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(BackendError::Device(
+            "no CUDA driver: libcuda.so cannot be loaded (no NVIDIA GPU driver on this machine)"
+                .into(),
+        ));
+    }
+    // SAFETY: as above.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(BackendError::Device(
+            "no NVRTC: libnvrtc.so cannot be loaded; the kernels are compiled at run time \
+             and need it (CUDA 12 or 13; put its folder on LD_LIBRARY_PATH)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The loaded NVRTC's version, e.g. "13.0" (part of the PTX cache key: another
+/// NVRTC may emit other PTX).
+fn nvrtc_version() -> String {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: writes two ints through valid pointers; NVRTC was found loadable.
+    let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    if status == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
+        format!("{major}.{minor}")
+    } else {
+        String::new()
+    }
+}
+
+/// A GPU and the kernels compiled for it so far.
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    name: String,
+    arch: String,
+    path: MatmulPath,
+    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+}
+
+impl CudaDevice {
+    pub fn new(ordinal: usize) -> Result<CudaDevice, BackendError> {
+        cuda_available()?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| device_error("cannot open the GPU", e))?;
+        // One stream orders everything: no cross-stream events are needed.
+        // SAFETY: no other stream of this context touches our allocations.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| device_error("compute capability", e))?;
+        let (major, minor) = (major as u32, minor as u32);
+        let path = MatmulPath::for_compute_capability(major, minor).ok_or_else(|| {
+            BackendError::Device(format!(
+                "compute capability {major}.{minor} has no int8 dot product (sm_61 or later needed)"
+            ))
+        })?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        Ok(CudaDevice {
+            name: format!("cuda ({name}, sm_{major}{minor}, {path:?})"),
+            arch: nvrtc_arch(major, minor),
+            ctx,
+            stream,
+            path,
+            functions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Where compiled PTX is kept: `$TESSERA_KERNEL_CACHE`, else the user cache.
+    fn cache_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("TESSERA_KERNEL_CACHE") {
+            return Some(PathBuf::from(dir));
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("tessera").join("kernels"))
+    }
+
+    /// The PTX of a kernel file for this device, from the disk cache or NVRTC.
+    fn ptx(&self, stem: &str) -> Result<Ptx, BackendError> {
+        let source = module_source(stem)
+            .ok_or_else(|| BackendError::Device(format!("no kernel file named {stem}.cu")))?;
+        let version = nvrtc_version();
+        let options = NVRTC_OPTIONS.join(" ");
+        let key = fnv1a(&[
+            source.as_bytes(),
+            self.arch.as_bytes(),
+            version.as_bytes(),
+            options.as_bytes(),
+        ]);
+        let cached =
+            Self::cache_dir().map(|d| d.join(format!("{stem}-{}-{key:016x}.ptx", self.arch)));
+        if let Some(text) = cached
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        {
+            return Ok(Ptx::from_src(text));
+        }
+        let mut opts = vec![format!("--gpu-architecture={}", self.arch)];
+        opts.extend(NVRTC_OPTIONS.iter().map(|o| o.to_string()));
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(
+            &source,
+            CompileOptions {
+                options: opts,
+                name: Some(format!("{stem}.cu")),
+                ..CompileOptions::default()
+            },
+        )
+        .map_err(|e| match e {
+            CompileError::CompileError { log, .. } => BackendError::Device(format!(
+                "NVRTC cannot compile {stem}.cu for {}:\n{}",
+                self.arch,
+                log.to_string_lossy()
+            )),
+            other => device_error(&format!("NVRTC on {stem}.cu"), other),
+        })?;
+        if let Some(path) = cached {
+            // Best effort: a cache that cannot be written only costs a recompile.
+            let temp = path.with_extension(format!("{}.tmp", std::process::id()));
+            let written = path
+                .parent()
+                .map(std::fs::create_dir_all)
+                .transpose()
+                .and_then(|_| std::fs::write(&temp, ptx.to_src()))
+                .and_then(|()| std::fs::rename(&temp, &path));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+        }
+        Ok(ptx)
+    }
+
+    fn function(&self, launch: &Launch) -> Result<CudaFunction, BackendError> {
+        let mut functions = self
+            .functions
+            .lock()
+            .map_err(|_| BackendError::Device("kernel table poisoned by a panic".into()))?;
+        if let Some(f) = functions.get(launch.kernel) {
+            return Ok(f.clone());
+        }
+        let module = self
+            .ctx
+            .load_module(self.ptx(launch.module)?)
+            .map_err(|e| device_error(&format!("loading {}.cu", launch.module), e))?;
+        let f = module.load_function(launch.kernel).map_err(|e| {
+            device_error(
+                &format!("kernel {} in {}.cu", launch.kernel, launch.module),
+                e,
+            )
+        })?;
+        functions.insert(launch.kernel, f.clone());
+        Ok(f)
+    }
+
+    fn check(
+        memory: &CudaSlice<u8>,
+        offset: usize,
+        len: usize,
+        what: &str,
+    ) -> Result<(), BackendError> {
+        if offset.checked_add(len).is_none_or(|end| end > memory.len()) {
+            return Err(BackendError::Device(format!(
+                "{what} of {len} bytes at {offset} outside an allocation of {}",
+                memory.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Device for CudaDevice {
+    type Memory = CudaSlice<u8>;
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn matmul_path(&self) -> MatmulPath {
+        self.path
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, BackendError> {
+        // SAFETY: the contents are unspecified by the trait; every op writes before
+        // it reads.
+        unsafe { self.stream.alloc::<u8>(bytes.max(1)) }
+            .map_err(|e| device_error(&format!("cannot allocate {bytes} bytes"), e))
+    }
+
+    fn address(&self, memory: &CudaSlice<u8>) -> u64 {
+        memory.device_ptr(&self.stream).0
+    }
+
+    fn upload(
+        &self,
+        memory: &mut CudaSlice<u8>,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<(), BackendError> {
+        Self::check(memory, offset, data.len(), "upload")?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut view = memory.slice_mut(offset..offset + data.len());
+        self.stream
+            .memcpy_htod(data, &mut view)
+            .map_err(|e| device_error("upload", e))
+    }
+
+    fn download(
+        &self,
+        memory: &CudaSlice<u8>,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Result<(), BackendError> {
+        Self::check(memory, offset, out.len(), "download")?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        let view = memory.slice(offset..offset + out.len());
+        self.stream
+            .memcpy_dtoh(&view, out)
+            .map_err(|e| device_error("download", e))?;
+        self.synchronize()
+    }
+
+    fn launch(&self, launch: &Launch) -> Result<(), BackendError> {
+        let function = self.function(launch)?;
+        let mut params = launch.params();
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| device_error("binding the context", e))?;
+        let [gx, gy, gz] = launch.grid;
+        let [bx, by, bz] = launch.block;
+        // SAFETY: `params` points at one value per kernel parameter, in order and
+        // of the parameter's size (the plan is built for this kernel's signature),
+        // alive until the call returns (the driver copies them at launch); every
+        // address among them is a live allocation of this context.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                function.cu_function(),
+                (gx, gy, gz),
+                (bx, by, bz),
+                launch.shared_bytes,
+                self.stream.cu_stream(),
+                &mut params,
+            )
+        }
+        .map_err(|e| device_error(&format!("launching {}", launch.kernel), e))
+    }
+
+    fn synchronize(&self) -> Result<(), BackendError> {
+        self.stream
+            .synchronize()
+            .map_err(|e| device_error("synchronize", e))
+    }
+}

@@ -1,0 +1,102 @@
+//! What a kernel-running device must provide: raw memory, copies, and launching a
+//! kernel by name with cuLaunchKernel-style parameters. The real GPU (cudarc) and
+//! the CPU emulator of the same kernel sources both implement it, so every op's
+//! host-side logic (launch plans, shapes, buffer sizes) is shared and tested.
+
+use std::ffi::c_void;
+
+use tessera_backend::BackendError;
+
+/// Which inner product the Q8_0 matmul uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// `mma.sync.m16n8k32` int8 tensor cores (sm_80 and later).
+    Mma,
+    /// `dp4a` per thread (sm_61 and later): the fallback.
+    Dp4a,
+}
+
+impl MatmulPath {
+    /// The path for a device of compute capability `major.minor`; `None` below
+    /// sm_61, which has no int8 dot product.
+    pub fn for_compute_capability(major: u32, minor: u32) -> Option<MatmulPath> {
+        match (major, minor) {
+            (m, _) if m >= 8 => Some(MatmulPath::Mma),
+            (7, _) | (6, 1..) => Some(MatmulPath::Dp4a),
+            _ => None,
+        }
+    }
+}
+
+/// One kernel parameter, passed by address as cuLaunchKernel's `kernelParams`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelArg {
+    /// A device address.
+    Ptr(u64),
+    U32(u32),
+    U64(u64),
+    F32(f32),
+}
+
+impl KernelArg {
+    /// The address of the value (what the launch API reads `sizeof(param)` bytes from).
+    pub fn as_param(&self) -> *mut c_void {
+        match self {
+            KernelArg::Ptr(v) | KernelArg::U64(v) => v as *const u64 as *mut c_void,
+            KernelArg::U32(v) => v as *const u32 as *mut c_void,
+            KernelArg::F32(v) => v as *const f32 as *mut c_void,
+        }
+    }
+}
+
+/// One kernel launch: which kernel (module = the `.cu` file stem), the grid, the
+/// block, dynamic shared memory, and the parameters in declaration order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub module: &'static str,
+    pub kernel: &'static str,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+    pub args: Vec<KernelArg>,
+}
+
+impl Launch {
+    /// The parameter pointer array for a launch API; valid while `self` lives.
+    pub fn params(&self) -> Vec<*mut c_void> {
+        self.args.iter().map(KernelArg::as_param).collect()
+    }
+}
+
+/// A device that runs the kernels of `kernels/`. Memory is untyped bytes; the
+/// backend keeps the element types.
+pub trait Device {
+    /// An owned allocation; freed on drop (in stream order on a GPU).
+    type Memory;
+
+    fn name(&self) -> String;
+    /// The Q8_0 matmul inner product this device runs.
+    fn matmul_path(&self) -> MatmulPath;
+    /// `bytes` bytes (at least 256-byte aligned); contents unspecified. Zero bytes
+    /// is allowed and gives an allocation that must not be accessed.
+    fn alloc(&self, bytes: usize) -> Result<Self::Memory, BackendError>;
+    /// The device address of the allocation's first byte.
+    fn address(&self, memory: &Self::Memory) -> u64;
+    /// Copies `data` to `memory` at byte `offset`.
+    fn upload(
+        &self,
+        memory: &mut Self::Memory,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<(), BackendError>;
+    /// Copies from `memory` at byte `offset` into `out` (waiting for queued work).
+    fn download(
+        &self,
+        memory: &Self::Memory,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Result<(), BackendError>;
+    fn launch(&self, launch: &Launch) -> Result<(), BackendError>;
+    /// Waits for all queued work.
+    fn synchronize(&self) -> Result<(), BackendError>;
+}

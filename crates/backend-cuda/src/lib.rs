@@ -1,0 +1,215 @@
+//! The CUDA backend: the ops of `tessera_backend::Backend` as our own kernels
+//! (`kernels/*.cu`), launched on any [`Device`]. With the `cuda` feature the device
+//! is a real GPU through cudarc ([`CudaBackend`]), the kernels compiled at run time
+//! by NVRTC for its architecture; the `tessera-cuda-emulated` test crate runs the
+//! same kernels, launched by this same host code, on the CPU.
+//!
+//! Each op is an entry point (shape checks, in `ops/`) that builds a [`Launch`]
+//! plan (grid, block, shared memory, parameters) from pure functions that are unit
+//! tested without a GPU.
+
+pub mod device;
+pub mod kernels;
+mod memory;
+pub mod ops;
+
+#[cfg(feature = "cuda")]
+mod cuda;
+
+use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
+
+pub use device::{Device, KernelArg, Launch, MatmulPath};
+pub use memory::{DeviceBuffer, DeviceWeight};
+
+#[cfg(feature = "cuda")]
+pub use cuda::{cuda_available, CudaBackend, CudaDevice};
+
+/// The kernels of `kernels/` on a device.
+pub struct KernelBackend<D: Device> {
+    device: D,
+}
+
+impl<D: Device> KernelBackend<D> {
+    pub fn with_device(device: D) -> KernelBackend<D> {
+        KernelBackend { device }
+    }
+
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    /// A temporary device copy of a small host table (token ids, positions, tiles).
+    fn upload_table<T: memory::Plain>(&self, values: &[T]) -> Result<D::Memory, BackendError> {
+        let bytes = memory::as_bytes(values);
+        let mut mem = self.device.alloc(bytes.len())?;
+        self.device.upload(&mut mem, 0, bytes)?;
+        Ok(mem)
+    }
+
+    fn address(&self, buffer: &DeviceBuffer<D::Memory>) -> u64 {
+        self.device.address(&buffer.memory)
+    }
+}
+
+impl<D: Device> Backend for KernelBackend<D> {
+    type Buffer = DeviceBuffer<D::Memory>;
+    type Weight = DeviceWeight<D::Memory>;
+
+    fn name(&self) -> String {
+        self.device.name()
+    }
+
+    fn upload_weight(&self, tensor: &HostTensor) -> Result<Self::Weight, BackendError> {
+        DeviceWeight::upload(&self.device, tensor)
+    }
+
+    fn alloc(&self, len: usize) -> Result<Self::Buffer, BackendError> {
+        let bytes = len.checked_mul(4).ok_or_else(|| {
+            BackendError::Device(format!(
+                "a buffer of {len} f32 values does not fit in memory"
+            ))
+        })?;
+        Ok(DeviceBuffer {
+            memory: self.device.alloc(bytes)?,
+            len,
+        })
+    }
+
+    fn write(&self, buf: &mut Self::Buffer, data: &[f32]) -> Result<(), BackendError> {
+        BackendError::check_len("write", "buffer", data.len(), buf.len)?;
+        self.device
+            .upload(&mut buf.memory, 0, memory::as_bytes(data))
+    }
+
+    fn read(&self, buf: &Self::Buffer, len: usize) -> Result<Vec<f32>, BackendError> {
+        BackendError::check_len("read", "buffer", len, buf.len)?;
+        let mut out = vec![0.0f32; len];
+        self.device
+            .download(&buf.memory, 0, memory::as_bytes_mut(&mut out))?;
+        Ok(out)
+    }
+
+    fn embedding(
+        &self,
+        table: &Self::Weight,
+        ids: &[u32],
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        ops::embedding::embedding(self, table, ids, out)
+    }
+
+    fn rms_norm(
+        &self,
+        x: &Self::Buffer,
+        weight: &Self::Weight,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        let out_address = self.address(out);
+        ops::rms_norm::rms_norm(self, x, weight, rows, dim, eps, (out_address, out.len))
+    }
+
+    fn rms_norm_inplace(
+        &self,
+        x: &mut Self::Buffer,
+        weight: &Self::Weight,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<(), BackendError> {
+        let x_address = self.address(x);
+        ops::rms_norm::rms_norm(self, x, weight, rows, dim, eps, (x_address, x.len))
+    }
+
+    fn matmul(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        weight: &Self::Weight,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        ops::matmul::matmul(self, x, rows, weight, out)
+    }
+
+    fn rope(
+        &self,
+        x: &mut Self::Buffer,
+        positions: &[u32],
+        heads: usize,
+        head_dim: usize,
+        theta: f32,
+    ) -> Result<(), BackendError> {
+        ops::rope::rope(self, x, positions, heads, head_dim, theta)
+    }
+
+    fn attention(
+        &self,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        shape: AttentionShape,
+        layout: &AttentionLayout,
+        prefixes: &[KvRef<'_, Self::Buffer>],
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        ops::attention::attention(self, q, k, v, shape, layout, prefixes, out)
+    }
+
+    fn swiglu(
+        &self,
+        gate: &Self::Buffer,
+        up: &Self::Buffer,
+        len: usize,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        ops::swiglu::swiglu(self, gate, up, len, out)
+    }
+
+    fn add_inplace(
+        &self,
+        x: &mut Self::Buffer,
+        y: &Self::Buffer,
+        len: usize,
+    ) -> Result<(), BackendError> {
+        ops::add::add_inplace(self, x, y, len)
+    }
+
+    fn gather_rows(
+        &self,
+        x: &Self::Buffer,
+        rows: &[usize],
+        dim: usize,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        ops::copy::gather_rows(self, x, rows, dim, out)
+    }
+
+    fn copy_rows(
+        &self,
+        src: &Self::Buffer,
+        src_row: usize,
+        dst: &mut Self::Buffer,
+        dst_row: usize,
+        rows: usize,
+        width: usize,
+    ) -> Result<(), BackendError> {
+        ops::copy::copy_rows(self, src, src_row, dst, dst_row, rows, width)
+    }
+
+    fn score_head(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        weight: &Self::Weight,
+        head_rows: [usize; 2],
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        ops::score_head::score_head(self, x, rows, weight, head_rows, out)
+    }
+
+    fn synchronize(&self) -> Result<(), BackendError> {
+        self.device.synchronize()
+    }
+}

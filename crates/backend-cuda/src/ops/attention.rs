@@ -1,0 +1,194 @@
+//! Causal GQA attention over packed sequences with shared prefixes
+//! (`kernels/attention.cu`). The host cuts each sequence into tiles of query rows
+//! and pairs each tile with a group of query heads that share a KV head.
+
+use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
+
+use super::{grid_yz, to_u32};
+use crate::{Device, DeviceBuffer, KernelArg, KernelBackend, Launch};
+
+/// (query row, head) pairs per block (`ATT_ITEMS`).
+pub const ITEMS_PER_BLOCK: usize = 16;
+/// Keys per shared-memory tile (`ATT_KEYS`).
+pub const KEYS_PER_TILE: usize = 32;
+pub const THREADS: u32 = 128;
+pub const MAX_HEAD_DIM: usize = 128;
+/// u32 words per tile descriptor: seq_start, row_begin, row_count, prefix_len, prefix_index.
+pub const TILE_WORDS: usize = 5;
+
+/// The kernel variant for a head dimension (`None` above [`MAX_HEAD_DIM`]).
+pub fn kernel_for_head_dim(head_dim: usize) -> Option<&'static str> {
+    match head_dim {
+        1..=32 => Some("attention_f32_d32"),
+        33..=64 => Some("attention_f32_d64"),
+        65..=128 => Some("attention_f32_d128"),
+        _ => None,
+    }
+}
+
+/// Query heads per block: the largest divisor of the GQA group that fits the
+/// block's items, so each K/V tile a block loads serves all its heads.
+pub fn heads_per_block(group: usize) -> usize {
+    (1..=group.min(ITEMS_PER_BLOCK))
+        .rev()
+        .find(|h| group.is_multiple_of(*h))
+        .unwrap_or(1)
+}
+
+/// Dynamic shared memory: q [16][d], k [32][d + 1], v [32][d], p [4][32] floats.
+pub fn shared_bytes(head_dim: usize) -> usize {
+    4 * (ITEMS_PER_BLOCK * head_dim
+        + KEYS_PER_TILE * (head_dim + 1)
+        + KEYS_PER_TILE * head_dim
+        + THREADS as usize)
+}
+
+/// Tile descriptors: each sequence's rows in runs of `rows_per_block`.
+pub fn tiles(layout: &AttentionLayout, prefix_lens: &[usize], rows_per_block: usize) -> Vec<u32> {
+    let mut tiles = Vec::new();
+    for seq in &layout.sequences {
+        let (prefix_len, prefix_index) = match seq.prefix {
+            Some(p) => (prefix_lens[p], p),
+            None => (0, 0),
+        };
+        for first in (0..seq.len).step_by(rows_per_block) {
+            let count = rows_per_block.min(seq.len - first);
+            tiles.extend([
+                seq.start as u32,
+                (seq.start + first) as u32,
+                count as u32,
+                prefix_len as u32,
+                prefix_index as u32,
+            ]);
+        }
+    }
+    tiles
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn attention<D: Device>(
+    b: &KernelBackend<D>,
+    q: &DeviceBuffer<D::Memory>,
+    k: &DeviceBuffer<D::Memory>,
+    v: &DeviceBuffer<D::Memory>,
+    shape: AttentionShape,
+    layout: &AttentionLayout,
+    prefixes: &[KvRef<'_, DeviceBuffer<D::Memory>>],
+    out: &mut DeviceBuffer<D::Memory>,
+) -> Result<(), BackendError> {
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: d,
+    } = shape;
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
+        return Err(BackendError::Invalid {
+            op: "attention",
+            detail: format!("{n_heads} query heads cannot share {n_kv_heads} KV heads"),
+        });
+    }
+    let Some(kernel) = kernel_for_head_dim(d) else {
+        return Err(BackendError::Invalid {
+            op: "attention",
+            detail: format!("head_dim {d} is not supported (1..={MAX_HEAD_DIM})"),
+        });
+    };
+    let tokens = layout.total_tokens();
+    let (qw, kvw) = (shape.q_width(), shape.kv_width());
+    BackendError::check_len("attention", "q", tokens * qw, q.len)?;
+    BackendError::check_len("attention", "k", tokens * kvw, k.len)?;
+    BackendError::check_len("attention", "v", tokens * kvw, v.len)?;
+    BackendError::check_len("attention", "out", tokens * qw, out.len)?;
+    for p in prefixes {
+        BackendError::check_len("attention", "prefix k", p.len * kvw, p.k.len)?;
+        BackendError::check_len("attention", "prefix v", p.len * kvw, p.v.len)?;
+    }
+    for seq in &layout.sequences {
+        if let Some(p) = seq.prefix {
+            if p >= prefixes.len() {
+                return Err(BackendError::Invalid {
+                    op: "attention",
+                    detail: format!("sequence names prefix {p}, only {} given", prefixes.len()),
+                });
+            }
+        }
+    }
+    let group = n_heads / n_kv_heads;
+    let per_block = heads_per_block(group);
+    let rows_per_block = ITEMS_PER_BLOCK / per_block;
+    let prefix_lens: Vec<usize> = prefixes.iter().map(|p| p.len).collect();
+    let tile_table = tiles(layout, &prefix_lens, rows_per_block);
+    if tile_table.is_empty() {
+        return Ok(());
+    }
+    let mut prefix_addresses: Vec<u64> = prefixes
+        .iter()
+        .flat_map(|p| [b.address(p.k), b.address(p.v)])
+        .collect();
+    prefix_addresses.push(0); // never empty: a zero-byte table has no address to pass
+    let tiles_on_device = b.upload_table(&tile_table)?;
+    let prefixes_on_device = b.upload_table(&prefix_addresses)?;
+    let scale = 1.0 / (d as f32).sqrt();
+    b.device.launch(&Launch {
+        module: "attention",
+        kernel,
+        grid: [
+            to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
+            grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
+            1,
+        ],
+        block: [THREADS, 1, 1],
+        shared_bytes: shared_bytes(d) as u32,
+        args: vec![
+            KernelArg::Ptr(b.address(q)),
+            KernelArg::Ptr(b.address(k)),
+            KernelArg::Ptr(b.address(v)),
+            KernelArg::Ptr(b.device.address(&tiles_on_device)),
+            KernelArg::Ptr(b.device.address(&prefixes_on_device)),
+            KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
+            KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
+            KernelArg::U32(d as u32),
+            KernelArg::U32(per_block as u32),
+            KernelArg::F32(scale),
+            KernelArg::Ptr(b.address(out)),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_groups_divide_the_gqa_group() {
+        assert_eq!(heads_per_block(1), 1);
+        assert_eq!(heads_per_block(4), 4); // Qwen3-4B: 32 query heads over 8 KV heads
+        assert_eq!(heads_per_block(6), 6);
+        assert_eq!(heads_per_block(32), 16);
+        assert_eq!(heads_per_block(17), 1);
+        for group in 1..=40 {
+            let h = heads_per_block(group);
+            assert!(group % h == 0 && h * (ITEMS_PER_BLOCK / h) <= ITEMS_PER_BLOCK);
+        }
+    }
+
+    #[test]
+    fn shared_memory_fits_the_static_limit_for_every_supported_head_dim() {
+        assert!(shared_bytes(MAX_HEAD_DIM) <= 48 * 1024);
+        assert_eq!(kernel_for_head_dim(128), Some("attention_f32_d128"));
+        assert_eq!(kernel_for_head_dim(8), Some("attention_f32_d32"));
+        assert_eq!(kernel_for_head_dim(256), None);
+        assert_eq!(kernel_for_head_dim(0), None);
+    }
+
+    #[test]
+    fn tiles_cut_sequences_and_carry_their_prefix() {
+        let layout = AttentionLayout::packed_with_prefixes(&[5, 0, 3], &[Some(1), None, None]);
+        let t = tiles(&layout, &[7, 40], 4);
+        assert_eq!(
+            t,
+            vec![0, 0, 4, 40, 1, 0, 4, 1, 40, 1, 5, 5, 3, 0, 0],
+            "two tiles for the first sequence, none for the empty one"
+        );
+    }
+}

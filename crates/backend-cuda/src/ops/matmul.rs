@@ -1,0 +1,234 @@
+//! `out = x · wᵀ` (`kernels/matmul_q8_0.cu`, `kernels/matmul_dense.cu`). Q8_0
+//! weights: the activations are quantised to int8 blocks, then the int8 kernel of
+//! the device's path (mma.sync or dp4a) runs on 64×64 output tiles. F32/F16/BF16
+//! weights: an f32 tiled kernel.
+
+use tessera_backend::BackendError;
+use tessera_gguf::{GgmlType, QK8_0};
+
+use super::{grid_yz, to_u32};
+use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch, MatmulPath};
+
+/// Output tile of the matmul kernels (rows × features), both families.
+pub const TILE_ROWS: usize = 64;
+pub const TILE_COLS: usize = 64;
+pub const Q8_0_THREADS: u32 = 128;
+pub const DENSE_THREADS: u32 = 256;
+/// Warps per block of the quantisation kernel: one Q8_0 block each.
+pub const QUANTIZE_WARPS: usize = 8;
+
+/// Activations quantised to Q8_0 blocks on the device: int8 values `[rows, k]`,
+/// f32 scales `[rows, k/32]`.
+pub struct QuantisedRows<M> {
+    pub(crate) qs: M,
+    pub(crate) scales: M,
+    pub(crate) rows: usize,
+    pub(crate) k: usize,
+}
+
+impl<M> QuantisedRows<M> {
+    pub fn alloc<D: Device<Memory = M>>(
+        device: &D,
+        rows: usize,
+        k: usize,
+    ) -> Result<QuantisedRows<M>, BackendError> {
+        if !k.is_multiple_of(QK8_0) {
+            return Err(BackendError::Invalid {
+                op: "matmul",
+                detail: format!("rows of {k} values cannot be quantised in blocks of {QK8_0}"),
+            });
+        }
+        Ok(QuantisedRows {
+            qs: device.alloc(rows * k)?,
+            scales: device.alloc(rows * k / QK8_0 * 4)?,
+            rows,
+            k,
+        })
+    }
+
+    /// Reads back the int8 values and the scales of the first `rows` rows (tests,
+    /// debugging).
+    pub fn download<D: Device<Memory = M>>(
+        &self,
+        device: &D,
+        rows: usize,
+    ) -> Result<(Vec<i8>, Vec<f32>), BackendError> {
+        self.check(rows, self.k)?;
+        let mut qs = vec![0u8; rows * self.k];
+        let mut scales = vec![0.0f32; rows * self.k / QK8_0];
+        device.download(&self.qs, 0, &mut qs)?;
+        device.download(&self.scales, 0, crate::memory::as_bytes_mut(&mut scales))?;
+        Ok((qs.into_iter().map(|q| q as i8).collect(), scales))
+    }
+
+    pub(crate) fn check(&self, rows: usize, k: usize) -> Result<(), BackendError> {
+        if k != self.k || rows > self.rows {
+            return Err(BackendError::Invalid {
+                op: "matmul",
+                detail: format!(
+                    "quantised activations hold {} rows of {}, {rows} rows of {k} asked",
+                    self.rows, self.k
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The grid of a matmul over `rows × n` outputs.
+pub fn matmul_grid(rows: usize, n: usize) -> Result<[u32; 3], BackendError> {
+    Ok([
+        to_u32(n.div_ceil(TILE_COLS), "matmul", "column tiles")?,
+        grid_yz(rows.div_ceil(TILE_ROWS), "matmul", "row tiles")?,
+        1,
+    ])
+}
+
+/// The grid of the quantisation kernel over `blocks` Q8_0 blocks.
+pub fn quantize_grid(blocks: usize) -> Result<[u32; 3], BackendError> {
+    Ok([
+        to_u32(
+            blocks.div_ceil(QUANTIZE_WARPS),
+            "matmul",
+            "quantisation blocks",
+        )?,
+        1,
+        1,
+    ])
+}
+
+/// Quantises `rows × k` activations (`quantize_q8_0`).
+pub fn quantize<D: Device>(
+    b: &KernelBackend<D>,
+    x: &DeviceBuffer<D::Memory>,
+    rows: usize,
+    k: usize,
+    into: &QuantisedRows<D::Memory>,
+) -> Result<(), BackendError> {
+    BackendError::check_len("matmul", "x", rows * k, x.len)?;
+    into.check(rows, k)?;
+    let blocks = rows * k / QK8_0;
+    if blocks == 0 {
+        return Ok(());
+    }
+    b.device.launch(&Launch {
+        module: "matmul_q8_0",
+        kernel: "quantize_q8_0",
+        grid: quantize_grid(blocks)?,
+        block: [(QUANTIZE_WARPS * 32) as u32, 1, 1],
+        shared_bytes: 0,
+        args: vec![
+            KernelArg::Ptr(b.address(x)),
+            KernelArg::U64(blocks as u64),
+            KernelArg::Ptr(b.device.address(&into.qs)),
+            KernelArg::Ptr(b.device.address(&into.scales)),
+        ],
+    })
+}
+
+/// The int8 matmul on already-quantised activations.
+pub fn matmul_quantised<D: Device>(
+    b: &KernelBackend<D>,
+    x: &QuantisedRows<D::Memory>,
+    rows: usize,
+    weight: &DeviceWeight<D::Memory>,
+    out: &mut DeviceBuffer<D::Memory>,
+) -> Result<(), BackendError> {
+    let (n, k) = (weight.rows, weight.cols);
+    x.check(rows, k)?;
+    BackendError::check_len("matmul", "out", rows * n, out.len)?;
+    let Some(scales) = &weight.scales else {
+        return Err(BackendError::Invalid {
+            op: "matmul",
+            detail: format!(
+                "the int8 path needs a Q8_0 weight, '{}' is not",
+                weight.name
+            ),
+        });
+    };
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    let kernel = match b.device.matmul_path() {
+        MatmulPath::Mma => "matmul_q8_0_mma",
+        MatmulPath::Dp4a => "matmul_q8_0_dp4a",
+    };
+    b.device.launch(&Launch {
+        module: "matmul_q8_0",
+        kernel,
+        grid: matmul_grid(rows, n)?,
+        block: [Q8_0_THREADS, 1, 1],
+        shared_bytes: 0,
+        args: vec![
+            KernelArg::Ptr(b.device.address(&x.qs)),
+            KernelArg::Ptr(b.device.address(&x.scales)),
+            KernelArg::Ptr(b.device.address(&weight.data)),
+            KernelArg::Ptr(b.device.address(scales)),
+            KernelArg::U32(to_u32(rows, "matmul", "rows")?),
+            KernelArg::U32(to_u32(n, "matmul", "n")?),
+            KernelArg::U32(to_u32(k, "matmul", "k")?),
+            KernelArg::Ptr(b.address(out)),
+        ],
+    })
+}
+
+pub fn matmul<D: Device>(
+    b: &KernelBackend<D>,
+    x: &DeviceBuffer<D::Memory>,
+    rows: usize,
+    weight: &DeviceWeight<D::Memory>,
+    out: &mut DeviceBuffer<D::Memory>,
+) -> Result<(), BackendError> {
+    let (n, k) = (weight.rows, weight.cols);
+    BackendError::check_len("matmul", "x", rows * k, x.len)?;
+    BackendError::check_len("matmul", "out", rows * n, out.len)?;
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    let kernel = match weight.ggml_type {
+        GgmlType::Q8_0 => {
+            let quantised = QuantisedRows::alloc(&b.device, rows, k)?;
+            quantize(b, x, rows, k, &quantised)?;
+            return matmul_quantised(b, &quantised, rows, weight, out);
+        }
+        GgmlType::F32 => "matmul_f32",
+        GgmlType::F16 => "matmul_f16",
+        GgmlType::BF16 => "matmul_bf16",
+        other => {
+            return Err(BackendError::UnsupportedType {
+                name: weight.name.clone(),
+                ggml_type: other,
+            })
+        }
+    };
+    b.device.launch(&Launch {
+        module: "matmul_dense",
+        kernel,
+        grid: matmul_grid(rows, n)?,
+        block: [DENSE_THREADS, 1, 1],
+        shared_bytes: 0,
+        args: vec![
+            KernelArg::Ptr(b.address(x)),
+            KernelArg::Ptr(b.device.address(&weight.data)),
+            KernelArg::U32(to_u32(rows, "matmul", "rows")?),
+            KernelArg::U32(to_u32(n, "matmul", "n")?),
+            KernelArg::U32(to_u32(k, "matmul", "k")?),
+            KernelArg::Ptr(b.address(out)),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_cover_awkward_shapes() {
+        assert_eq!(matmul_grid(1, 1).unwrap(), [1, 1, 1]);
+        assert_eq!(matmul_grid(65, 127).unwrap(), [2, 2, 1]);
+        // The 4B model's widest projection at 16,384 tokens.
+        assert_eq!(matmul_grid(16_384, 9_728).unwrap(), [152, 256, 1]);
+        assert!(matmul_grid(65_536 * 64 + 1, 8).is_err());
+        assert_eq!(quantize_grid(9).unwrap(), [2, 1, 1]);
+    }
+}

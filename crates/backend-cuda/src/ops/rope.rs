@@ -1,0 +1,105 @@
+//! Rotary position embedding (`kernels/rope.cu`): one block per token.
+
+use tessera_backend::BackendError;
+
+use super::rms_norm::norm_weight;
+use super::{grid_yz, row_threads, to_u32};
+use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
+
+/// Warps per block of the fused QK-norm + RoPE kernel: one (token, head) each.
+pub const NORM_ROPE_WARPS: usize = 4;
+
+/// The rotation frequencies as Hugging Face's Qwen3 computes them, in f32 (the
+/// CPU reference computes the same): `1 / theta^(2i / head_dim)`.
+pub fn inv_freq(theta: f32, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+        .collect()
+}
+
+pub fn rope<D: Device>(
+    b: &KernelBackend<D>,
+    x: &mut DeviceBuffer<D::Memory>,
+    positions: &[u32],
+    heads: usize,
+    head_dim: usize,
+    theta: f32,
+) -> Result<(), BackendError> {
+    if !head_dim.is_multiple_of(2) {
+        return Err(BackendError::Invalid {
+            op: "rope",
+            detail: format!("head_dim {head_dim} is odd"),
+        });
+    }
+    let width = heads * head_dim;
+    BackendError::check_len("rope", "x", positions.len() * width, x.len)?;
+    if positions.is_empty() || width == 0 {
+        return Ok(());
+    }
+    let positions_table = b.upload_table(positions)?;
+    let freq_table = b.upload_table(&inv_freq(theta, head_dim))?;
+    b.device.launch(&Launch {
+        module: "rope",
+        kernel: "rope_neox_f32",
+        grid: [to_u32(positions.len(), "rope", "tokens")?, 1, 1],
+        block: [row_threads(width / 2), 1, 1],
+        shared_bytes: 0,
+        args: vec![
+            KernelArg::Ptr(b.address(x)),
+            KernelArg::Ptr(b.device.address(&positions_table)),
+            KernelArg::Ptr(b.device.address(&freq_table)),
+            KernelArg::U32(to_u32(heads, "rope", "heads")?),
+            KernelArg::U32(to_u32(head_dim, "rope", "head_dim")?),
+        ],
+    })
+}
+
+/// QK-norm fused with RoPE (`rms_norm_rope_f32`): per head, RMSNorm with `weight`
+/// (`head_dim` values) then the rotation, in place; what `rms_norm_inplace` with
+/// rows = tokens × heads followed by `rope` computes.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_rope<D: Device>(
+    b: &KernelBackend<D>,
+    x: &mut DeviceBuffer<D::Memory>,
+    weight: &DeviceWeight<D::Memory>,
+    positions: &[u32],
+    heads: usize,
+    head_dim: usize,
+    theta: f32,
+    eps: f32,
+) -> Result<(), BackendError> {
+    let w = norm_weight(weight, head_dim)?;
+    if !head_dim.is_multiple_of(2) {
+        return Err(BackendError::Invalid {
+            op: "rope",
+            detail: format!("head_dim {head_dim} is odd"),
+        });
+    }
+    BackendError::check_len("rope", "x", positions.len() * heads * head_dim, x.len)?;
+    if positions.is_empty() || heads == 0 || head_dim == 0 {
+        return Ok(());
+    }
+    let positions_table = b.upload_table(positions)?;
+    let freq_table = b.upload_table(&inv_freq(theta, head_dim))?;
+    let warps = heads.min(NORM_ROPE_WARPS);
+    b.device.launch(&Launch {
+        module: "rope",
+        kernel: "rms_norm_rope_f32",
+        grid: [
+            to_u32(positions.len(), "rope", "tokens")?,
+            grid_yz(heads.div_ceil(warps), "rope", "head groups")?,
+            1,
+        ],
+        block: [(warps * 32) as u32, 1, 1],
+        shared_bytes: 0,
+        args: vec![
+            KernelArg::Ptr(b.address(x)),
+            KernelArg::Ptr(b.device.address(w)),
+            KernelArg::Ptr(b.device.address(&positions_table)),
+            KernelArg::Ptr(b.device.address(&freq_table)),
+            KernelArg::U32(to_u32(heads, "rope", "heads")?),
+            KernelArg::U32(to_u32(head_dim, "rope", "head_dim")?),
+            KernelArg::F32(eps),
+        ],
+    })
+}

@@ -1,0 +1,167 @@
+//! Compiles the kernels of `kernels/*.cu`, unmodified, with the host C++ compiler
+//! against the emulation header (`kernels/emulation/cuda_cpu.h`) into a static
+//! library whose C entry point `tessera_emu_launch` runs a kernel by name.
+//!
+//! For each kernel file a wrapper translation unit includes the header and the
+//! file and registers every `TESSERA_KERNEL` it defines. Mutation builds (a kernel
+//! file compiled again with a `TESSERA_MUTATE_*` macro, inside a namespace, its
+//! kernels registered as `mutant::NAME`) let the tests prove that the parity
+//! checks catch a wrong index.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::{env, fs};
+
+/// (kernel file stem, macro, namespace) of each mutation build; its kernels are
+/// registered as `namespace::name`.
+const MUTANTS: &[(&str, &str, &str)] = &[
+    (
+        "rms_norm",
+        "TESSERA_MUTATE_RMS_NORM",
+        "mutant_rms_norm_index",
+    ),
+    (
+        "matmul_q8_0",
+        "TESSERA_MUTATE_MMA_FRAGMENT",
+        "mutant_mma_fragment",
+    ),
+    (
+        "matmul_q8_0",
+        "TESSERA_MUTATE_CP_ASYNC_WAIT",
+        "mutant_cp_async_wait",
+    ),
+    (
+        "attention",
+        "TESSERA_MUTATE_ATTENTION_BARRIER",
+        "mutant_attention_barrier",
+    ),
+];
+
+fn kernel_names(source: &str) -> Vec<String> {
+    source
+        .split("TESSERA_KERNEL void")
+        .skip(1)
+        .filter_map(|rest| {
+            let rest = rest.trim_start();
+            let rest = rest
+                .strip_prefix("__launch_bounds__(")
+                .and_then(|r| r.split_once(')'))
+                .map_or(rest, |(_, after)| after.trim_start());
+            let end = rest.find('(')?;
+            Some(rest[..end].trim().to_string())
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// `mutant`: (macro, namespace).
+fn wrapper(
+    header: &Path,
+    kernels: &Path,
+    stem: &str,
+    names: &[String],
+    mutant: Option<(&str, &str)>,
+) -> String {
+    let mut text = String::new();
+    let function = match mutant {
+        None => format!("tessera_emu_register_{stem}"),
+        Some((_, space)) => format!("tessera_emu_register_{space}"),
+    };
+    if let Some((flag, _)) = mutant {
+        writeln!(text, "#define {flag} 1").unwrap();
+    }
+    writeln!(text, "#include \"{}\"", header.display()).unwrap();
+    writeln!(
+        text,
+        "#include \"{}\"",
+        kernels.join("common.cuh").display()
+    )
+    .unwrap();
+    let file = kernels.join(format!("{stem}.cu"));
+    match mutant {
+        None => writeln!(text, "#include \"{}\"", file.display()).unwrap(),
+        Some((_, space)) => writeln!(
+            text,
+            "namespace {space} {{\n#include \"{}\"\n}}",
+            file.display()
+        )
+        .unwrap(),
+    }
+    writeln!(text, "void {function}() {{").unwrap();
+    for name in names {
+        let (label, symbol) = match mutant {
+            None => (name.clone(), name.clone()),
+            Some((_, space)) => (format!("{space}::{name}"), format!("{space}::{name}")),
+        };
+        writeln!(
+            text,
+            "    cuda_emu::register_kernel(\"{label}\", &cuda_emu::kernel_entry<&{symbol}>);"
+        )
+        .unwrap();
+    }
+    writeln!(text, "}}").unwrap();
+    text
+}
+
+fn main() {
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let kernels = manifest
+        .join("../../kernels")
+        .canonicalize()
+        .expect("the kernels/ folder of the workspace");
+    let emulation = kernels.join("emulation");
+    let header = emulation.join("cuda_cpu.h");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo:rerun-if-changed={}", kernels.display());
+
+    let mut stems: Vec<String> = fs::read_dir(&kernels)
+        .expect("kernels/ is readable")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension()? == "cu").then(|| path.file_stem()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    stems.sort();
+
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        // The kernels read int8 tiles as 32-bit words, as GPU code does.
+        .flag("-fno-strict-aliasing")
+        .flag("-Wno-unused-parameter")
+        .flag("-Wno-unused-function")
+        .flag("-Wno-unknown-pragmas")
+        .file(emulation.join("cuda_cpu.cpp"));
+    let mut registry = String::new();
+    let mut calls = String::new();
+    let mut add_wrapper =
+        |stem: &str, mutant: Option<(&str, &str)>, registry: &mut String, calls: &mut String| {
+            let source = fs::read_to_string(kernels.join(format!("{stem}.cu")))
+                .expect("kernel file is readable");
+            let names = kernel_names(&source);
+            let text = wrapper(&header, &kernels, stem, &names, mutant);
+            let unit = mutant.map_or(stem, |(_, space)| space);
+            let path = out.join(format!("emu_{unit}.cpp"));
+            fs::write(&path, text).expect("OUT_DIR is writable");
+            build.file(&path);
+            writeln!(registry, "void tessera_emu_register_{unit}();").unwrap();
+            writeln!(calls, "    tessera_emu_register_{unit}();").unwrap();
+        };
+    for stem in &stems {
+        add_wrapper(stem, None, &mut registry, &mut calls);
+    }
+    for (stem, flag, space) in MUTANTS {
+        add_wrapper(stem, Some((flag, space)), &mut registry, &mut calls);
+    }
+    let registry_path = out.join("emu_registry.cpp");
+    fs::write(
+        &registry_path,
+        format!("{registry}extern \"C\" void tessera_emu_register_all() {{\n{calls}}}\n"),
+    )
+    .expect("OUT_DIR is writable");
+    build.file(&registry_path);
+    build.compile("tessera_cuda_emu");
+}

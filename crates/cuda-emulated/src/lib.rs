@@ -1,0 +1,194 @@
+//! The CUDA backend with its kernels executed on the CPU: `kernels/*.cu`, compiled
+//! by the host C++ compiler against `kernels/emulation/cuda_cpu.h` (each CUDA
+//! thread a fiber, warp instructions emulated lane-exactly), launched by the very
+//! host code of `tessera-backend-cuda`. Test infrastructure only: it lets the op
+//! parity kit and the model parity tests run every kernel on machines without a
+//! GPU. Device memory is host memory, poisoned (all bits set: NaN as f32) when
+//! allocated, so a kernel that reads what nobody wrote fails its checks.
+
+use std::alloc::Layout;
+use std::ffi::{c_char, c_int, c_void, CString};
+
+use tessera_backend::BackendError;
+use tessera_backend_cuda::{Device, KernelBackend, Launch, MatmulPath};
+
+extern "C" {
+    fn tessera_emu_launch(
+        name: *const c_char,
+        grid: *const u32,
+        block: *const u32,
+        shared_bytes: u32,
+        args: *mut *mut c_void,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+}
+
+/// The CUDA backend on the emulated device.
+pub type EmulatedCudaBackend = KernelBackend<EmulatedDevice>;
+
+/// The emulated device with the tensor-core (mma.sync) matmul path, as an sm_80+ GPU.
+pub fn emulated() -> EmulatedCudaBackend {
+    KernelBackend::with_device(EmulatedDevice::new(MatmulPath::Mma))
+}
+
+/// Host memory standing in for device memory; 256-byte aligned like cudaMalloc.
+pub struct HostMemory {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+// SAFETY: the allocation is owned uniquely by this value; shared references only
+// read its address.
+unsafe impl Send for HostMemory {}
+unsafe impl Sync for HostMemory {}
+
+impl Drop for HostMemory {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `EmulatedDevice::alloc` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+impl HostMemory {
+    fn check(&self, offset: usize, len: usize, what: &'static str) -> Result<(), BackendError> {
+        let end = offset.saturating_add(len);
+        if end > self.layout.size() {
+            return Err(BackendError::Device(format!(
+                "{what} of {len} bytes at {offset} outside an allocation of {}",
+                self.layout.size()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Runs kernels on the CPU. `replaced` redirects launches of a kernel to another
+/// registered kernel (the mutation builds).
+#[derive(Clone, Debug)]
+pub struct EmulatedDevice {
+    path: MatmulPath,
+    replaced: Vec<(String, CString)>,
+}
+
+impl EmulatedDevice {
+    pub fn new(path: MatmulPath) -> EmulatedDevice {
+        EmulatedDevice {
+            path,
+            replaced: Vec::new(),
+        }
+    }
+
+    /// Launches of `kernel` run `replacement` instead (e.g. `mutant::rms_norm_f32`).
+    pub fn with_kernel_replaced(mut self, kernel: &str, replacement: &str) -> EmulatedDevice {
+        let replacement = CString::new(replacement).expect("kernel names have no NUL");
+        self.replaced.push((kernel.to_string(), replacement));
+        self
+    }
+}
+
+const POISON: u8 = 0xff;
+
+impl Device for EmulatedDevice {
+    type Memory = HostMemory;
+
+    fn name(&self) -> String {
+        let path = match self.path {
+            MatmulPath::Mma => "mma.sync",
+            MatmulPath::Dp4a => "dp4a",
+        };
+        format!("cuda-emulated ({path})")
+    }
+
+    fn matmul_path(&self) -> MatmulPath {
+        self.path
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<HostMemory, BackendError> {
+        let size = bytes.max(1).div_ceil(16) * 16;
+        let layout = Layout::from_size_align(size, 256)
+            .map_err(|e| BackendError::Device(format!("cannot allocate {bytes} bytes: {e}")))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            return Err(BackendError::Device(format!(
+                "cannot allocate {bytes} bytes"
+            )));
+        }
+        // SAFETY: `ptr` points at `size` writable bytes.
+        unsafe { std::ptr::write_bytes(ptr, POISON, size) };
+        Ok(HostMemory { ptr, layout })
+    }
+
+    fn address(&self, memory: &HostMemory) -> u64 {
+        memory.ptr as u64
+    }
+
+    fn upload(
+        &self,
+        memory: &mut HostMemory,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<(), BackendError> {
+        memory.check(offset, data.len(), "upload")?;
+        // SAFETY: bounds checked above; source and destination do not overlap
+        // (`data` is a host slice, `memory` is exclusively borrowed).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), memory.ptr.add(offset), data.len()) };
+        Ok(())
+    }
+
+    fn download(
+        &self,
+        memory: &HostMemory,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Result<(), BackendError> {
+        memory.check(offset, out.len(), "download")?;
+        // SAFETY: bounds checked above; `out` is an exclusive host slice.
+        unsafe {
+            std::ptr::copy_nonoverlapping(memory.ptr.add(offset), out.as_mut_ptr(), out.len())
+        };
+        Ok(())
+    }
+
+    fn launch(&self, launch: &Launch) -> Result<(), BackendError> {
+        let name = match self.replaced.iter().find(|(k, _)| k == launch.kernel) {
+            Some((_, replacement)) => replacement.clone(),
+            None => CString::new(launch.kernel).expect("kernel names have no NUL"),
+        };
+        let mut params = launch.params();
+        let mut error = [0 as c_char; 512];
+        // SAFETY: `params` points at the launch's argument values, which outlive the
+        // call; the kernel's parameter list is the one the plan was built for (the
+        // same list the GPU receives); grid and block are 3-element arrays; the error
+        // buffer's length is passed.
+        let status = unsafe {
+            tessera_emu_launch(
+                name.as_ptr(),
+                launch.grid.as_ptr(),
+                launch.block.as_ptr(),
+                launch.shared_bytes,
+                params.as_mut_ptr(),
+                error.as_mut_ptr(),
+                error.len(),
+            )
+        };
+        if status != 0 {
+            let bytes: Vec<u8> = error
+                .iter()
+                .take_while(|&&c| c != 0)
+                .map(|&c| c as u8)
+                .collect();
+            return Err(BackendError::Device(format!(
+                "emulated launch of {}: {}",
+                launch.kernel,
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! Proof that the emulated parity checks bite: kernel files compiled again with a
+//! deliberate bug (a `TESSERA_MUTATE_*` macro; see build.rs) must fail the parity
+//! cases of their op, and only those.
+
+use tessera_backend::parity::{run_all, Tolerances};
+use tessera_backend_cuda::{KernelBackend, MatmulPath};
+use tessera_cuda_emulated::EmulatedDevice;
+
+/// Runs the kit with `kernel` replaced by its mutant; returns (failed, passed)
+/// case names of `op`, and the failures of other ops.
+fn run_mutant(
+    kernel: &str,
+    mutant: &str,
+    op: &str,
+    path: MatmulPath,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let device = EmulatedDevice::new(path).with_kernel_replaced(kernel, mutant);
+    let reports = run_all(&KernelBackend::with_device(device), Tolerances::W8A8, 7);
+    let (mut failed, mut passed, mut others) = (Vec::new(), Vec::new(), Vec::new());
+    for r in reports {
+        let line = r.to_string();
+        match (r.op == op, r.passed()) {
+            (true, false) => failed.push(line),
+            (true, true) => passed.push(line),
+            (false, false) => others.push(line),
+            (false, true) => {}
+        }
+    }
+    println!("{mutant}: {} failing {op} cases", failed.len());
+    for line in &failed {
+        println!("  {line}");
+    }
+    (failed, passed, others)
+}
+
+#[test]
+fn a_wrong_weight_index_in_rms_norm_fails_every_rms_norm_case() {
+    let (failed, passed, others) = run_mutant(
+        "rms_norm_f32",
+        "mutant_rms_norm_index::rms_norm_f32",
+        "rms_norm",
+        MatmulPath::Mma,
+    );
+    assert!(passed.is_empty(), "mutant passed: {passed:?}");
+    assert!(!failed.is_empty());
+    assert!(others.is_empty(), "other ops failed: {others:?}");
+}
+
+#[test]
+fn a_swapped_mma_fragment_register_fails_the_q8_0_matmul_cases() {
+    let (failed, passed, others) = run_mutant(
+        "matmul_q8_0_mma",
+        "mutant_mma_fragment::matmul_q8_0_mma",
+        "matmul",
+        MatmulPath::Mma,
+    );
+    let q8_passed: Vec<_> = passed.iter().filter(|l| l.contains("Q8_0")).collect();
+    assert!(q8_passed.is_empty(), "mutant passed: {q8_passed:?}");
+    assert_eq!(failed.len(), 5, "every Q8_0 matmul case fails: {failed:?}");
+    assert!(others.is_empty(), "other ops failed: {others:?}");
+}
+
+#[test]
+fn reading_a_cp_async_stage_before_its_wait_fails_the_q8_0_matmul_cases() {
+    for (kernel, path) in [
+        ("matmul_q8_0_mma", MatmulPath::Mma),
+        ("matmul_q8_0_dp4a", MatmulPath::Dp4a),
+    ] {
+        let mutant = format!("mutant_cp_async_wait::{kernel}");
+        let (failed, passed, others) = run_mutant(kernel, &mutant, "matmul", path);
+        assert!(
+            passed.iter().all(|l| !l.contains("Q8_0")),
+            "mutant passed: {passed:?}"
+        );
+        assert_eq!(failed.len(), 5, "every Q8_0 matmul case fails: {failed:?}");
+        assert!(others.is_empty(), "other ops failed: {others:?}");
+    }
+}
+
+#[test]
+fn a_missing_barrier_in_attention_fails_the_attention_cases() {
+    for kernel in ["attention_f32_d32", "attention_f32_d128"] {
+        let mutant = format!("mutant_attention_barrier::{kernel}");
+        let (failed, _, others) = run_mutant(kernel, &mutant, "attention", MatmulPath::Mma);
+        assert!(!failed.is_empty(), "{mutant} passed every case");
+        assert!(others.is_empty(), "other ops failed: {others:?}");
+    }
+}

@@ -1,0 +1,512 @@
+// cuda_cpu.cpp — the emulator's runtime: fibers, the block scheduler, barriers,
+// warp collectives, cp.async groups, the lane-exact mma.sync emulation and the C
+// entry point `tessera_emu_launch` (the emulated cuLaunchKernel).
+#include "cuda_cpu.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <deque>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+namespace cuda_emu {
+
+thread_local ThreadPosition* current_position = nullptr;
+
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr unsigned kMaxThreads = 1024;
+constexpr unsigned kSlotWords = 16;
+constexpr uint8_t kPoison = 0xff;  // NaN as f32, -1 as int8: an unwritten read fails parity
+
+enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
+
+struct PendingCopy {
+    void* dst;
+    std::vector<uint8_t> data;
+};
+
+struct Fiber {
+#if defined(__x86_64__)
+    void* sp = nullptr;
+#else
+    ucontext_t context;
+#endif
+    uint8_t* stack = nullptr;
+    ThreadPosition position{};
+    State state = State::Done;
+    unsigned collectives = 0;  // warp collectives entered so far
+    std::vector<PendingCopy> open_group;
+    std::deque<std::vector<PendingCopy>> committed;
+};
+
+struct Warp {
+    unsigned lanes = 0;    // threads of the block in this warp
+    unsigned exited = 0;   // of those, finished
+    unsigned arrived = 0;  // waiting at the current collective
+    const char* what = nullptr;
+    uint32_t slots[2][32 * kSlotWords];
+};
+
+using Entry = void (*)(void**);
+
+// Per OS thread: the stacks (kept between launches) and the running block.
+struct Scheduler {
+    uint8_t* stacks = nullptr;
+    unsigned stack_count = 0;
+    std::vector<Fiber> fibers;
+    std::vector<Warp> warps;
+    std::vector<uint8_t> shared;
+    unsigned threads = 0;
+    unsigned block_arrived = 0;
+    unsigned done = 0;
+    Fiber* running = nullptr;
+    Entry entry = nullptr;
+    void** args = nullptr;
+    std::string error;
+#if defined(__x86_64__)
+    void* scheduler_sp = nullptr;
+#else
+    ucontext_t scheduler_context;
+#endif
+};
+
+thread_local Scheduler* scheduler = nullptr;
+
+Scheduler& the_scheduler() {
+    if (scheduler == nullptr) {
+        scheduler = new Scheduler();  // lives as long as the OS thread's launches
+    }
+    return *scheduler;
+}
+
+}  // namespace
+}  // namespace cuda_emu
+
+#if defined(__x86_64__)
+// Saves the callee-saved registers, the SSE control word and the x87 control word on
+// the current stack, stores the stack pointer in *save, and resumes the context
+// whose stack pointer is `load` (System V AMD64 ABI).
+extern "C" void tessera_emu_switch(void** save, void* load);
+asm(R"(
+    .text
+    .globl tessera_emu_switch
+    .type tessera_emu_switch, @function
+tessera_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size tessera_emu_switch, .-tessera_emu_switch
+    .section .note.GNU-stack,"",@progbits
+    .text
+)");
+#endif
+
+namespace cuda_emu {
+namespace {
+
+void switch_to_scheduler(Fiber& fiber) {
+    Scheduler& s = *scheduler;
+#if defined(__x86_64__)
+    tessera_emu_switch(&fiber.sp, s.scheduler_sp);
+#else
+    swapcontext(&fiber.context, &s.scheduler_context);
+#endif
+}
+
+void resume(Fiber& fiber) {
+    Scheduler& s = *scheduler;
+    s.running = &fiber;
+    current_position = &fiber.position;
+#if defined(__x86_64__)
+    tessera_emu_switch(&s.scheduler_sp, fiber.sp);
+#else
+    swapcontext(&s.scheduler_context, &fiber.context);
+#endif
+    s.running = nullptr;
+}
+
+void release_block_barrier(Scheduler& s) {
+    for (Fiber& f : s.fibers) {
+        if (f.state == State::AtBlockBarrier) {
+            f.state = State::Runnable;
+        }
+    }
+    s.block_arrived = 0;
+}
+
+[[noreturn]] void fail(std::string message) {
+    Scheduler& s = *scheduler;
+    if (s.error.empty()) {
+        s.error = std::move(message);
+    }
+    Fiber& fiber = *s.running;
+    fiber.state = State::Done;
+    switch_to_scheduler(fiber);
+    __builtin_unreachable();  // the scheduler never resumes a failed fiber
+}
+
+void fiber_main() {
+    Scheduler& s = *scheduler;
+    Fiber& fiber = *s.running;
+    s.entry(s.args);
+    // Thread exit: a finished thread no longer holds back block barriers.
+    fiber.state = State::Done;
+    ++s.done;
+    Warp& warp = s.warps[fiber.position.linear_tid / 32];
+    ++warp.exited;
+    if (warp.arrived > 0) {
+        fail("a thread exited while lanes of its warp wait in " + std::string(warp.what));
+    }
+    if (s.block_arrived > 0 && s.block_arrived + s.done == s.threads) {
+        release_block_barrier(s);
+    }
+    switch_to_scheduler(fiber);
+    __builtin_unreachable();
+}
+
+#if defined(__x86_64__)
+// A fresh stack whose first switch "returns" into fiber_main with the stack aligned
+// as at a function entry.
+void* prepare_stack(uint8_t* base) {
+    auto top = reinterpret_cast<uintptr_t>(base + kStackBytes) & ~uintptr_t(15);
+    auto* words = reinterpret_cast<uint64_t*>(top);
+    words[-1] = 0;                                             // fiber_main's return address
+    words[-2] = reinterpret_cast<uint64_t>(&fiber_main);       // popped by `ret`
+    for (int i = 3; i <= 8; ++i) words[-i] = 0;                // rbp rbx r12 r13 r14 r15
+    uint32_t control[2];
+    asm volatile("stmxcsr %0" : "=m"(control[0]));
+    asm volatile("fnstcw %0" : "=m"(control[1]));
+    std::memcpy(&words[-9], control, 8);
+    return &words[-9];
+}
+#endif
+
+void ensure_stacks(Scheduler& s, unsigned count) {
+    if (count <= s.stack_count) {
+        return;
+    }
+    if (s.stacks != nullptr) {
+        munmap(s.stacks, size_t(s.stack_count) * kStackBytes);
+    }
+    const size_t bytes = size_t(count) * kStackBytes;
+    void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (memory == MAP_FAILED) {
+        std::fprintf(stderr, "cuda_cpu: cannot map %zu bytes of fiber stacks\n", bytes);
+        std::abort();
+    }
+    s.stacks = static_cast<uint8_t*>(memory);
+    s.stack_count = count;
+    // A guard page under each stack turns an overflow into a fault, not corruption.
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    for (unsigned i = 0; i < count; ++i) {
+        mprotect(s.stacks + size_t(i) * kStackBytes, page, PROT_NONE);
+    }
+}
+
+std::unordered_map<std::string, Entry>& registry() {
+    static std::unordered_map<std::string, Entry> kernels;
+    return kernels;
+}
+
+// Runs one block to completion; false (with s.error set) on a kernel error.
+bool run_block(Scheduler& s, uint3 block_idx, dim3 grid, dim3 block) {
+    const unsigned n = s.threads;
+    s.block_arrived = 0;
+    s.done = 0;
+    std::memset(s.shared.data(), kPoison, s.shared.size());
+    for (unsigned w = 0; w < s.warps.size(); ++w) {
+        Warp& warp = s.warps[w];
+        warp.lanes = std::min(32u, n - w * 32);
+        warp.exited = 0;
+        warp.arrived = 0;
+        warp.what = nullptr;
+    }
+    for (unsigned t = 0; t < n; ++t) {
+        Fiber& f = s.fibers[t];
+        f.stack = s.stacks + size_t(t) * kStackBytes;
+        f.position.thread_idx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+        f.position.block_idx = block_idx;
+        f.position.block_dim = block;
+        f.position.grid_dim = grid;
+        f.position.linear_tid = t;
+        f.state = State::Runnable;
+        f.collectives = 0;
+        f.open_group.clear();
+        f.committed.clear();
+#if defined(__x86_64__)
+        f.sp = prepare_stack(f.stack);
+#else
+        getcontext(&f.context);
+        f.context.uc_stack.ss_sp = f.stack + sysconf(_SC_PAGESIZE);
+        f.context.uc_stack.ss_size = kStackBytes - sysconf(_SC_PAGESIZE);
+        f.context.uc_link = nullptr;
+        makecontext(&f.context, fiber_main, 0);
+#endif
+    }
+    while (s.done < n) {
+        bool progressed = false;
+        for (unsigned t = 0; t < n; ++t) {
+            if (s.fibers[t].state != State::Runnable) {
+                continue;
+            }
+            resume(s.fibers[t]);
+            progressed = true;
+            if (!s.error.empty()) {
+                return false;
+            }
+        }
+        if (!progressed) {
+            unsigned at_block = 0, at_warp = 0;
+            for (const Fiber& f : s.fibers) {
+                at_block += f.state == State::AtBlockBarrier;
+                at_warp += f.state == State::AtWarpBarrier;
+            }
+            s.error = "deadlock in block (" + std::to_string(block_idx.x) + "," + std::to_string(block_idx.y) + "," +
+                      std::to_string(block_idx.z) + "): " + std::to_string(at_block) + " threads wait at __syncthreads, " +
+                      std::to_string(at_warp) + " in a warp collective, " + std::to_string(s.done) + " exited";
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+void sync_threads() {
+    Scheduler& s = *scheduler;
+    Fiber& fiber = *s.running;
+    if (s.warps[fiber.position.linear_tid / 32].arrived > 0) {
+        fail("__syncthreads while lanes of the same warp wait in a warp collective");
+    }
+    ++s.block_arrived;
+    if (s.block_arrived + s.done == s.threads) {
+        release_block_barrier(s);
+        return;
+    }
+    fiber.state = State::AtBlockBarrier;
+    switch_to_scheduler(fiber);
+}
+
+uint32_t* warp_slots_next() {
+    Scheduler& s = *scheduler;
+    Fiber& fiber = *s.running;
+    return s.warps[fiber.position.linear_tid / 32].slots[fiber.collectives & 1u];
+}
+
+uint32_t* warp_slots(unsigned buffer) {
+    Scheduler& s = *scheduler;
+    return s.warps[s.running->position.linear_tid / 32].slots[buffer];
+}
+
+unsigned warp_collective(unsigned mask, const char* what) {
+    Scheduler& s = *scheduler;
+    Fiber& fiber = *s.running;
+    Warp& warp = s.warps[fiber.position.linear_tid / 32];
+    if (mask != 0xffffffffu) {
+        fail(std::string(what) + " with a partial mask: the kernels use full-warp collectives only");
+    }
+    if (warp.exited > 0) {
+        fail(std::string(what) + " after lanes of the warp exited");
+    }
+    if (warp.arrived > 0 && warp.what != what) {
+        fail(std::string("lanes of one warp meet in different collectives: ") + warp.what + " and " + what);
+    }
+    const unsigned buffer = fiber.collectives & 1u;
+    ++fiber.collectives;
+    warp.what = what;
+    ++warp.arrived;
+    if (warp.arrived == warp.lanes) {
+        warp.arrived = 0;
+        const unsigned first = fiber.position.linear_tid & ~31u;
+        for (unsigned lane = 0; lane < warp.lanes; ++lane) {
+            Fiber& other = s.fibers[first + lane];
+            if (other.state == State::AtWarpBarrier) {
+                other.state = State::Runnable;
+            }
+        }
+        return buffer;
+    }
+    fiber.state = State::AtWarpBarrier;
+    switch_to_scheduler(fiber);
+    return buffer;
+}
+
+void* dynamic_shared() {
+    Scheduler& s = *scheduler;
+    return s.shared.empty() ? nullptr : s.shared.data();
+}
+
+void cp_async(void* shared_dst, const void* global_src, unsigned bytes, unsigned src_bytes) {
+    Fiber& fiber = *scheduler->running;
+    PendingCopy copy{shared_dst, std::vector<uint8_t>(bytes, 0)};
+    // The source is read at issue: a later write to it must not change what lands.
+    std::memcpy(copy.data.data(), global_src, std::min(bytes, src_bytes));
+    std::memset(shared_dst, kPoison, bytes);
+    fiber.open_group.push_back(std::move(copy));
+}
+
+void cp_async_commit() {
+    Fiber& fiber = *scheduler->running;
+    fiber.committed.push_back(std::move(fiber.open_group));
+    fiber.open_group.clear();
+}
+
+void cp_async_wait(unsigned pending_allowed) {
+    Fiber& fiber = *scheduler->running;
+    while (fiber.committed.size() > pending_allowed) {
+        for (PendingCopy& copy : fiber.committed.front()) {
+            std::memcpy(copy.dst, copy.data.data(), copy.data.size());
+        }
+        fiber.committed.pop_front();
+    }
+}
+
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32, written from the PTX ISA,
+// section 9.7.14.5.10 "Matrix Fragments for mma.m16n8k32" (.s8/.u8 multiplicands,
+// .s32 accumulators), with groupID = %laneid >> 2, threadID_in_group = %laneid % 4:
+//   A (16×32, four .b32 registers holding a0..a15, low byte first):
+//     row = groupID        for ai, 0 <= i < 4 or 8 <= i < 12; groupID + 8 otherwise
+//     col = threadID_in_group*4 + (i & 3)       for i < 8; + 16 for i >= 8
+//   B (32×8, two .b32 registers holding b0..b7):
+//     row = threadID_in_group*4 + (i & 3)       for i < 4; + 16 for i >= 4
+//     col = groupID
+//   C, D (16×8, four .s32 registers c0..c3):
+//     row = groupID for i < 2; groupID + 8 otherwise
+//     col = threadID_in_group*2 + (i & 1)
+// Every lane deposits its fragments, the warp meets, and each lane rebuilds the
+// whole A, B and C from all lanes' fragments and computes its own four results.
+void mma_m16n8k32_s8(int (&d)[4], const int (&a)[4], const int (&b)[2], const int (&c)[4]) {
+    uint32_t* mine = warp_slots_next() + lane_id() * kSlotWords;
+    std::memcpy(mine, a, 16);
+    std::memcpy(mine + 4, b, 8);
+    std::memcpy(mine + 6, c, 16);
+    const uint32_t* slots = warp_slots(warp_collective(0xffffffffu, "mma.sync.m16n8k32"));
+    int8_t A[16][32];
+    int8_t B[32][8];
+    int32_t C[16][8];
+    for (unsigned lane = 0; lane < 32; ++lane) {
+        const uint32_t* frag = slots + lane * kSlotWords;
+        const unsigned group = lane >> 2, in_group = lane & 3;
+        int8_t a_bytes[16], b_bytes[8];
+        std::memcpy(a_bytes, frag, 16);
+        std::memcpy(b_bytes, frag + 4, 8);
+        for (unsigned i = 0; i < 16; ++i) {
+            const unsigned row = (i < 4 || (i >= 8 && i < 12)) ? group : group + 8;
+            const unsigned col = in_group * 4 + (i & 3) + (i >= 8 ? 16 : 0);
+            A[row][col] = a_bytes[i];
+        }
+        for (unsigned i = 0; i < 8; ++i) {
+            const unsigned row = in_group * 4 + (i & 3) + (i >= 4 ? 16 : 0);
+            B[row][group] = b_bytes[i];
+        }
+        for (unsigned i = 0; i < 4; ++i) {
+            const unsigned row = i < 2 ? group : group + 8;
+            const unsigned col = in_group * 2 + (i & 1);
+            int32_t value;
+            std::memcpy(&value, frag + 6 + i, 4);
+            C[row][col] = value;
+        }
+    }
+    const unsigned lane = lane_id();
+    const unsigned group = lane >> 2, in_group = lane & 3;
+    for (unsigned i = 0; i < 4; ++i) {
+        const unsigned row = i < 2 ? group : group + 8;
+        const unsigned col = in_group * 2 + (i & 1);
+        // s32 accumulation wraps (no .satfinite): compute in 64 bits, keep the low 32.
+        int64_t sum = C[row][col];
+        for (unsigned k = 0; k < 32; ++k) {
+            sum += int32_t(A[row][k]) * int32_t(B[k][col]);
+        }
+        d[i] = int32_t(uint32_t(uint64_t(sum)));
+    }
+}
+
+void kernel_error(const char* message) { fail(message); }
+
+void register_kernel(const char* name, Entry entry) { registry()[name] = entry; }
+
+}  // namespace cuda_emu
+
+extern "C" void tessera_emu_register_all();
+
+// The emulated cuLaunchKernel: `args[i]` points at the value of the kernel's i-th
+// parameter. Returns 0, or non-zero with a message in `error`.
+extern "C" int tessera_emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned shared_bytes,
+                                  void** args, char* error, size_t error_len) {
+    using namespace cuda_emu;
+    static const bool registered = (tessera_emu_register_all(), true);
+    (void)registered;
+    auto report = [&](const std::string& message) {
+        std::snprintf(error, error_len, "%s", message.c_str());
+        return 1;
+    };
+    auto found = registry().find(name);
+    if (found == registry().end()) {
+        return report(std::string("no kernel named ") + name);
+    }
+    const dim3 grid_dim{grid[0], grid[1], grid[2]};
+    const dim3 block_dim{block[0], block[1], block[2]};
+    const uint64_t threads = uint64_t(block[0]) * block[1] * block[2];
+    if (threads == 0 || threads > kMaxThreads) {
+        return report(std::string(name) + ": " + std::to_string(threads) + " threads per block");
+    }
+    if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[1] > 65535 || grid[2] > 65535) {
+        return report(std::string(name) + ": grid " + std::to_string(grid[0]) + "x" + std::to_string(grid[1]) + "x" +
+                      std::to_string(grid[2]) + " is empty or too large");
+    }
+    if (shared_bytes > 48 * 1024) {
+        return report(std::string(name) + ": " + std::to_string(shared_bytes) + " bytes of dynamic shared memory");
+    }
+    Scheduler& s = the_scheduler();
+    if (s.running != nullptr) {
+        return report("a launch from inside a kernel");
+    }
+    ensure_stacks(s, unsigned(threads));
+    s.threads = unsigned(threads);
+    s.fibers.resize(threads);
+    s.warps.resize((threads + 31) / 32);
+    s.shared.assign((shared_bytes + 15) / 16 * 16, kPoison);
+    s.entry = found->second;
+    s.args = args;
+    s.error.clear();
+    for (unsigned z = 0; z < grid[2]; ++z) {
+        for (unsigned y = 0; y < grid[1]; ++y) {
+            for (unsigned x = 0; x < grid[0]; ++x) {
+                if (!run_block(s, uint3{x, y, z}, grid_dim, block_dim)) {
+                    current_position = nullptr;
+                    return report(std::string(name) + ": " + s.error);
+                }
+            }
+        }
+    }
+    current_position = nullptr;
+    return 0;
+}

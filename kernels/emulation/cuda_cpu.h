@@ -1,0 +1,247 @@
+// cuda_cpu.h — lets the unmodified kernel sources in kernels/*.cu compile with the
+// host C++ compiler and run on the CPU, so every kernel executes in CI.
+//
+// Model: each CUDA thread is a fiber; the blocks of a grid run one at a time on the
+// calling OS thread, so `__syncthreads()` is a barrier among the block's fibers and
+// `__shared__` storage (static thread_local) belongs to the block that is running.
+// Warp-level operations (shuffles, votes, mma.sync) are collectives among the 32
+// fibers of a warp: every lane deposits its operand, the warp meets at a barrier,
+// each lane reads what it needs. A barrier nobody can pass (a `__syncthreads()` some
+// threads never reach, a shuffle after part of a warp exited) is reported as an
+// error, not a hang.
+//
+// Force-included (`-include cuda_cpu.h`) before each .cu file; the kernels reach
+// special instructions only through the wrappers in common.cuh, whose emulation
+// branch calls the functions declared here.
+#pragma once
+
+#define TESSERA_CUDA_EMULATION 1
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+// One instance per OS thread, reused by each block in turn (blocks run one at a time).
+#define __shared__ static thread_local
+// Kernels are plain C++ functions here (C++ linkage, so a test build can compile a
+// second, mutated copy of a kernel file inside a namespace); on the GPU they are
+// `extern "C" __global__` so the driver finds them by name.
+#define TESSERA_KERNEL
+
+struct uint3 {
+    unsigned x, y, z;
+};
+struct dim3 {
+    unsigned x, y, z;
+};
+
+namespace cuda_emu {
+
+// Where the running fiber is: the built-in index variables read these.
+struct ThreadPosition {
+    uint3 thread_idx;
+    uint3 block_idx;
+    dim3 block_dim;
+    dim3 grid_dim;
+    unsigned linear_tid;
+};
+
+extern thread_local ThreadPosition* current_position;
+
+// Block barrier (`__syncthreads`, `bar.sync 0`).
+void sync_threads();
+// Warp barrier among all 32 lanes of the caller's warp; returns the index of the
+// exchange buffer this collective uses (alternating, so one barrier suffices).
+// `mask` must be the full warp: the kernels only use full-warp collectives.
+unsigned warp_collective(unsigned mask, const char* what);
+// The exchange slots of the caller's warp: `buffer` from warp_collective, 16
+// 32-bit words per lane.
+uint32_t* warp_slots(unsigned buffer);
+// Deposits this lane's words for the next collective (before warp_collective).
+uint32_t* warp_slots_next();
+
+// Dynamic shared memory of the running block (poisoned at block start).
+void* dynamic_shared();
+
+// cp.async: copies issued into the open group; the destination is poisoned until
+// a wait_group that covers the group copies the data in.
+void cp_async(void* shared_dst, const void* global_src, unsigned bytes, unsigned src_bytes);
+void cp_async_commit();
+void cp_async_wait(unsigned pending_allowed);
+
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32, lane-exact (cuda_cpu.cpp).
+void mma_m16n8k32_s8(int (&d)[4], const int (&a)[4], const int (&b)[2], const int (&c)[4]);
+
+// The kernel table behind tessera_emu_launch: `entry` unpacks the launch's
+// parameter pointers (as cuLaunchKernel's kernelParams) and calls the kernel.
+void register_kernel(const char* name, void (*entry)(void**));
+
+template <typename... A, size_t... I>
+inline void invoke_kernel(void (*kernel)(A...), void** args, std::index_sequence<I...>) {
+    kernel(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
+}
+template <typename... A>
+constexpr size_t kernel_arity(void (*)(A...)) {
+    return sizeof...(A);
+}
+template <auto Kernel>
+void kernel_entry(void** args) {
+    invoke_kernel(Kernel, args, std::make_index_sequence<kernel_arity(Kernel)>{});
+}
+
+// Reports a kernel error (aborts the launch with this message).
+[[noreturn]] void kernel_error(const char* message);
+
+inline unsigned lane_id() { return current_position->linear_tid & 31u; }
+
+// IEEE binary16 ↔ binary32, round to nearest even (as cvt.rn.f16.f32).
+inline float half_bits_to_float(uint16_t h) {
+    const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112u) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else {
+        // Subnormal: normalise.
+        int e = -1;
+        do {
+            ++e;
+            mant <<= 1;
+        } while ((mant & 0x400u) == 0);
+        bits = sign | uint32_t(112 - e) << 23 | ((mant & 0x3ffu) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+inline uint16_t float_to_half_bits_rn(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
+    const uint32_t abs = x & 0x7fffffffu;
+    if (abs >= 0x7f800000u) {  // inf or nan
+        return uint16_t(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
+    }
+    if (abs >= 0x477ff000u) {  // rounds to >= 65520: overflow to inf
+        return uint16_t(sign | 0x7c00u);
+    }
+    if (abs < 0x38800000u) {  // below the smallest normal half: subnormal or zero
+        if (abs < 0x33000000u) {  // below half the smallest subnormal
+            return sign;
+        }
+        const uint32_t exp = abs >> 23;
+        const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+        const uint32_t shift = 126u - exp;  // 14..24
+        uint32_t q = mant >> shift;
+        const uint32_t rem = mant & ((1u << shift) - 1u);
+        const uint32_t halfway = 1u << (shift - 1u);
+        if (rem > halfway || (rem == halfway && (q & 1u))) {
+            ++q;
+        }
+        return uint16_t(sign | q);
+    }
+    uint32_t h = ((abs >> 13) - (112u << 10));
+    const uint32_t rem = abs & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) {
+        ++h;
+    }
+    return uint16_t(sign | h);
+}
+
+template <typename T>
+inline T shuffle(unsigned mask, T value, unsigned source_lane, const char* what) {
+    static_assert(sizeof(T) <= 8, "shuffle of a value wider than 64 bits");
+    uint32_t* mine = warp_slots_next() + lane_id() * 16;
+    std::memcpy(mine, &value, sizeof(T));
+    const unsigned buffer = warp_collective(mask, what);
+    T result;
+    std::memcpy(&result, warp_slots(buffer) + (source_lane & 31u) * 16, sizeof(T));
+    return result;
+}
+
+}  // namespace cuda_emu
+
+#define threadIdx (::cuda_emu::current_position->thread_idx)
+#define blockIdx (::cuda_emu::current_position->block_idx)
+#define blockDim (::cuda_emu::current_position->block_dim)
+#define gridDim (::cuda_emu::current_position->grid_dim)
+
+inline void __syncthreads() { cuda_emu::sync_threads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { cuda_emu::warp_collective(mask, "__syncwarp"); }
+
+template <typename T>
+inline T __shfl_sync(unsigned mask, T value, int src_lane, int width = 32) {
+    const unsigned lane = cuda_emu::lane_id();
+    const unsigned base = lane & ~unsigned(width - 1);
+    return cuda_emu::shuffle(mask, value, base + (unsigned(src_lane) & unsigned(width - 1)), "__shfl_sync");
+}
+
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
+    const unsigned lane = cuda_emu::lane_id();
+    const unsigned target = lane ^ unsigned(lane_mask);
+    // Lanes outside the caller's width segment read their own value (PTX shfl.bfly).
+    const bool outside = (target & ~unsigned(width - 1)) != (lane & ~unsigned(width - 1));
+    return cuda_emu::shuffle(mask, value, outside ? lane : target, "__shfl_xor_sync");
+}
+
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T value, unsigned delta, int width = 32) {
+    const unsigned lane = cuda_emu::lane_id();
+    const unsigned in_segment = lane & unsigned(width - 1);
+    const unsigned source = in_segment + delta < unsigned(width) ? lane + delta : lane;
+    return cuda_emu::shuffle(mask, value, source, "__shfl_down_sync");
+}
+
+template <typename T>
+inline T __shfl_up_sync(unsigned mask, T value, unsigned delta, int width = 32) {
+    const unsigned lane = cuda_emu::lane_id();
+    const unsigned in_segment = lane & unsigned(width - 1);
+    const unsigned source = in_segment >= delta ? lane - delta : lane;
+    return cuda_emu::shuffle(mask, value, source, "__shfl_up_sync");
+}
+
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+    uint32_t* mine = cuda_emu::warp_slots_next() + cuda_emu::lane_id() * 16;
+    mine[0] = predicate ? 1u : 0u;
+    const uint32_t* slots = cuda_emu::warp_slots(cuda_emu::warp_collective(mask, "__ballot_sync"));
+    unsigned bits = 0;
+    for (unsigned lane = 0; lane < 32; ++lane) {
+        bits |= (slots[lane * 16] ? 1u : 0u) << lane;
+    }
+    return bits;
+}
+inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == 0xffffffffu; }
+
+// CUDA math built-ins the host library lacks.
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline int __float_as_int(float f) {
+    int i;
+    std::memcpy(&i, &f, 4);
+    return i;
+}
+inline float __int_as_float(int i) {
+    float f;
+    std::memcpy(&f, &i, 4);
+    return f;
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Compiles every kernels/*.cu with NVRTC (libnvrtc from PyPI, the compiler the CUDA
+# backend uses at run time) for compute_80, compute_90 and compute_90a, and
+# assembles each PTX with ptxas for the matching sm_XX (NVRTC does not check inline
+# PTX; ptxas does). Keeps ptxas' register/spill report. Exits non-zero on any
+# failure. Needs python3 with venv and PyPI access on its first run.
+#
+#   scripts/check-kernels.sh            # report in target/kernel-check/
+#   KERNEL_CHECK_OUT=dir scripts/check-kernels.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Pinned toolkit wheels (CUDA 13.5): NVRTC, ptxas (in nvcc), and cccl for headers.
+PINS=(nvidia-cuda-nvrtc==13.5.37 nvidia-cuda-nvcc==13.5.37 nvidia-cuda-cccl==13.3.5.0.6)
+VENV=${TESSERA_CUDA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/cuda-venv-13.5.37}
+OUT=${KERNEL_CHECK_OUT:-target/kernel-check}
+ARCHS=(80 90 90a)
+
+if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/pip" show nvidia-cuda-nvrtc >/dev/null 2>&1; then
+    echo "check-kernels: installing ${PINS[*]} into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
+fi
+CUDA=$("$VENV/bin/python" - <<'PY'
+import pathlib, site
+for root in site.getsitepackages():
+    candidate = pathlib.Path(root) / "nvidia" / "cu13"
+    if (candidate / "lib" / "libnvrtc.so.13").exists():
+        print(candidate)
+        break
+PY
+)
+if [[ -z "$CUDA" ]]; then
+    echo "check-kernels: libnvrtc.so.13 not found in $VENV" >&2
+    exit 1
+fi
+NVRTC="$CUDA/lib/libnvrtc.so.13"
+PTXAS="$CUDA/bin/ptxas"
+export LD_LIBRARY_PATH="$CUDA/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+REPORT="$OUT/ptxas-report.txt"
+SUMMARY="$OUT/summary.txt"
+: >"$REPORT"
+failures=0
+for arch in "${ARCHS[@]}"; do
+    mkdir -p "$OUT/sm_$arch"
+    for source in kernels/*.cu; do
+        stem=$(basename "$source" .cu)
+        ptx="$OUT/sm_$arch/$stem.ptx"
+        if ! "$VENV/bin/python" scripts/nvrtc_ptx.py "$NVRTC" "$source" "compute_$arch" "$ptx" >"$OUT/sm_$arch/$stem.nvrtc.log" 2>&1; then
+            echo "FAILED nvrtc $stem for compute_$arch:"
+            cat "$OUT/sm_$arch/$stem.nvrtc.log"
+            failures=$((failures + 1))
+            continue
+        fi
+        if ! "$PTXAS" -arch="sm_$arch" -v "$ptx" -o "$OUT/sm_$arch/$stem.cubin" >"$OUT/sm_$arch/$stem.ptxas.log" 2>&1; then
+            echo "FAILED ptxas $stem for sm_$arch:"
+            cat "$OUT/sm_$arch/$stem.ptxas.log"
+            failures=$((failures + 1))
+            continue
+        fi
+        {
+            echo "== $stem sm_$arch"
+            cat "$OUT/sm_$arch/$stem.ptxas.log"
+        } >>"$REPORT"
+    done
+done
+
+# One line per kernel and architecture: registers, spill stores/loads, shared memory.
+"$VENV/bin/python" - "$REPORT" >"$SUMMARY" <<'PY'
+import re, sys
+kernel = arch = None
+rows, spill = [], {}
+for line in open(sys.argv[1]):
+    m = re.search(r"Compiling entry function '(\w+)' for '(\w+)'", line)
+    if m:
+        kernel, arch = m.groups()
+        continue
+    m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+    if m and kernel:
+        spill[(kernel, arch)] = (int(m.group(1)), int(m.group(2)))
+    m = re.search(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?", line)
+    if m and kernel:
+        stores, loads = spill.get((kernel, arch), (0, 0))
+        rows.append((arch, kernel, int(m.group(1)), stores, loads, int(m.group(2) or 0)))
+        kernel = None
+print(f"{'arch':<7} {'kernel':<22} {'regs':>5} {'spill st':>9} {'spill ld':>9} {'smem':>7}")
+for arch, kernel, regs, stores, loads, smem in sorted(rows):
+    print(f"{arch:<7} {kernel:<22} {regs:>5} {stores:>9} {loads:>9} {smem:>7}")
+PY
+cat "$SUMMARY"
+if ((failures > 0)); then
+    echo "check-kernels: $failures compilation(s) failed"
+    exit 1
+fi
+kernels=$(grep -c . "$SUMMARY")
+echo "check-kernels: every kernel compiles (NVRTC) and assembles (ptxas) for ${ARCHS[*]/#/sm_}; $((kernels - 1)) kernel builds, report in $REPORT"

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# One command for a lent GPU machine, in two halves (the GPU machines have CUDA,
+# PyTorch and transformers but no Rust toolchain and no network):
+#
+#   here:  scripts/gpu-check.sh build [DIR]   # default DIR: target/gpu-carry
+#          builds the release binary and the CUDA test binaries with
+#          `--features cuda` into DIR (stripped; must stay under 64 MiB with the
+#          working tree), to be carried to the GPU machine.
+#   there: scripts/gpu-check.sh run [DIR]     # results under $OUT (or target/gpu-results)
+#          runs the op parity suite on the GPU (NMSE per op, kernels compiled by
+#          that machine's own NVRTC), the model parity on the fixtures (W8A8
+#          reference), the matmul/attention benchmarks, the end-to-end benchmark
+#          when the release binary offers one, and the PyTorch bf16 baseline; the
+#          summary is printed last.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+DIR=${2:-target/gpu-carry}
+
+build() {
+    rm -rf "$DIR"
+    mkdir -p "$DIR"
+    # Test binaries: cargo prints each executable it builds as JSON.
+    cargo test --release --no-run -p tessera-backend-cuda --features cuda --message-format=json \
+        | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"], m["executable"])
+' | while read -r name exe; do
+        cp "$exe" "$DIR/$name"
+        strip "$DIR/$name" || true
+    done
+    # The release binary, once the cli offers the backend behind its `cuda` feature.
+    if cargo build --release -p tessera-cli --features cuda 2>"$DIR/cli-build.log"; then
+        cp target/release/tessera "$DIR/tessera" && strip "$DIR/tessera" || true
+    else
+        echo "gpu-check: the tessera binary has no 'cuda' feature yet (see $DIR/cli-build.log); carrying the test binaries only"
+    fi
+    # Compiled-in fixture path of the test binaries (tests/src/lib.rs uses the
+    # build machine's manifest dir); `run` links the carried tree's fixtures there.
+    echo "$PWD/tests/fixtures" >"$DIR/fixtures-path"
+    cp scripts/torch_baseline.py "$DIR/"
+    du -sh "$DIR"
+    local bytes
+    bytes=$(du -sb "$DIR" | cut -f1)
+    if ((bytes > 40 * 1024 * 1024)); then
+        echo "gpu-check: $DIR is $((bytes >> 20)) MiB; with the working tree the carry limit is 64 MiB" >&2
+        exit 1
+    fi
+}
+
+run() {
+    local out=${OUT:-target/gpu-results}
+    mkdir -p "$out"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt" || true
+    # The kernels are compiled at run time by this machine's NVRTC.
+    if ! ldconfig -p | grep -q libnvrtc.so; then
+        for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+            [[ -d $dir ]] && export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        done
+    fi
+    local fixtures
+    fixtures=$(cat "$DIR/fixtures-path")
+    if [[ ! -e $fixtures ]]; then
+        mkdir -p "$(dirname "$fixtures")"
+        ln -s "$PWD/tests/fixtures" "$fixtures"
+    fi
+    export TESSERA_KERNEL_CACHE="$out/kernel-cache"
+    local status=0
+    "$DIR/gpu" --nocapture --test-threads 1 2>&1 | tee "$out/parity.txt" || status=1
+    "$DIR/gpu_bench" --ignored --nocapture --test-threads 1 2>&1 | tee "$out/bench.txt" || status=1
+    if [[ -x "$DIR/tessera" ]] && "$DIR/tessera" bench --help >/dev/null 2>&1; then
+        "$DIR/tessera" bench --backend cuda --docs 100 --doc-tokens 256 --query-tokens 32 2>&1 \
+            | tee "$out/end-to-end.txt" || status=1
+    else
+        echo "end to end: no tessera binary with a cuda bench in $DIR" | tee "$out/end-to-end.txt"
+    fi
+    python3 "$DIR/torch_baseline.py" --docs 100 --doc-tokens 256 --query-tokens 32 2>&1 \
+        | tee "$out/torch-baseline.txt" || echo "torch baseline failed" >>"$out/torch-baseline.txt"
+
+    {
+        echo "==================== gpu-check summary ===================="
+        cat "$out/device.txt" 2>/dev/null || true
+        echo "-- op parity (NMSE per case; FAILED lines if any)"
+        grep -E "^(rms_norm|matmul|rope|attention|swiglu|add|embedding|score_head) " "$out/parity.txt" \
+            | awk '{print $1, $2, $4}' | column -t || true
+        grep -E "FAILED|panicked" "$out/parity.txt" || echo "no failures"
+        echo "-- model parity"
+        grep -E "pairs, \|score" "$out/parity.txt" || true
+        echo "-- benchmarks"
+        grep -E "^(matmul_q8_0|attention) " "$out/bench.txt" || true
+        cat "$out/end-to-end.txt"
+        grep -E "tokens/s|ms" "$out/torch-baseline.txt" || true
+    } | tee "$out/summary.txt"
+    return $status
+}
+
+case $mode in
+    build) build ;;
+    run) run ;;
+    *)
+        echo "usage: $0 build|run [DIR]" >&2
+        exit 2
+        ;;
+esac
