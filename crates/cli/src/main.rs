@@ -1,6 +1,7 @@
 //! `tessera`: rerank documents with a Qwen3 reranker GGUF from the command line,
 //! inspect a GGUF, benchmark the forward pass, generate random test models.
 
+mod backends;
 mod commands;
 mod model_source;
 

@@ -27,6 +27,8 @@ fn rerank_json_is_the_v1_response_body_with_reference_scores() {
     let mut args = vec![
         "rerank",
         "--json",
+        "--backend",
+        "cpu",
         "--precision",
         "reference",
         "--query",
@@ -161,6 +163,43 @@ fn bad_arguments_fail_with_a_message() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
+}
+
+#[test]
+fn every_backend_choice_scores_or_says_why_not() {
+    // Without the device (or the cargo feature) an explicit backend is a clean
+    // error naming it, never a panic; `auto` always ends on a working backend.
+    for (choice, name) in [
+        ("cuda", "CUDA"),
+        ("wgpu", "wgpu"),
+        ("auto", ""),
+        ("cpu", ""),
+    ] {
+        let out = tessera(&[
+            "rerank",
+            "--backend",
+            choice,
+            "--query",
+            QUERY,
+            DOCS[0],
+            DOCS[1],
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "--backend {choice} panicked: {stderr}"
+        );
+        if out.status.success() {
+            let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+            assert_eq!(lines, 2, "--backend {choice}: one line per document");
+        } else {
+            assert!(
+                !name.is_empty() && stderr.contains(name),
+                "--backend {choice} failed without naming {name}: {stderr}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -182,6 +182,7 @@ impl fmt::Display for TokenizerSummary {
 }
 
 /// The reranker's tokenizer: a Hugging Face [`Tokenizer`] plus where it came from.
+#[derive(Clone)]
 pub struct RerankTokenizer {
     inner: Tokenizer,
     summary: TokenizerSummary,

@@ -1,4 +1,4 @@
-//! `tessera bench`: forward-pass throughput of the CPU backend on a synthetic
+//! `tessera bench`: forward-pass throughput of a backend on a synthetic
 //! rerank workload (one query, many documents of random tokens, the query
 //! prefix shared) or a plain prefill workload (`--sequence-tokens`), with the
 //! reference path measured in the same run as the baseline.
@@ -10,10 +10,10 @@ use anyhow::bail;
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_backend::Backend;
-use tessera_backend_cpu::{CpuBackend, Precision};
-use tessera_engine::{PrefixGroup, Reranker};
+use tessera_backend_cpu::Precision;
+use tessera_engine::PrefixGroup;
 
+use crate::backends::{self, AnyReranker, BackendChoice, CpuOptions};
 use crate::model_source;
 
 #[derive(Args)]
@@ -36,11 +36,15 @@ pub struct BenchArgs {
     /// Timed runs (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Arithmetic of the measured path: fast (int8 activations, SIMD) or
+    /// Where the measured path runs: auto picks CUDA, then a GPU wgpu adapter,
+    /// then the CPU. The baseline always runs on the CPU reference path.
+    #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// CPU arithmetic of the measured path: fast (int8 activations, SIMD) or
     /// reference (f32 activations).
     #[arg(long, default_value_t = Precision::Fast)]
     precision: Precision,
-    /// Worker threads (default: all cores).
+    /// CPU worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
     /// Measure plain prefill instead: each sequence is this many random tokens,
@@ -92,7 +96,7 @@ impl Workload {
     /// Median seconds of `runs` timed runs, after one warm-up if asked.
     fn measure(
         &self,
-        reranker: &Reranker<CpuBackend>,
+        reranker: &dyn AnyReranker,
         runs: usize,
         warm_up: bool,
         label: &str,
@@ -104,7 +108,7 @@ impl Workload {
                     prefix,
                     documents: documents.iter().map(Vec::as_slice).collect(),
                 };
-                reranker.engine().score_groups(&[group])?;
+                reranker.score_groups(&[group])?;
             }
             Ok(start.elapsed().as_secs_f64())
         };
@@ -158,10 +162,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let loaded = model_source::open(args.model.as_deref())?;
     let load_start = Instant::now();
-    let backend = CpuBackend::with_options(args.precision, args.threads)?;
-    let threads = backend.threads();
-    let backend_name = backend.name();
-    let reranker = Reranker::load(backend, &loaded.file, None)?;
+    let cpu = CpuOptions {
+        precision: args.precision,
+        threads: args.threads,
+    };
+    let measured_on = backends::load(args.backend, &loaded.file, None, cpu)?;
+    let reranker = measured_on.reranker.as_ref();
+    let backend_name = reranker.backend_name();
+    let on_cpu = backend_name.starts_with("cpu");
     let load_time = load_start.elapsed();
     let prompt = reranker.prompt();
     let vocab = prompt.tokenizer().vocab_size().min(151_643) as u32;
@@ -200,12 +208,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let c = reranker.engine().config();
+    let c = reranker.config();
     println!(
         "model      {} ({} layers, hidden {}, ffn {}, heads {}/{}, head_dim {})",
         loaded.name, c.n_layers, c.hidden, c.ffn, c.n_heads, c.n_kv_heads, c.head_dim
     );
-    println!("cpu        {} ({threads} threads)", cpu_model());
+    println!("cpu        {}", cpu_model());
+    println!("device     {}", measured_on.device);
     println!(
         "backend    {backend_name}; weights loaded in {:.2} s",
         load_time.as_secs_f64()
@@ -225,12 +234,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             workload.passes[0].0.len()
         ),
     }
-    let label = args.precision.name();
-    let measured = workload.measure(&reranker, args.runs, true, label)?;
+    let label = if on_cpu {
+        args.precision.name().to_string()
+    } else {
+        // "wgpu (llvmpipe …)" → "wgpu", "cuda …" → "cuda".
+        backend_name
+            .split([' ', '-'])
+            .next()
+            .unwrap_or("measured")
+            .to_string()
+    };
+    let label = label.as_str();
+    let measured = workload.measure(reranker, args.runs, true, label)?;
     let rate = |w: &Workload, t: f64| (w.tokens() as f64 / t, w.docs() as f64 / t);
     let (tokens_per_s, docs_per_s) = rate(&workload, measured);
     let baseline_docs = args.baseline_docs.min(args.docs);
-    if args.precision == Precision::Reference || baseline_docs == 0 {
+    if (on_cpu && args.precision == Precision::Reference) || baseline_docs == 0 {
         println!("summary    {label} {tokens_per_s:.1} tokens/s {docs_per_s:.2} docs/s");
         return Ok(());
     }
@@ -247,12 +266,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
              ratio is the like-for-like one)"
         );
     }
-    let reference = Reranker::load(
-        CpuBackend::with_options(Precision::Reference, args.threads)?,
+    let reference = backends::load(
+        BackendChoice::Cpu,
         &loaded.file,
         None,
+        CpuOptions {
+            precision: Precision::Reference,
+            threads: args.threads,
+        },
     )?;
-    let base_time = baseline.measure(&reference, 1, false, "reference")?;
+    let base_time = baseline.measure(reference.reranker.as_ref(), 1, false, "reference")?;
     let (base_tokens, base_docs) = rate(&baseline, base_time);
     println!(
         "summary    {label} {tokens_per_s:.1} tokens/s {docs_per_s:.2} docs/s | reference {base_tokens:.1} tokens/s {base_docs:.2} docs/s | {label}/reference {:.2}×",

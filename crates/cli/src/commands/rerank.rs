@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
-use tessera_backend_cpu::{CpuBackend, Precision};
-use tessera_engine::{RerankOptions, Reranker};
+use tessera_backend_cpu::Precision;
+use tessera_engine::RerankOptions;
 use tessera_model::TruncationSide;
 
+use crate::backends::{self, BackendChoice, CpuOptions};
 use crate::model_source;
 
 #[derive(Args)]
@@ -43,10 +44,13 @@ pub struct RerankArgs {
     /// Print exactly the /v1/rerank response body.
     #[arg(long)]
     json: bool,
-    /// Arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
+    /// Where to run: auto picks CUDA, then a GPU wgpu adapter, then the CPU.
+    #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// CPU arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
     #[arg(long, default_value_t = Precision::Fast)]
     precision: Precision,
-    /// Worker threads (default: all cores).
+    /// CPU worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
     /// Documents to score.
@@ -90,8 +94,11 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
     }
     let loaded = model_source::open(args.model.as_deref())?;
     let tokenizer = model_source::tokenizer_override(args.tokenizer.as_ref())?;
-    let backend = CpuBackend::with_options(args.precision, args.threads)?;
-    let reranker = Reranker::load(backend, &loaded.file, tokenizer)?;
+    let cpu = CpuOptions {
+        precision: args.precision,
+        threads: args.threads,
+    };
+    let reranker = backends::load(args.backend, &loaded.file, tokenizer, cpu)?.reranker;
     let options = RerankOptions {
         instruction: args.instruction.clone(),
         truncation: match (args.no_truncate, args.truncate_left) {

@@ -11,22 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_backend::Backend;
-use tessera_backend_cpu::CpuBackend;
 use tessera_engine::scheduler::SchedulerConfig;
-use tessera_engine::Reranker;
 use tessera_gguf::GgufFile;
 use tessera_model::PromptBuilder;
 use tessera_server::{ModelInfo, Server, ServerOptions};
 
+use crate::backends::{self, AnyReranker, BackendChoice, CpuOptions};
 use crate::model_source;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendChoice {
-    /// The best available device (today: the CPU).
-    Auto,
-    Cpu,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -181,7 +172,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Loaded = (Reranker<CpuBackend>, PromptBuilder, ModelInfo);
+type Loaded = (Box<dyn AnyReranker>, PromptBuilder, ModelInfo);
 
 fn load(
     model: Option<PathBuf>,
@@ -198,20 +189,16 @@ fn load(
     }
     warm_pages(&source.file, &source.name);
     let tokenizer = model_source::tokenizer_override(tokenizer.as_ref())?;
-    let backend = match backend {
-        BackendChoice::Auto | BackendChoice::Cpu => CpuBackend::new(),
-    };
     let spinner = terminal_spinner("building the engine");
-    let reranker = Reranker::load(backend, &source.file, tokenizer)
+    let loaded = backends::load(backend, &source.file, tokenizer, CpuOptions::default())
         .with_context(|| format!("cannot load model {}", source.name))?;
     if let Some(spinner) = spinner {
         spinner.finish_and_clear();
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let info = ModelInfo {
         name: source.name,
-        backend: reranker.engine().backend().name(),
-        device: format!("cpu ({threads} threads)"),
+        backend: loaded.reranker.backend_name(),
+        device: loaded.device,
         placeholder,
     };
     tracing::info!(
@@ -220,8 +207,8 @@ fn load(
         seconds = started.elapsed().as_secs_f64(),
         "model loaded"
     );
-    let prompt = reranker.prompt().clone();
-    Ok((reranker, prompt, info))
+    let prompt = loaded.reranker.prompt().clone();
+    Ok((loaded.reranker, prompt, info))
 }
 
 /// Reads every page of the mapped file once, so the load that follows (and the

@@ -34,6 +34,12 @@ impl<B: Backend> GroupScorer for Engine<B> {
     }
 }
 
+impl<T: GroupScorer + ?Sized> GroupScorer for Box<T> {
+    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        (**self).score_groups(groups)
+    }
+}
+
 impl<B: Backend> GroupScorer for Reranker<B> {
     fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         self.engine().score_groups(groups)

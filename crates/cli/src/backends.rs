@@ -1,0 +1,172 @@
+//! Backend selection shared by `serve`, `rerank` and `bench`: `--backend
+//! auto|cpu|cuda|wgpu`, and a loaded model behind one object-safe trait so the
+//! commands do not care which backend runs it.
+
+use std::sync::Arc;
+
+use clap::ValueEnum;
+use tessera_backend::Backend;
+use tessera_backend_cpu::{CpuBackend, Precision};
+use tessera_engine::scheduler::GroupScorer;
+use tessera_engine::{RerankError, RerankOptions, RerankOutput, Reranker};
+use tessera_gguf::GgufFile;
+use tessera_model::{ModelConfig, PromptBuilder, RerankTokenizer};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// CUDA if a device is present (build with `--features cuda`), else a real
+    /// (non-CPU) wgpu adapter (`--features wgpu`), else the CPU.
+    Auto,
+    /// The CPU backend (`--precision` picks its arithmetic).
+    Cpu,
+    /// Our CUDA kernels on device 0 (needs a build with `--features cuda`).
+    Cuda,
+    /// WGSL shaders on any wgpu adapter, a CPU one (lavapipe) included when chosen
+    /// explicitly (needs a build with `--features wgpu`).
+    Wgpu,
+}
+
+/// Options of the CPU backend, used when the CPU is chosen (or `auto` falls back).
+#[derive(Clone, Copy, Debug)]
+pub struct CpuOptions {
+    pub precision: Precision,
+    pub threads: Option<usize>,
+}
+
+impl Default for CpuOptions {
+    fn default() -> CpuOptions {
+        CpuOptions {
+            precision: Precision::Fast,
+            threads: None,
+        }
+    }
+}
+
+/// A reranker on some backend.
+pub trait AnyReranker: GroupScorer + Send {
+    fn rerank(
+        &self,
+        query: &str,
+        documents: &[&str],
+        options: &RerankOptions,
+    ) -> Result<RerankOutput, RerankError>;
+    fn prompt(&self) -> &PromptBuilder;
+    fn config(&self) -> &ModelConfig;
+    /// The backend's name, e.g. `cpu-fast (avx512-vnni)`.
+    fn backend_name(&self) -> String;
+}
+
+impl<B: Backend + Send> AnyReranker for Reranker<B>
+where
+    Reranker<B>: Send,
+{
+    fn rerank(
+        &self,
+        query: &str,
+        documents: &[&str],
+        options: &RerankOptions,
+    ) -> Result<RerankOutput, RerankError> {
+        Reranker::rerank(self, query, documents, options)
+    }
+
+    fn prompt(&self) -> &PromptBuilder {
+        Reranker::prompt(self)
+    }
+
+    fn config(&self) -> &ModelConfig {
+        self.engine().config()
+    }
+
+    fn backend_name(&self) -> String {
+        self.engine().backend().name()
+    }
+}
+
+/// A loaded model and a human description of the device it runs on.
+pub struct Loaded {
+    pub reranker: Box<dyn AnyReranker>,
+    pub device: String,
+}
+
+fn on_backend<B: Backend + Send + 'static>(
+    backend: B,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    device: String,
+) -> anyhow::Result<Loaded>
+where
+    Reranker<B>: Send,
+{
+    let reranker = Reranker::load(backend, file, tokenizer)?;
+    Ok(Loaded {
+        reranker: Box::new(reranker),
+        device,
+    })
+}
+
+fn on_cpu(
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    cpu: CpuOptions,
+) -> anyhow::Result<Loaded> {
+    let backend = CpuBackend::with_options(cpu.precision, cpu.threads)?;
+    let device = format!("cpu ({} threads)", backend.threads());
+    on_backend(backend, file, tokenizer, device)
+}
+
+#[cfg(feature = "cuda")]
+fn on_cuda(file: &Arc<GgufFile>, tokenizer: Option<RerankTokenizer>) -> anyhow::Result<Loaded> {
+    let backend = tessera_backend_cuda::CudaBackend::new(0)?;
+    on_backend(backend, file, tokenizer, "cuda:0".to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn on_cuda(_: &Arc<GgufFile>, _: Option<RerankTokenizer>) -> anyhow::Result<Loaded> {
+    anyhow::bail!("this tessera was built without CUDA support (cargo build --features cuda)")
+}
+
+#[cfg(feature = "wgpu")]
+fn on_wgpu(
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    allow_cpu_adapter: bool,
+) -> anyhow::Result<Loaded> {
+    let backend = tessera_backend_wgpu::WgpuBackend::new(allow_cpu_adapter)?;
+    let adapter = backend.adapter();
+    let device = format!(
+        "{} ({}, {})",
+        adapter.name, adapter.api, adapter.device_type
+    );
+    on_backend(backend, file, tokenizer, device)
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn on_wgpu(_: &Arc<GgufFile>, _: Option<RerankTokenizer>, _: bool) -> anyhow::Result<Loaded> {
+    anyhow::bail!("this tessera was built without wgpu support (cargo build --features wgpu)")
+}
+
+/// Loads the model on the chosen backend; `auto` tries CUDA, then a real wgpu
+/// adapter (never lavapipe on its own), then the CPU, logging why it skipped each.
+pub fn load(
+    choice: BackendChoice,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    cpu: CpuOptions,
+) -> anyhow::Result<Loaded> {
+    match choice {
+        BackendChoice::Cpu => on_cpu(file, tokenizer, cpu),
+        BackendChoice::Cuda => on_cuda(file, tokenizer),
+        BackendChoice::Wgpu => on_wgpu(file, tokenizer, true),
+        BackendChoice::Auto => {
+            match on_cuda(file, tokenizer.clone()) {
+                Ok(loaded) => return Ok(loaded),
+                Err(e) => tracing::info!("backend auto: no CUDA ({e:#})"),
+            }
+            match on_wgpu(file, tokenizer.clone(), false) {
+                Ok(loaded) => return Ok(loaded),
+                Err(e) => tracing::info!("backend auto: no GPU wgpu adapter ({e:#})"),
+            }
+            on_cpu(file, tokenizer, cpu)
+        }
+    }
+}
