@@ -143,6 +143,23 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The request did not get its scores within the server's deadline.
+    pub fn timed_out(deadline: Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(Duration::from_secs(1)),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Unhealthy,
+                format!(
+                    "the request was not scored within {:.1} s (--request-timeout); its work was dropped",
+                    deadline.as_secs_f64()
+                ),
+            )
+        }
+    }
+}
+
 impl From<SchedulerError> for ApiError {
     fn from(error: SchedulerError) -> ApiError {
         let message = error.to_string();

@@ -57,7 +57,11 @@ async fn score(state: &Arc<AppState>, route: &str, job: RerankJob) -> Result<Sco
     let pending = model
         .scheduler
         .submit(std::mem::take(&mut prepared.request))?;
-    let output = pending.wait().await?;
+    let deadline = state.options.request_timeout;
+    // Dropping `pending` on time-out abandons whatever of the request is not computed.
+    let output = tokio::time::timeout(deadline, pending.wait())
+        .await
+        .map_err(|_| ApiError::timed_out(deadline))??;
     let scores = prepared.document_scores(&output.scores);
     state
         .metrics

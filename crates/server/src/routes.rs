@@ -23,6 +23,8 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     } else if state.is_ready() {
         (StatusCode::OK, "ok")
+    } else if state.compute_stopped() {
+        (StatusCode::SERVICE_UNAVAILABLE, "compute thread stopped")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "loading")
     };

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tessera_engine::scheduler::{GroupScorer, Scheduler, SchedulerConfig};
 use tessera_model::PromptBuilder;
@@ -20,6 +21,9 @@ pub struct ServerOptions {
     pub max_documents: usize,
     pub max_body_bytes: usize,
     pub scheduler: SchedulerConfig,
+    /// Longest a rerank request may wait for its scores (queue and compute); past
+    /// it the client gets a 503 and the request's remaining work is dropped.
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -30,6 +34,7 @@ impl Default for ServerOptions {
             max_documents: 10_000,
             max_body_bytes: 32 << 20,
             scheduler: SchedulerConfig::default(),
+            request_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -103,6 +108,11 @@ impl AppState {
 
     pub fn is_ready(&self) -> bool {
         self.model.get().is_some_and(|m| m.scheduler.is_running())
+    }
+
+    /// Whether a model was installed and its compute thread has since stopped.
+    pub fn compute_stopped(&self) -> bool {
+        self.model.get().is_some_and(|m| !m.scheduler.is_running())
     }
 
     pub fn begin_shutdown(&self) {

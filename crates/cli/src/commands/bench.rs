@@ -51,6 +51,11 @@ pub struct BenchArgs {
     /// no prompt, one sequence per forward pass (as `llama-bench -p N`).
     #[arg(long)]
     sequence_tokens: Option<usize>,
+    /// Instead of the reference baseline, measure the rerank workload three ways
+    /// on the chosen backend: every pair computed whole (no prefix sharing), the
+    /// query prefix shared with a cold cache, and the same query again (warm).
+    #[arg(long, conflicts_with = "sequence_tokens")]
+    prefix_study: bool,
     /// Sequences the reference baseline runs on (it is several times slower;
     /// 0 skips it). Per-sequence work is identical, so rates compare.
     #[arg(long, default_value_t = 2)]
@@ -67,6 +72,41 @@ struct Workload {
 }
 
 impl Workload {
+    /// The same documents with each pair computed whole: the prefix is
+    /// prepended to every document and nothing is shared.
+    fn unshared(&self) -> Workload {
+        Workload {
+            passes: self
+                .passes
+                .iter()
+                .map(|(prefix, docs)| {
+                    let whole = docs
+                        .iter()
+                        .map(|d| prefix.iter().chain(d).copied().collect())
+                        .collect();
+                    (Vec::new(), whole)
+                })
+                .collect(),
+            pair_tokens: self.pair_tokens.clone(),
+        }
+    }
+
+    /// One timed run: seconds and the token rows the forward passes computed.
+    fn run_counted(&self, reranker: &dyn AnyReranker) -> anyhow::Result<(f64, u64)> {
+        let before = reranker.prefix_cache_stats().computed_tokens;
+        let start = Instant::now();
+        for (prefix, documents) in &self.passes {
+            let group = PrefixGroup {
+                prefix,
+                documents: documents.iter().map(Vec::as_slice).collect(),
+            };
+            reranker.score_groups(&[group])?;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let computed = reranker.prefix_cache_stats().computed_tokens - before;
+        Ok((seconds, computed))
+    }
+
     fn docs(&self) -> usize {
         self.pair_tokens.len()
     }
@@ -153,6 +193,50 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// `--prefix-study`: the rerank workload without prefix sharing, with it on a
+/// cold cache, and with it on a warm cache, on the same backend in one run.
+fn prefix_study(workload: &Workload, reranker: &dyn AnyReranker) -> anyhow::Result<()> {
+    let capacity = reranker.prefix_cache_stats().capacity_bytes;
+    let billed = workload.tokens();
+    // A warm-up that leaves the cache cold: page in weights, size buffers.
+    workload.take(1).unshared().run_counted(reranker)?;
+    let mut rows = Vec::new();
+    for mode in ["unshared", "shared-cold", "shared-warm"] {
+        let (seconds, computed) = match mode {
+            "unshared" => {
+                reranker.set_prefix_cache_bytes(0);
+                let r = workload.unshared().run_counted(reranker)?;
+                reranker.set_prefix_cache_bytes(capacity);
+                r
+            }
+            "shared-cold" => {
+                // Drops every cached query prefix; the system prompt stays pinned.
+                reranker.set_prefix_cache_bytes(0);
+                reranker.set_prefix_cache_bytes(capacity);
+                workload.run_counted(reranker)?
+            }
+            _ => workload.run_counted(reranker)?,
+        };
+        println!(
+            "{mode:<12} {seconds:>9.3} s  {computed:>8} tokens computed of {billed} billed  \
+             {:.1} billed tokens/s  {:.2} docs/s",
+            billed as f64 / seconds,
+            workload.docs() as f64 / seconds
+        );
+        rows.push((mode, seconds, computed));
+    }
+    let (_, base_s, base_computed) = rows[0];
+    for (mode, seconds, computed) in &rows[1..] {
+        println!(
+            "summary    {mode}: {:.1}% of the tokens computed, wall time {:.3}× unshared ({:.2}× faster)",
+            100.0 * *computed as f64 / base_computed as f64,
+            seconds / base_s,
+            base_s / seconds
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.docs == 0 || args.doc_tokens == 0 || args.runs == 0 {
         bail!("--docs, --doc-tokens and --runs must be at least 1");
@@ -226,13 +310,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         None => println!(
             "workload   rerank: {} docs × {} tokens + prompt ({} tokens billed) in {} forward passes; \
-             the {}-token query prefix is computed once per pass",
+             the {}-token query prefix is shared by the documents of each pass and cached across passes",
             args.docs,
             args.doc_tokens,
             workload.tokens(),
             workload.passes.len(),
             workload.passes[0].0.len()
         ),
+    }
+    if args.prefix_study {
+        return prefix_study(&workload, reranker);
     }
     let label = if on_cpu {
         args.precision.name().to_string()

@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Largest request body: bytes, or with a KiB/MiB/GiB (or K/M/G) suffix.
     #[arg(long, env = "TESSERA_MAX_BODY_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
     max_body_bytes: usize,
+    /// Longest a request waits for its scores (queue and compute) before a 503:
+    /// seconds, or with an ms/s/m suffix.
+    #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    request_timeout: Duration,
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -87,6 +91,25 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
     n.checked_mul(1 << shift)
         .filter(|&b| b > 0)
         .ok_or_else(|| format!("size {text:?} is out of range"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a duration like 300s, got {text:?}"))?;
+    let duration = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
+    };
+    if duration.is_zero() {
+        return Err("the duration must be more than 0".into());
+    }
+    Ok(duration)
 }
 
 fn init_logging(format: LogFormat) {
@@ -132,6 +155,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_batch_tokens: args.max_batch_tokens.max(1),
             max_queue_tokens: args.max_queue_tokens.max(1),
         },
+        request_timeout: args.request_timeout,
     };
     let auth = !options.api_keys.is_empty();
     let server = Server::new(options);
@@ -257,4 +281,26 @@ fn terminal_spinner(message: &str) -> Option<ProgressBar> {
     spinner.set_message(message.to_string());
     spinner.enable_steady_tick(Duration::from_millis(100));
     Some(spinner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_bytes("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_bytes("4 k"), Ok(4096));
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12 parsecs").unwrap_err().contains("parsecs"));
+        assert!(parse_bytes("99999999999G").unwrap_err().contains("out of range"));
+        assert_eq!(parse_duration("300s"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5h").unwrap_err().contains("\"h\""));
+    }
 }

@@ -1,0 +1,147 @@
+//! Faults inside the server: a panic on the compute thread answers the requests of
+//! that batch with an error and the worker keeps serving; a request that cannot be
+//! scored in time gets a 503 at its deadline instead of waiting forever.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tessera_engine::scheduler::GroupScorer;
+use tessera_engine::{EngineError, PairScore, PrefixGroup};
+use tessera_server::ServerOptions;
+
+/// The real model, with a test-only hook that panics in the next `panics` batches
+/// (after computing them, so the engine is exercised and then unwound through).
+struct Faulty<S> {
+    inner: S,
+    panics: Arc<AtomicUsize>,
+}
+
+impl<S: GroupScorer> GroupScorer for Faulty<S> {
+    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        let scores = self.inner.score_groups(groups)?;
+        let armed = self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if armed {
+            panic!("injected fault on the compute thread");
+        }
+        Ok(scores)
+    }
+}
+
+fn scores(body: &serde_json::Value) -> Vec<(u64, f64)> {
+    body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().expect("index"),
+                r["relevance_score"].as_f64().expect("score"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_compute_thread_fails_its_requests_and_the_worker_survives() {
+    let body = json!({"query": QUERY, "documents": DOCS});
+    let healthy = start(ServerOptions::default()).await;
+    let (status, _, expected) = healthy.post("/v1/rerank", &body).await;
+    assert_eq!(status, 200);
+
+    let panics = Arc::new(AtomicUsize::new(0));
+    let reranker = load_reranker();
+    let prompt = reranker.prompt().clone();
+    let faulty = Faulty {
+        inner: reranker,
+        panics: Arc::clone(&panics),
+    };
+    let server = start_with(ServerOptions::default(), Some((faulty, prompt))).await;
+
+    for round in 0..3 {
+        panics.store(1, Ordering::SeqCst);
+        let (status, _, response) = server.post("/v1/rerank", &body).await;
+        assert_eq!(status, 500, "round {round}: {response}");
+        assert_cohere_error(&response, "panicked");
+        let (status, _, response) = server
+            .post("/rerank", &json!({"query": QUERY, "texts": DOCS}))
+            .await;
+        // The hook is spent: the TEI request is served.
+        assert_eq!(status, 200, "{response}");
+
+        panics.store(1, Ordering::SeqCst);
+        let (status, _, response) = server
+            .post("/rerank", &json!({"query": QUERY, "texts": DOCS}))
+            .await;
+        assert_eq!(status, 500);
+        assert_tei_error(&response, "backend", "panicked");
+
+        let (status, _, health) = server.get("/health").await;
+        assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+        // The same scores as a server that never failed.
+        let (status, _, after) = server.post("/v1/rerank", &body).await;
+        assert_eq!(status, 200, "{after}");
+        for ((i, a), (j, b)) in scores(&after).iter().zip(scores(&expected)) {
+            assert_eq!(*i, j);
+            assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+        }
+    }
+    let metrics = server.metrics().await;
+    assert_eq!(metric(&metrics, "tessera_batch_failures_total"), Some(6.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_gets_503_and_its_work_is_dropped() {
+    let gate = Gate::closed();
+    let reranker = load_reranker();
+    let prompt = reranker.prompt().clone();
+    let gated = Gated {
+        inner: reranker,
+        gate: gate.clone(),
+    };
+    let options = ServerOptions {
+        request_timeout: Duration::from_millis(400),
+        ..ServerOptions::default()
+    };
+    let server = start_with(options, Some((gated, prompt))).await;
+    let body = json!({"query": QUERY, "documents": DOCS});
+
+    // The first batch hangs at the gate; a second request waits in the queue.
+    let tei = json!({"query": "another query", "texts": DOCS});
+    let started = Instant::now();
+    let (first, second) = tokio::join!(
+        server.post("/v1/rerank", &body),
+        server.post("/rerank", &tei)
+    );
+    let waited = started.elapsed();
+    assert_eq!(first.0, 503, "{}", first.2);
+    assert_cohere_error(&first.2, "--request-timeout");
+    assert!(first.1.contains_key("retry-after"));
+    assert_eq!(second.0, 503, "{}", second.2);
+    assert_tei_error(&second.2, "unhealthy", "--request-timeout");
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered at the deadline, not when the hang ended ({waited:?})"
+    );
+
+    // The hang ends: nothing of the abandoned requests is computed any more, and
+    // new requests are served.
+    gate.open();
+    let (status, _, response) = server.post("/v1/rerank", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let metrics = server.metrics().await;
+    let dropped = metric(&metrics, "tessera_dropped_requests_total").expect("dropped counter");
+    assert_eq!(dropped, 2.0, "{metrics}");
+    assert_eq!(
+        gate.entered.load(Ordering::SeqCst),
+        2,
+        "only the hung batch and the last request ran"
+    );
+}
