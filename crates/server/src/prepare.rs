@@ -16,6 +16,9 @@ use crate::types::DocumentInput;
 /// Everything about one rerank call that does not depend on the dialect.
 #[derive(Clone, Debug)]
 pub struct RerankJob {
+    /// The request's name for its document list (`documents`, or TEI's `texts`),
+    /// used in error messages.
+    pub list: &'static str,
     pub query: String,
     pub instruction: Option<String>,
     pub documents: Vec<String>,
@@ -159,7 +162,7 @@ pub fn prepare(prompt: &PromptBuilder, job: &RerankJob) -> Result<PreparedJob, A
     let mut truncated = Vec::new();
     let mut total_tokens = 0;
     for (index, text) in job.documents.iter().enumerate() {
-        let what = format!("documents[{index}]");
+        let what = format!("{}[{index}]", job.list);
         let mut ids = prompt
             .document_ids(text)
             .map_err(|e| tokenizer_error(&what, e))?;

@@ -186,6 +186,7 @@ async fn cohere_rerank(
     let texts = document_texts(&body.documents, body.rank_fields.as_deref())?;
     let own_name = state.model()?.info.name.clone();
     let job = RerankJob {
+        list: "documents",
         query: body.query,
         instruction: body.instruction,
         documents: texts,
@@ -283,6 +284,7 @@ async fn tei_rerank(state: &Arc<AppState>, bytes: &[u8]) -> Result<Response, Api
     let return_text = body.return_text.unwrap_or(false);
     let raw = body.raw_scores.unwrap_or(false);
     let job = RerankJob {
+        list: "texts",
         query: body.query,
         instruction: None,
         documents: body.texts,

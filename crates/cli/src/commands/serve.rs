@@ -294,7 +294,9 @@ mod tests {
         assert_eq!(parse_bytes("100"), Ok(100));
         assert!(parse_bytes("0").is_err());
         assert!(parse_bytes("12 parsecs").unwrap_err().contains("parsecs"));
-        assert!(parse_bytes("99999999999G").unwrap_err().contains("out of range"));
+        assert!(parse_bytes("99999999999G")
+            .unwrap_err()
+            .contains("out of range"));
         assert_eq!(parse_duration("300s"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
