@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 pub use error::{ApiError, Dialect};
-pub use rerank::TRUNCATED_HEADER;
+pub use rerank::{validate_request, ValidatedRequest, TRUNCATED_HEADER};
 pub use state::{AppState, ModelInfo, ServerOptions};
 
 /// A rerank server: its state and its routes.

@@ -12,13 +12,14 @@ use axum::Json;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use tessera_engine::PairScore;
+use tessera_model::PromptBuilder;
 
 use crate::error::{ApiError, Dialect, ErrorKind, Failure};
 use crate::json::{json_body, parse};
 use crate::prepare::{
     document_texts, echo_document, parse_side, positive, prepare, truncation_notes, RerankJob,
 };
-use crate::state::AppState;
+use crate::state::{AppState, ServerOptions};
 use crate::types::{
     ApiVersion, BilledUnits, Meta, RerankRequest, RerankResponse, RerankResult, TeiRank,
     TeiRerankRequest, TokenCounts, Usage,
@@ -86,7 +87,7 @@ async fn score(state: &Arc<AppState>, route: &str, job: RerankJob) -> Result<Sco
 }
 
 fn check_query_and_count(
-    state: &AppState,
+    options: &ServerOptions,
     query: &str,
     count: usize,
     list: &str,
@@ -97,13 +98,120 @@ fn check_query_and_count(
     if count == 0 {
         return Err(ApiError::empty(format!("{list} must not be empty")));
     }
-    let max = state.options.max_documents;
+    let max = options.max_documents;
     if count > max {
         return Err(ApiError::invalid(format!(
             "{list}: {count} items, more than the maximum of {max} (--max-documents)"
         )));
     }
     Ok(())
+}
+
+/// A Cohere body checked field by field, as a job plus its `top_n`.
+fn cohere_job(
+    options: &ServerOptions,
+    body: &RerankRequest,
+) -> Result<(RerankJob, Option<usize>), ApiError> {
+    options.check_model(body.model.as_deref())?;
+    check_query_and_count(options, &body.query, body.documents.len(), "documents")?;
+    let top_n = positive("top_n", body.top_n)?;
+    let max_tokens_per_doc = positive("max_tokens_per_doc", body.max_tokens_per_doc)?;
+    let max_chunks_per_doc = positive("max_chunks_per_doc", body.max_chunks_per_doc)?.unwrap_or(1);
+    let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
+    let texts = document_texts(&body.documents, body.rank_fields.as_deref())?;
+    let job = RerankJob {
+        list: "documents",
+        query: body.query.clone(),
+        instruction: body.instruction.clone(),
+        documents: texts,
+        truncate: body.truncate.unwrap_or(true),
+        side,
+        max_tokens_per_doc,
+        max_chunks_per_doc,
+    };
+    Ok((job, top_n))
+}
+
+/// A TEI body checked field by field.
+fn tei_job(options: &ServerOptions, body: TeiRerankRequest) -> Result<RerankJob, ApiError> {
+    check_query_and_count(options, &body.query, body.texts.len(), "texts")?;
+    let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
+    Ok(RerankJob {
+        list: "texts",
+        query: body.query,
+        instruction: None,
+        documents: body.texts,
+        truncate: body.truncate.unwrap_or(true),
+        side,
+        max_tokens_per_doc: None,
+        max_chunks_per_doc: 1,
+    })
+}
+
+/// Whether a `/rerank` body speaks the Cohere dialect (`documents`, no `texts`).
+fn is_cohere_body(bytes: &[u8]) -> Result<bool, ApiError> {
+    let probe: DialectProbe = parse(bytes)?;
+    Ok(probe.texts.is_none() && probe.documents.is_some())
+}
+
+/// What a valid rerank body becomes before it is queued.
+#[derive(Debug)]
+pub struct ValidatedRequest {
+    pub dialect: Dialect,
+    /// Documents as the client counts them.
+    pub documents: usize,
+    /// Pairs queued for the model (more than `documents` when chunked).
+    pub pairs: Vec<Vec<u32>>,
+    pub prefix: Vec<u32>,
+    pub truncated: Vec<usize>,
+    pub total_tokens: usize,
+}
+
+/// Everything a rerank route does to a body short of scoring it: its dialect's
+/// parsing, every field check and the tokenisation with `prompt`. Errors are what
+/// the route would answer. For fuzzing and tests; the routes share the code.
+pub fn validate_request(
+    options: &ServerOptions,
+    prompt: &PromptBuilder,
+    path: &str,
+    bytes: &[u8],
+) -> Result<ValidatedRequest, Failure> {
+    let (dialect, job) = match path {
+        "/v1/rerank" | "/v2/rerank" => {
+            let job = parse::<RerankRequest>(bytes).and_then(|b| cohere_job(options, &b));
+            (Dialect::Cohere, job.map(|(job, _)| job))
+        }
+        "/rerank" => match is_cohere_body(bytes) {
+            Ok(true) => {
+                let job = parse::<RerankRequest>(bytes).and_then(|b| cohere_job(options, &b));
+                (Dialect::Cohere, job.map(|(job, _)| job))
+            }
+            Ok(false) => (
+                Dialect::Tei,
+                parse::<TeiRerankRequest>(bytes).and_then(|b| tei_job(options, b)),
+            ),
+            Err(e) => (Dialect::Tei, Err(e)),
+        },
+        other => {
+            let error = ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorKind::Validation,
+                format!("{other} is not a rerank route"),
+            );
+            return Err(error.in_dialect(Dialect::Cohere));
+        }
+    };
+    let job = job.map_err(|e| e.in_dialect(dialect))?;
+    let documents = job.documents.len();
+    let prepared = prepare(prompt, &job).map_err(|e| e.in_dialect(dialect))?;
+    Ok(ValidatedRequest {
+        dialect,
+        documents,
+        pairs: prepared.request.documents,
+        prefix: prepared.request.prefix,
+        truncated: prepared.truncated,
+        total_tokens: prepared.total_tokens,
+    })
 }
 
 fn with_truncation_header(mut response: Response, header: Option<String>) -> Response {
@@ -177,24 +285,8 @@ async fn cohere_rerank(
     version: &str,
     route: &str,
 ) -> Result<Response, ApiError> {
-    state.check_model(body.model.as_deref())?;
-    check_query_and_count(state, &body.query, body.documents.len(), "documents")?;
-    let top_n = positive("top_n", body.top_n)?;
-    let max_tokens_per_doc = positive("max_tokens_per_doc", body.max_tokens_per_doc)?;
-    let max_chunks_per_doc = positive("max_chunks_per_doc", body.max_chunks_per_doc)?.unwrap_or(1);
-    let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
-    let texts = document_texts(&body.documents, body.rank_fields.as_deref())?;
+    let (job, top_n) = cohere_job(&state.options, &body)?;
     let own_name = state.model()?.info.name.clone();
-    let job = RerankJob {
-        list: "documents",
-        query: body.query,
-        instruction: body.instruction,
-        documents: texts,
-        truncate: body.truncate.unwrap_or(true),
-        side,
-        max_tokens_per_doc,
-        max_chunks_per_doc,
-    };
     let scored = score(state, route, job).await?;
     let relevance: Vec<f32> = scored.scores.iter().map(PairScore::probability).collect();
     let return_documents = body.return_documents.unwrap_or(false);
@@ -259,18 +351,15 @@ pub async fn rerank_tei(State(state): State<Arc<AppState>>, request: Request) ->
         Ok(bytes) => bytes,
         Err(e) => return e.in_dialect(Dialect::Tei).into_response(),
     };
-    match parse::<DialectProbe>(&bytes) {
-        Ok(DialectProbe {
-            texts: None,
-            documents: Some(_),
-        }) => {
+    match is_cohere_body(&bytes) {
+        Ok(true) => {
             let result = match parse::<RerankRequest>(&bytes) {
                 Ok(body) => cohere_rerank(&state, body, "1", "/rerank").await,
                 Err(e) => Err(e),
             };
             result.unwrap_or_else(|e| e.in_dialect(Dialect::Cohere).into_response())
         }
-        Ok(_) => tei_rerank(&state, &bytes)
+        Ok(false) => tei_rerank(&state, &bytes)
             .await
             .unwrap_or_else(|e| Failure::into_response(e.in_dialect(Dialect::Tei))),
         Err(e) => e.in_dialect(Dialect::Tei).into_response(),
@@ -279,20 +368,9 @@ pub async fn rerank_tei(State(state): State<Arc<AppState>>, request: Request) ->
 
 async fn tei_rerank(state: &Arc<AppState>, bytes: &[u8]) -> Result<Response, ApiError> {
     let body: TeiRerankRequest = parse(bytes)?;
-    check_query_and_count(state, &body.query, body.texts.len(), "texts")?;
-    let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
     let return_text = body.return_text.unwrap_or(false);
     let raw = body.raw_scores.unwrap_or(false);
-    let job = RerankJob {
-        list: "texts",
-        query: body.query,
-        instruction: None,
-        documents: body.texts,
-        truncate: body.truncate.unwrap_or(true),
-        side,
-        max_tokens_per_doc: None,
-        max_chunks_per_doc: 1,
-    };
+    let job = tei_job(&state.options, body)?;
     let texts = return_text.then(|| job.documents.clone());
     let scored = score(state, "/rerank", job).await?;
     let values: Vec<f32> = scored

@@ -142,7 +142,14 @@ impl AppState {
 
     /// With served names configured, a `model` naming none of them is a 404.
     pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
-        let served = &self.options.served_model_names;
+        self.options.check_model(requested)
+    }
+}
+
+impl ServerOptions {
+    /// With served names configured, a `model` naming none of them is a 404.
+    pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
+        let served = &self.served_model_names;
         match requested {
             Some(name) if !served.is_empty() && !served.iter().any(|s| s == name) => {
                 Err(ApiError::new(

@@ -390,7 +390,8 @@ async fn every_bad_request_gets_its_documented_4xx_and_the_server_keeps_serving(
         if let Some(value) = &case.auth {
             request = request.header(AUTHORIZATION, value);
         }
-        let (status, _, body) = read(request.send().await.expect("sent")).await;
+        let sent = request.send().await;
+        let (status, _, body) = read(sent.unwrap_or_else(|e| panic!("{}: {e:?}", case.name))).await;
         let message = error_message(&body);
         let named = message.to_lowercase().contains(&case.needle.to_lowercase());
         let shaped = if case.path == "/rerank" {

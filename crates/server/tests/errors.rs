@@ -153,8 +153,10 @@ async fn media_type_size_route_and_method_errors() {
     assert_cohere_error(&body, "application/json");
 
     let big = json!({"query": "q", "documents": ["x".repeat(2000)]});
-    let (status, _, body) = server.post("/v1/rerank", &big).await;
+    let (status, headers, body) = server.post("/v1/rerank", &big).await;
     assert_eq!(status, 413);
+    // The unread rest of the body makes the connection unusable: it is closed.
+    assert_eq!(headers[reqwest::header::CONNECTION], "close");
     assert_cohere_error(&body, "max-body-bytes");
     let (status, _, body) = server
         .post(
