@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use tessera_backend::Backend;
 use tessera_backend_cpu::{CpuBackend, Precision};
 use tessera_engine::scheduler::GroupScorer;
-use tessera_engine::{PrefixCacheStats, RerankError, RerankOptions, RerankOutput, Reranker};
+use tessera_engine::{RerankError, RerankOptions, RerankOutput, Reranker};
 use tessera_gguf::GgufFile;
 use tessera_model::{ModelConfig, PromptBuilder, RerankTokenizer};
 
@@ -54,7 +54,6 @@ pub trait AnyReranker: GroupScorer + Send {
     fn config(&self) -> &ModelConfig;
     /// The backend's name, e.g. `cpu-fast (avx512-vnni)`.
     fn backend_name(&self) -> String;
-    fn prefix_cache_stats(&self) -> PrefixCacheStats;
     /// Resizes the prefix cache; 0 drops every entry but the pinned system prompt.
     fn set_prefix_cache_bytes(&self, bytes: usize);
 }
@@ -82,10 +81,6 @@ where
 
     fn backend_name(&self) -> String {
         self.engine().backend().name()
-    }
-
-    fn prefix_cache_stats(&self) -> PrefixCacheStats {
-        self.engine().prefix_cache_stats()
     }
 
     fn set_prefix_cache_bytes(&self, bytes: usize) {

@@ -2,6 +2,7 @@
 //! batches, throughput, and where request time goes (tokenize, queue, inference).
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tessera_engine::scheduler::{BatchReport, SchedulerObserver, SchedulerStats};
+use tessera_engine::PrefixCacheStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -35,6 +37,94 @@ pub struct Metrics {
     inference_seconds: Histogram,
     dropped_requests: Counter,
     dropped_documents: Counter,
+    prefix: PrefixMetrics,
+}
+
+/// The compute thread's prefix cache, from the cumulative counters each batch
+/// reports (counters advance by the difference to the last report).
+#[derive(Default)]
+struct PrefixMetrics {
+    hits: Counter,
+    misses: Counter,
+    evictions: Counter,
+    computed_tokens: Counter,
+    reused_tokens: Counter,
+    entries: Gauge,
+    bytes: Gauge,
+    capacity_bytes: Gauge,
+    last: Mutex<PrefixCacheStats>,
+}
+
+impl PrefixMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "tessera_prefix_cache_hits",
+                "Query prefixes served from the cache",
+                &self.hits,
+            ),
+            (
+                "tessera_prefix_cache_misses",
+                "Query prefixes computed",
+                &self.misses,
+            ),
+            (
+                "tessera_prefix_cache_evictions",
+                "Prefixes evicted to stay within --prefix-cache-bytes",
+                &self.evictions,
+            ),
+            (
+                "tessera_computed_tokens",
+                "Token rows the model computed (prefixes once, documents)",
+                &self.computed_tokens,
+            ),
+            (
+                "tessera_prefix_reused_tokens",
+                "Prefix tokens served from K/V computed earlier",
+                &self.reused_tokens,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        let gauges = [
+            (
+                "tessera_prefix_cache_entries",
+                "Prefixes held in the cache",
+                &self.entries,
+            ),
+            (
+                "tessera_prefix_cache_bytes",
+                "Bytes of K/V held by the prefix cache",
+                &self.bytes,
+            ),
+            (
+                "tessera_prefix_cache_capacity_bytes",
+                "The prefix cache's byte bound",
+                &self.capacity_bytes,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+
+    fn update(&self, now: &PrefixCacheStats) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        self.hits.inc_by(now.hits.saturating_sub(last.hits));
+        self.misses.inc_by(now.misses.saturating_sub(last.misses));
+        self.evictions
+            .inc_by(now.evictions.saturating_sub(last.evictions));
+        self.computed_tokens
+            .inc_by(now.computed_tokens.saturating_sub(last.computed_tokens));
+        self.reused_tokens
+            .inc_by(now.reused_tokens.saturating_sub(last.reused_tokens));
+        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.entries.set(gauge(now.entries));
+        self.bytes.set(gauge(now.bytes));
+        self.capacity_bytes.set(gauge(now.capacity_bytes));
+        *last = *now;
+    }
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -135,6 +225,8 @@ impl Metrics {
             "Pairs never computed because their client left",
             dropped_documents.clone(),
         );
+        let prefix = PrefixMetrics::default();
+        prefix.register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -152,6 +244,7 @@ impl Metrics {
             inference_seconds,
             dropped_requests,
             dropped_documents,
+            prefix,
         }
     }
 
@@ -201,6 +294,9 @@ impl SchedulerObserver for Metrics {
         self.batch_documents.observe(report.documents as f64);
         self.batch_tokens.observe(report.tokens as f64);
         self.batch_seconds.observe(report.elapsed.as_secs_f64());
+        if let Some(stats) = &report.prefix_cache {
+            self.prefix.update(stats);
+        }
         if report.failed {
             self.batch_failures.inc();
         } else {

@@ -447,3 +447,30 @@ async fn tokenize_models_info_health_and_openapi() {
         .as_array()
         .is_some_and(|r| r.contains(&json!("query")) && r.contains(&json!("documents"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_query_is_a_prefix_cache_hit_on_metrics() {
+    let server = start(ServerOptions::default()).await;
+    let body = json!({"query": QUERY, "documents": DOCS});
+    let (status, _, first) = server.post("/v1/rerank", &body).await;
+    assert_eq!(status, 200);
+    let after_first = server.metrics().await;
+    let (status, _, second) = server.post("/v1/rerank", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["results"], second["results"], "the cache changes no score");
+    let after_second = server.metrics().await;
+    let value = |text: &str, name: &str| metric(text, name).unwrap_or(f64::NAN);
+    assert_eq!(value(&after_first, "tessera_prefix_cache_misses_total"), 1.0);
+    assert_eq!(value(&after_first, "tessera_prefix_cache_hits_total"), 0.0);
+    assert_eq!(value(&after_second, "tessera_prefix_cache_hits_total"), 1.0);
+    assert_eq!(value(&after_second, "tessera_prefix_cache_entries"), 1.0);
+    assert!(value(&after_second, "tessera_prefix_cache_bytes") > 0.0);
+    // The second request computed only its documents: billed minus its prefix.
+    let billed = second["usage"]["total_tokens"].as_f64().expect("tokens");
+    let computed = value(&after_second, "tessera_computed_tokens_total")
+        - value(&after_first, "tessera_computed_tokens_total");
+    let reused = value(&after_second, "tessera_prefix_reused_tokens_total")
+        - value(&after_first, "tessera_prefix_reused_tokens_total");
+    assert!(computed > 0.0 && reused > 0.0);
+    assert_eq!(computed + 3.0 * reused, billed, "three pairs share one prefix");
+}

@@ -93,7 +93,10 @@ impl Workload {
 
     /// One timed run: seconds and the token rows the forward passes computed.
     fn run_counted(&self, reranker: &dyn AnyReranker) -> anyhow::Result<(f64, u64)> {
-        let before = reranker.prefix_cache_stats().computed_tokens;
+        let before = reranker
+            .prefix_cache_stats()
+            .unwrap_or_default()
+            .computed_tokens;
         let start = Instant::now();
         for (prefix, documents) in &self.passes {
             let group = PrefixGroup {
@@ -103,7 +106,11 @@ impl Workload {
             reranker.score_groups(&[group])?;
         }
         let seconds = start.elapsed().as_secs_f64();
-        let computed = reranker.prefix_cache_stats().computed_tokens - before;
+        let computed = reranker
+            .prefix_cache_stats()
+            .unwrap_or_default()
+            .computed_tokens
+            - before;
         Ok((seconds, computed))
     }
 
@@ -196,7 +203,10 @@ pub fn cpu_model() -> String {
 /// `--prefix-study`: the rerank workload without prefix sharing, with it on a
 /// cold cache, and with it on a warm cache, on the same backend in one run.
 fn prefix_study(workload: &Workload, reranker: &dyn AnyReranker) -> anyhow::Result<()> {
-    let capacity = reranker.prefix_cache_stats().capacity_bytes;
+    let capacity = reranker
+        .prefix_cache_stats()
+        .unwrap_or_default()
+        .capacity_bytes;
     let billed = workload.tokens();
     // A warm-up that leaves the cache cold: page in weights, size buffers.
     workload.take(1).unshared().run_counted(reranker)?;

@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Largest request body: bytes, or with a KiB/MiB/GiB (or K/M/G) suffix.
     #[arg(long, env = "TESSERA_MAX_BODY_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
     max_body_bytes: usize,
+    /// Bytes of query-prefix K/V kept across requests (LRU; the system prompt's
+    /// is always kept). 0 shares prefixes only within a batch.
+    #[arg(long, env = "TESSERA_PREFIX_CACHE_BYTES", default_value = "512MiB", value_parser = parse_cache_bytes)]
+    prefix_cache_bytes: usize,
     /// Longest a request waits for its scores (queue and compute) before a 503:
     /// seconds, or with an ms/s/m suffix.
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
@@ -91,6 +95,13 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
     n.checked_mul(1 << shift)
         .filter(|&b| b > 0)
         .ok_or_else(|| format!("size {text:?} is out of range"))
+}
+
+fn parse_cache_bytes(text: &str) -> Result<usize, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    parse_bytes(text)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -178,7 +189,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let model = args.model.clone();
     let tokenizer = args.tokenizer.clone();
     let backend = args.backend;
-    let loaded = tokio::task::spawn_blocking(move || load(model, tokenizer, backend));
+    let cache = args.prefix_cache_bytes;
+    let loaded = tokio::task::spawn_blocking(move || load(model, tokenizer, backend, cache));
     tokio::select! {
         result = loaded => {
             let (reranker, prompt, info) = result.context("the model loader stopped")??;
@@ -202,6 +214,7 @@ fn load(
     model: Option<PathBuf>,
     tokenizer: Option<PathBuf>,
     backend: BackendChoice,
+    prefix_cache_bytes: usize,
 ) -> anyhow::Result<Loaded> {
     let started = Instant::now();
     let source = model_source::open(model.as_deref())?;
@@ -216,6 +229,7 @@ fn load(
     let spinner = terminal_spinner("building the engine");
     let loaded = backends::load(backend, &source.file, tokenizer, CpuOptions::default())
         .with_context(|| format!("cannot load model {}", source.name))?;
+    loaded.reranker.set_prefix_cache_bytes(prefix_cache_bytes);
     if let Some(spinner) = spinner {
         spinner.finish_and_clear();
     }
@@ -297,6 +311,8 @@ mod tests {
         assert!(parse_bytes("99999999999G")
             .unwrap_err()
             .contains("out of range"));
+        assert_eq!(parse_cache_bytes("0"), Ok(0));
+        assert_eq!(parse_cache_bytes("1GiB"), Ok(1 << 30));
         assert_eq!(parse_duration("300s"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));

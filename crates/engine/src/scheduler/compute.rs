@@ -158,6 +158,7 @@ fn score_batch<S: GroupScorer>(
         tokens,
         elapsed,
         failed: result.is_err(),
+        prefix_cache: scorer.prefix_cache_stats(),
     });
     if result.is_ok() && elapsed.as_secs_f64() > 0.0 {
         let rate = tokens as f64 / elapsed.as_secs_f64();

@@ -21,16 +21,25 @@ use std::time::{Duration, Instant};
 use tessera_backend::Backend;
 use tokio::sync::oneshot;
 
-use crate::{Engine, EngineError, PairScore, PrefixGroup, Reranker};
+use crate::{Engine, EngineError, PairScore, PrefixCacheStats, PrefixGroup, Reranker};
 
 /// Anything that scores prefix groups: the engine, a loaded reranker, or a test double.
 pub trait GroupScorer {
     fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError>;
+
+    /// The prefix cache's counters, when the scorer has one.
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        None
+    }
 }
 
 impl<B: Backend> GroupScorer for Engine<B> {
     fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         Engine::score_groups(self, groups)
+    }
+
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        Some(Engine::prefix_cache_stats(self))
     }
 }
 
@@ -38,11 +47,19 @@ impl<T: GroupScorer + ?Sized> GroupScorer for Box<T> {
     fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         (**self).score_groups(groups)
     }
+
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        (**self).prefix_cache_stats()
+    }
 }
 
 impl<B: Backend> GroupScorer for Reranker<B> {
     fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         self.engine().score_groups(groups)
+    }
+
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        Some(self.engine().prefix_cache_stats())
     }
 }
 
@@ -123,6 +140,8 @@ pub struct BatchReport {
     pub tokens: usize,
     pub elapsed: Duration,
     pub failed: bool,
+    /// The scorer's prefix cache counters after the batch (cumulative).
+    pub prefix_cache: Option<PrefixCacheStats>,
 }
 
 /// Callbacks from the compute thread (keep them cheap: they run between batches).

@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""Load and fault scenarios against a real `tessera serve` on 127.0.0.1.
+
+Standard library only (asyncio streams speak HTTP/1.1 themselves), bounded in
+time and request count, loopback only. Each scenario starts its own server on a
+free port, drives it, checks what must hold, prints figures and exits non-zero
+when a check fails. Not part of CI: run by hand, e.g.
+
+    cargo build --release -p tessera-cli
+    scripts/load.py soak --clients 64 --seconds 300
+    scripts/load.py overload
+    scripts/load.py disconnect
+    scripts/load.py sigterm
+    scripts/load.py memory
+    scripts/load.py all            # every scenario with short durations
+
+Scenarios:
+  soak        N concurrent clients for T seconds on the tiny model: zero errors,
+              server RSS sampled and required flat after warm-up.
+  overload    a small queue (--max-queue-tokens) flooded: fast 429s with
+              Retry-After, then full recovery (queue back to 0, requests served).
+  disconnect  clients that send big requests and hang up at once: the queue
+              drains, dropped work is counted, the server keeps answering.
+  sigterm     SIGTERM in the middle of load: requests in flight are answered,
+              new connections refused, exit status 0.
+  memory      a 10,000-document request and a stream of maximum-length
+              documents: peak RSS stays within the bound the token limits imply.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_BINARY = os.path.join(ROOT, "target", "release", "tessera")
+
+WORDS = (
+    "password reset login account security email billing invoice refund shipping "
+    "order delivery warranty battery screen keyboard network router printer update "
+    "install license server database backup restore cluster latency throughput"
+).split()
+
+
+def text(rng, words):
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Server:
+    """A `tessera serve` child process on a free loopback port."""
+
+    def __init__(self, binary, extra=()):
+        self.port = free_port()
+        args = [binary, "serve", "--host", "127.0.0.1", "--port", str(self.port), *extra]
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+        self.pid = self.proc.pid
+
+    async def ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited early: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                status, _, _ = await request(self.port, "GET", "/health", None, timeout=2)
+                if status == 200:
+                    return
+            except (OSError, asyncio.TimeoutError, ConnectionError):
+                pass
+            await asyncio.sleep(0.1)
+        raise SystemExit("server not ready in time")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
+        return self.proc.returncode
+
+
+async def request(port, method, path, body, timeout=120, hang_up=False):
+    """One HTTP/1.1 request on a fresh connection: (status, headers, body bytes)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    try:
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        writer.write(head.encode() + payload)
+        await writer.drain()
+        if hang_up:
+            return None, {}, b""
+        raw = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+    head, _, data = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines or len(lines[0].split()) < 2:
+        raise ConnectionError(f"no HTTP response: {raw[:100]!r}")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        data = dechunk(data)
+    return status, headers, data
+
+
+def dechunk(data):
+    out = bytearray()
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return bytes(out)
+
+
+async def metrics(port):
+    _, _, body = await request(port, "GET", "/metrics", None)
+    values = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                pass
+    return values
+
+
+def check(ok, what, failures):
+    print(f"  [{'ok' if ok else 'FAIL'}] {what}")
+    if not ok:
+        failures.append(what)
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+async def soak(args):
+    print(f"soak: {args.clients} clients for {args.seconds}s")
+    server = Server(args.binary)
+    await server.ready()
+    failures = []
+    stop_at = time.monotonic() + args.seconds
+    counts = {"ok": 0, "error": 0}
+    errors = []
+    latencies = []
+    rss = []
+
+    async def client(seed):
+        rng = random.Random(seed)
+        while time.monotonic() < stop_at and counts["ok"] + counts["error"] < args.max_requests:
+            docs = [text(rng, rng.randint(3, 60)) for _ in range(rng.randint(1, 16))]
+            route = rng.choice(["/v1/rerank", "/v2/rerank", "/rerank"])
+            body = (
+                {"query": text(rng, 6), "texts": docs}
+                if route == "/rerank"
+                else {"query": text(rng, 6), "documents": docs, "top_n": rng.randint(1, 16)}
+            )
+            start = time.monotonic()
+            try:
+                status, _, data = await request(server.port, "POST", route, body)
+                parsed = json.loads(data)
+                results = parsed if route == "/rerank" else parsed["results"]
+                good = status == 200 and len(results) == (
+                    len(docs) if route == "/rerank" else min(len(docs), body["top_n"])
+                )
+            except Exception as e:  # noqa: BLE001 - every failure is counted
+                good, status = False, repr(e)
+            latencies.append(time.monotonic() - start)
+            if good:
+                counts["ok"] += 1
+            else:
+                counts["error"] += 1
+                errors.append(status)
+
+    async def sampler():
+        while time.monotonic() < stop_at:
+            rss.append((time.monotonic(), rss_mib(server.pid)))
+            await asyncio.sleep(max(1.0, args.seconds / 60))
+
+    started = time.monotonic()
+    await asyncio.gather(sampler(), *(client(i) for i in range(args.clients)))
+    elapsed = time.monotonic() - started
+    code = server.stop()
+    total = counts["ok"] + counts["error"]
+    print(
+        f"  {total} requests in {elapsed:.0f}s ({total / elapsed:.0f}/s), {counts['error']} errors; "
+        f"latency p50 {percentile(latencies, 50) * 1e3:.0f} ms, p99 {percentile(latencies, 99) * 1e3:.0f} ms"
+    )
+    warm = [m for _, m in rss[len(rss) // 5 :]] or [m for _, m in rss]
+    print(
+        f"  RSS MiB: start {rss[0][1]:.0f}, after warm-up min {min(warm):.0f} max {max(warm):.0f}, "
+        f"end {rss[-1][1]:.0f} ({len(rss)} samples)"
+    )
+    check(counts["error"] == 0, f"zero errors (first: {errors[:3]})", failures)
+    check(max(warm) - min(warm) <= max(16.0, 0.1 * min(warm)), "RSS flat after warm-up (≤ 10% or 16 MiB)", failures)
+    check(code == 0, f"clean exit on SIGTERM (status {code})", failures)
+    return failures
+
+
+async def overload(args):
+    queue = 8192
+    print(f"overload: --max-queue-tokens {queue}, {args.clients} clients flooding for {args.seconds}s")
+    server = Server(args.binary, ["--max-queue-tokens", str(queue), "--max-batch-tokens", "2048"])
+    await server.ready()
+    failures = []
+    rng = random.Random(1)
+    stop_at = time.monotonic() + args.seconds
+    outcome = {"200": 0, "429": 0, "other": []}
+    refusals = []
+    retry_after_ok = True
+
+    async def flood():
+        nonlocal retry_after_ok
+        while time.monotonic() < stop_at:
+            body = {"query": text(rng, 8), "documents": [text(rng, 120) for _ in range(12)]}
+            start = time.monotonic()
+            try:
+                status, headers, _ = await request(server.port, "POST", "/v1/rerank", body)
+            except Exception as e:  # noqa: BLE001
+                outcome["other"].append(repr(e))
+                continue
+            if status == 200:
+                outcome["200"] += 1
+            elif status == 429:
+                outcome["429"] += 1
+                refusals.append(time.monotonic() - start)
+                retry_after_ok &= headers.get("retry-after", "").isdigit()
+            else:
+                outcome["other"].append(status)
+
+    await asyncio.gather(*(flood() for _ in range(args.clients)))
+    print(
+        f"  served {outcome['200']}, refused {outcome['429']} (429 latency p50 "
+        f"{percentile(refusals, 50) * 1e3:.1f} ms, p99 {percentile(refusals, 99) * 1e3:.1f} ms), other {outcome['other'][:3]}"
+    )
+    check(outcome["429"] > 0, "the flood was refused with 429", failures)
+    check(retry_after_ok, "every 429 carries a numeric Retry-After", failures)
+    check(percentile(refusals, 99) < 0.25, "429s are fast (p99 < 250 ms)", failures)
+    check(not outcome["other"], "no other status or connection error", failures)
+    for _ in range(100):
+        m = await metrics(server.port)
+        if m.get("tessera_queue_tokens", 1) == 0:
+            break
+        await asyncio.sleep(0.1)
+    check(m.get("tessera_queue_tokens") == 0, "the queue drains to 0 tokens", failures)
+    status, _, _ = await request(server.port, "POST", "/v1/rerank", {"query": "q", "documents": ["a", "b"]})
+    check(status == 200, "a request after the flood is served", failures)
+    check(server.stop() == 0, "clean exit", failures)
+    return failures
+
+
+async def disconnect(args):
+    print(f"disconnect: {args.requests} clients send big requests and hang up")
+    server = Server(args.binary, ["--max-batch-tokens", "2048"])
+    await server.ready()
+    failures = []
+    rng = random.Random(2)
+    before = await metrics(server.port)
+    bodies = [
+        {"query": text(rng, 8), "documents": [text(rng, 200) for _ in range(40)]}
+        for _ in range(args.requests)
+    ]
+    await asyncio.gather(
+        *(request(server.port, "POST", "/v1/rerank", b, hang_up=True) for b in bodies),
+        return_exceptions=True,
+    )
+    for _ in range(600):
+        m = await metrics(server.port)
+        if m.get("tessera_queue_tokens", 1) == 0 and m.get("tessera_queue_requests", 1) == 0:
+            break
+        await asyncio.sleep(0.1)
+    dropped = m.get("tessera_dropped_requests_total", 0) - before.get("tessera_dropped_requests_total", 0)
+    docs_dropped = m.get("tessera_dropped_documents_total", 0)
+    computed = m.get("tessera_documents_scored_total", 0)
+    print(
+        f"  dropped requests {dropped:.0f}, documents never computed {docs_dropped:.0f}, "
+        f"documents computed {computed:.0f} of {40 * args.requests}"
+    )
+    check(m.get("tessera_queue_tokens") == 0, "the queue drains to 0 tokens", failures)
+    check(dropped >= args.requests * 0.9, "abandoned requests are counted as dropped", failures)
+    check(docs_dropped > 0, "most abandoned work is never computed", failures)
+    status, _, _ = await request(server.port, "POST", "/v1/rerank", {"query": "q", "documents": ["a"]})
+    check(status == 200, "the server keeps answering", failures)
+    check(server.stop() == 0, "clean exit", failures)
+    return failures
+
+
+async def sigterm(args):
+    print(f"sigterm: {args.clients} clients, SIGTERM after 2 s")
+    server = Server(args.binary, ["--max-batch-tokens", "4096"])
+    await server.ready()
+    failures = []
+    rng = random.Random(3)
+    results = {"200": 0, "503": 0, "refused": 0, "broken": []}
+    stopping = asyncio.Event()
+
+    async def client():
+        while not stopping.is_set() or rng.random() < 0.5:
+            body = {"query": text(rng, 8), "documents": [text(rng, 150) for _ in range(8)]}
+            try:
+                status, _, _ = await request(server.port, "POST", "/v1/rerank", body)
+            except (ConnectionRefusedError, ConnectionResetError):
+                if stopping.is_set():
+                    results["refused"] += 1
+                    return
+                results["broken"].append("refused before SIGTERM")
+                continue
+            except Exception as e:  # noqa: BLE001
+                results["broken"].append(repr(e))
+                return
+            if status == 200:
+                results["200"] += 1
+            elif status == 503 and stopping.is_set():
+                results["503"] += 1
+            else:
+                results["broken"].append(status)
+            if stopping.is_set():
+                return
+
+    async def trigger():
+        await asyncio.sleep(2)
+        stopping.set()
+        server.proc.send_signal(signal.SIGTERM)
+
+    tasks = [asyncio.create_task(client()) for _ in range(args.clients)]
+    await trigger()
+    await asyncio.gather(*tasks)
+    code = await asyncio.get_running_loop().run_in_executor(None, server.proc.wait)
+    print(
+        f"  answered 200: {results['200']}, 503 while stopping: {results['503']}, "
+        f"refused after stop: {results['refused']}, broken: {results['broken'][:3]}"
+    )
+    check(not results["broken"], "no request in flight lost (no reset, no 5xx but 503 after SIGTERM)", failures)
+    check(code == 0, f"exit status 0 (got {code})", failures)
+    return failures
+
+
+async def memory(args):
+    batch, queue = 16384, 262144
+    print(f"memory: --max-batch-tokens {batch} --max-queue-tokens {queue}")
+    server = Server(args.binary, ["--max-batch-tokens", str(batch), "--max-queue-tokens", str(queue)])
+    await server.ready()
+    failures = []
+    idle = rss_mib(server.pid)
+    peak = idle
+    stop = False
+
+    async def sample():
+        nonlocal peak
+        while not stop:
+            peak = max(peak, rss_mib(server.pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    rng = random.Random(4)
+    docs = [text(rng, rng.randint(1, 12)) for _ in range(10_000)]
+    start = time.monotonic()
+    status, _, data = await request(server.port, "POST", "/v1/rerank", {"query": "q", "documents": docs, "top_n": 3})
+    ten_k = time.monotonic() - start
+    check(status == 200 or status == 413, f"10,000 documents answered ({status}) in {ten_k:.1f}s", failures)
+    peak_10k = peak
+    long_doc = " ".join(rng.choice(WORDS) for _ in range(12000))
+    statuses = []
+    for _ in range(args.requests):
+        s, _, _ = await request(server.port, "POST", "/v1/rerank", {"query": "q", "documents": [long_doc] * 4})
+        statuses.append(s)
+    stop = True
+    await sampler
+    print(f"  RSS MiB: idle {idle:.0f}, peak with 10,000 documents {peak_10k:.0f}, peak overall {peak:.0f}")
+    check(all(s == 200 for s in statuses), f"{len(statuses)} requests of 4 maximum-length documents answered", failures)
+    # Tokens held: the queue (ids, 4 bytes each) plus one batch's activations.
+    check(peak - idle < 1024, "peak growth under 1 GiB for these limits on the tiny model", failures)
+    check(server.stop() == 0, "clean exit", failures)
+    return failures
+
+
+SCENARIOS = {"soak": soak, "overload": overload, "disconnect": disconnect, "sigterm": sigterm, "memory": memory}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    parser.add_argument("--binary", default=DEFAULT_BINARY)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--max-requests", type=int, default=2_000_000, help="stop a soak after this many")
+    args = parser.parse_args()
+    if not os.path.exists(args.binary):
+        raise SystemExit(f"{args.binary} not found: cargo build --release -p tessera-cli")
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    failures = []
+    for name in names:
+        failures += [f"{name}: {f}" for f in asyncio.run(SCENARIOS[name](args))]
+    if failures:
+        print("FAILED:\n  " + "\n  ".join(failures))
+        sys.exit(1)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
