@@ -180,8 +180,10 @@ def percentile(values, p):
 
 
 async def soak(args):
-    print(f"soak: {args.clients} clients for {args.seconds}s")
-    server = Server(args.binary)
+    # A small prefix cache: every request has a new query, so the cache fills to
+    # its bound within seconds and RSS must then stay flat.
+    print(f"soak: {args.clients} clients for {args.seconds}s, --prefix-cache-bytes 16MiB")
+    server = Server(args.binary, ["--prefix-cache-bytes", "16MiB"])
     await server.ready()
     failures = []
     stop_at = time.monotonic() + args.seconds
@@ -314,16 +316,20 @@ async def disconnect(args):
         if m.get("tessera_queue_tokens", 1) == 0 and m.get("tessera_queue_requests", 1) == 0:
             break
         await asyncio.sleep(0.1)
-    dropped = m.get("tessera_dropped_requests_total", 0) - before.get("tessera_dropped_requests_total", 0)
-    docs_dropped = m.get("tessera_dropped_documents_total", 0)
-    computed = m.get("tessera_documents_scored_total", 0)
+    def delta(name):
+        return m.get(name, 0) - before.get(name, 0)
+
+    closed = delta('tessera_requests_total{route="/v1/rerank",status="499"}')
+    dropped = delta("tessera_dropped_requests_total")
+    computed = delta("tessera_documents_scored_total")
+    never = delta("tessera_dropped_documents_total")
     print(
-        f"  dropped requests {dropped:.0f}, documents never computed {docs_dropped:.0f}, "
-        f"documents computed {computed:.0f} of {40 * args.requests}"
+        f"  hang-ups counted as 499: {closed:.0f}; dropped from the queue {dropped:.0f} "
+        f"({never:.0f} documents never computed); documents computed {computed:.0f} of {40 * args.requests}"
     )
     check(m.get("tessera_queue_tokens") == 0, "the queue drains to 0 tokens", failures)
-    check(dropped >= args.requests * 0.9, "abandoned requests are counted as dropped", failures)
-    check(docs_dropped > 0, "most abandoned work is never computed", failures)
+    check(closed == args.requests, "every hang-up is counted (status 499)", failures)
+    check(computed < 40 * args.requests / 2, "most abandoned work is never computed", failures)
     status, _, _ = await request(server.port, "POST", "/v1/rerank", {"query": "q", "documents": ["a"]})
     check(status == 200, "the server keeps answering", failures)
     check(server.stop() == 0, "clean exit", failures)
@@ -381,7 +387,8 @@ async def sigterm(args):
 
 
 async def memory(args):
-    batch, queue = 16384, 262144
+    # The queue holds the 10,000 pairs (about 80 tokens each) and little more.
+    batch, queue = 16384, 1 << 20
     print(f"memory: --max-batch-tokens {batch} --max-queue-tokens {queue}")
     server = Server(args.binary, ["--max-batch-tokens", str(batch), "--max-queue-tokens", str(queue)])
     await server.ready()
@@ -402,7 +409,7 @@ async def memory(args):
     start = time.monotonic()
     status, _, data = await request(server.port, "POST", "/v1/rerank", {"query": "q", "documents": docs, "top_n": 3})
     ten_k = time.monotonic() - start
-    check(status == 200 or status == 413, f"10,000 documents answered ({status}) in {ten_k:.1f}s", failures)
+    check(status == 200, f"10,000 documents answered ({status}) in {ten_k:.1f}s", failures)
     peak_10k = peak
     long_doc = " ".join(rng.choice(WORDS) for _ in range(12000))
     statuses = []

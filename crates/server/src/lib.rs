@@ -161,7 +161,8 @@ pub async fn shutdown_signal() {
 }
 
 /// Counts every answer by route (the matched pattern, so unknown paths cannot blow
-/// up the label set) and status.
+/// up the label set) and status. A request whose client hung up before its answer
+/// (the handler is dropped) counts as status 499, as nginx logs it.
 async fn count_requests(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -172,9 +173,34 @@ async fn count_requests(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
+    let mut pending = Unanswered {
+        state: &state,
+        route: Some(route),
+    };
     let response = next.run(request).await;
-    state
-        .metrics
-        .record_request(&route, response.status().as_u16());
+    if let Some(route) = pending.route.take() {
+        state
+            .metrics
+            .record_request(&route, response.status().as_u16());
+    }
     response
 }
+
+/// Records a 499 when dropped before the answer was counted.
+struct Unanswered<'a> {
+    state: &'a AppState,
+    route: Option<String>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(route) = self.route.take() {
+            self.state
+                .metrics
+                .record_request(&route, CLIENT_CLOSED_REQUEST);
+        }
+    }
+}
+
+/// nginx's status for a request whose client closed the connection first.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;

@@ -457,10 +457,16 @@ async fn a_repeated_query_is_a_prefix_cache_hit_on_metrics() {
     let after_first = server.metrics().await;
     let (status, _, second) = server.post("/v1/rerank", &body).await;
     assert_eq!(status, 200);
-    assert_eq!(first["results"], second["results"], "the cache changes no score");
+    assert_eq!(
+        first["results"], second["results"],
+        "the cache changes no score"
+    );
     let after_second = server.metrics().await;
     let value = |text: &str, name: &str| metric(text, name).unwrap_or(f64::NAN);
-    assert_eq!(value(&after_first, "tessera_prefix_cache_misses_total"), 1.0);
+    assert_eq!(
+        value(&after_first, "tessera_prefix_cache_misses_total"),
+        1.0
+    );
     assert_eq!(value(&after_first, "tessera_prefix_cache_hits_total"), 0.0);
     assert_eq!(value(&after_second, "tessera_prefix_cache_hits_total"), 1.0);
     assert_eq!(value(&after_second, "tessera_prefix_cache_entries"), 1.0);
@@ -472,5 +478,9 @@ async fn a_repeated_query_is_a_prefix_cache_hit_on_metrics() {
     let reused = value(&after_second, "tessera_prefix_reused_tokens_total")
         - value(&after_first, "tessera_prefix_reused_tokens_total");
     assert!(computed > 0.0 && reused > 0.0);
-    assert_eq!(computed + 3.0 * reused, billed, "three pairs share one prefix");
+    assert_eq!(
+        computed + 3.0 * reused,
+        billed,
+        "three pairs share one prefix"
+    );
 }

@@ -165,6 +165,14 @@ async fn a_departed_clients_queued_work_is_dropped() {
     );
     assert_eq!(metric(&text, "tessera_dropped_documents_total"), Some(3.0));
     assert_eq!(
+        metric(
+            &text,
+            "tessera_requests_total{route=\"/v1/rerank\",status=\"499\"}"
+        ),
+        Some(1.0),
+        "the hang-up is counted as 499"
+    );
+    assert_eq!(
         metric(&text, "tessera_batch_documents_count"),
         Some(1.0),
         "only the first request ran"
