@@ -3,8 +3,9 @@
 # Qwen3-0.6B-shaped random Q8_0 reranker GGUF, with the same thread count.
 #
 #   1. prefill: `llama-bench -p 512 -n 0` against `tessera bench --sequence-tokens 512`
-#   2. rerank:  `llama-server --reranking` (POST /v1/rerank, 100 documents of about
-#               256 tokens sharing one query) against tessera on the same workload
+#   2. rerank:  `llama-server --reranking` against `tessera serve`, server to
+#               server: the same POST /v1/rerank body (100 documents of about 256
+#               tokens sharing one query) from the same client
 #
 # llama.cpp is built from the llama-cpp-python sdist on PyPI (it vendors
 # llama.cpp under vendor/llama.cpp) in a scratch folder; nothing is vendored or
@@ -88,11 +89,8 @@ say "rerank, $DOCS documents × ~$DOC_TOKENS tokens sharing one query, $THREADS 
     -c 8192 -np 8 -b 2048 -ub 2048 >"$WORK/llama-server.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
-for _ in $(seq 120); do
-    curl -sf "localhost:$PORT/health" >/dev/null 2>&1 && break
-    sleep 1
-done
-LLAMA_RERANK=$(python3 - "$PORT" "$DOCS" "$DOC_TOKENS" "$RUNS" "$WARMUP" <<'PY'
+# One client for both servers: the same request body, warm-up and timing.
+cat >"$WORK/rerank_client.py" <<'PY'
 import json, random, sys, time, urllib.request
 port, docs, doc_tokens, runs, warm_up = map(int, sys.argv[1:6])
 rng = random.Random(7)
@@ -116,20 +114,35 @@ for _ in range(runs):
     t, reply = once()
     times.append(t)
 t = min(times)
-tokens = reply["usage"]["prompt_tokens"]
+usage = reply.get("usage", {})
+tokens = usage.get("prompt_tokens") or usage.get("total_tokens")
 print(f"{docs / t:.2f} {tokens / docs:.0f} {t:.2f}")
 PY
-)
+wait_health() {
+    for _ in $(seq 300); do
+        curl -sf "localhost:$1/health" >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    echo "server on port $1 never became healthy" >&2
+    return 1
+}
+wait_health "$PORT"
+LLAMA_RERANK=$(python3 "$WORK/rerank_client.py" "$PORT" "$DOCS" "$DOC_TOKENS" "$RUNS" "$WARMUP")
 kill "$SERVER_PID" 2>/dev/null || true
+wait "$SERVER_PID" 2>/dev/null || true
 read -r LLAMA_DOCS LLAMA_PAIR_TOKENS LLAMA_SECONDS <<<"$LLAMA_RERANK"
 echo "llama.cpp  llama-server /v1/rerank: $LLAMA_DOCS docs/s ($LLAMA_PAIR_TOKENS tokens per pair, best of $RUNS: $LLAMA_SECONDS s)"
-# tessera's HTTP server is not in the tree yet: the same workload through
-# `tessera bench` (engine only, random document tokens, query prefix shared).
-echo "tessera    (no tessera server yet: engine-level 'tessera bench' on the same workload)"
-"$TESSERA_BIN" bench --model "$MODEL" --docs "$DOCS" --doc-tokens "$DOC_TOKENS" \
-    --query-tokens 24 --runs "$RUNS" --threads "$THREADS" --baseline-docs 1 |
-    tee "$WORK/tessera-rerank.txt"
-OUR_DOCS=$(sed -n 's/^summary *fast [0-9.]* tokens\/s \([0-9.]*\) docs.*/\1/p' "$WORK/tessera-rerank.txt")
+
+OUR_PORT=$((PORT + 1))
+"$TESSERA_BIN" serve --model "$MODEL" --backend cpu --threads "$THREADS" \
+    --port "$OUR_PORT" >"$WORK/tessera-server.log" 2>&1 &
+SERVER_PID=$!
+wait_health "$OUR_PORT"
+OUR_RERANK=$(python3 "$WORK/rerank_client.py" "$OUR_PORT" "$DOCS" "$DOC_TOKENS" "$RUNS" "$WARMUP")
+kill "$SERVER_PID" 2>/dev/null || true
+wait "$SERVER_PID" 2>/dev/null || true
+read -r OUR_DOCS OUR_PAIR_TOKENS OUR_SECONDS <<<"$OUR_RERANK"
+echo "tessera    tessera serve /v1/rerank: $OUR_DOCS docs/s ($OUR_PAIR_TOKENS tokens per pair, best of $RUNS: $OUR_SECONDS s)"
 
 say "results ($THREADS threads, $CPU; load average after: $(load))"
 ratio() { python3 -c "print(f'{float($1) / float($2):.2f}')"; }

@@ -186,6 +186,8 @@ impl fmt::Display for TokenizerSummary {
 pub struct RerankTokenizer {
     inner: Tokenizer,
     summary: TokenizerSummary,
+    /// `inner.get_vocab_size(true)`, which copies the whole vocabulary: once.
+    vocab_size: usize,
 }
 
 /// A token from the GGUF vocabulary that becomes an added token.
@@ -295,7 +297,12 @@ impl RerankTokenizer {
         check_added_ids(&inner, added.iter().map(|token| (token.content, token.id)))?;
 
         let summary = summarize(&inner, "gguf".to_owned(), merges_count, unused_padding);
-        Ok(Self { inner, summary })
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Self {
+            inner,
+            summary,
+            vocab_size,
+        })
     }
 
     /// Loads a Hugging Face `tokenizer.json` (the `--tokenizer` override).
@@ -328,7 +335,12 @@ impl RerankTokenizer {
         )?;
         let merges = outline.model.merges.map_or(0, |merges| merges.len());
         let summary = summarize(&inner, "tokenizer.json".to_owned(), merges, 0);
-        Ok(Self { inner, summary })
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Self {
+            inner,
+            summary,
+            vocab_size,
+        })
     }
 
     /// Encodes `text` without adding any special tokens; special and added tokens written
@@ -357,7 +369,7 @@ impl RerankTokenizer {
 
     /// Number of tokens addressable by id, added tokens included (GGUF padding rows excluded).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     pub fn summary(&self) -> TokenizerSummary {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use tessera_backend_cpu::Precision;
 use tessera_engine::scheduler::SchedulerConfig;
 use tessera_gguf::GgufFile;
 use tessera_model::PromptBuilder;
@@ -55,6 +56,12 @@ pub struct ServeArgs {
     served_model_names: Vec<String>,
     #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// CPU arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
+    #[arg(long, env = "TESSERA_PRECISION", default_value_t = Precision::Fast)]
+    precision: Precision,
+    /// CPU worker threads (default: all cores).
+    #[arg(long, env = "TESSERA_THREADS")]
+    threads: Option<usize>,
     /// Tokens per forward pass (each query prefix once plus its documents).
     #[arg(long, env = "TESSERA_MAX_BATCH_TOKENS", default_value_t = 16_384)]
     max_batch_tokens: usize,
@@ -190,7 +197,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokenizer = args.tokenizer.clone();
     let backend = args.backend;
     let cache = args.prefix_cache_bytes;
-    let loaded = tokio::task::spawn_blocking(move || load(model, tokenizer, backend, cache));
+    let cpu = CpuOptions {
+        precision: args.precision,
+        threads: args.threads,
+    };
+    let loaded = tokio::task::spawn_blocking(move || load(model, tokenizer, backend, cpu, cache));
     tokio::select! {
         result = loaded => {
             let (reranker, prompt, info) = result.context("the model loader stopped")??;
@@ -214,6 +225,7 @@ fn load(
     model: Option<PathBuf>,
     tokenizer: Option<PathBuf>,
     backend: BackendChoice,
+    cpu: CpuOptions,
     prefix_cache_bytes: usize,
 ) -> anyhow::Result<Loaded> {
     let started = Instant::now();
@@ -227,7 +239,7 @@ fn load(
     warm_pages(&source.file, &source.name);
     let tokenizer = model_source::tokenizer_override(tokenizer.as_ref())?;
     let spinner = terminal_spinner("building the engine");
-    let loaded = backends::load(backend, &source.file, tokenizer, CpuOptions::default())
+    let loaded = backends::load(backend, &source.file, tokenizer, cpu)
         .with_context(|| format!("cannot load model {}", source.name))?;
     loaded.reranker.set_prefix_cache_bytes(prefix_cache_bytes);
     if let Some(spinner) = spinner {
