@@ -11,9 +11,11 @@ use tessera_gguf::GgufFile;
 use tessera_model::{ModelConfig, PromptBuilder, RerankTokenizer, TruncationSide};
 use tessera_server::{validate_request, ServerOptions};
 
+/// A target's check: panics when the code under test misbehaves on `data`.
+pub type Check = fn(&[u8]);
+
 /// The targets, by the names `fuzz/` and the corpus folders use.
-pub const TARGETS: [(&str, fn(&[u8])); 3] =
-    [("gguf", gguf), ("prompt", prompt), ("request", request)];
+pub const TARGETS: [(&str, Check); 3] = [("gguf", gguf), ("prompt", prompt), ("request", request)];
 
 /// The tiny fixture model: the real Qwen3 vocabulary and merges.
 static FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tiny-q8.gguf");
