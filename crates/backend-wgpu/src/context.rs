@@ -27,6 +27,9 @@ pub struct WgpuOptions {
     /// Caps the bytes of one weight part below the adapter's binding limit
     /// (tests use it to exercise weights split over several bindings).
     pub max_weight_part_bytes: Option<u64>,
+    /// Caps the bytes of one activation buffer below the adapter's binding limit
+    /// (tests use it to make the engine split a batch into several passes).
+    pub max_activation_bytes: Option<u64>,
 }
 
 impl Default for WgpuOptions {
@@ -35,6 +38,7 @@ impl Default for WgpuOptions {
             allow_cpu_adapter: false,
             use_subgroups: true,
             max_weight_part_bytes: None,
+            max_activation_bytes: None,
         }
     }
 }
@@ -97,6 +101,8 @@ pub(crate) struct Context {
     pub max_binding_bytes: u64,
     /// The most bytes of one weight part (at most `max_binding_bytes`).
     pub weight_part_bytes: u64,
+    /// The most bytes of one activation buffer (at most `max_binding_bytes`).
+    pub activation_bytes: u64,
     pending: Mutex<Pending>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     /// The first validation or device error no error scope caught.
@@ -187,6 +193,11 @@ impl Context {
             .map_or(max_binding_bytes, |cap| cap.min(max_binding_bytes))
             / 4
             * 4;
+        let activation_bytes = options
+            .max_activation_bytes
+            .map_or(max_binding_bytes, |cap| cap.min(max_binding_bytes))
+            / 4
+            * 4;
         let description = AdapterDescription {
             name: info.name.clone(),
             driver: format!("{} {}", info.driver, info.driver_info)
@@ -205,6 +216,7 @@ impl Context {
             subgroups,
             max_binding_bytes,
             weight_part_bytes,
+            activation_bytes,
             pending: Mutex::new(Pending {
                 encoder: None,
                 ops: 0,

@@ -70,7 +70,7 @@ impl WgpuBackend {
     /// The most f32 values one activation buffer may hold on this adapter
     /// (its storage-binding limit): batches must keep `tokens × width` below it.
     pub fn max_buffer_elements(&self) -> usize {
-        (self.ctx.max_binding_bytes / 4) as usize
+        (self.ctx.activation_bytes / 4) as usize
     }
 }
 
@@ -86,7 +86,19 @@ impl Backend for WgpuBackend {
         WgpuWeight::upload(&self.ctx, tensor)
     }
 
+    fn max_activation_elements(&self) -> Option<usize> {
+        Some(self.max_buffer_elements())
+    }
+
     fn alloc(&self, len: usize) -> Result<WgpuBuffer, BackendError> {
+        let bytes = len as u64 * 4;
+        if bytes > self.ctx.activation_bytes {
+            return Err(BackendError::Device(format!(
+                "wgpu: an activation buffer of {bytes} bytes exceeds the {} bytes one binding \
+                 holds here (use smaller batches)",
+                self.ctx.activation_bytes
+            )));
+        }
         Ok(WgpuBuffer {
             buffer: self.ctx.storage("activations", len as u64 * 4)?,
             len,

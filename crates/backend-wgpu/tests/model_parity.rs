@@ -90,3 +90,63 @@ fn a_pairs_score_does_not_depend_on_its_batch() {
         );
     }
 }
+
+#[test]
+fn a_batch_larger_than_one_binding_is_split_into_passes() {
+    let Some(whole) = common::backend("split_whole", WgpuOptions::default()) else {
+        return;
+    };
+    // 16 KiB activation buffers: 64 tokens of the tiny model's 64-wide rows.
+    let capped = WgpuOptions {
+        max_activation_bytes: Some(16 << 10),
+        ..WgpuOptions::default()
+    };
+    let Some(small) = common::backend("split_small", capped) else {
+        return;
+    };
+    let whole = load(whole, "tiny-q8");
+    let small = load(small, "tiny-q8");
+    let limit = small.engine().max_pass_tokens().expect("wgpu has a limit");
+    assert!(limit < 100, "the cap must bind: {limit} tokens per pass");
+
+    let prefix = small
+        .prompt()
+        .query_prefix(None, "how do I reset my password")
+        .expect("prefix");
+    let docs: Vec<Vec<u32>> = ["short", "a somewhat longer document about passwords", "x"]
+        .iter()
+        .cycle()
+        .take(12)
+        .map(|d| {
+            let mut ids = small.prompt().document_ids(d).expect("ids");
+            ids.extend_from_slice(small.prompt().suffix_ids());
+            ids
+        })
+        .collect();
+    let total: usize = docs.iter().map(Vec::len).sum();
+    assert!(
+        total > limit,
+        "{total} document tokens must not fit one pass of {limit}"
+    );
+    let group = tessera_engine::PrefixGroup {
+        prefix: &prefix,
+        documents: docs.iter().map(Vec::as_slice).collect(),
+    };
+    let groups = [group.clone(), group];
+    let split = small
+        .engine()
+        .score_groups(&groups)
+        .expect("split into passes");
+    let one = whole.engine().score_groups(&groups).expect("one pass");
+    assert_eq!(split.len(), 2);
+    for (a, b) in split.iter().flatten().zip(one.iter().flatten()) {
+        assert!(
+            (a.yes_logit - b.yes_logit).abs() <= 1e-5 && (a.no_logit - b.no_logit).abs() <= 1e-5,
+            "{a:?} vs {b:?}"
+        );
+    }
+    assert_eq!(split.iter().flatten().count(), 24);
+    // A batch the engine may not split (plain sequences) fails cleanly instead.
+    let long: Vec<u32> = docs.concat();
+    assert!(small.engine().score(&[&long]).is_err());
+}

@@ -40,6 +40,13 @@ pub trait Backend {
     /// Human-readable name, e.g. "cpu-reference".
     fn name(&self) -> String;
 
+    /// The most f32 values one activation buffer may hold, when the device
+    /// limits it (a wgpu storage binding); the engine splits larger batches
+    /// into several passes. `None`: no limit beyond memory.
+    fn max_activation_elements(&self) -> Option<usize> {
+        None
+    }
+
     fn upload_weight(&self, tensor: &HostTensor) -> Result<Self::Weight, BackendError>;
     /// A buffer of `len` f32 values; contents unspecified.
     fn alloc(&self, len: usize) -> Result<Self::Buffer, BackendError>;

@@ -243,10 +243,75 @@ impl<B: Backend> Engine<B> {
     /// in document order. Each distinct prefix is computed at most once (and
     /// not at all when cached); scores equal those of [`Engine::score`] on the
     /// concatenated sequences.
+    ///
+    /// When the backend limits one activation buffer, documents are spread over
+    /// as many passes as needed (a pair's score does not depend on its batch).
     pub fn score_groups(
         &self,
         groups: &[PrefixGroup<'_>],
     ) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        let Some(limit) = self.max_pass_tokens() else {
+            return self.score_pass(groups);
+        };
+        let total: usize = groups
+            .iter()
+            .flat_map(|g| &g.documents)
+            .map(|d| d.len())
+            .sum();
+        if total <= limit {
+            return self.score_pass(groups);
+        }
+        let mut results: Vec<Vec<PairScore>> = groups.iter().map(|_| Vec::new()).collect();
+        // (group index, documents of that group) in the pass being filled.
+        let mut pass: Vec<(usize, PrefixGroup<'_>)> = Vec::new();
+        let mut used = 0;
+        let flush = |pass: &mut Vec<(usize, PrefixGroup<'_>)>,
+                     results: &mut Vec<Vec<PairScore>>|
+         -> Result<(), EngineError> {
+            let batch: Vec<PrefixGroup<'_>> = pass.iter().map(|(_, g)| g.clone()).collect();
+            for ((group, _), scores) in pass.iter().zip(self.score_pass(&batch)?) {
+                results[*group].extend(scores);
+            }
+            pass.clear();
+            Ok(())
+        };
+        for (index, group) in groups.iter().enumerate() {
+            for &doc in &group.documents {
+                if used > 0 && used + doc.len() > limit {
+                    flush(&mut pass, &mut results)?;
+                    used = 0;
+                }
+                used += doc.len();
+                match pass.last_mut() {
+                    Some((last, g)) if *last == index => g.documents.push(doc),
+                    _ => pass.push((
+                        index,
+                        PrefixGroup {
+                            prefix: group.prefix,
+                            documents: vec![doc],
+                        },
+                    )),
+                }
+            }
+        }
+        if !pass.is_empty() {
+            flush(&mut pass, &mut results)?;
+        }
+        Ok(results)
+    }
+
+    /// Tokens one pass may hold on this backend: its activation-buffer limit over
+    /// the widest per-token activation row.
+    pub fn max_pass_tokens(&self) -> Option<usize> {
+        let c = &self.config;
+        let widest = c.hidden.max(c.q_width()).max(c.kv_width()).max(1);
+        self.backend
+            .max_activation_elements()
+            .map(|elements| (elements / widest).max(1))
+    }
+
+    /// One forward pass over every document of every group.
+    fn score_pass(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         let mut index = 0;
         for group in groups {
             self.check_ids(index, group.prefix)?;
