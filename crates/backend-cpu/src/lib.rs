@@ -222,7 +222,14 @@ impl Backend for CpuBackend {
         prefixes: &[KvRef<'_, Vec<f32>>],
         out: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
-        self.install(|| ops::attention::attention(q, k, v, shape, layout, prefixes, out))
+        self.install(|| match self.precision {
+            Precision::Reference => {
+                ops::attention::attention(q, k, v, shape, layout, prefixes, out)
+            }
+            Precision::Fast => {
+                fast::attention::attention(q, k, v, shape, layout, prefixes, out, self.isa)
+            }
+        })
     }
 
     fn swiglu(

@@ -126,6 +126,7 @@ pub fn run_all<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) -> Ve
         (vec![1, 9, 4], vec![Some(1), Some(1), None], 4, 2, 16),
         (vec![3, 31, 2], vec![Some(40), Some(7), Some(40)], 6, 2, 16),
         (vec![17], vec![Some(130)], 8, 2, 128),
+        (vec![66, 3], vec![Some(5), None], 4, 2, 64),
     ] {
         let shape = AttentionShape {
             n_heads: heads,

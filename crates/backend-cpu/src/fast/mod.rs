@@ -8,6 +8,7 @@
 //! exact, so all instruction-set variants give bit-identical results; the scalar
 //! variant is their oracle, the reference path (f32 activations) theirs.
 
+pub(crate) mod attention;
 mod kernels;
 mod pack;
 mod quantize;

@@ -15,19 +15,21 @@ struct RowSource {
     prefix: Option<usize>,
 }
 
-pub fn attention(
+/// The op contract's checks, shared with the fast path: head counts, buffer
+/// lengths, prefix indices.
+pub(crate) fn validate(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     shape: AttentionShape,
     layout: &AttentionLayout,
     prefixes: &[KvRef<'_, Vec<f32>>],
-    out: &mut [f32],
+    out: &[f32],
 ) -> Result<(), BackendError> {
     let AttentionShape {
         n_heads,
         n_kv_heads,
-        head_dim: d,
+        head_dim: _,
     } = shape;
     if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
         return Err(BackendError::Invalid {
@@ -45,10 +47,6 @@ pub fn attention(
         BackendError::check_len("attention", "prefix k", p.len * kvw, p.k.len())?;
         BackendError::check_len("attention", "prefix v", p.len * kvw, p.v.len())?;
     }
-    let group = n_heads / n_kv_heads;
-    let scale = 1.0 / (d as f32).sqrt();
-
-    let mut sources: Vec<Option<RowSource>> = vec![None; tokens];
     for seq in &layout.sequences {
         if let Some(p) = seq.prefix {
             if p >= prefixes.len() {
@@ -58,6 +56,32 @@ pub fn attention(
                 });
             }
         }
+    }
+    Ok(())
+}
+
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: AttentionShape,
+    layout: &AttentionLayout,
+    prefixes: &[KvRef<'_, Vec<f32>>],
+    out: &mut [f32],
+) -> Result<(), BackendError> {
+    validate(q, k, v, shape, layout, prefixes, out)?;
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: d,
+    } = shape;
+    let tokens = layout.total_tokens();
+    let (qw, kvw) = (shape.q_width(), shape.kv_width());
+    let group = n_heads / n_kv_heads;
+    let scale = 1.0 / (d as f32).sqrt();
+
+    let mut sources: Vec<Option<RowSource>> = vec![None; tokens];
+    for seq in &layout.sequences {
         for slot in &mut sources[seq.start..seq.start + seq.len] {
             *slot = Some(RowSource {
                 seq_start: seq.start,
