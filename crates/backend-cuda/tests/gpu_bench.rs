@@ -1,4 +1,5 @@
-//! Benchmarks on a real GPU (feature `cuda`, `--ignored`): the Q8_0 matmul at the
+//! Benchmarks on a real GPU (feature `cuda`, opted into with `TESSERA_GPU_BENCH=1`;
+//! otherwise each prints why it skipped): the Q8_0 matmul at the
 //! Qwen3-4B projection shapes for M = 512, 4096 and 16384 tokens (TFLOP/s and the
 //! share of the card's dense int8 peak), and attention over 100 documents of 256
 //! tokens after a 32-token shared prefix. Run by scripts/gpu-check.sh.
@@ -57,9 +58,20 @@ fn time<F: FnMut()>(backend: &CudaBackend, mut f: F) -> f64 {
     start.elapsed().as_secs_f64() / reps as f64
 }
 
+/// Whether to run: a benchmark, not a check, so only when asked for.
+fn wanted() -> bool {
+    if std::env::var_os("TESSERA_GPU_BENCH").is_none() {
+        println!("skipped: a GPU benchmark; set TESSERA_GPU_BENCH=1 (scripts/gpu-check.sh does)");
+        return false;
+    }
+    true
+}
+
 #[test]
-#[ignore = "benchmark: run on a GPU with --ignored"]
 fn matmul_q8_0_throughput() {
+    if !wanted() {
+        return;
+    }
     if let Err(why) = cuda_available() {
         println!("skipped: {why}");
         return;
@@ -89,8 +101,10 @@ fn matmul_q8_0_throughput() {
 }
 
 #[test]
-#[ignore = "benchmark: run on a GPU with --ignored"]
 fn attention_throughput() {
+    if !wanted() {
+        return;
+    }
     if let Err(why) = cuda_available() {
         println!("skipped: {why}");
         return;

@@ -35,20 +35,6 @@ impl<S: GroupScorer> GroupScorer for Faulty<S> {
     }
 }
 
-fn scores(body: &serde_json::Value) -> Vec<(u64, f64)> {
-    body["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| {
-            (
-                r["index"].as_u64().expect("index"),
-                r["relevance_score"].as_f64().expect("score"),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_on_the_compute_thread_fails_its_requests_and_the_worker_survives() {
     let body = json!({"query": QUERY, "documents": DOCS});

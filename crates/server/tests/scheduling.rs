@@ -17,20 +17,6 @@ fn request_for(i: usize) -> Value {
     json!({"query": format!("{QUERY} ({i})"), "documents": documents})
 }
 
-fn scores(body: &Value) -> Vec<(u64, f64)> {
-    body["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| {
-            (
-                r["index"].as_u64().expect("index"),
-                r["relevance_score"].as_f64().expect("score"),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_get_the_scores_they_get_alone() {
     let solo = start(ServerOptions::default()).await;

@@ -148,17 +148,7 @@ impl Workload {
         warm_up: bool,
         label: &str,
     ) -> anyhow::Result<f64> {
-        let run_once = || -> anyhow::Result<f64> {
-            let start = Instant::now();
-            for (prefix, documents) in &self.passes {
-                let group = PrefixGroup {
-                    prefix,
-                    documents: documents.iter().map(Vec::as_slice).collect(),
-                };
-                reranker.score_groups(&[group])?;
-            }
-            Ok(start.elapsed().as_secs_f64())
-        };
+        let run_once = || self.run_counted(reranker).map(|(seconds, _)| seconds);
         if warm_up {
             run_once()?;
         }

@@ -216,6 +216,21 @@ pub async fn read(response: reqwest::Response) -> (u16, reqwest::header::HeaderM
     (status, headers, body)
 }
 
+/// `(index, relevance_score)` of a Cohere response's results, in order.
+pub fn scores(body: &Value) -> Vec<(u64, f64)> {
+    body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().expect("index"),
+                r["relevance_score"].as_f64().expect("score"),
+            )
+        })
+        .collect()
+}
+
 /// `metric_name{labels} value` → value.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
