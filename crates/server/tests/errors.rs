@@ -280,9 +280,6 @@ async fn api_keys_guard_everything_but_health_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_429_with_retry_after_and_loading_is_503() {
-    let gate = Gate::closed();
-    let reranker = load_reranker();
-    let prompt = reranker.prompt().clone();
     let options = ServerOptions {
         scheduler: SchedulerConfig {
             max_batch_tokens: 16_384,
@@ -290,17 +287,7 @@ async fn overload_is_429_with_retry_after_and_loading_is_503() {
         },
         ..ServerOptions::default()
     };
-    let server = start_with(
-        options,
-        Some((
-            Gated {
-                inner: reranker,
-                gate: gate.clone(),
-            },
-            prompt,
-        )),
-    )
-    .await;
+    let (server, gate) = start_gated(options).await;
     let body = json!({"query": QUERY, "documents": DOCS[..2]});
     let first = {
         let request = server.client.post(server.url("/v1/rerank")).json(&body);

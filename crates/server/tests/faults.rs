@@ -85,18 +85,11 @@ async fn a_panic_on_the_compute_thread_fails_its_requests_and_the_worker_survive
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_gets_503_and_its_work_is_dropped() {
-    let gate = Gate::closed();
-    let reranker = load_reranker();
-    let prompt = reranker.prompt().clone();
-    let gated = Gated {
-        inner: reranker,
-        gate: gate.clone(),
-    };
     let options = ServerOptions {
         request_timeout: Duration::from_millis(400),
         ..ServerOptions::default()
     };
-    let server = start_with(options, Some((gated, prompt))).await;
+    let (server, gate) = start_gated(options).await;
     let body = json!({"query": QUERY, "documents": DOCS});
 
     // The first batch hangs at the gate; a second request waits in the queue.

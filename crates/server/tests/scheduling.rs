@@ -28,20 +28,7 @@ async fn concurrent_requests_get_the_scores_they_get_alone() {
     }
     // The first batch is held until all 32 requests are queued, so that they are
     // batched together whatever the machine's speed.
-    let gate = Gate::closed();
-    let reranker = load_reranker();
-    let prompt = reranker.prompt().clone();
-    let server = start_with(
-        ServerOptions::default(),
-        Some((
-            Gated {
-                inner: reranker,
-                gate: gate.clone(),
-            },
-            prompt,
-        )),
-    )
-    .await;
+    let (server, gate) = start_gated(ServerOptions::default()).await;
     let blocker = {
         let request = server
             .client
@@ -108,20 +95,7 @@ async fn concurrent_requests_get_the_scores_they_get_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_departed_clients_queued_work_is_dropped() {
-    let gate = Gate::closed();
-    let reranker = load_reranker();
-    let prompt = reranker.prompt().clone();
-    let server = start_with(
-        ServerOptions::default(),
-        Some((
-            Gated {
-                inner: reranker,
-                gate: gate.clone(),
-            },
-            prompt,
-        )),
-    )
-    .await;
+    let (server, gate) = start_gated(ServerOptions::default()).await;
     let first = {
         let request = server
             .client
@@ -168,20 +142,7 @@ async fn a_departed_clients_queued_work_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_answers_requests_in_flight() {
-    let gate = Gate::closed();
-    let reranker = load_reranker();
-    let prompt = reranker.prompt().clone();
-    let mut server = start_with(
-        ServerOptions::default(),
-        Some((
-            Gated {
-                inner: reranker,
-                gate: gate.clone(),
-            },
-            prompt,
-        )),
-    )
-    .await;
+    let (mut server, gate) = start_gated(ServerOptions::default()).await;
     let in_flight: Vec<_> = (0..3)
         .map(|i| {
             let request = server

@@ -112,6 +112,19 @@ pub async fn start(options: ServerOptions) -> TestServer {
     start_with(options, Some((reranker, prompt))).await
 }
 
+/// The server with the tiny model behind a closed [`Gate`]: every batch waits
+/// until the test opens it.
+pub async fn start_gated(options: ServerOptions) -> (TestServer, Gate) {
+    let gate = Gate::closed();
+    let reranker = load_reranker();
+    let prompt = reranker.prompt().clone();
+    let gated = Gated {
+        inner: reranker,
+        gate: gate.clone(),
+    };
+    (start_with(options, Some((gated, prompt))).await, gate)
+}
+
 /// The server with any scorer and prompt, or none yet (`/health` is 503).
 pub async fn start_with<S: GroupScorer + Send + 'static>(
     options: ServerOptions,
