@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use tessera_backend::Backend;
+use tessera_engine::{RerankOptions, Reranker};
 
 /// Path of a committed fixture file.
 pub fn fixture(name: &str) -> PathBuf {
@@ -52,4 +54,80 @@ pub fn ranking(scores: &[f64]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     order
+}
+
+/// The reranker's P(yes) for every document of a reference case, in order.
+pub fn case_scores<B: Backend>(reranker: &Reranker<B>, case: &ReferenceCase) -> Vec<f64> {
+    let docs: Vec<&str> = case.documents.iter().map(String::as_str).collect();
+    let options = RerankOptions {
+        instruction: case.instruction.clone(),
+        ..RerankOptions::default()
+    };
+    reranker
+        .rerank(&case.query, &docs, &options)
+        .expect("rerank")
+        .documents
+        .iter()
+        .map(|d| f64::from(d.relevance))
+        .collect()
+}
+
+/// End-to-end bounds of an int8-activation path against the W8A8 reference:
+/// tiny random models amplify single rounding flips, so they are loose; the
+/// op-level parity cases are the precise checks.
+pub const W8A8_MAX_ABS: f64 = 1.5e-2;
+pub const W8A8_MEAN_ABS: f64 = 2e-3;
+
+/// Checks `reranker` on every case of fixture `stem` against its W8A8 scores:
+/// each within [`W8A8_MAX_ABS`], the mean within [`W8A8_MEAN_ABS`], and with
+/// `check_ranking` any two documents the reference puts more than 2·max apart
+/// keep their order. Prints and returns (max, mean) |Δ|; `label` names the run.
+pub fn check_w8a8<B: Backend>(
+    label: &str,
+    reranker: &Reranker<B>,
+    stem: &str,
+    check_ranking: bool,
+) -> (f64, f64) {
+    let reference = load_reference(stem);
+    let (mut worst, mut sum, mut count) = (0.0f64, 0.0f64, 0usize);
+    for case in &reference.cases {
+        let got = case_scores(reranker, case);
+        let want: Vec<f64> = case.pairs.iter().map(|p| p.w8a8).collect();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let diff = (g - w).abs();
+            assert!(
+                diff <= W8A8_MAX_ABS,
+                "{label}: query {:?} doc {i}: score {g:.6}, W8A8 reference {w:.6} (|Δ| = {diff:.2e})",
+                case.query
+            );
+            worst = worst.max(diff);
+            sum += diff;
+            count += 1;
+        }
+        if !check_ranking {
+            continue;
+        }
+        for i in 0..want.len() {
+            for j in 0..want.len() {
+                if want[i] - want[j] > 2.0 * W8A8_MAX_ABS {
+                    assert!(
+                        got[i] > got[j],
+                        "{label}: query {:?}: docs {i} and {j} swapped ({:.4} vs {:.4}; reference {:.4} vs {:.4})",
+                        case.query,
+                        got[i],
+                        got[j],
+                        want[i],
+                        want[j]
+                    );
+                }
+            }
+        }
+    }
+    let mean = sum / count as f64;
+    println!("{label}: {count} pairs, |score − W8A8| max {worst:.2e}, mean {mean:.2e}");
+    assert!(
+        mean <= W8A8_MEAN_ABS,
+        "{label}: mean |Δ| {mean:.2e} > {W8A8_MEAN_ABS:.0e}"
+    );
+    (worst, mean)
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use tessera_backend::parity::{run_all, Tolerances};
 use tessera_backend_cuda::{cuda_available, CudaBackend};
-use tessera_engine::{RerankOptions, Reranker};
+use tessera_engine::Reranker;
 use tessera_gguf::GgufFile;
-use tessera_tests::{fixture, load_reference, MODEL_FIXTURES};
+use tessera_tests::{check_w8a8, fixture, MODEL_FIXTURES};
 
 fn gpu() -> Option<CudaBackend> {
     if let Err(why) = cuda_available() {
@@ -60,32 +60,6 @@ fn gpu_scores_match_the_w8a8_reference_on_every_fixture() {
         let file =
             Arc::new(GgufFile::open(fixture(&format!("{stem}.gguf"))).expect("fixture opens"));
         let reranker = Reranker::load(backend, &file, None).expect("fixture loads");
-        let reference = load_reference(stem);
-        let (mut worst, mut sum, mut count) = (0.0f64, 0.0f64, 0usize);
-        for case in &reference.cases {
-            let docs: Vec<&str> = case.documents.iter().map(String::as_str).collect();
-            let options = RerankOptions {
-                instruction: case.instruction.clone(),
-                ..RerankOptions::default()
-            };
-            let out = reranker
-                .rerank(&case.query, &docs, &options)
-                .expect("rerank");
-            for (doc, pair) in out.documents.iter().zip(&case.pairs) {
-                let diff = (f64::from(doc.relevance) - pair.w8a8).abs();
-                assert!(
-                    diff <= 1.5e-2,
-                    "{stem}: score {} vs W8A8 {}",
-                    doc.relevance,
-                    pair.w8a8
-                );
-                worst = worst.max(diff);
-                sum += diff;
-                count += 1;
-            }
-        }
-        let mean = sum / count as f64;
-        println!("{stem}: {count} pairs, |score − W8A8| max {worst:.2e}, mean {mean:.2e}");
-        assert!(mean <= 2e-3, "{stem}: mean |Δ| {mean:.2e}");
+        check_w8a8(stem, &reranker, stem, false);
     }
 }

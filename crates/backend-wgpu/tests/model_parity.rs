@@ -7,9 +7,9 @@ mod common;
 use std::sync::Arc;
 
 use tessera_backend_wgpu::{WgpuBackend, WgpuOptions};
-use tessera_engine::{RerankOptions, Reranker};
+use tessera_engine::Reranker;
 use tessera_gguf::GgufFile;
-use tessera_tests::{fixture, load_reference, ranking, MODEL_FIXTURES};
+use tessera_tests::{case_scores, fixture, load_reference, ranking, MODEL_FIXTURES};
 
 const SCORE_TOLERANCE: f64 = 2e-3;
 
@@ -29,21 +29,9 @@ fn scores_match_the_reference_within_tolerance() {
         let reference = load_reference(stem);
         let mut worst = 0.0f64;
         for case in &reference.cases {
-            let docs: Vec<&str> = case.documents.iter().map(String::as_str).collect();
-            let options = RerankOptions {
-                instruction: case.instruction.clone(),
-                ..RerankOptions::default()
-            };
             // Twice: the second call takes the query prefix from the cache.
             for pass in ["computed prefix", "cached prefix"] {
-                let out = reranker
-                    .rerank(&case.query, &docs, &options)
-                    .expect("rerank");
-                let got: Vec<f64> = out
-                    .documents
-                    .iter()
-                    .map(|d| f64::from(d.relevance))
-                    .collect();
+                let got = case_scores(&reranker, case);
                 let want: Vec<f64> = case.pairs.iter().map(|p| p.w8a32).collect();
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let diff = (g - w).abs();
