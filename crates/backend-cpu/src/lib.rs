@@ -26,6 +26,7 @@ pub struct CpuBackend {
     precision: Precision,
     isa: Isa,
     pool: Option<Arc<rayon::ThreadPool>>,
+    mlp_chunk_rows: usize,
 }
 
 impl Default for CpuBackend {
@@ -35,6 +36,7 @@ impl Default for CpuBackend {
             precision: Precision::Fast,
             isa: Isa::best(),
             pool: None,
+            mlp_chunk_rows: tessera_backend::DEFAULT_MLP_CHUNK_ROWS,
         }
     }
 }
@@ -89,7 +91,16 @@ impl CpuBackend {
             precision,
             isa,
             pool,
+            ..CpuBackend::default()
         })
+    }
+
+    /// The same backend with the MLP run `rows` token rows at a time (at least
+    /// one): less memory for long batches, or, in tests, many chunks from few
+    /// tokens.
+    pub fn with_mlp_chunk_rows(mut self, rows: usize) -> CpuBackend {
+        self.mlp_chunk_rows = rows.max(1);
+        self
     }
 
     pub fn precision(&self) -> Precision {
@@ -117,6 +128,10 @@ impl CpuBackend {
 }
 
 impl Backend for CpuBackend {
+    fn mlp_chunk_rows(&self) -> usize {
+        self.mlp_chunk_rows
+    }
+
     type Buffer = Vec<f32>;
     type Weight = CpuWeight;
 

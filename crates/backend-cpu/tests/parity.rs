@@ -182,4 +182,10 @@ fn kit_catches_a_wrong_op() {
     );
     assert_eq!(failed_ops("add"), total_ops("add"), "a NaN output passed");
     assert_eq!(failed_ops("rope"), 0);
+    // The fused ops' defaults run the broken basic ops, and the kit sees it.
+    for op in ["norm_matmuls", "matmul_add", "swiglu_mm_add"] {
+        assert!(total_ops(op) > 0, "no {op} cases ran");
+        assert_eq!(failed_ops(op), total_ops(op), "a broken {op} passed");
+    }
+    assert_eq!(failed_ops("qk_norm_rope"), 0);
 }

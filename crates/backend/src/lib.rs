@@ -6,6 +6,7 @@ mod error;
 mod layout;
 pub mod parity;
 mod tensor;
+pub mod unfused;
 
 pub use error::BackendError;
 pub use layout::{AttentionLayout, KvRef, Sequence};
@@ -27,6 +28,10 @@ impl AttentionShape {
         self.n_kv_heads * self.head_dim
     }
 }
+
+/// Token rows of the MLP processed at once unless a backend asks for more
+/// ([`Backend::mlp_chunk_rows`]).
+pub const DEFAULT_MLP_CHUNK_ROWS: usize = 512;
 
 /// A compute device. Activations are f32 row-major matrices held in `Buffer`s;
 /// weights are uploaded once as `Weight`s in their file layout (Q8_0, F32, F16, BF16).
@@ -167,6 +172,87 @@ pub trait Backend {
         head_rows: [usize; 2],
         out: &mut Self::Buffer,
     ) -> Result<(), BackendError>;
+
+    /// Token rows the engine gives the MLP at once: bounds its `rows × ffn`
+    /// intermediates. A device that needs large matmuls to fill itself asks
+    /// for more.
+    fn mlp_chunk_rows(&self) -> usize {
+        DEFAULT_MLP_CHUNK_ROWS
+    }
+
+    // Fused ops. Each default runs the basic ops it stands for
+    // (`unfused::*`); a backend overrides them where one kernel can do the
+    // work of several (fewer launches, activations read and written once).
+
+    /// RMSNorm of `x` (`rows × dim`, `norm` of `dim` values), then one matmul
+    /// per weight on the normalised rows: `outs[i] = rms_norm(x) · weights[i]ᵀ`.
+    /// `normed` is workspace for `rows × dim` values; its contents afterwards
+    /// are unspecified (a fusing backend may never write it).
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_matmuls(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        dim: usize,
+        norm: &Self::Weight,
+        eps: f32,
+        weights: &[&Self::Weight],
+        normed: &mut Self::Buffer,
+        outs: &mut [&mut Self::Buffer],
+    ) -> Result<(), BackendError> {
+        unfused::rms_norm_matmuls(self, x, rows, dim, norm, eps, weights, normed, outs)
+    }
+
+    /// QK-norm then RoPE, in place: q is `[tokens, n_heads, head_dim]`, k is
+    /// `[tokens, n_kv_heads, head_dim]`, token `t` at `positions[t]`.
+    #[allow(clippy::too_many_arguments)]
+    fn qk_norm_rope(
+        &self,
+        q: &mut Self::Buffer,
+        k: &mut Self::Buffer,
+        q_norm: &Self::Weight,
+        k_norm: &Self::Weight,
+        positions: &[u32],
+        shape: AttentionShape,
+        eps: f32,
+        theta: f32,
+    ) -> Result<(), BackendError> {
+        unfused::qk_norm_rope(self, q, k, q_norm, k_norm, positions, shape, eps, theta)
+    }
+
+    /// `out[rows, n] += x · wᵀ` (a residual add). `scratch` is workspace for
+    /// `rows × n` values, contents afterwards unspecified.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_add(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        weight: &Self::Weight,
+        n: usize,
+        scratch: &mut Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        unfused::matmul_add(self, x, rows, weight, n, scratch, out)
+    }
+
+    /// `out[rows, n] += swiglu(gate, up) · downᵀ` with gate and up `rows × ffn`.
+    /// `act` (`rows × ffn`) and `scratch` (`rows × n`) are workspace, contents
+    /// afterwards unspecified.
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu_matmul_add(
+        &self,
+        gate: &Self::Buffer,
+        up: &Self::Buffer,
+        rows: usize,
+        ffn: usize,
+        down: &Self::Weight,
+        n: usize,
+        act: &mut Self::Buffer,
+        scratch: &mut Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        unfused::swiglu_matmul_add(self, gate, up, rows, ffn, down, n, act, scratch, out)
+    }
 
     /// Waits for queued work (no-op on synchronous backends).
     fn synchronize(&self) -> Result<(), BackendError> {

@@ -40,7 +40,7 @@ impl std::fmt::Display for CaseReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<11} {:<34} nmse {:.2e} (tol {:.0e})",
+            "{:<13} {:<34} nmse {:.2e} (tol {:.0e})",
             self.op, self.case, self.nmse, self.tolerance
         )?;
         match &self.failure {
@@ -142,6 +142,25 @@ pub fn run_all<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) -> Ve
     for &(vocab, dim) in &[(5, 32), (300, 64)] {
         kit.embedding(vocab, dim);
         kit.score_head(vocab, dim);
+    }
+    // The fused ops, against the same oracles composed.
+    for (rows, dim, ns) in [
+        (1, 32, vec![1, 7, 3]),
+        (9, 64, vec![33, 64]),
+        (70, 128, vec![96, 32, 32]),
+    ] {
+        for ty in [GgmlType::Q8_0, GgmlType::F32] {
+            kit.rms_norm_matmuls(rows, dim, &ns, ty);
+        }
+    }
+    for &(tokens, heads, kv, d) in &[(1, 1, 1, 2), (13, 6, 2, 16), (40, 4, 2, 128)] {
+        kit.qk_norm_rope(tokens, heads, kv, d);
+    }
+    for &(rows, k, n) in &[(1, 32, 1), (17, 64, 33), (64, 256, 65)] {
+        for ty in [GgmlType::Q8_0, GgmlType::F32] {
+            kit.matmul_add(rows, k, n, ty);
+            kit.swiglu_matmul_add(rows, k, n, ty);
+        }
     }
     kit.reports
 }
@@ -247,16 +266,7 @@ impl<B: Backend> Kit<'_, B> {
         let x = self.random(rows * dim, 3.0);
         let (w, w_exact) = self.weight(1, dim, GgmlType::F32, 1.5);
         let eps = 1e-6;
-        let want: Vec<f64> = x
-            .chunks(dim)
-            .flat_map(|row| {
-                let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / dim as f64;
-                let s = 1.0 / (ms + eps).sqrt();
-                row.iter()
-                    .zip(&w_exact)
-                    .map(move |(&v, &g)| f64::from(v) * s * f64::from(g))
-            })
-            .collect();
+        let want = oracle_rms_norm(&widen(&x), &w_exact, dim, eps);
         let result = (|| {
             let b = self.backend;
             let wt = b.upload_weight(&w)?;
@@ -288,20 +298,7 @@ impl<B: Backend> Kit<'_, B> {
     fn matmul(&mut self, rows: usize, k: usize, n: usize, ty: GgmlType) {
         let x = self.random(rows * k, 1.0);
         let (w, w_exact) = self.weight(n, k, ty, 0.5);
-        let want: Vec<f64> = x
-            .chunks(k)
-            .flat_map(|xr| {
-                w_exact
-                    .chunks(k)
-                    .map(|wr| {
-                        xr.iter()
-                            .zip(wr)
-                            .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                            .sum::<f64>()
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let want = oracle_matmul(&widen(&x), &w_exact, k);
         let result = (|| {
             let wt = self.backend.upload_weight(&w)?;
             let xb = self.buffer(&x)?;
@@ -325,19 +322,8 @@ impl<B: Backend> Kit<'_, B> {
             .map(|_| self.rng.random_range(0..9000))
             .collect();
         let theta = 1e6f64;
-        let half = head_dim / 2;
-        let mut want: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-        for (t, &pos) in positions.iter().enumerate() {
-            for h in 0..heads {
-                let base = (t * heads + h) * head_dim;
-                for i in 0..half {
-                    let angle = f64::from(pos) * theta.powf(-((2 * i) as f64) / head_dim as f64);
-                    let (a, b) = (want[base + i], want[base + i + half]);
-                    want[base + i] = a * angle.cos() - b * angle.sin();
-                    want[base + i + half] = b * angle.cos() + a * angle.sin();
-                }
-            }
-        }
+        let mut want = widen(&x);
+        oracle_rope(&mut want, &positions, heads, head_dim, theta);
         let result = (|| {
             let mut xb = self.backend.alloc(x.len() + SENTINEL_LEN)?;
             let mut init = x.clone();
@@ -455,14 +441,7 @@ impl<B: Backend> Kit<'_, B> {
     fn swiglu(&mut self, len: usize) {
         let gate = self.random(len, 6.0);
         let up = self.random(len, 2.0);
-        let want: Vec<f64> = gate
-            .iter()
-            .zip(&up)
-            .map(|(&g, &u)| {
-                let g = f64::from(g);
-                g / (1.0 + (-g).exp()) * f64::from(u)
-            })
-            .collect();
+        let want = oracle_swiglu(&gate, &up);
         let result = (|| {
             let (gb, ub) = (self.buffer(&gate)?, self.buffer(&up)?);
             let mut out = self.output(len)?;
@@ -554,6 +533,266 @@ impl<B: Backend> Kit<'_, B> {
             &want,
         );
     }
+    /// `rows × dim` activations, a norm weight and one `ty` weight per entry of
+    /// `ns` (its output features); every product checked.
+    fn rms_norm_matmuls(&mut self, rows: usize, dim: usize, ns: &[usize], ty: GgmlType) {
+        let x = self.random(rows * dim, 3.0);
+        let (norm, norm_exact) = self.weight(1, dim, GgmlType::F32, 1.5);
+        let weights: Vec<(HostTensor, Vec<f32>)> =
+            ns.iter().map(|&n| self.weight(n, dim, ty, 0.5)).collect();
+        let eps = 1e-6;
+        let normed = oracle_rms_norm(&widen(&x), &norm_exact, dim, eps);
+        let want: Vec<f64> = weights
+            .iter()
+            .flat_map(|(_, exact)| oracle_matmul(&normed, exact, dim))
+            .collect();
+        let result = (|| {
+            let b = self.backend;
+            let norm = b.upload_weight(&norm)?;
+            let uploaded = weights
+                .iter()
+                .map(|(w, _)| b.upload_weight(w))
+                .collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&B::Weight> = uploaded.iter().collect();
+            let xb = self.buffer(&x)?;
+            let mut scratch = self.output(rows * dim)?;
+            let mut outs = ns
+                .iter()
+                .map(|&n| self.output(rows * n))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out_refs: Vec<&mut B::Buffer> = outs.iter_mut().collect();
+            b.rms_norm_matmuls(
+                &xb,
+                rows,
+                dim,
+                &norm,
+                eps as f32,
+                &refs,
+                &mut scratch,
+                &mut out_refs,
+            )?;
+            let mut got = Vec::new();
+            for (out, &n) in outs.iter().zip(ns) {
+                let values = self.read_output(out, rows * n)?;
+                got.extend(self.sentinels_intact("rms_norm_matmuls", &values, rows * n)?);
+            }
+            got.extend(std::iter::repeat_n(SENTINEL, SENTINEL_LEN));
+            Ok(got)
+        })();
+        let tol = self.tolerance_for(ty);
+        let ns = format!("{ns:?}").replace(' ', "");
+        self.check(
+            "norm_matmuls",
+            format!("{}_{rows}x{dim}_by_{ns}", ty.name()),
+            tol,
+            result,
+            &want,
+        );
+    }
+
+    fn qk_norm_rope(&mut self, tokens: usize, heads: usize, kv_heads: usize, head_dim: usize) {
+        let shape = AttentionShape {
+            n_heads: heads,
+            n_kv_heads: kv_heads,
+            head_dim,
+        };
+        let q = self.random(tokens * shape.q_width(), 2.0);
+        let k = self.random(tokens * shape.kv_width(), 2.0);
+        let (q_norm, q_exact) = self.weight(1, head_dim, GgmlType::F32, 1.5);
+        let (k_norm, k_exact) = self.weight(1, head_dim, GgmlType::F32, 1.5);
+        let positions: Vec<u32> = (0..tokens)
+            .map(|_| self.rng.random_range(0..9000))
+            .collect();
+        let (eps, theta) = (1e-6, 1e6);
+        let mut want_q = oracle_rms_norm(&widen(&q), &q_exact, head_dim, eps);
+        let mut want_k = oracle_rms_norm(&widen(&k), &k_exact, head_dim, eps);
+        oracle_rope(&mut want_q, &positions, heads, head_dim, theta);
+        oracle_rope(&mut want_k, &positions, kv_heads, head_dim, theta);
+        let result = (|| {
+            let b = self.backend;
+            let (qn, kn) = (b.upload_weight(&q_norm)?, b.upload_weight(&k_norm)?);
+            let mut qb = self.with_sentinels(&q)?;
+            let mut kb = self.with_sentinels(&k)?;
+            b.qk_norm_rope(
+                &mut qb,
+                &mut kb,
+                &qn,
+                &kn,
+                &positions,
+                shape,
+                eps as f32,
+                theta as f32,
+            )?;
+            let got_q = self.read_output(&qb, q.len())?;
+            let mut got = self.sentinels_intact("qk_norm_rope", &got_q, q.len())?;
+            got.extend(self.read_output(&kb, k.len())?);
+            Ok(got)
+        })();
+        let want: Vec<f64> = want_q.into_iter().chain(want_k).collect();
+        // As rope: angles of positions up to 9,000 carry f32 rounding.
+        self.check(
+            "qk_norm_rope",
+            format!("t{tokens}_h{heads}_kv{kv_heads}_d{head_dim}"),
+            1e-8,
+            result,
+            &want,
+        );
+    }
+
+    fn matmul_add(&mut self, rows: usize, k: usize, n: usize, ty: GgmlType) {
+        let x = self.random(rows * k, 1.0);
+        let residual = self.random(rows * n, 2.0);
+        let (w, w_exact) = self.weight(n, k, ty, 0.5);
+        let want = add_f64(&residual, oracle_matmul(&widen(&x), &w_exact, k));
+        let result = (|| {
+            let b = self.backend;
+            let wt = b.upload_weight(&w)?;
+            let xb = self.buffer(&x)?;
+            let mut scratch = self.output(rows * n)?;
+            let mut out = self.with_sentinels(&residual)?;
+            b.matmul_add(&xb, rows, &wt, n, &mut scratch, &mut out)?;
+            self.read_output(&out, rows * n)
+        })();
+        let tol = self.tolerance_for(ty);
+        self.check(
+            "matmul_add",
+            format!("{}_{rows}x{k}_by_{n}", ty.name()),
+            tol,
+            result,
+            &want,
+        );
+    }
+
+    fn swiglu_matmul_add(&mut self, rows: usize, ffn: usize, n: usize, ty: GgmlType) {
+        let gate = self.random(rows * ffn, 6.0);
+        let up = self.random(rows * ffn, 2.0);
+        let residual = self.random(rows * n, 2.0);
+        let (w, w_exact) = self.weight(n, ffn, ty, 0.5);
+        let act = oracle_swiglu(&gate, &up);
+        let want = add_f64(&residual, oracle_matmul(&act, &w_exact, ffn));
+        let result = (|| {
+            let b = self.backend;
+            let wt = b.upload_weight(&w)?;
+            let (gb, ub) = (self.buffer(&gate)?, self.buffer(&up)?);
+            let mut act = self.output(rows * ffn)?;
+            let mut scratch = self.output(rows * n)?;
+            let mut out = self.with_sentinels(&residual)?;
+            b.swiglu_matmul_add(
+                &gb,
+                &ub,
+                rows,
+                ffn,
+                &wt,
+                n,
+                &mut act,
+                &mut scratch,
+                &mut out,
+            )?;
+            self.read_output(&out, rows * n)
+        })();
+        let tol = self.tolerance_for(ty);
+        self.check(
+            "swiglu_mm_add",
+            format!("{}_{rows}x{ffn}_by_{n}", ty.name()),
+            tol,
+            result,
+            &want,
+        );
+    }
+
+    /// The matmul tolerance for int8-path weights, f32's for the others.
+    fn tolerance_for(&self, ty: GgmlType) -> f64 {
+        if ty == GgmlType::Q8_0 {
+            self.tolerances.matmul
+        } else {
+            Tolerances::F32.matmul.max(self.tolerances.elementwise)
+        }
+    }
+
+    /// A buffer holding `data` followed by sentinels (in-place outputs).
+    fn with_sentinels(&mut self, data: &[f32]) -> Result<B::Buffer, BackendError> {
+        let mut init = data.to_vec();
+        init.extend(std::iter::repeat_n(SENTINEL, SENTINEL_LEN));
+        self.buffer(&init)
+    }
+
+    /// The first `len` values of an output read with its sentinels, once the
+    /// sentinels are checked (for ops with several outputs, all but the last).
+    fn sentinels_intact(
+        &self,
+        op: &'static str,
+        values: &[f32],
+        len: usize,
+    ) -> Result<Vec<f32>, BackendError> {
+        if values[len..].iter().any(|&v| v != SENTINEL) {
+            return Err(BackendError::Invalid {
+                op,
+                detail: "wrote past one of its outputs".into(),
+            });
+        }
+        Ok(values[..len].to_vec())
+    }
+}
+
+fn widen(values: &[f32]) -> Vec<f64> {
+    values.iter().map(|&v| f64::from(v)).collect()
+}
+
+fn add_f64(x: &[f32], y: Vec<f64>) -> Vec<f64> {
+    x.iter().zip(y).map(|(&a, b)| f64::from(a) + b).collect()
+}
+
+/// Row-wise `x / sqrt(mean(x²) + eps) · w` over rows of `dim`.
+fn oracle_rms_norm(x: &[f64], w: &[f32], dim: usize, eps: f64) -> Vec<f64> {
+    x.chunks(dim)
+        .flat_map(|row| {
+            let ms = row.iter().map(|v| v * v).sum::<f64>() / dim as f64;
+            let s = 1.0 / (ms + eps).sqrt();
+            row.iter().zip(w).map(move |(&v, &g)| v * s * f64::from(g))
+        })
+        .collect()
+}
+
+/// `x · wᵀ` for `w` of rows of `k`.
+fn oracle_matmul(x: &[f64], w: &[f32], k: usize) -> Vec<f64> {
+    x.chunks(k)
+        .flat_map(|xr| {
+            w.chunks(k)
+                .map(|wr| {
+                    xr.iter()
+                        .zip(wr)
+                        .map(|(&a, &b)| a * f64::from(b))
+                        .sum::<f64>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// NeoX rotation in place on `[tokens, heads, head_dim]`.
+fn oracle_rope(x: &mut [f64], positions: &[u32], heads: usize, head_dim: usize, theta: f64) {
+    let half = head_dim / 2;
+    for (t, &pos) in positions.iter().enumerate() {
+        for h in 0..heads {
+            let base = (t * heads + h) * head_dim;
+            for i in 0..half {
+                let angle = f64::from(pos) * theta.powf(-((2 * i) as f64) / head_dim as f64);
+                let (a, b) = (x[base + i], x[base + i + half]);
+                x[base + i] = a * angle.cos() - b * angle.sin();
+                x[base + i + half] = b * angle.cos() + a * angle.sin();
+            }
+        }
+    }
+}
+
+fn oracle_swiglu(gate: &[f32], up: &[f32]) -> Vec<f64> {
+    gate.iter()
+        .zip(up)
+        .map(|(&g, &u)| {
+            let g = f64::from(g);
+            g / (1.0 + (-g).exp()) * f64::from(u)
+        })
+        .collect()
 }
 
 /// Encodes f32 values as a tensor of `ty`; returns the bytes and the values the

@@ -12,10 +12,6 @@ use tessera_model::{ModelConfig, ModelError, ScoreHeadSource, Weights};
 
 use crate::prefix_cache::{PrefixCache, PrefixCacheStats, PrefixKv, DEFAULT_PREFIX_CACHE_BYTES};
 
-/// Token rows of the MLP processed at once: bounds the `tokens × ffn`
-/// intermediates, so long sequences need memory linear in their length.
-pub const MLP_CHUNK_ROWS: usize = 512;
-
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -418,7 +414,7 @@ impl<B: Backend> Engine<B> {
         };
         let last_rows = layout.last_rows();
         let n_seq = last_rows.len();
-        let chunk = MLP_CHUNK_ROWS.min(tokens);
+        let chunk = b.mlp_chunk_rows().max(1).min(tokens);
 
         let mut x = b.alloc(tokens * hidden)?;
         let mut normed = b.alloc(tokens * hidden)?;
@@ -426,12 +422,17 @@ impl<B: Backend> Engine<B> {
         let mut k = b.alloc(tokens * kvw)?;
         let mut v = b.alloc(tokens * kvw)?;
         let mut attn = b.alloc(tokens * qw)?;
+        // Workspace of the residual matmuls (`rows × hidden`).
         let mut proj = b.alloc(tokens * hidden)?;
-        let mut chunk_in = b.alloc(chunk * hidden)?;
         let mut gate = b.alloc(chunk * c.ffn)?;
         let mut up = b.alloc(chunk * c.ffn)?;
         let mut act = b.alloc(chunk * c.ffn)?;
-        let mut chunk_out = b.alloc(chunk * hidden)?;
+        // The residual rows of one MLP chunk, when the rows take several.
+        let mut chunk_x = if tokens > chunk {
+            Some(b.alloc(chunk * hidden)?)
+        } else {
+            None
+        };
         let mut captured = Vec::new();
         let parent_len = prefixes.first().map_or(0, |p| p.len);
 
@@ -439,26 +440,26 @@ impl<B: Backend> Engine<B> {
         let mut rows = tokens;
         for (index, layer) in self.layers.iter().enumerate() {
             let last_layer = index + 1 == self.layers.len();
-            b.rms_norm(&x, &layer.attn_norm, rows, hidden, c.rms_eps, &mut normed)?;
-            b.matmul(&normed, rows, &layer.q, &mut q)?;
-            b.matmul(&normed, rows, &layer.k, &mut k)?;
-            b.matmul(&normed, rows, &layer.v, &mut v)?;
-            b.rms_norm_inplace(
+            b.rms_norm_matmuls(
+                &x,
+                rows,
+                hidden,
+                &layer.attn_norm,
+                c.rms_eps,
+                &[&layer.q, &layer.k, &layer.v],
+                &mut normed,
+                &mut [&mut q, &mut k, &mut v],
+            )?;
+            b.qk_norm_rope(
                 &mut q,
-                &layer.q_norm,
-                rows * c.n_heads,
-                c.head_dim,
-                c.rms_eps,
-            )?;
-            b.rms_norm_inplace(
                 &mut k,
+                &layer.q_norm,
                 &layer.k_norm,
-                rows * c.n_kv_heads,
-                c.head_dim,
+                positions,
+                shape,
                 c.rms_eps,
+                c.rope_theta,
             )?;
-            b.rope(&mut q, positions, c.n_heads, c.head_dim, c.rope_theta)?;
-            b.rope(&mut k, positions, c.n_kv_heads, c.head_dim, c.rope_theta)?;
             if let Pass::CaptureKv = pass {
                 let total = parent_len + tokens;
                 let mut layer_k = b.alloc(total * kvw)?;
@@ -491,21 +492,43 @@ impl<B: Backend> Engine<B> {
                 std::mem::swap(&mut x, &mut normed);
                 rows = n_seq;
             }
-            b.matmul(&attn, rows, &layer.o, &mut proj)?;
-            b.add_inplace(&mut x, &proj, rows * hidden)?;
-            b.rms_norm(&x, &layer.ffn_norm, rows, hidden, c.rms_eps, &mut normed)?;
-            let mut start = 0;
-            while start < rows {
-                let n = chunk.min(rows - start);
-                b.copy_rows(&normed, start, &mut chunk_in, 0, n, hidden)?;
-                b.matmul(&chunk_in, n, &layer.gate, &mut gate)?;
-                b.matmul(&chunk_in, n, &layer.up, &mut up)?;
-                b.swiglu(&gate, &up, n * c.ffn, &mut act)?;
-                b.matmul(&act, n, &layer.down, &mut chunk_out)?;
-                b.copy_rows(&chunk_out, 0, &mut proj, start, n, hidden)?;
-                start += n;
+            b.matmul_add(&attn, rows, &layer.o, hidden, &mut proj, &mut x)?;
+            let mut mlp = |residual: &mut B::Buffer, n: usize| -> Result<(), BackendError> {
+                b.rms_norm_matmuls(
+                    residual,
+                    n,
+                    hidden,
+                    &layer.ffn_norm,
+                    c.rms_eps,
+                    &[&layer.gate, &layer.up],
+                    &mut normed,
+                    &mut [&mut gate, &mut up],
+                )?;
+                b.swiglu_matmul_add(
+                    &gate,
+                    &up,
+                    n,
+                    c.ffn,
+                    &layer.down,
+                    hidden,
+                    &mut act,
+                    &mut proj,
+                    residual,
+                )
+            };
+            match chunk_x.as_mut() {
+                Some(chunk_x) if rows > chunk => {
+                    let mut start = 0;
+                    while start < rows {
+                        let n = chunk.min(rows - start);
+                        b.copy_rows(&x, start, chunk_x, 0, n, hidden)?;
+                        mlp(chunk_x, n)?;
+                        b.copy_rows(chunk_x, 0, &mut x, start, n, hidden)?;
+                        start += n;
+                    }
+                }
+                _ => mlp(&mut x, rows)?,
             }
-            b.add_inplace(&mut x, &proj, rows * hidden)?;
         }
         if let Pass::CaptureKv = pass {
             // A model without layers has no K/V to share.

@@ -7,6 +7,6 @@ mod prefix_cache;
 mod rerank;
 pub mod scheduler;
 
-pub use forward::{Engine, EngineError, PairScore, PrefixGroup, MLP_CHUNK_ROWS};
+pub use forward::{Engine, EngineError, PairScore, PrefixGroup};
 pub use prefix_cache::{PrefixCacheStats, DEFAULT_PREFIX_CACHE_BYTES};
 pub use rerank::{DocumentScore, LoadError, RerankError, RerankOptions, RerankOutput, Reranker};
