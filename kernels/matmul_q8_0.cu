@@ -9,6 +9,10 @@
 // when k is a multiple of 32) and f16 scales [n, k/32]; activations likewise with
 // f32 scales.
 //
+// With `accumulate` set the epilogue adds the product to what `out` holds (the
+// residual stream) instead of storing it: out = out + product, one f32 add, as
+// add_f32 after a plain matmul would do.
+//
 // Two kernels share tiling, staging and epilogue and differ in the inner product:
 //   matmul_q8_0_mma  — mma.sync m16n8k32 s8 tensor-core tiles (sm_80+)
 //   matmul_q8_0_dp4a — dp4a per thread (any sm_61+ GPU; the fallback)
@@ -54,7 +58,15 @@ struct MatmulArgs {
     const u16* w_scales;
     u32 rows, n, k;
     u32 row0, col0;
+    u32 accumulate;  // nonzero: out += product (a residual add in the epilogue)
 };
+
+// The epilogue's write of one output: the product, or (accumulate) the old value
+// plus the product — the same single f32 add as a separate residual-add kernel.
+static __device__ __forceinline__ void store_output(const MatmulArgs& m, float* out, u32 row, u32 col, float value) {
+    float& slot = out[u64(row) * m.n + col];
+    slot = m.accumulate ? slot + value : value;
+}
 
 static __device__ __forceinline__ int load_s32(const i8* p) { return *reinterpret_cast<const int*>(p); }
 
@@ -154,7 +166,7 @@ struct MmaTile {
             const u32 row = m.row0 + wm + i * 16 + group + (e >= 2 ? 8 : 0);
             const u32 col = m.col0 + wn + c * 8 + 2 * in_group + (e & 1);
             if (row < m.rows && col < m.n) {
-                out[u64(row) * m.n + col] = acc[t];
+                store_output(m, out, row, col, acc[t]);
             }
         }
     }
@@ -211,7 +223,7 @@ struct Dp4aTile {
             for (int c = 0; c < 4; ++c) {
                 const u32 row = m.row0 + ty + 8 * r, col = m.col0 + tx + 16 * c;
                 if (row < m.rows && col < m.n) {
-                    out[u64(row) * m.n + col] = acc[r * 4 + c];
+                    store_output(m, out, row, col, acc[r * 4 + c]);
                 }
             }
         }
@@ -255,14 +267,14 @@ static __device__ __forceinline__ void matmul_q8_0(const MatmulArgs& m, float* o
 
 TESSERA_KERNEL void __launch_bounds__(MM_THREADS)
     matmul_q8_0_mma(const i8* xq, const float* x_scales, const i8* wq, const u16* w_scales, u32 rows, u32 n, u32 k,
-                    float* out) {
-    const MatmulArgs m{xq, x_scales, wq, w_scales, rows, n, k, blockIdx.y * MM_BM, blockIdx.x * MM_BN};
+                    u32 accumulate, float* out) {
+    const MatmulArgs m{xq, x_scales, wq, w_scales, rows, n, k, blockIdx.y * MM_BM, blockIdx.x * MM_BN, accumulate};
     matmul_q8_0<MmaTile>(m, out);
 }
 
 TESSERA_KERNEL void __launch_bounds__(MM_THREADS)
     matmul_q8_0_dp4a(const i8* xq, const float* x_scales, const i8* wq, const u16* w_scales, u32 rows, u32 n, u32 k,
-                     float* out) {
-    const MatmulArgs m{xq, x_scales, wq, w_scales, rows, n, k, blockIdx.y * MM_BM, blockIdx.x * MM_BN};
+                     u32 accumulate, float* out) {
+    const MatmulArgs m{xq, x_scales, wq, w_scales, rows, n, k, blockIdx.y * MM_BM, blockIdx.x * MM_BN, accumulate};
     matmul_q8_0<Dp4aTile>(m, out);
 }

@@ -1,10 +1,31 @@
 // swiglu.cu — SwiGLU activation: out = silu(gate) · up = gate / (1 + e^-gate) · up.
+// The fused variant quantises the result to Q8_0 blocks for the down projection.
 #include "common.cuh"
+
+static __device__ __forceinline__ float swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 TESSERA_KERNEL void swiglu_f32(const float* gate, const float* up, float* out, u32 n) {
     const u32 stride = gridDim.x * blockDim.x;
     for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        out[i] = swiglu(gate[i], up[i]);
+    }
+}
+
+// swiglu_f32 and then quantize_q8_0 on its result, without the f32 round trip
+// through memory: one warp per 32 consecutive values of the flattened
+// [rows, ffn] matrix (ffn a multiple of 32), the same value per element as
+// swiglu_f32 writes and the same quantisation as quantize_q8_0.
+TESSERA_KERNEL void swiglu_q8_0(const float* gate, const float* up, u64 n_blocks, i8* qs, float* scales) {
+    const u64 block = u64(blockIdx.x) * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
+    if (block >= n_blocks) {
+        return;  // the whole warp leaves together
+    }
+    const u32 lane = threadIdx.x % WARP_SIZE;
+    const u64 i = block * QK8_0 + lane;
+    float d;
+    const int q = quantize_q8_0_lane(swiglu(gate[i], up[i]), d);
+    qs[i] = i8(q);
+    if (lane == 0) {
+        scales[block] = d;
     }
 }

@@ -93,7 +93,7 @@ run() {
         echo "-- model parity"
         grep -E "pairs, \|score" "$out/parity.txt" || true
         echo "-- benchmarks"
-        grep -E "^(matmul_q8_0|attention) " "$out/bench.txt" || true
+        grep -E "^(matmul_q8_0|attention|layer_ops) " "$out/bench.txt" || true
         cat "$out/end-to-end.txt"
         grep -E "tokens/s|ms" "$out/torch-baseline.txt" || true
     } | tee "$out/summary.txt"

@@ -16,6 +16,8 @@ pub mod ops;
 #[cfg(feature = "cuda")]
 mod cuda;
 
+use std::sync::Mutex;
+
 use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
 
 pub use device::{Device, KernelArg, Launch, MatmulPath};
@@ -24,14 +26,55 @@ pub use memory::{DeviceBuffer, DeviceWeight};
 #[cfg(feature = "cuda")]
 pub use cuda::{cuda_available, CudaBackend, CudaDevice};
 
+/// Token rows the engine gives the MLP at once on this backend: large enough
+/// that every projection of the 4B shapes fills an H100 (the 2560-wide down
+/// projection is 40 column tiles; 4,096 rows make 2,560 tiles, several per SM),
+/// small enough that the `rows × ffn` intermediates stay ≈ 160 MB each.
+pub const MLP_CHUNK_ROWS: usize = 4096;
+
 /// The kernels of `kernels/` on a device.
 pub struct KernelBackend<D: Device> {
     device: D,
+    /// The int8 activations of the matmuls, reused from op to op (grown when a
+    /// larger batch needs it, never shrunk).
+    quantised: Mutex<Option<ops::matmul::QuantisedRows<D::Memory>>>,
+    mlp_chunk_rows: usize,
 }
 
 impl<D: Device> KernelBackend<D> {
     pub fn with_device(device: D) -> KernelBackend<D> {
-        KernelBackend { device }
+        KernelBackend {
+            device,
+            quantised: Mutex::new(None),
+            mlp_chunk_rows: MLP_CHUNK_ROWS,
+        }
+    }
+
+    /// The same backend with the MLP run `rows` token rows at a time (at least
+    /// one).
+    pub fn with_mlp_chunk_rows(mut self, rows: usize) -> KernelBackend<D> {
+        self.mlp_chunk_rows = rows.max(1);
+        self
+    }
+
+    /// Runs `op` with the backend's quantised-activation buffer shaped as (at
+    /// least) `rows × k`, allocating a larger one first when needed. Work on
+    /// the device is stream-ordered, so reusing the buffer between launches is
+    /// safe; the lock only guards the host-side handle.
+    pub(crate) fn with_quantised<R>(
+        &self,
+        rows: usize,
+        k: usize,
+        op: impl FnOnce(&ops::matmul::QuantisedRows<D::Memory>) -> Result<R, BackendError>,
+    ) -> Result<R, BackendError> {
+        let mut slot = self.quantised.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = slot.as_mut().is_some_and(|q| q.reshape(rows, k));
+        if !fits {
+            // Free the old buffer first so both never need to fit at once.
+            *slot = None;
+            *slot = Some(ops::matmul::QuantisedRows::alloc(&self.device, rows, k)?);
+        }
+        op(slot.as_ref().expect("filled above"))
     }
 
     pub fn device(&self) -> &D {
@@ -207,6 +250,65 @@ impl<D: Device> Backend for KernelBackend<D> {
         out: &mut Self::Buffer,
     ) -> Result<(), BackendError> {
         ops::score_head::score_head(self, x, rows, weight, head_rows, out)
+    }
+
+    fn mlp_chunk_rows(&self) -> usize {
+        self.mlp_chunk_rows
+    }
+
+    fn rms_norm_matmuls(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        dim: usize,
+        norm: &Self::Weight,
+        eps: f32,
+        weights: &[&Self::Weight],
+        normed: &mut Self::Buffer,
+        outs: &mut [&mut Self::Buffer],
+    ) -> Result<(), BackendError> {
+        ops::fused::rms_norm_matmuls(self, x, rows, dim, norm, eps, weights, normed, outs)
+    }
+
+    fn qk_norm_rope(
+        &self,
+        q: &mut Self::Buffer,
+        k: &mut Self::Buffer,
+        q_norm: &Self::Weight,
+        k_norm: &Self::Weight,
+        positions: &[u32],
+        shape: AttentionShape,
+        eps: f32,
+        theta: f32,
+    ) -> Result<(), BackendError> {
+        ops::rope::qk_norm_rope(self, q, k, q_norm, k_norm, positions, shape, eps, theta)
+    }
+
+    fn matmul_add(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        weight: &Self::Weight,
+        n: usize,
+        scratch: &mut Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        ops::fused::matmul_add(self, x, rows, weight, n, scratch, out)
+    }
+
+    fn swiglu_matmul_add(
+        &self,
+        gate: &Self::Buffer,
+        up: &Self::Buffer,
+        rows: usize,
+        ffn: usize,
+        down: &Self::Weight,
+        n: usize,
+        act: &mut Self::Buffer,
+        scratch: &mut Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<(), BackendError> {
+        ops::fused::swiglu_matmul_add(self, gate, up, rows, ffn, down, n, act, scratch, out)
     }
 
     fn synchronize(&self) -> Result<(), BackendError> {

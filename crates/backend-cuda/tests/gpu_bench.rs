@@ -2,7 +2,9 @@
 //! otherwise each prints why it skipped): the Q8_0 matmul at the
 //! Qwen3-4B projection shapes for M = 512, 4096 and 16384 tokens (TFLOP/s and the
 //! share of the card's dense int8 peak), and attention over 100 documents of 256
-//! tokens after a 32-token shared prefix. Run by scripts/gpu-check.sh.
+//! tokens after a 32-token shared prefix; the non-attention work of one 4B layer
+//! through the fused ops against the unfused op sequences (the ratio measured in
+//! the same run). Run by scripts/gpu-check.sh.
 #![cfg(feature = "cuda")]
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_backend::{AttentionLayout, AttentionShape, Backend, HostTensor, KvRef};
+use tessera_backend::{unfused, AttentionLayout, AttentionShape, Backend, HostTensor, KvRef};
 use tessera_backend_cuda::{cuda_available, CudaBackend};
 use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile, GgufWriter};
 
@@ -149,4 +151,158 @@ fn attention_throughput() {
         seconds * 1e3,
         flops / seconds / 1e12
     );
+}
+
+fn f32_weight(values: &[f32]) -> HostTensor {
+    let mut writer = GgufWriter::new();
+    writer
+        .add_tensor(
+            "norm",
+            vec![values.len() as u64],
+            GgmlType::F32,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+        .expect("tensor");
+    let mut file = Vec::new();
+    writer.write_to(&mut file).expect("in memory");
+    let file = Arc::new(GgufFile::from_bytes(file).expect("parses"));
+    HostTensor::from_gguf(&file, "norm")
+        .expect("1-D")
+        .expect("present")
+}
+
+/// One Qwen3-4B layer without its attention op, as the engine runs it: norm +
+/// q/k/v projections, QK-norm + RoPE, o projection + residual, norm + gate/up,
+/// SwiGLU + down projection + residual. Fused ops against `unfused::*` (what
+/// every other backend runs), same buffers, same card, same run.
+#[test]
+fn fused_layer_ops_against_unfused() {
+    if !wanted() {
+        return;
+    }
+    if let Err(why) = cuda_available() {
+        println!("skipped: {why}");
+        return;
+    }
+    let b = CudaBackend::new(0).expect("GPU");
+    println!("device: {}", b.name());
+    let (hidden, ffn) = (2560, 9728);
+    let shape = AttentionShape {
+        n_heads: 32,
+        n_kv_heads: 8,
+        head_dim: 128,
+    };
+    let (qw, kvw) = (shape.q_width(), shape.kv_width());
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut up_w = |n, k| b.upload_weight(&q8_weight(n, k, &mut rng)).expect("upload");
+    let (wq, wk, wv, wo) = (
+        up_w(qw, hidden),
+        up_w(kvw, hidden),
+        up_w(kvw, hidden),
+        up_w(hidden, qw),
+    );
+    let (wg, wu, wd) = (up_w(ffn, hidden), up_w(ffn, hidden), up_w(hidden, ffn));
+    let norm = |len: usize| {
+        b.upload_weight(&f32_weight(&vec![1.0; len]))
+            .expect("upload")
+    };
+    let (attn_norm, ffn_norm, q_norm, k_norm) = (norm(hidden), norm(hidden), norm(128), norm(128));
+    for m in [4096usize, 16384] {
+        let mut rng = StdRng::seed_from_u64(m as u64);
+        let mut buffer = |len: usize| {
+            let data: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut buf = b.alloc(len).expect("alloc");
+            b.write(&mut buf, &data).expect("write");
+            buf
+        };
+        let mut x = buffer(m * hidden);
+        let attn = buffer(m * qw);
+        let (mut normed, mut proj) = (buffer(m * hidden), buffer(m * hidden));
+        let (mut q, mut k, mut v) = (buffer(m * qw), buffer(m * kvw), buffer(m * kvw));
+        let (mut gate, mut up, mut act) = (buffer(m * ffn), buffer(m * ffn), buffer(m * ffn));
+        let positions: Vec<u32> = (0..m as u32).map(|t| t % 4096).collect();
+        let mut layer = |fused: bool| {
+            let eps = 1e-6;
+            let result = if fused {
+                b.rms_norm_matmuls(
+                    &x,
+                    m,
+                    hidden,
+                    &attn_norm,
+                    eps,
+                    &[&wq, &wk, &wv],
+                    &mut normed,
+                    &mut [&mut q, &mut k, &mut v],
+                )
+                .and_then(|_| {
+                    b.qk_norm_rope(
+                        &mut q, &mut k, &q_norm, &k_norm, &positions, shape, eps, 1e6,
+                    )
+                })
+                .and_then(|_| b.matmul_add(&attn, m, &wo, hidden, &mut proj, &mut x))
+                .and_then(|_| {
+                    b.rms_norm_matmuls(
+                        &x,
+                        m,
+                        hidden,
+                        &ffn_norm,
+                        eps,
+                        &[&wg, &wu],
+                        &mut normed,
+                        &mut [&mut gate, &mut up],
+                    )
+                })
+                .and_then(|_| {
+                    b.swiglu_matmul_add(
+                        &gate, &up, m, ffn, &wd, hidden, &mut act, &mut proj, &mut x,
+                    )
+                })
+            } else {
+                unfused::rms_norm_matmuls(
+                    &b,
+                    &x,
+                    m,
+                    hidden,
+                    &attn_norm,
+                    eps,
+                    &[&wq, &wk, &wv],
+                    &mut normed,
+                    &mut [&mut q, &mut k, &mut v],
+                )
+                .and_then(|_| {
+                    unfused::qk_norm_rope(
+                        &b, &mut q, &mut k, &q_norm, &k_norm, &positions, shape, eps, 1e6,
+                    )
+                })
+                .and_then(|_| unfused::matmul_add(&b, &attn, m, &wo, hidden, &mut proj, &mut x))
+                .and_then(|_| {
+                    unfused::rms_norm_matmuls(
+                        &b,
+                        &x,
+                        m,
+                        hidden,
+                        &ffn_norm,
+                        eps,
+                        &[&wg, &wu],
+                        &mut normed,
+                        &mut [&mut gate, &mut up],
+                    )
+                })
+                .and_then(|_| {
+                    unfused::swiglu_matmul_add(
+                        &b, &gate, &up, m, ffn, &wd, hidden, &mut act, &mut proj, &mut x,
+                    )
+                })
+            };
+            result.expect("layer ops");
+        };
+        let unfused_s = time(&b, || layer(false));
+        let fused_s = time(&b, || layer(true));
+        println!(
+            "layer_ops M={m:>5}: unfused {:>8.3} ms, fused {:>8.3} ms, unfused/fused {:.2}x",
+            unfused_s * 1e3,
+            fused_s * 1e3,
+            unfused_s / fused_s
+        );
+    }
 }

@@ -2,13 +2,15 @@
 //! matmul paths (mma.sync, dp4a) give bit-identical results, equal to the CPU
 //! backend's int8 path, on shapes with several tiles and pipeline stages and
 //! ragged edges; the fused kernels (RMSNorm + Q8_0 quantisation, QK-norm + RoPE)
-//! equal their unfused sequences.
+//! equal their unfused sequences, and so do the backend's fused ops (norm + the
+//! projections that share it, residual adds in the matmul epilogue, SwiGLU +
+//! quantisation), bit for bit.
 
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_backend::{Backend, HostTensor};
+use tessera_backend::{unfused, Backend, HostTensor};
 use tessera_backend_cpu::{CpuBackend, Isa, Precision};
 use tessera_backend_cuda::ops::matmul::{quantize, QuantisedRows};
 use tessera_backend_cuda::ops::{rms_norm, rope};
@@ -157,4 +159,140 @@ fn fused_qk_norm_and_rope_equal_the_two_kernels() {
         .map(|(p, q)| (p - q).abs())
         .fold(0.0f32, f32::max);
     assert!(worst <= 2e-5, "largest difference {worst}");
+}
+
+fn upload_values<B: Backend>(b: &B, values: &[f32]) -> B::Buffer {
+    let mut buf = b.alloc(values.len()).expect("alloc");
+    b.write(&mut buf, values).expect("write");
+    buf
+}
+
+#[test]
+fn fused_ops_equal_their_unfused_sequences_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(14);
+    // Several row and column tiles, ragged edges, several pipeline stages.
+    let (rows, dim, ffn) = (70, 320, 288);
+    let ns = [130, 64];
+    for path in [MatmulPath::Mma, MatmulPath::Dp4a] {
+        let b = backend(path);
+        let x = random(&mut rng, rows * dim, 3.0);
+        let norm = b
+            .upload_weight(&tensor(&random(&mut rng, dim, 1.5), 1, dim, GgmlType::F32))
+            .expect("upload");
+        let weights: Vec<_> = ns
+            .iter()
+            .map(|&n| {
+                let values = random(&mut rng, n * dim, 0.5);
+                b.upload_weight(&tensor(&values, n, dim, GgmlType::Q8_0))
+                    .expect("upload")
+            })
+            .collect();
+        let refs: Vec<_> = weights.iter().collect();
+        let xb = upload_values(&b, &x);
+
+        // RMSNorm + the projections that share it.
+        let run = |fused: bool| -> Vec<Vec<f32>> {
+            let mut normed = b.alloc(rows * dim).expect("alloc");
+            let mut outs: Vec<_> = ns
+                .iter()
+                .map(|&n| b.alloc(rows * n).expect("alloc"))
+                .collect();
+            let mut out_refs: Vec<_> = outs.iter_mut().collect();
+            if fused {
+                b.rms_norm_matmuls(
+                    &xb,
+                    rows,
+                    dim,
+                    &norm,
+                    1e-6,
+                    &refs,
+                    &mut normed,
+                    &mut out_refs,
+                )
+            } else {
+                unfused::rms_norm_matmuls(
+                    &b,
+                    &xb,
+                    rows,
+                    dim,
+                    &norm,
+                    1e-6,
+                    &refs,
+                    &mut normed,
+                    &mut out_refs,
+                )
+            }
+            .expect("norm + matmuls");
+            outs.iter()
+                .zip(ns)
+                .map(|(o, n)| b.read(o, rows * n).expect("read"))
+                .collect()
+        };
+        assert_eq!(run(true), run(false), "{path:?}: rms_norm_matmuls");
+
+        // Residual add in the epilogue.
+        let n = ns[0];
+        let residual = random(&mut rng, rows * n, 2.0);
+        let run = |fused: bool| -> Vec<f32> {
+            let mut scratch = b.alloc(rows * n).expect("alloc");
+            let mut out = upload_values(&b, &residual);
+            if fused {
+                b.matmul_add(&xb, rows, &weights[0], n, &mut scratch, &mut out)
+            } else {
+                unfused::matmul_add(&b, &xb, rows, &weights[0], n, &mut scratch, &mut out)
+            }
+            .expect("matmul_add");
+            b.read(&out, rows * n).expect("read")
+        };
+        assert_eq!(run(true), run(false), "{path:?}: matmul_add");
+
+        // SwiGLU quantised in place of the f32 round trip, then the residual add.
+        let gate = upload_values(&b, &random(&mut rng, rows * ffn, 6.0));
+        let up = upload_values(&b, &random(&mut rng, rows * ffn, 2.0));
+        let down = b
+            .upload_weight(&tensor(
+                &random(&mut rng, dim * ffn, 0.5),
+                dim,
+                ffn,
+                GgmlType::Q8_0,
+            ))
+            .expect("upload");
+        let residual = random(&mut rng, rows * dim, 2.0);
+        let run = |fused: bool| -> Vec<f32> {
+            let mut act = b.alloc(rows * ffn).expect("alloc");
+            let mut scratch = b.alloc(rows * dim).expect("alloc");
+            let mut out = upload_values(&b, &residual);
+            if fused {
+                b.swiglu_matmul_add(
+                    &gate,
+                    &up,
+                    rows,
+                    ffn,
+                    &down,
+                    dim,
+                    &mut act,
+                    &mut scratch,
+                    &mut out,
+                )
+            } else {
+                unfused::swiglu_matmul_add(
+                    &b,
+                    &gate,
+                    &up,
+                    rows,
+                    ffn,
+                    &down,
+                    dim,
+                    &mut act,
+                    &mut scratch,
+                    &mut out,
+                )
+            }
+            .expect("swiglu_matmul_add");
+            b.read(&out, rows * dim).expect("read")
+        };
+        let (fused, plain) = (run(true), run(false));
+        assert_eq!(fused, plain, "{path:?}: swiglu_matmul_add");
+        assert_ne!(fused, residual, "{path:?}: the product was added");
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tessera_cuda_emulated::emulated;
 use tessera_engine::Reranker;
 use tessera_gguf::GgufFile;
-use tessera_tests::{check_w8a8, fixture, MODEL_FIXTURES};
+use tessera_tests::{case_scores, check_w8a8, fixture, load_reference, MODEL_FIXTURES};
 
 #[test]
 fn emulated_kernels_match_the_w8a8_reference_on_every_fixture() {
@@ -19,5 +19,19 @@ fn emulated_kernels_match_the_w8a8_reference_on_every_fixture() {
             Arc::new(GgufFile::open(fixture(&format!("{stem}.gguf"))).expect("fixture opens"));
         let reranker = Reranker::load(emulated(), &file, None).expect("fixture loads");
         check_w8a8(stem, &reranker, stem, false);
+    }
+}
+
+/// The MLP over many 3-row chunks (residual rows copied out and back, the
+/// fused ops on each) gives the scores of one chunk, bit for bit.
+#[test]
+fn chunked_mlp_scores_equal_one_chunk_scores() {
+    let stem = "tiny-q8";
+    let file = Arc::new(GgufFile::open(fixture(&format!("{stem}.gguf"))).expect("fixture opens"));
+    let reference = load_reference(stem);
+    let whole = Reranker::load(emulated(), &file, None).expect("loads");
+    let chunked = Reranker::load(emulated().with_mlp_chunk_rows(3), &file, None).expect("loads");
+    for case in &reference.cases {
+        assert_eq!(case_scores(&whole, case), case_scores(&chunked, case));
     }
 }

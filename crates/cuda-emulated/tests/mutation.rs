@@ -1,17 +1,24 @@
 //! Proof that the emulated parity checks bite: kernel files compiled again with a
 //! deliberate bug (a `TESSERA_MUTATE_*` macro; see build.rs) must fail the parity
-//! cases of their op, and only those.
+//! cases of their op and of the fused ops that launch the same kernel, and only
+//! those.
 
 use tessera_backend::parity::{run_all, Tolerances};
 use tessera_backend_cuda::{KernelBackend, MatmulPath};
 use tessera_cuda_emulated::EmulatedDevice;
 
+/// The kit's op names of the Q8_0 matmul kernels' cases: the op itself and the
+/// fused ops built on it.
+const MATMUL_OPS: &[&str] = &["matmul", "norm_matmuls", "matmul_add", "swiglu_mm_add"];
+/// The kit's Q8_0 cases among them: 5 matmul, 3 of each fused op.
+const Q8_0_CASES: usize = 5 + 3 + 3 + 3;
+
 /// Runs the kit with `kernel` replaced by its mutant; returns (failed, passed)
-/// case names of `op`, and the failures of other ops.
+/// case names of `ops`, and the failures of other ops.
 fn run_mutant(
     kernel: &str,
     mutant: &str,
-    op: &str,
+    ops: &[&str],
     path: MatmulPath,
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
     let device = EmulatedDevice::new(path).with_kernel_replaced(kernel, mutant);
@@ -19,14 +26,14 @@ fn run_mutant(
     let (mut failed, mut passed, mut others) = (Vec::new(), Vec::new(), Vec::new());
     for r in reports {
         let line = r.to_string();
-        match (r.op == op, r.passed()) {
+        match (ops.contains(&r.op), r.passed()) {
             (true, false) => failed.push(line),
             (true, true) => passed.push(line),
             (false, false) => others.push(line),
             (false, true) => {}
         }
     }
-    println!("{mutant}: {} failing {op} cases", failed.len());
+    println!("{mutant}: {} failing {ops:?} cases", failed.len());
     for line in &failed {
         println!("  {line}");
     }
@@ -38,11 +45,17 @@ fn a_wrong_weight_index_in_rms_norm_fails_every_rms_norm_case() {
     let (failed, passed, others) = run_mutant(
         "rms_norm_f32",
         "mutant_rms_norm_index::rms_norm_f32",
-        "rms_norm",
+        &["rms_norm", "norm_matmuls"],
         MatmulPath::Mma,
     );
-    assert!(passed.is_empty(), "mutant passed: {passed:?}");
-    assert!(!failed.is_empty());
+    // The fused norm on Q8_0 weights is another kernel (rms_norm_q8_0); with
+    // F32 weights norm_matmuls runs rms_norm_f32 and must fail.
+    let wrong: Vec<_> = passed
+        .iter()
+        .filter(|l| l.starts_with("rms_norm ") || l.contains("F32"))
+        .collect();
+    assert!(wrong.is_empty(), "mutant passed: {wrong:?}");
+    assert_eq!(failed.len(), 4 + 3, "{failed:?}");
     assert!(others.is_empty(), "other ops failed: {others:?}");
 }
 
@@ -51,12 +64,16 @@ fn a_swapped_mma_fragment_register_fails_the_q8_0_matmul_cases() {
     let (failed, passed, others) = run_mutant(
         "matmul_q8_0_mma",
         "mutant_mma_fragment::matmul_q8_0_mma",
-        "matmul",
+        MATMUL_OPS,
         MatmulPath::Mma,
     );
     let q8_passed: Vec<_> = passed.iter().filter(|l| l.contains("Q8_0")).collect();
     assert!(q8_passed.is_empty(), "mutant passed: {q8_passed:?}");
-    assert_eq!(failed.len(), 5, "every Q8_0 matmul case fails: {failed:?}");
+    assert_eq!(
+        failed.len(),
+        Q8_0_CASES,
+        "every Q8_0 matmul case fails: {failed:?}"
+    );
     assert!(others.is_empty(), "other ops failed: {others:?}");
 }
 
@@ -67,12 +84,16 @@ fn reading_a_cp_async_stage_before_its_wait_fails_the_q8_0_matmul_cases() {
         ("matmul_q8_0_dp4a", MatmulPath::Dp4a),
     ] {
         let mutant = format!("mutant_cp_async_wait::{kernel}");
-        let (failed, passed, others) = run_mutant(kernel, &mutant, "matmul", path);
+        let (failed, passed, others) = run_mutant(kernel, &mutant, MATMUL_OPS, path);
         assert!(
             passed.iter().all(|l| !l.contains("Q8_0")),
             "mutant passed: {passed:?}"
         );
-        assert_eq!(failed.len(), 5, "every Q8_0 matmul case fails: {failed:?}");
+        assert_eq!(
+            failed.len(),
+            Q8_0_CASES,
+            "every Q8_0 matmul case fails: {failed:?}"
+        );
         assert!(others.is_empty(), "other ops failed: {others:?}");
     }
 }
@@ -81,7 +102,7 @@ fn reading_a_cp_async_stage_before_its_wait_fails_the_q8_0_matmul_cases() {
 fn a_missing_barrier_in_attention_fails_the_attention_cases() {
     for kernel in ["attention_f32_d32", "attention_f32_d128"] {
         let mutant = format!("mutant_attention_barrier::{kernel}");
-        let (failed, _, others) = run_mutant(kernel, &mutant, "attention", MatmulPath::Mma);
+        let (failed, _, others) = run_mutant(kernel, &mutant, &["attention"], MatmulPath::Mma);
         assert!(!failed.is_empty(), "{mutant} passed every case");
         assert!(others.is_empty(), "other ops failed: {others:?}");
     }

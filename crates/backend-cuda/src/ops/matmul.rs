@@ -18,12 +18,14 @@ pub const DENSE_THREADS: u32 = 256;
 pub const QUANTIZE_WARPS: usize = 8;
 
 /// Activations quantised to Q8_0 blocks on the device: int8 values `[rows, k]`,
-/// f32 scales `[rows, k/32]`.
+/// f32 scales `[rows, k/32]`. The allocation holds `capacity` values and can be
+/// reshaped to any `rows × k` that fits (the backend keeps one and reuses it).
 pub struct QuantisedRows<M> {
     pub(crate) qs: M,
     pub(crate) scales: M,
     pub(crate) rows: usize,
     pub(crate) k: usize,
+    capacity: usize,
 }
 
 impl<M> QuantisedRows<M> {
@@ -43,7 +45,19 @@ impl<M> QuantisedRows<M> {
             scales: device.alloc(rows * k / QK8_0 * 4)?,
             rows,
             k,
+            capacity: rows * k,
         })
+    }
+
+    /// Views the allocation as rows of `k` (as many as fit); false when not even
+    /// `rows` of them fit, or `k` is not whole blocks.
+    pub(crate) fn reshape(&mut self, rows: usize, k: usize) -> bool {
+        if k == 0 || !k.is_multiple_of(QK8_0) || rows.saturating_mul(k) > self.capacity {
+            return false;
+        }
+        self.rows = self.capacity / k;
+        self.k = k;
+        true
     }
 
     /// Reads back the int8 values and the scales of the first `rows` rows (tests,
@@ -126,12 +140,14 @@ pub fn quantize<D: Device>(
     })
 }
 
-/// The int8 matmul on already-quantised activations.
+/// The int8 matmul on already-quantised activations: `out = x · wᵀ`, or with
+/// `accumulate` `out += x · wᵀ` (the residual add in the epilogue).
 pub fn matmul_quantised<D: Device>(
     b: &KernelBackend<D>,
     x: &QuantisedRows<D::Memory>,
     rows: usize,
     weight: &DeviceWeight<D::Memory>,
+    accumulate: bool,
     out: &mut DeviceBuffer<D::Memory>,
 ) -> Result<(), BackendError> {
     let (n, k) = (weight.rows, weight.cols);
@@ -167,6 +183,7 @@ pub fn matmul_quantised<D: Device>(
             KernelArg::U32(to_u32(rows, "matmul", "rows")?),
             KernelArg::U32(to_u32(n, "matmul", "n")?),
             KernelArg::U32(to_u32(k, "matmul", "k")?),
+            KernelArg::U32(u32::from(accumulate)),
             KernelArg::Ptr(b.address(out)),
         ],
     })
@@ -187,9 +204,10 @@ pub fn matmul<D: Device>(
     }
     let kernel = match weight.ggml_type {
         GgmlType::Q8_0 => {
-            let quantised = QuantisedRows::alloc(&b.device, rows, k)?;
-            quantize(b, x, rows, k, &quantised)?;
-            return matmul_quantised(b, &quantised, rows, weight, out);
+            return b.with_quantised(rows, k, |quantised| {
+                quantize(b, x, rows, k, quantised)?;
+                matmul_quantised(b, quantised, rows, weight, false, out)
+            });
         }
         GgmlType::F32 => "matmul_f32",
         GgmlType::F16 => "matmul_f16",

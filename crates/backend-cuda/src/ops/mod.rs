@@ -5,6 +5,7 @@ pub mod add;
 pub mod attention;
 pub mod copy;
 pub mod embedding;
+pub mod fused;
 pub mod matmul;
 pub mod rms_norm;
 pub mod rope;

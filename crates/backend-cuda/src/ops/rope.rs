@@ -1,6 +1,6 @@
 //! Rotary position embedding (`kernels/rope.cu`): one block per token.
 
-use tessera_backend::BackendError;
+use tessera_backend::{AttentionShape, BackendError};
 
 use super::rms_norm::norm_weight;
 use super::{grid_yz, row_threads, to_u32};
@@ -68,25 +68,79 @@ pub fn rms_norm_rope<D: Device>(
     theta: f32,
     eps: f32,
 ) -> Result<(), BackendError> {
-    let w = norm_weight(weight, head_dim)?;
-    if !head_dim.is_multiple_of(2) {
-        return Err(BackendError::Invalid {
-            op: "rope",
-            detail: format!("head_dim {head_dim} is odd"),
-        });
+    let tables = RopeTables::upload(b, positions, head_dim, theta)?;
+    norm_rope_launch(b, x, weight, &tables, heads, eps)
+}
+
+/// Both halves of the attention's QK-norm + RoPE, sharing one upload of the
+/// positions and frequencies: q with `n_heads`, k with `n_kv_heads`.
+#[allow(clippy::too_many_arguments)]
+pub fn qk_norm_rope<D: Device>(
+    b: &KernelBackend<D>,
+    q: &mut DeviceBuffer<D::Memory>,
+    k: &mut DeviceBuffer<D::Memory>,
+    q_norm: &DeviceWeight<D::Memory>,
+    k_norm: &DeviceWeight<D::Memory>,
+    positions: &[u32],
+    shape: AttentionShape,
+    eps: f32,
+    theta: f32,
+) -> Result<(), BackendError> {
+    let tables = RopeTables::upload(b, positions, shape.head_dim, theta)?;
+    norm_rope_launch(b, q, q_norm, &tables, shape.n_heads, eps)?;
+    norm_rope_launch(b, k, k_norm, &tables, shape.n_kv_heads, eps)
+}
+
+/// Token positions and rotation frequencies on the device.
+struct RopeTables<M> {
+    positions: M,
+    inv_freq: M,
+    tokens: usize,
+    head_dim: usize,
+}
+
+impl<M> RopeTables<M> {
+    fn upload<D: Device<Memory = M>>(
+        b: &KernelBackend<D>,
+        positions: &[u32],
+        head_dim: usize,
+        theta: f32,
+    ) -> Result<RopeTables<M>, BackendError> {
+        if !head_dim.is_multiple_of(2) {
+            return Err(BackendError::Invalid {
+                op: "rope",
+                detail: format!("head_dim {head_dim} is odd"),
+            });
+        }
+        Ok(RopeTables {
+            positions: b.upload_table(positions)?,
+            inv_freq: b.upload_table(&inv_freq(theta, head_dim))?,
+            tokens: positions.len(),
+            head_dim,
+        })
     }
-    BackendError::check_len("rope", "x", positions.len() * heads * head_dim, x.len)?;
-    if positions.is_empty() || heads == 0 || head_dim == 0 {
+}
+
+fn norm_rope_launch<D: Device>(
+    b: &KernelBackend<D>,
+    x: &mut DeviceBuffer<D::Memory>,
+    weight: &DeviceWeight<D::Memory>,
+    tables: &RopeTables<D::Memory>,
+    heads: usize,
+    eps: f32,
+) -> Result<(), BackendError> {
+    let (tokens, head_dim) = (tables.tokens, tables.head_dim);
+    let w = norm_weight(weight, head_dim)?;
+    BackendError::check_len("rope", "x", tokens * heads * head_dim, x.len)?;
+    if tokens == 0 || heads == 0 || head_dim == 0 {
         return Ok(());
     }
-    let positions_table = b.upload_table(positions)?;
-    let freq_table = b.upload_table(&inv_freq(theta, head_dim))?;
     let warps = heads.min(NORM_ROPE_WARPS);
     b.device.launch(&Launch {
         module: "rope",
         kernel: "rms_norm_rope_f32",
         grid: [
-            to_u32(positions.len(), "rope", "tokens")?,
+            to_u32(tokens, "rope", "tokens")?,
             grid_yz(heads.div_ceil(warps), "rope", "head groups")?,
             1,
         ],
@@ -95,8 +149,8 @@ pub fn rms_norm_rope<D: Device>(
         args: vec![
             KernelArg::Ptr(b.address(x)),
             KernelArg::Ptr(b.device.address(w)),
-            KernelArg::Ptr(b.device.address(&positions_table)),
-            KernelArg::Ptr(b.device.address(&freq_table)),
+            KernelArg::Ptr(b.device.address(&tables.positions)),
+            KernelArg::Ptr(b.device.address(&tables.inv_freq)),
             KernelArg::U32(to_u32(heads, "rope", "heads")?),
             KernelArg::U32(to_u32(head_dim, "rope", "head_dim")?),
             KernelArg::F32(eps),

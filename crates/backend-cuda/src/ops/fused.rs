@@ -1,0 +1,147 @@
+//! The fused ops of the engine's layer on Q8_0 weights: the activations are
+//! quantised once, by the kernel that produces them (RMSNorm, SwiGLU), and read
+//! by every matmul that needs them; residual adds happen in the matmul
+//! epilogue. Each computes the same bits as the op sequence it replaces
+//! (`tessera_backend::unfused`), which runs instead for other weight types.
+
+use tessera_backend::{unfused, BackendError};
+use tessera_gguf::{GgmlType, QK8_0};
+
+use super::matmul::{matmul_quantised, quantize, quantize_grid, QUANTIZE_WARPS};
+use super::rms_norm::rms_norm_q8_0;
+use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
+
+type Buffer<D> = DeviceBuffer<<D as Device>::Memory>;
+type Weight<D> = DeviceWeight<<D as Device>::Memory>;
+
+/// Whether the int8 path takes a matmul of rows of `k` by `weight`.
+fn int8_path<M>(weight: &DeviceWeight<M>, k: usize) -> bool {
+    weight.ggml_type == GgmlType::Q8_0 && weight.cols == k && k.is_multiple_of(QK8_0)
+}
+
+fn check_features<M>(
+    op: &'static str,
+    weight: &DeviceWeight<M>,
+    n: usize,
+) -> Result<(), BackendError> {
+    if weight.rows != n {
+        return Err(BackendError::Invalid {
+            op,
+            detail: format!(
+                "weight '{}' has {} output features, {n} expected",
+                weight.name, weight.rows
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `rms_norm_q8_0` once, then every matmul on its int8 rows (`normed` is not
+/// written).
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_matmuls<D: Device>(
+    b: &KernelBackend<D>,
+    x: &Buffer<D>,
+    rows: usize,
+    dim: usize,
+    norm: &Weight<D>,
+    eps: f32,
+    weights: &[&Weight<D>],
+    normed: &mut Buffer<D>,
+    outs: &mut [&mut Buffer<D>],
+) -> Result<(), BackendError> {
+    if !weights.iter().all(|w| int8_path(w, dim)) {
+        return unfused::rms_norm_matmuls(b, x, rows, dim, norm, eps, weights, normed, outs);
+    }
+    if weights.len() != outs.len() {
+        return Err(BackendError::Invalid {
+            op: "rms_norm_matmuls",
+            detail: format!(
+                "{} weights but {} output buffers",
+                weights.len(),
+                outs.len()
+            ),
+        });
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    b.with_quantised(rows, dim, |quantised| {
+        rms_norm_q8_0(b, x, norm, rows, dim, eps, None, quantised)?;
+        for (weight, out) in weights.iter().zip(outs.iter_mut()) {
+            matmul_quantised(b, quantised, rows, weight, false, out)?;
+        }
+        Ok(())
+    })
+}
+
+/// `out += x · wᵀ` with the add in the matmul's epilogue (`scratch` unused).
+pub fn matmul_add<D: Device>(
+    b: &KernelBackend<D>,
+    x: &Buffer<D>,
+    rows: usize,
+    weight: &Weight<D>,
+    n: usize,
+    scratch: &mut Buffer<D>,
+    out: &mut Buffer<D>,
+) -> Result<(), BackendError> {
+    let k = weight.cols;
+    if !int8_path(weight, k) {
+        return unfused::matmul_add(b, x, rows, weight, n, scratch, out);
+    }
+    check_features("matmul_add", weight, n)?;
+    BackendError::check_len("matmul_add", "x", rows * k, x.len)?;
+    BackendError::check_len("matmul_add", "out", rows * n, out.len)?;
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    b.with_quantised(rows, k, |quantised| {
+        quantize(b, x, rows, k, quantised)?;
+        matmul_quantised(b, quantised, rows, weight, true, out)
+    })
+}
+
+/// `swiglu_q8_0` straight into int8 blocks, then `out += act · downᵀ` in the
+/// epilogue (`act` and `scratch` unused).
+#[allow(clippy::too_many_arguments)]
+pub fn swiglu_matmul_add<D: Device>(
+    b: &KernelBackend<D>,
+    gate: &Buffer<D>,
+    up: &Buffer<D>,
+    rows: usize,
+    ffn: usize,
+    down: &Weight<D>,
+    n: usize,
+    act: &mut Buffer<D>,
+    scratch: &mut Buffer<D>,
+    out: &mut Buffer<D>,
+) -> Result<(), BackendError> {
+    if !int8_path(down, ffn) {
+        return unfused::swiglu_matmul_add(b, gate, up, rows, ffn, down, n, act, scratch, out);
+    }
+    check_features("swiglu_matmul_add", down, n)?;
+    BackendError::check_len("swiglu_matmul_add", "gate", rows * ffn, gate.len)?;
+    BackendError::check_len("swiglu_matmul_add", "up", rows * ffn, up.len)?;
+    BackendError::check_len("swiglu_matmul_add", "out", rows * n, out.len)?;
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    let blocks = rows * ffn / QK8_0;
+    b.with_quantised(rows, ffn, |quantised| {
+        b.device.launch(&Launch {
+            module: "swiglu",
+            kernel: "swiglu_q8_0",
+            grid: quantize_grid(blocks)?,
+            block: [(QUANTIZE_WARPS * 32) as u32, 1, 1],
+            shared_bytes: 0,
+            args: vec![
+                KernelArg::Ptr(b.address(gate)),
+                KernelArg::Ptr(b.address(up)),
+                KernelArg::U64(blocks as u64),
+                KernelArg::Ptr(b.device.address(&quantised.qs)),
+                KernelArg::Ptr(b.device.address(&quantised.scales)),
+            ],
+        })?;
+        matmul_quantised(b, quantised, rows, down, true, out)
+    })
+}
