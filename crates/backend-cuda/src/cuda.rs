@@ -66,6 +66,34 @@ fn nvrtc_version() -> String {
     }
 }
 
+/// Buffers are stream-ordered allocations (`cuMemAllocAsync`) from the device's
+/// default pool. That pool's release threshold is 0 by default: at every
+/// synchronisation (each batch reads its scores back) it would hand all freed
+/// memory back to the driver, and the next batch would map it again. With the
+/// threshold at its maximum the pool keeps what it has, so after the first batch
+/// of a size the per-pass activations come from the pool: the arena, without the
+/// engine holding buffers between passes. Without async allocation (no pool),
+/// nothing to set.
+fn keep_freed_memory(ctx: &CudaContext) -> Result<(), BackendError> {
+    if !ctx.has_async_alloc() {
+        return Ok(());
+    }
+    use cudarc::driver::{result::device, result::mem_pool, sys};
+    let mut threshold = u64::MAX;
+    // SAFETY: the device handle comes from a live context; the attribute takes a
+    // u64 (cuuint64_t), which `threshold` is, and outlives the call.
+    unsafe {
+        let pool = device::get_default_mem_pool(ctx.cu_device())
+            .map_err(|e| device_error("default memory pool", e))?;
+        mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .map_err(|e| device_error("memory pool release threshold", e))
+    }
+}
+
 /// A GPU and the kernels compiled for it so far.
 pub struct CudaDevice {
     ctx: Arc<CudaContext>,
@@ -84,6 +112,7 @@ impl CudaDevice {
         // SAFETY: no other stream of this context touches our allocations.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
+        keep_freed_memory(&ctx)?;
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| device_error("compute capability", e))?;
