@@ -181,4 +181,14 @@ static __device__ __forceinline__ int quantize_q8_0_lane(float x, float& scale) 
     return int(roundf(x * id));
 }
 
+// Integer → float without a conversion instruction (I2F runs at 16 per clock per
+// SM on sm_80/sm_90, an eighth of FP32's rate, and would bound the int8 matmuls).
+// An integer sum started at INT_BIAS (by the mma/dp4a accumulator input, at no
+// cost) holds, as float bits, 1.5·2^23 + sum exactly while |sum| < 2^22: floats in
+// [2^23, 2^24) are the integers, one ulp apart. One FADD then gives float(sum),
+// exactly what a conversion would. A Q8_0 block's |isum| ≤ 32·127·128 = 520,192.
+#define INT_BIAS 0x4B400000
+#define INT_BIAS_F 12582912.0f  // 1.5 · 2^23, the float whose bits are INT_BIAS
+static __device__ __forceinline__ float unbias_to_float(int biased) { return __int_as_float(biased) - INT_BIAS_F; }
+
 static __device__ __forceinline__ float negative_infinity() { return __int_as_float(int(0xff800000u)); }

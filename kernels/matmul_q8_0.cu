@@ -137,19 +137,22 @@ struct MmaTile {
                 b[c][0] = load_s32(col);
                 b[c][1] = load_s32(col + 16);
             }
-            const int zero[4] = {0, 0, 0, 0};
+            // The block sums start at INT_BIAS, so they come out as float bits
+            // (common.cuh): no conversion instruction per output.
+            const int bias[4] = {INT_BIAS, INT_BIAS, INT_BIAS, INT_BIAS};
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
 #pragma unroll
                 for (int c = 0; c < 4; ++c) {
                     int d[4];
-                    mma_s8_m16n8k32(d, a[i], b[c], zero);
+                    mma_s8_m16n8k32(d, a[i], b[c], bias);
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
                         const u32 row = wm + i * 16 + group + (e >= 2 ? 8 : 0);
                         const u32 col = wn + c * 8 + 2 * in_group + (e & 1);
                         float& out = acc[(i * 4 + c) * 4 + e];
-                        out = fmaf(float(d[e]), s.b_scale[col * MM_KB + j] * s.a_scale[row * MM_KB + j], out);
+                        out = fmaf(unbias_to_float(d[e]), s.b_scale[col * MM_KB + j] * s.a_scale[row * MM_KB + j],
+                                   out);
                     }
                 }
             }
@@ -181,7 +184,7 @@ struct Dp4aTile {
             int isum[32];
 #pragma unroll
             for (int t = 0; t < 32; ++t) {
-                isum[t] = 0;
+                isum[t] = INT_BIAS;  // read back by unbias_to_float
             }
 #pragma unroll
             for (int w = 0; w < QK8_0 / 4; ++w) {
@@ -209,7 +212,8 @@ struct Dp4aTile {
                 for (int c = 0; c < 4; ++c) {
                     const u32 row = ty + 8 * r, col = tx + 16 * c;
                     float& out = acc[r * 4 + c];
-                    out = fmaf(float(isum[r * 4 + c]), s.b_scale[col * MM_KB + j] * s.a_scale[row * MM_KB + j], out);
+                    out = fmaf(unbias_to_float(isum[r * 4 + c]), s.b_scale[col * MM_KB + j] * s.a_scale[row * MM_KB + j],
+                               out);
                 }
             }
         }

@@ -10,15 +10,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Pinned toolkit wheels (CUDA 13.5): NVRTC, ptxas (in nvcc), and cccl for headers.
-PINS=(nvidia-cuda-nvrtc==13.5.37 nvidia-cuda-nvcc==13.5.37 nvidia-cuda-cccl==13.3.5.0.6)
+# Pinned toolkit wheels (CUDA 13.5): NVRTC, ptxas (in nvcc), cccl for headers, and
+# cuobjdump + nvdisasm to read the assembled code.
+PINS=(nvidia-cuda-nvrtc==13.5.37 nvidia-cuda-nvcc==13.5.37 nvidia-cuda-cccl==13.3.5.0.6
+      nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37)
 VENV=${TESSERA_CUDA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/cuda-venv-13.5.37}
 OUT=${KERNEL_CHECK_OUT:-target/kernel-check}
 ARCHS=(80 90 90a)
 
-if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/pip" show nvidia-cuda-nvrtc >/dev/null 2>&1; then
-    echo "check-kernels: installing ${PINS[*]} into $VENV"
-    python3 -m venv "$VENV"
+missing=()
+for pin in "${PINS[@]}"; do
+    "$VENV/bin/pip" show "${pin%%==*}" >/dev/null 2>&1 || missing+=("$pin")
+done
+if ((${#missing[@]} > 0)); then
+    echo "check-kernels: installing ${missing[*]} into $VENV"
+    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
 fi
 CUDA=$("$VENV/bin/python" - <<'PY'
@@ -36,6 +42,8 @@ if [[ -z "$CUDA" ]]; then
 fi
 NVRTC="$CUDA/lib/libnvrtc.so.13"
 PTXAS="$CUDA/bin/ptxas"
+CUOBJDUMP="$CUDA/bin/cuobjdump"
+export PATH="$CUDA/bin:$PATH"  # cuobjdump runs nvdisasm
 export LD_LIBRARY_PATH="$CUDA/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 rm -rf "$OUT"
@@ -90,7 +98,23 @@ print(f"{'arch':<7} {'kernel':<22} {'regs':>5} {'spill st':>9} {'spill ld':>9} {
 for arch, kernel, regs, stores, loads, smem in sorted(rows):
     print(f"{arch:<7} {kernel:<22} {regs:>5} {stores:>9} {loads:>9} {smem:>7}")
 PY
-cat "$SUMMARY"
+# The int8 matmuls' inner loops: instruction mix per k step, and no slow
+# integer → float conversion (I2F/I2FP run at 16 per clock per SM; the kernels
+# get float sums from biased integer accumulators instead, see common.cuh).
+LOOPS="$OUT/hot-loops.txt"
+: >"$LOOPS"
+for arch in "${ARCHS[@]}"; do
+    cubin="$OUT/sm_$arch/matmul_q8_0.cubin"
+    [[ -f "$cubin" ]] || continue
+    for kernel in matmul_q8_0_mma matmul_q8_0_dp4a; do
+        if ! line=$("$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" "$kernel" --forbid I2F I2FP); then
+            echo "FAILED hot loop of $kernel for sm_$arch: $line"
+            failures=$((failures + 1))
+        fi
+        echo "sm_$arch $line" >>"$LOOPS"
+    done
+done
+cat "$SUMMARY" "$LOOPS"
 if ((failures > 0)); then
     echo "check-kernels: $failures compilation(s) failed"
     exit 1

@@ -161,6 +161,56 @@ fn fused_qk_norm_and_rope_equal_the_two_kernels() {
     assert!(worst <= 2e-5, "largest difference {worst}");
 }
 
+/// The largest block sums a Q8_0 file allows (activations at ±127, weights at
+/// −128, which ggml's quantiser never writes but a file may hold): |isum| =
+/// 32·127·128 per block, the bound the kernels' conversion-free int → float
+/// relies on. Both signs, every path, equal to the CPU's int8 path bit for bit.
+#[test]
+fn extreme_block_sums_are_exact_on_every_path() {
+    let (rows, k, n) = (3, 96, 5);
+    // Rows of equal magnitude quantise to ±127 in every element.
+    let x: Vec<f32> = (0..rows * k)
+        .map(|i| if (i / k) % 2 == 0 { 1.5 } else { -0.75 })
+        .collect();
+    // Raw blocks: scale 1.0 (f16 0x3c00), quants −128 (even rows) or 127.
+    let mut bytes = Vec::new();
+    for r in 0..n {
+        for _ in 0..k / 32 {
+            bytes.extend_from_slice(&0x3c00u16.to_le_bytes());
+            let q: i8 = if r % 2 == 0 { -128 } else { 127 };
+            bytes.extend(std::iter::repeat_n(q as u8, 32));
+        }
+    }
+    let mut writer = GgufWriter::new();
+    writer
+        .add_tensor("w", vec![k as u64, n as u64], GgmlType::Q8_0, bytes)
+        .expect("consistent tensor");
+    let mut file = Vec::new();
+    writer.write_to(&mut file).expect("in memory");
+    let file = Arc::new(GgufFile::from_bytes(file).expect("parses"));
+    let w = HostTensor::from_gguf(&file, "w")
+        .expect("2-D")
+        .expect("present");
+    let cpu = CpuBackend::with_isa(Precision::Fast, Some(1), Isa::Scalar).expect("scalar path");
+    let want = matmul_on(&cpu, &x, rows, &w);
+    // Row 0 against weight row 0: 3 blocks of 127·(−128)·32 at d_x = f16(1.5/127).
+    let d_x = f64::from(half::f16::from_f32(1.5 / 127.0).to_f32());
+    let expected = 3.0 * -520_192.0 * d_x;
+    assert!(
+        (f64::from(want[0]) - expected).abs() <= 1e-6 * expected.abs(),
+        "CPU int8 path: {} vs {expected}",
+        want[0]
+    );
+    for path in [MatmulPath::Mma, MatmulPath::Dp4a] {
+        let got = matmul_on(&backend(path), &x, rows, &w);
+        let same = got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{path:?}: {got:?} vs {want:?}");
+    }
+}
+
 fn upload_values<B: Backend>(b: &B, values: &[f32]) -> B::Buffer {
     let mut buf = b.alloc(values.len()).expect("alloc");
     b.write(&mut buf, values).expect("write");

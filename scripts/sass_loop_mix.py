@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""The instruction mix of a kernel's hot loop, from its SASS.
+
+    sass_loop_mix.py CUOBJDUMP CUBIN KERNEL [--forbid OP ...]
+
+Disassembles KERNEL from CUBIN (cuobjdump -sass, which needs nvdisasm on PATH),
+takes the innermost loop that contains the kernel's tensor-core or dp4a
+instructions (the backward branch closing over the first of them), and prints
+one line: instructions per iteration and the opcode counts. With --forbid, exits
+1 when any listed opcode (e.g. I2FP, I2F: the slow integer → float conversions)
+appears in that loop.
+"""
+import collections
+import re
+import subprocess
+import sys
+
+HOT = ("IMMA", "IDP")
+
+
+def instructions(cuobjdump, cubin, kernel):
+    sass = subprocess.run(
+        [cuobjdump, "-sass", "-fun", kernel, cubin], check=True, capture_output=True, text=True
+    ).stdout
+    out = []
+    for line in sass.splitlines():
+        m = re.match(r"\s+/\*([0-9a-f]+)\*/\s+(.*?)\s*;", line)
+        if m:
+            text = re.sub(r"^@!?U?P\w+\s+", "", m.group(2))
+            out.append((int(m.group(1), 16), text))
+    return out
+
+
+def hot_loop(code):
+    hot = [i for i, (_, text) in enumerate(code) if text.split()[0].split(".")[0] in HOT]
+    if not hot:
+        return None
+    first = code[hot[0]][0]
+    for i in range(hot[0], len(code)):
+        m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", code[i][1])
+        if m and int(m.group(1), 16) <= first:
+            target = int(m.group(1), 16)
+            start = next(j for j, (addr, _) in enumerate(code) if addr == target)
+            return code[start : i + 1]
+    return None
+
+
+def main():
+    args = sys.argv[1:]
+    forbid = []
+    if "--forbid" in args:
+        at = args.index("--forbid")
+        forbid = args[at + 1 :]
+        args = args[:at]
+    cuobjdump, cubin, kernel = args
+    loop = hot_loop(instructions(cuobjdump, cubin, kernel))
+    if loop is None:
+        print(f"{kernel}: no loop around IMMA/IDP instructions found")
+        return 1
+    counts = collections.Counter(text.split()[0].split(".")[0] for _, text in loop)
+    mix = ", ".join(f"{op} {n}" for op, n in counts.most_common())
+    print(f"{kernel}: {len(loop)} instructions per iteration: {mix}")
+    bad = [op for op in forbid if counts[op]]
+    if bad:
+        print(f"{kernel}: forbidden in the hot loop: {', '.join(bad)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
