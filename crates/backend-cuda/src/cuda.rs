@@ -133,6 +133,16 @@ impl CudaDevice {
         })
     }
 
+    /// Bytes of device memory in use (by every process and this one's pools) and
+    /// the device's total.
+    pub fn memory_in_use(&self) -> Result<(usize, usize), BackendError> {
+        let (free, total) = self
+            .ctx
+            .mem_get_info()
+            .map_err(|e| device_error("memory info", e))?;
+        Ok((total - free, total))
+    }
+
     /// Where compiled PTX is kept: `$TESSERA_KERNEL_CACHE`, else the user cache.
     fn cache_dir() -> Option<PathBuf> {
         if let Some(dir) = std::env::var_os("TESSERA_KERNEL_CACHE") {
