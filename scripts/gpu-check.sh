@@ -75,8 +75,14 @@ run() {
     "$DIR/gpu" --nocapture --test-threads 1 2>&1 | tee "$out/parity.txt" || status=1
     TESSERA_GPU_BENCH=1 "$DIR/gpu_bench" --nocapture --test-threads 1 2>&1 | tee "$out/bench.txt" || status=1
     if [[ -x "$DIR/tessera" ]] && "$DIR/tessera" bench --help >/dev/null 2>&1; then
-        "$DIR/tessera" bench --backend cuda --docs 100 --doc-tokens 256 --query-tokens 32 2>&1 \
-            | tee "$out/end-to-end.txt" || status=1
+        # A random Qwen3-4B-shaped Q8_0 model (≈ 4.3 GB, outside $OUT: too large
+        # to come back), all 100 documents in one pass, transformers as the
+        # baseline (below) instead of the CPU reference.
+        local model=${TMPDIR:-/tmp}/tessera-qwen3-4b-random-q8.gguf
+        "$DIR/tessera" generate --shape 4b --out "$model" 2>&1 | tail -1 | tee "$out/end-to-end.txt"
+        "$DIR/tessera" bench --backend cuda --model "$model" --docs 100 --doc-tokens 256 \
+            --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 5 2>&1 \
+            | tee -a "$out/end-to-end.txt" || status=1
     else
         echo "end to end: no tessera binary with a cuda bench in $DIR" | tee "$out/end-to-end.txt"
     fi
@@ -87,7 +93,7 @@ run() {
         echo "==================== gpu-check summary ===================="
         cat "$out/device.txt" 2>/dev/null || true
         echo "-- op parity (NMSE per case; FAILED lines if any)"
-        grep -E "^(rms_norm|matmul|rope|attention|swiglu|add|embedding|score_head) " "$out/parity.txt" \
+        grep -E "^(rms_norm|matmul|rope|attention|swiglu|add|embedding|score_head|norm_matmuls|qk_norm_rope|matmul_add|swiglu_mm_add) " "$out/parity.txt" \
             | awk '{print $1, $2, $4}' | column -t || true
         grep -E "FAILED|panicked" "$out/parity.txt" || echo "no failures"
         echo "-- model parity"
@@ -96,6 +102,15 @@ run() {
         grep -E "^(matmul_q8_0|attention|layer_ops) " "$out/bench.txt" || true
         cat "$out/end-to-end.txt"
         grep -E "tokens/s|ms" "$out/torch-baseline.txt" || true
+        # tessera's median billed tokens/s over transformers' (same 100 × 288 pairs).
+        python3 - "$out/end-to-end.txt" "$out/torch-baseline.txt" <<'PY' || true
+import re, sys
+ours = re.findall(r"median\s+[\d.]+ s\s+([\d.]+) tokens/s", open(sys.argv[1]).read())
+torch = re.findall(r"([\d,]+) billed tokens/s", open(sys.argv[2]).read())
+if ours and torch:
+    a, b = float(ours[-1]), float(torch[-1].replace(",", ""))
+    print(f"end to end: tessera {a:,.0f} vs transformers bf16 {b:,.0f} billed tokens/s = {a / b:.2f}x")
+PY
     } | tee "$out/summary.txt"
     return $status
 }

@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use tessera_backend::Backend;
 use tessera_backend_cpu::{CpuBackend, Precision};
 use tessera_engine::scheduler::GroupScorer;
-use tessera_engine::{RerankError, RerankOptions, RerankOutput, Reranker};
+use tessera_engine::{EngineError, RerankError, RerankOptions, RerankOutput, Reranker};
 use tessera_gguf::GgufFile;
 use tessera_model::{ModelConfig, PromptBuilder, RerankTokenizer};
 
@@ -56,6 +56,8 @@ pub trait AnyReranker: GroupScorer + Send {
     fn backend_name(&self) -> String;
     /// Resizes the prefix cache; 0 drops every entry but the pinned system prompt.
     fn set_prefix_cache_bytes(&self, bytes: usize);
+    /// One forward pass over `tokens` tokens of filler (`Engine::warm_up`).
+    fn warm_up(&self, tokens: usize) -> Result<(), EngineError>;
 }
 
 impl<B: Backend + Send> AnyReranker for Reranker<B>
@@ -86,12 +88,18 @@ where
     fn set_prefix_cache_bytes(&self, bytes: usize) {
         self.engine().set_prefix_cache_bytes(bytes);
     }
+
+    fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
+        self.engine().warm_up(tokens)
+    }
 }
 
 /// A loaded model and a human description of the device it runs on.
 pub struct Loaded {
     pub reranker: Box<dyn AnyReranker>,
     pub device: String,
+    /// A real GPU (CUDA, or a wgpu adapter that is not a CPU emulation).
+    pub on_gpu: bool,
 }
 
 fn on_backend<B: Backend + Send + 'static>(
@@ -99,6 +107,7 @@ fn on_backend<B: Backend + Send + 'static>(
     file: &Arc<GgufFile>,
     tokenizer: Option<RerankTokenizer>,
     device: String,
+    on_gpu: bool,
 ) -> anyhow::Result<Loaded>
 where
     Reranker<B>: Send,
@@ -107,6 +116,7 @@ where
     Ok(Loaded {
         reranker: Box::new(reranker),
         device,
+        on_gpu,
     })
 }
 
@@ -117,7 +127,7 @@ fn on_cpu(
 ) -> anyhow::Result<Loaded> {
     let backend = CpuBackend::with_options(cpu.precision, cpu.threads)?;
     let device = format!("cpu ({} threads)", backend.threads());
-    on_backend(backend, file, tokenizer, device)
+    on_backend(backend, file, tokenizer, device, false)
 }
 
 #[cfg(feature = "cuda")]
@@ -137,6 +147,7 @@ fn on_cuda(file: &Arc<GgufFile>, tokenizer: Option<RerankTokenizer>) -> anyhow::
             "cuda:0 {name}, weights resident {weights:.2} GB of {:.1} GB",
             total as f64 / 1e9
         ),
+        on_gpu: true,
     })
 }
 
@@ -157,7 +168,8 @@ fn on_wgpu(
         "{} ({}, {})",
         adapter.name, adapter.api, adapter.device_type
     );
-    on_backend(backend, file, tokenizer, device)
+    let on_gpu = !adapter.is_cpu;
+    on_backend(backend, file, tokenizer, device, on_gpu)
 }
 
 #[cfg(not(feature = "wgpu"))]

@@ -296,6 +296,29 @@ impl<B: Backend> Engine<B> {
         Ok(results)
     }
 
+    /// Runs the forward pass once over `tokens` tokens of filler (sequences of at
+    /// most 512 tokens, no prefix), the way a batch at the scheduler's token
+    /// budget would: a GPU backend compiles its kernels and its memory pool keeps
+    /// the activation memory of the largest pass, and a budget the device cannot
+    /// hold fails here, at startup, instead of on a request. Leaves the prefix
+    /// cache and its counters as they were.
+    pub fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
+        let len = 512.min(self.config.context_length).max(1);
+        // Token 0 is a valid row of every embedding table.
+        let filler = vec![0u32; len];
+        let mut sequences: Vec<&[u32]> = vec![&filler[..]; tokens / len];
+        if !tokens.is_multiple_of(len) {
+            sequences.push(&filler[..tokens % len]);
+        }
+        if sequences.is_empty() {
+            return Ok(());
+        }
+        let stats = self.prefix_cache_stats();
+        let result = self.score(&sequences).map(|_| ());
+        self.cache.borrow_mut().stats = stats;
+        result
+    }
+
     /// Tokens one pass may hold on this backend: its activation-buffer limit over
     /// the widest per-token activation row.
     pub fn max_pass_tokens(&self) -> Option<usize> {

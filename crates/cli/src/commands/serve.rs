@@ -77,6 +77,12 @@ pub struct ServeArgs {
     /// is always kept). 0 shares prefixes only within a batch.
     #[arg(long, env = "TESSERA_PREFIX_CACHE_BYTES", default_value = "512MiB", value_parser = parse_cache_bytes)]
     prefix_cache_bytes: usize,
+    /// Tokens of the warm-up pass run before the server reports ready: compiles
+    /// the GPU kernels and takes the activation memory of a full batch, so the
+    /// first request is not slow and a batch budget the device cannot hold fails
+    /// at startup. Default: --max-batch-tokens on a GPU, 0 (none) on the CPU.
+    #[arg(long, env = "TESSERA_WARM_UP_TOKENS")]
+    warm_up_tokens: Option<usize>,
     /// Longest a request waits for its scores (queue and compute) before a 503:
     /// seconds, or with an ms/s/m suffix.
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
@@ -197,11 +203,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokenizer = args.tokenizer.clone();
     let backend = args.backend;
     let cache = args.prefix_cache_bytes;
+    let warm_up = WarmUp {
+        tokens: args.warm_up_tokens,
+        max_batch_tokens: args.max_batch_tokens.max(1),
+    };
     let cpu = CpuOptions {
         precision: args.precision,
         threads: args.threads,
     };
-    let loaded = tokio::task::spawn_blocking(move || load(model, tokenizer, backend, cpu, cache));
+    let loaded =
+        tokio::task::spawn_blocking(move || load(model, tokenizer, backend, cpu, cache, warm_up));
     tokio::select! {
         result = loaded => {
             let (reranker, prompt, info) = result.context("the model loader stopped")??;
@@ -221,12 +232,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 type Loaded = (Box<dyn AnyReranker>, PromptBuilder, ModelInfo);
 
+/// The startup warm-up pass: `tokens` when given, else the batch budget on a GPU
+/// and none on the CPU (there it would only cost startup time).
+struct WarmUp {
+    tokens: Option<usize>,
+    max_batch_tokens: usize,
+}
+
+impl WarmUp {
+    fn tokens(&self, on_gpu: bool) -> usize {
+        self.tokens
+            .unwrap_or(if on_gpu { self.max_batch_tokens } else { 0 })
+    }
+}
+
 fn load(
     model: Option<PathBuf>,
     tokenizer: Option<PathBuf>,
     backend: BackendChoice,
     cpu: CpuOptions,
     prefix_cache_bytes: usize,
+    warm_up: WarmUp,
 ) -> anyhow::Result<Loaded> {
     let started = Instant::now();
     let source = model_source::open(model.as_deref())?;
@@ -244,6 +270,25 @@ fn load(
     loaded.reranker.set_prefix_cache_bytes(prefix_cache_bytes);
     if let Some(spinner) = spinner {
         spinner.finish_and_clear();
+    }
+    let tokens = warm_up.tokens(loaded.on_gpu);
+    if tokens > 0 {
+        let spinner = terminal_spinner("warm-up pass");
+        let start = Instant::now();
+        loaded.reranker.warm_up(tokens).with_context(|| {
+            format!(
+                "the warm-up pass of {tokens} tokens failed: lower --max-batch-tokens \
+                 (or --warm-up-tokens) to what the device holds"
+            )
+        })?;
+        if let Some(spinner) = spinner {
+            spinner.finish_and_clear();
+        }
+        tracing::info!(
+            tokens,
+            seconds = start.elapsed().as_secs_f64(),
+            "warm-up pass done"
+        );
     }
     let info = ModelInfo {
         name: source.name,
