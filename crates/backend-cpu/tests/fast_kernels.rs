@@ -2,34 +2,25 @@
 //! scalar variant bit for bit, exact integer sums, and the parity kit's f64
 //! oracles with the W8A8 tolerances.
 
-use std::sync::Arc;
-
 use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_backend::parity::{run_all, Tolerances};
 use tessera_backend::{Backend, HostTensor};
 use tessera_backend_cpu::{CpuBackend, CpuWeight, Isa, Precision};
-use tessera_gguf::{BlockQ8_0, GgmlType, GgufFile, GgufWriter};
+use tessera_gguf::{BlockQ8_0, GgmlType};
 
 /// An `n × k` Q8_0 tensor from its blocks (row-major).
 fn q8_tensor(n: usize, k: usize, blocks: &[BlockQ8_0]) -> HostTensor {
     assert_eq!(blocks.len(), n * k / 32);
-    let mut writer = GgufWriter::new();
-    writer
-        .add_tensor(
-            "w",
-            vec![k as u64, n as u64],
-            GgmlType::Q8_0,
-            BlockQ8_0::as_bytes(blocks).to_vec(),
-        )
-        .expect("consistent tensor");
-    let mut file = Vec::new();
-    writer.write_to(&mut file).expect("write to a Vec");
-    let file = Arc::new(GgufFile::from_bytes(file).expect("parses"));
-    HostTensor::from_gguf(&file, "w")
-        .expect("2-D")
-        .expect("present")
+    HostTensor::in_memory(
+        "w",
+        GgmlType::Q8_0,
+        n,
+        k,
+        BlockQ8_0::as_bytes(blocks).to_vec(),
+    )
+    .expect("consistent tensor")
 }
 
 /// Random blocks: quantised values over the whole i8 range (−128 included, which

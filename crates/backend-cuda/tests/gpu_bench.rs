@@ -7,14 +7,13 @@
 //! the same run). Run by scripts/gpu-check.sh.
 #![cfg(feature = "cuda")]
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_backend::{unfused, AttentionLayout, AttentionShape, Backend, HostTensor, KvRef};
 use tessera_backend_cuda::{cuda_available, CudaBackend};
-use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile, GgufWriter};
+use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType};
 
 /// Dense int8 peak in TOPS by device name (without sparsity); `None` when unknown.
 fn int8_peak_tops(name: &str) -> Option<f64> {
@@ -31,21 +30,8 @@ fn q8_weight(n: usize, k: usize, rng: &mut StdRng) -> HostTensor {
     let values: Vec<f32> = (0..n * k).map(|_| rng.random_range(-0.5..0.5)).collect();
     let mut blocks = vec![BlockQ8_0::default(); values.len() / 32];
     quantize_row_q8_0(&values, &mut blocks);
-    let mut writer = GgufWriter::new();
-    writer
-        .add_tensor(
-            "w",
-            vec![k as u64, n as u64],
-            GgmlType::Q8_0,
-            BlockQ8_0::as_bytes(&blocks).to_vec(),
-        )
-        .expect("tensor");
-    let mut file = Vec::new();
-    writer.write_to(&mut file).expect("in memory");
-    let file = Arc::new(GgufFile::from_bytes(file).expect("parses"));
-    HostTensor::from_gguf(&file, "w")
-        .expect("2-D")
-        .expect("present")
+    let bytes = BlockQ8_0::as_bytes(&blocks).to_vec();
+    HostTensor::in_memory("w", GgmlType::Q8_0, n, k, bytes).expect("consistent tensor")
 }
 
 fn time<F: FnMut()>(backend: &CudaBackend, mut f: F) -> f64 {
@@ -154,21 +140,8 @@ fn attention_throughput() {
 }
 
 fn f32_weight(values: &[f32]) -> HostTensor {
-    let mut writer = GgufWriter::new();
-    writer
-        .add_tensor(
-            "norm",
-            vec![values.len() as u64],
-            GgmlType::F32,
-            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        )
-        .expect("tensor");
-    let mut file = Vec::new();
-    writer.write_to(&mut file).expect("in memory");
-    let file = Arc::new(GgufFile::from_bytes(file).expect("parses"));
-    HostTensor::from_gguf(&file, "norm")
-        .expect("1-D")
-        .expect("present")
+    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    HostTensor::in_memory("norm", GgmlType::F32, 1, values.len(), bytes).expect("consistent tensor")
 }
 
 /// One Qwen3-4B layer without its attention op, as the engine runs it: norm +

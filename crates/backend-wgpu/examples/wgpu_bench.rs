@@ -9,14 +9,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_backend::{AttentionLayout, AttentionShape, Backend, HostTensor};
 use tessera_backend_cpu::{CpuBackend, Precision};
 use tessera_backend_wgpu::WgpuBackend;
 use tessera_engine::{RerankOptions, Reranker};
-use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile, GgufWriter};
+use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile};
 
 const HIDDEN: usize = 2560;
 const FFN: usize = 9728;
@@ -49,10 +49,7 @@ fn tensor(rng: &mut StdRng, rows: usize, cols: usize, ty: GgmlType) -> Result<Ho
         }
         _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     };
-    let mut writer = GgufWriter::new();
-    writer.add_tensor("w", vec![cols as u64, rows as u64], ty, bytes)?;
-    let file = Arc::new(GgufFile::from_bytes(writer.to_bytes()?)?);
-    HostTensor::from_gguf(&file, "w")?.context("tensor present")
+    Ok(HostTensor::in_memory("w", ty, rows, cols, bytes)?)
 }
 
 /// Seconds per call of `f`: one warm-up call, one synchronised probe call to

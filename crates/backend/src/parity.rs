@@ -6,13 +6,9 @@
 //! The oracles are written here from the op definitions, independent of any
 //! backend's code; GPU backends run the same cases.
 
-use std::sync::Arc;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_gguf::{
-    dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile, GgufWriter,
-};
+use tessera_gguf::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, GgmlType};
 
 use crate::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
 
@@ -189,19 +185,8 @@ impl<B: Backend> Kit<'_, B> {
     ) -> (HostTensor, Vec<f32>) {
         let values = self.random(rows * cols, scale);
         let (bytes, exact) = encode(&values, ty);
-        let mut writer = GgufWriter::new();
-        let dims = vec![cols as u64, rows as u64];
-        writer
-            .add_tensor("w", dims, ty, bytes)
+        let tensor = HostTensor::in_memory("w", ty, rows, cols, bytes)
             .expect("the kit builds consistent tensors");
-        let mut file = Vec::new();
-        writer
-            .write_to(&mut file)
-            .expect("writing to a Vec cannot fail");
-        let file = Arc::new(GgufFile::from_bytes(file).expect("the kit's own GGUF parses"));
-        let tensor = HostTensor::from_gguf(&file, "w")
-            .expect("2-D tensor")
-            .expect("tensor present");
         (tensor, exact)
     }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tessera_gguf::{GgmlType, GgufFile};
+use tessera_gguf::{GgmlType, GgufFile, GgufWriter};
 
 use crate::BackendError;
 
@@ -59,6 +59,32 @@ impl HostTensor {
         }))
     }
 
+    /// A `rows × cols` tensor of `ggml_type` from its bytes in the file layout,
+    /// held in a one-tensor GGUF in memory (tests, benchmarks, the parity kit);
+    /// an error when the bytes do not match the shape.
+    pub fn in_memory(
+        name: &str,
+        ggml_type: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    ) -> Result<HostTensor, BackendError> {
+        let fail = |detail: String| BackendError::Tensor {
+            name: name.to_string(),
+            detail,
+        };
+        let mut writer = GgufWriter::new();
+        writer
+            .add_tensor(name, vec![cols as u64, rows as u64], ggml_type, bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut file = Vec::new();
+        writer
+            .write_to(&mut file)
+            .map_err(|e| fail(e.to_string()))?;
+        let file = Arc::new(GgufFile::from_bytes(file).map_err(|e| fail(e.to_string()))?);
+        HostTensor::from_gguf(&file, name)?.ok_or_else(|| fail("not written".into()))
+    }
+
     /// The tensor's bytes in the file's layout.
     pub fn bytes(&self) -> &[u8] {
         self.file.tensor_data(&self.file.tensors()[self.index])
@@ -77,5 +103,20 @@ impl HostTensor {
                 ),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_memory_tensors_keep_shape_and_bytes_and_reject_wrong_sizes() {
+        let bytes: Vec<u8> = (0..6u32).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let t = HostTensor::in_memory("w", GgmlType::F32, 2, 3, bytes.clone()).expect("tensor");
+        assert_eq!((t.rows, t.cols, t.ggml_type), (2, 3, GgmlType::F32));
+        assert_eq!(t.bytes(), &bytes[..]);
+        let err = HostTensor::in_memory("w", GgmlType::F32, 2, 4, bytes).expect_err("short");
+        assert!(err.to_string().contains("'w'"), "{err}");
     }
 }

@@ -6,8 +6,6 @@
 //! projections that share it, residual adds in the matmul epilogue, SwiGLU +
 //! quantisation), bit for bit.
 
-use std::sync::Arc;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_backend::{unfused, Backend, HostTensor};
@@ -16,7 +14,7 @@ use tessera_backend_cuda::ops::matmul::{quantize, QuantisedRows};
 use tessera_backend_cuda::ops::{rms_norm, rope};
 use tessera_backend_cuda::{KernelBackend, MatmulPath};
 use tessera_cuda_emulated::{EmulatedCudaBackend, EmulatedDevice};
-use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType, GgufFile, GgufWriter};
+use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType};
 
 fn random(rng: &mut StdRng, len: usize, scale: f32) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-scale..scale)).collect()
@@ -32,16 +30,7 @@ fn tensor(values: &[f32], rows: usize, cols: usize, ty: GgmlType) -> HostTensor 
         GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         other => panic!("not used here: {other:?}"),
     };
-    let mut writer = GgufWriter::new();
-    writer
-        .add_tensor("w", vec![cols as u64, rows as u64], ty, bytes)
-        .expect("consistent tensor");
-    let mut file = Vec::new();
-    writer.write_to(&mut file).expect("in memory");
-    let file = Arc::new(GgufFile::from_bytes(file).expect("parses"));
-    HostTensor::from_gguf(&file, "w")
-        .expect("2-D")
-        .expect("present")
+    HostTensor::in_memory("w", ty, rows, cols, bytes).expect("consistent tensor")
 }
 
 fn backend(path: MatmulPath) -> EmulatedCudaBackend {
@@ -181,16 +170,7 @@ fn extreme_block_sums_are_exact_on_every_path() {
             bytes.extend(std::iter::repeat_n(q as u8, 32));
         }
     }
-    let mut writer = GgufWriter::new();
-    writer
-        .add_tensor("w", vec![k as u64, n as u64], GgmlType::Q8_0, bytes)
-        .expect("consistent tensor");
-    let mut file = Vec::new();
-    writer.write_to(&mut file).expect("in memory");
-    let file = Arc::new(GgufFile::from_bytes(file).expect("parses"));
-    let w = HostTensor::from_gguf(&file, "w")
-        .expect("2-D")
-        .expect("present");
+    let w = HostTensor::in_memory("w", GgmlType::Q8_0, n, k, bytes).expect("consistent tensor");
     let cpu = CpuBackend::with_isa(Precision::Fast, Some(1), Isa::Scalar).expect("scalar path");
     let want = matmul_on(&cpu, &x, rows, &w);
     // Row 0 against weight row 0: 3 blocks of 127·(−128)·32 at d_x = f16(1.5/127).
