@@ -81,11 +81,8 @@ pub fn swiglu_matmul_add<B: Backend + ?Sized>(
     matmul_add(b, act, rows, down, n, scratch, out)
 }
 
-pub(crate) fn check_pairs(
-    op: &'static str,
-    weights: usize,
-    outs: usize,
-) -> Result<(), BackendError> {
+/// An error unless there is one output buffer per weight.
+pub fn check_pairs(op: &'static str, weights: usize, outs: usize) -> Result<(), BackendError> {
     if weights != outs {
         return Err(BackendError::Invalid {
             op,

@@ -53,16 +53,7 @@ pub fn rms_norm_matmuls<D: Device>(
     if !weights.iter().all(|w| int8_path(w, dim)) {
         return unfused::rms_norm_matmuls(b, x, rows, dim, norm, eps, weights, normed, outs);
     }
-    if weights.len() != outs.len() {
-        return Err(BackendError::Invalid {
-            op: "rms_norm_matmuls",
-            detail: format!(
-                "{} weights but {} output buffers",
-                weights.len(),
-                outs.len()
-            ),
-        });
-    }
+    unfused::check_pairs("rms_norm_matmuls", weights.len(), outs.len())?;
     if rows == 0 {
         return Ok(());
     }
