@@ -3,18 +3,27 @@
 //! shape) and for 20 documents × 256 tokens after a shared 32-token prefix.
 //! Reports useful GFLOP/s (4·d per visible query-key pair and head).
 //!
-//!     cargo run --release -p tessera-backend-cpu --example attention_bench [threads]
+//!     cargo run --release -p tessera-backend-cpu --example attention_bench [threads] [isa]
+//!
+//! `isa`: avx512-vnni, avx-vnni, avx2 or scalar (default: the best this CPU has).
 
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_backend::{AttentionLayout, AttentionShape, Backend, KvRef};
-use tessera_backend_cpu::{CpuBackend, Precision};
+use tessera_backend_cpu::{CpuBackend, Isa, Precision};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = std::env::args().nth(1).map(|t| t.parse()).transpose()?;
-    let backend = CpuBackend::with_options(Precision::Fast, threads)?;
+    let isa = match std::env::args().nth(2) {
+        None => Isa::best(),
+        Some(name) => *Isa::ALL
+            .iter()
+            .find(|isa| isa.name() == name)
+            .ok_or_else(|| format!("unknown isa '{name}'"))?,
+    };
+    let backend = CpuBackend::with_isa(Precision::Fast, threads, isa)?;
     println!("{} on {} threads", backend.name(), backend.threads());
     let shape = AttentionShape {
         n_heads: 16,

@@ -28,8 +28,6 @@ const KEY_CHUNK: usize = 64;
 /// (2 × 32 KiB at head_dim 128) do not fit in L1 beside everything else, so
 /// one vector at a time streams them from L2 at about half the FMA rate.
 const QUERY_GROUP: usize = 4;
-/// Output dimensions accumulated in registers at once by a query group.
-const PV_SPAN: usize = 64;
 
 /// One task's share: rows `row0..row0 + rows` of sequence `seq`, KV head `kv`.
 #[derive(Clone, Copy)]
@@ -111,28 +109,26 @@ fn run_task(inputs: &Inputs<'_>, task: &Task, isa: Isa) -> Vec<f32> {
         Isa::Scalar => {}
     }
     let _ = isa;
-    task_body::<1>(inputs, task)
+    task_body::<OneAtATime>(inputs, task)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn task_avx512(inputs: &Inputs<'_>, task: &Task) -> Vec<f32> {
-    // 32 vector registers: four query vectors' scores (16 of them) fit.
-    task_body::<QUERY_GROUP>(inputs, task)
+    task_body::<Avx512Group>(inputs, task)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn task_avx2(inputs: &Inputs<'_>, task: &Task) -> Vec<f32> {
-    // 16 registers: one query vector's 64 scores already take 8.
-    task_body::<1>(inputs, task)
+    task_body::<Avx2Group>(inputs, task)
 }
 
 /// One block: `rows × group` query vectors against the keys they may see,
-/// `R` vectors at a time through each chunk (`QUERY_GROUP` with AVX-512 at
-/// head_dim 64 and 128; one at a time otherwise and for the remainder).
+/// `QUERY_GROUP` vectors at a time through each chunk where `G` has a grouped
+/// kernel (head_dim 64 and 128), one at a time otherwise and for the remainder.
 #[inline(always)]
-fn task_body<const R: usize>(inputs: &Inputs<'_>, task: &Task) -> Vec<f32> {
+fn task_body<G: GroupKernel>(inputs: &Inputs<'_>, task: &Task) -> Vec<f32> {
     let AttentionShape {
         n_heads,
         n_kv_heads,
@@ -195,19 +191,20 @@ fn task_body<const R: usize>(inputs: &Inputs<'_>, task: &Task) -> Vec<f32> {
         };
         let mut i = 0;
         while i < vectors {
-            #[cfg(target_arch = "x86_64")]
-            if R == QUERY_GROUP && i + R <= vectors && (d == 128 || d == 64) {
-                let ns: [usize; QUERY_GROUP] = std::array::from_fn(|r| visible(i + r));
+            const R: usize = QUERY_GROUP;
+            if G::GROUPED && i + R <= vectors && (d == 128 || d == 64) {
+                let ns: [usize; R] = std::array::from_fn(|r| visible(i + r));
                 if ns.iter().any(|&n| n > 0) {
                     let span = i * d..(i + R) * d;
                     let states = (&mut max[i..i + R], &mut sum[i..i + R]);
                     let (qv, o) = (&qs[span.clone()], &mut out[span]);
-                    // SAFETY: R = QUERY_GROUP only in `task_avx512`, which the
-                    // backend selects only on CPUs with AVX-512F.
+                    // SAFETY: a grouped kernel is only instantiated by the entry
+                    // point of its instruction set (`task_avx512`, `task_avx2`),
+                    // which the backend selects only on CPUs that have it.
                     unsafe {
                         match d {
-                            128 => chunk_group::<128>(qv, &kt, &vc, ns, states, o),
-                            _ => chunk_group::<64>(qv, &kt, &vc, ns, states, o),
+                            128 => G::chunk::<128>(qv, &kt, &vc, ns, states, o),
+                            _ => G::chunk::<64>(qv, &kt, &vc, ns, states, o),
                         }
                     }
                 }
@@ -311,82 +308,176 @@ fn chunk_fixed<const D: usize>(
     o.copy_from_slice(&acc);
 }
 
-/// `QUERY_GROUP` query vectors (consecutive in `q`, outputs in `o`) against one
-/// chunk, AVX-512: each packed key row (4 registers of 16 keys) feeds all four
-/// score rows, each value row (`PV_SPAN` dimensions at a time) all four
-/// outputs, accumulators in registers throughout. Vector r sees the chunk's
-/// first `ns[r]` keys; its arithmetic is [`chunk_fixed`]'s, in the same order
-/// (keys past its `ns[r]` have weight 0 and leave its output as it was).
-///
-/// # Safety
-/// The CPU must have AVX-512F (only `task_avx512` reaches this).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-// The register tiles are indexed [vector][register] in lockstep with the
-// loaded rows; explicit indices say that more plainly than zipped iterators.
-#[allow(clippy::needless_range_loop)]
-unsafe fn chunk_group<const D: usize>(
-    q: &[f32],
-    kt: &[f32],
-    vc: &[f32],
-    ns: [usize; QUERY_GROUP],
-    (max, sum): (&mut [f32], &mut [f32]),
-    o: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    const G: usize = QUERY_GROUP;
-    const LANES: usize = 16;
-    const KV: usize = KEY_CHUNK / LANES;
-    const OV: usize = PV_SPAN / LANES;
-    assert!(q.len() >= G * D && o.len() >= G * D);
-    assert!(kt.len() >= D * KEY_CHUNK && vc.len() >= KEY_CHUNK * D);
+/// A chunk kernel for `QUERY_GROUP` query vectors at once (consecutive in
+/// `q`, outputs in `o`; vector r sees the chunk's first `ns[r]` keys).
+trait GroupKernel {
+    /// False: no grouped kernel, vectors go one at a time.
+    const GROUPED: bool;
+    /// # Safety
+    /// The CPU must have the kernel's instruction set.
+    unsafe fn chunk<const D: usize>(
+        q: &[f32],
+        kt: &[f32],
+        vc: &[f32],
+        ns: [usize; QUERY_GROUP],
+        states: (&mut [f32], &mut [f32]),
+        o: &mut [f32],
+    );
+}
 
-    let mut s = [[_mm512_setzero_ps(); KV]; G];
-    for t in 0..D {
-        let row = kt.as_ptr().add(t * KEY_CHUNK);
-        let k: [__m512; KV] = std::array::from_fn(|c| _mm512_loadu_ps(row.add(c * LANES)));
-        for r in 0..G {
-            let qt = _mm512_set1_ps(*q.get_unchecked(r * D + t));
-            for c in 0..KV {
-                s[r][c] = _mm512_fmadd_ps(qt, k[c], s[r][c]);
+/// The scalar path: no grouped kernel.
+struct OneAtATime;
+
+impl GroupKernel for OneAtATime {
+    const GROUPED: bool = false;
+    unsafe fn chunk<const D: usize>(
+        _: &[f32],
+        _: &[f32],
+        _: &[f32],
+        _: [usize; QUERY_GROUP],
+        _: (&mut [f32], &mut [f32]),
+        _: &mut [f32],
+    ) {
+        unreachable!("GROUPED is false")
+    }
+}
+
+/// A grouped chunk kernel for one instruction set, from one template: each
+/// packed key row feeds all `QUERY_GROUP` score rows (`$key_regs` registers of
+/// keys at a time, all of the chunk with AVX-512, a quarter with AVX2's 16
+/// registers), each value row all outputs (`$out_regs` registers of dimensions
+/// at a time), accumulators in registers throughout. Per vector the arithmetic
+/// is [`chunk_fixed`]'s in the same order; keys past a vector's `ns[r]` have
+/// weight 0 and leave its output as it was.
+macro_rules! group_kernel {
+    ($kind:ident, $chunk:ident, $features:literal, $v:ty, $lanes:literal,
+     $key_regs:literal, $out_regs:literal,
+     $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $mul:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        struct $kind;
+
+        #[cfg(target_arch = "x86_64")]
+        impl GroupKernel for $kind {
+            const GROUPED: bool = true;
+            #[inline(always)]
+            unsafe fn chunk<const D: usize>(
+                q: &[f32],
+                kt: &[f32],
+                vc: &[f32],
+                ns: [usize; QUERY_GROUP],
+                states: (&mut [f32], &mut [f32]),
+                o: &mut [f32],
+            ) {
+                $chunk::<D>(q, kt, vc, ns, states, o)
             }
         }
-    }
-    let mut p = [[0.0f32; KEY_CHUNK]; G];
-    let mut alpha = [0.0f32; G];
-    for r in 0..G {
-        for c in 0..KV {
-            _mm512_storeu_ps(p[r].as_mut_ptr().add(c * LANES), s[r][c]);
-        }
-        alpha[r] = softmax_step(&mut p[r], ns[r], (&mut max[r], &mut sum[r]));
-    }
-    let keys = ns.iter().copied().max().unwrap_or(0).min(KEY_CHUNK);
-    for h in (0..D).step_by(PV_SPAN) {
-        let mut acc = [[_mm512_setzero_ps(); OV]; G];
-        for r in 0..G {
-            let a = _mm512_set1_ps(alpha[r]);
-            for c in 0..OV {
-                let at = o.as_ptr().add(r * D + h + c * LANES);
-                acc[r][c] = _mm512_mul_ps(_mm512_loadu_ps(at), a);
+
+        /// # Safety
+        /// The CPU must have the instruction set named in the attribute.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        // The register tiles are indexed [vector][register] in lockstep with
+        // the loaded rows; explicit indices say that more plainly than zips.
+        #[allow(clippy::needless_range_loop)]
+        unsafe fn $chunk<const D: usize>(
+            q: &[f32],
+            kt: &[f32],
+            vc: &[f32],
+            ns: [usize; QUERY_GROUP],
+            (max, sum): (&mut [f32], &mut [f32]),
+            o: &mut [f32],
+        ) {
+            use std::arch::x86_64::*;
+            const G: usize = QUERY_GROUP;
+            const KEYS: usize = $lanes * $key_regs;
+            const SPAN: usize = $lanes * $out_regs;
+            assert!(q.len() >= G * D && o.len() >= G * D);
+            assert!(kt.len() >= D * KEY_CHUNK && vc.len() >= KEY_CHUNK * D);
+
+            let mut p = [[0.0f32; KEY_CHUNK]; G];
+            for k0 in (0..KEY_CHUNK).step_by(KEYS) {
+                let mut s: [[$v; $key_regs]; G] = [[$zero(); $key_regs]; G];
+                for t in 0..D {
+                    let row = kt.as_ptr().add(t * KEY_CHUNK + k0);
+                    let k: [$v; $key_regs] = std::array::from_fn(|c| $load(row.add(c * $lanes)));
+                    for r in 0..G {
+                        let qt = $splat(*q.get_unchecked(r * D + t));
+                        for c in 0..$key_regs {
+                            s[r][c] = $fma(qt, k[c], s[r][c]);
+                        }
+                    }
+                }
+                for r in 0..G {
+                    for c in 0..$key_regs {
+                        $store(p[r].as_mut_ptr().add(k0 + c * $lanes), s[r][c]);
+                    }
+                }
             }
-        }
-        for j in 0..keys {
-            let row = vc.as_ptr().add(j * D + h);
-            let v: [__m512; OV] = std::array::from_fn(|c| _mm512_loadu_ps(row.add(c * LANES)));
+            let mut alpha = [0.0f32; G];
             for r in 0..G {
-                let pj = _mm512_set1_ps(p[r][j]);
-                for c in 0..OV {
-                    acc[r][c] = _mm512_fmadd_ps(pj, v[c], acc[r][c]);
+                alpha[r] = softmax_step(&mut p[r], ns[r], (&mut max[r], &mut sum[r]));
+            }
+            let keys = ns.iter().copied().max().unwrap_or(0).min(KEY_CHUNK);
+            for h in (0..D).step_by(SPAN) {
+                let mut acc: [[$v; $out_regs]; G] = [[$zero(); $out_regs]; G];
+                for r in 0..G {
+                    let a = $splat(alpha[r]);
+                    for c in 0..$out_regs {
+                        acc[r][c] = $mul($load(o.as_ptr().add(r * D + h + c * $lanes)), a);
+                    }
+                }
+                for j in 0..keys {
+                    let row = vc.as_ptr().add(j * D + h);
+                    let v: [$v; $out_regs] = std::array::from_fn(|c| $load(row.add(c * $lanes)));
+                    for r in 0..G {
+                        let pj = $splat(p[r][j]);
+                        for c in 0..$out_regs {
+                            acc[r][c] = $fma(pj, v[c], acc[r][c]);
+                        }
+                    }
+                }
+                for r in 0..G {
+                    for c in 0..$out_regs {
+                        $store(o.as_mut_ptr().add(r * D + h + c * $lanes), acc[r][c]);
+                    }
                 }
             }
         }
-        for r in 0..G {
-            for c in 0..OV {
-                _mm512_storeu_ps(o.as_mut_ptr().add(r * D + h + c * LANES), acc[r][c]);
-            }
-        }
-    }
+    };
 }
+
+// 32 registers: 4 vectors × 64 keys of scores (16) or 64 dimensions of output (16).
+group_kernel!(
+    Avx512Group,
+    chunk_group_avx512,
+    "avx512f,fma",
+    __m512,
+    16,
+    4,
+    4,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_mul_ps
+);
+// 16 registers: 4 vectors × 16 keys (8) or 16 dimensions (8), the rest for loads.
+group_kernel!(
+    Avx2Group,
+    chunk_group_avx2,
+    "avx2,fma",
+    __m256,
+    8,
+    2,
+    2,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_mul_ps
+);
 
 /// [`chunk_fixed`] for any head_dim.
 #[inline(always)]
@@ -439,16 +530,23 @@ fn exp(x: f32) -> f32 {
 mod tests {
     use super::*;
 
-    /// The AVX-512 path walks chunks four query vectors at a time; its results
-    /// must equal the one-vector path's exactly (same operations in the same
-    /// order; the extra weight-0 keys change no value), here with GQA groups
-    /// of 4 and 2, a shared prefix, ragged blocks and a ragged last group.
+    /// The AVX-512 and AVX2 paths walk chunks four query vectors at a time;
+    /// their results must equal the one-vector path's exactly (same operations
+    /// in the same order; the extra weight-0 keys change no value), here with
+    /// GQA groups of 4 and 2, a shared prefix, ragged blocks and a ragged last
+    /// group.
     #[test]
     fn grouped_vectors_equal_single_vectors_exactly() {
-        if !Isa::Avx512Vnni.is_available() {
-            println!("skipped: this CPU has no AVX-512");
-            return;
-        }
+        let isas: Vec<Isa> = [Isa::Avx512Vnni, Isa::Avx2]
+            .into_iter()
+            .filter(|isa| {
+                let available = isa.is_available();
+                if !available {
+                    println!("skipped: this CPU does not run the {} kernels", isa.name());
+                }
+                available
+            })
+            .collect();
         let mut seed = 0x2545_f491_u32;
         let mut random = |len: usize| -> Vec<f32> {
             (0..len)
@@ -505,13 +603,15 @@ mod tests {
                             row0,
                             rows: BLOCK_ROWS.min(s.len - row0),
                         };
-                        // SAFETY: AVX-512 checked above.
-                        let grouped = unsafe { task_avx512(&inputs, &task) };
-                        let single = task_body::<1>(&inputs, &task);
-                        assert!(
-                            grouped.iter().zip(&single).all(|(a, b)| a == b),
-                            "heads {heads}/{kv} d {d}: grouped and single differ"
-                        );
+                        let single = task_body::<OneAtATime>(&inputs, &task);
+                        for &isa in &isas {
+                            let grouped = run_task(&inputs, &task, isa);
+                            assert!(
+                                grouped.iter().zip(&single).all(|(a, b)| a == b),
+                                "{} heads {heads}/{kv} d {d}: grouped and single differ",
+                                isa.name()
+                            );
+                        }
                     }
                 }
             }
