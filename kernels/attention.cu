@@ -18,17 +18,34 @@
 #define ATT_SLOTS (ATT_ITEMS / ATT_WARPS)
 #define ATT_KEYS 32   // keys per tile: one per lane when scoring
 
-// DPL: output dimensions per lane (head_dim <= 32 · DPL). Dynamic shared memory:
-// q [16][d], k [32][d + 1] (padded: lane j reads key j without bank conflicts),
-// v [32][d], p [4 warps][32].
+static_assert(ATT_SLOTS == 4, "the output loop feeds exactly four slots per value");
+
+// Four floats loaded as one 16-byte shared-memory access (LDS.128).
+struct __align__(16) f32x4 {
+    float x, y, z, w;
+};
+static __device__ __forceinline__ f32x4 load4(const float* p) { return *reinterpret_cast<const f32x4*>(p); }
+
+// DPL: output dimensions per lane (head_dim <= 32 · DPL). Each warp owns
+// ATT_SLOTS (query row, head) items and processes them together: per key tile a
+// lane scores its key against all of them (one k load serves four dot products)
+// and every value it loads feeds all of them, so shared-memory loads per FMA drop
+// from ≈ 2 (score) and ≈ 1.25 (output) to ≈ 0.3, and the FP32 pipe, not shared
+// memory bandwidth, bounds the loop. Rows in shared memory are padded to d4 (d
+// rounded up to 4, zeros past d) so they load four at a time.
+//
+// Dynamic shared memory: q [16][d4], k [32][d4 + 4] (lane j's 16-byte loads of
+// key j fall in distinct banks per quarter warp), v [32][d], p [4 warps][32 keys]
+// [4 slots].
 template <int DPL>
 static __device__ __forceinline__ void attention(const float* q, const float* k, const float* v, const u32* tiles,
                                                  const u64* prefix_kv, u32 n_heads, u32 n_kv_heads, u32 d,
                                                  u32 heads_per_block, float scale, float* out) {
     DYNAMIC_SHARED(float, smem);
+    const u32 d4 = (d + 3) / 4 * 4, ks_stride = d4 + 4;
     float* qs = smem;
-    float* ks = qs + ATT_ITEMS * d;
-    float* vs = ks + ATT_KEYS * (d + 1);
+    float* ks = qs + ATT_ITEMS * d4;
+    float* vs = ks + ATT_KEYS * ks_stride;
     float* ps = vs + ATT_KEYS * d;
 
     const u32* tile = tiles + 5 * blockIdx.x;
@@ -43,15 +60,21 @@ static __device__ __forceinline__ void attention(const float* q, const float* k,
     const u32 items = row_count * heads_per_block;
     const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 
-    for (u32 id = threadIdx.x; id < ATT_ITEMS * d; id += ATT_THREADS) {
-        const u32 item = id / d, c = id % d;
+    for (u32 id = threadIdx.x; id < ATT_ITEMS * d4; id += ATT_THREADS) {
+        const u32 item = id / d4, c = id % d4;
         const u32 row = row_begin + item / heads_per_block, head = head0 + item % heads_per_block;
-        qs[id] = item < items ? q[row * qw + head * d + c] : 0.0f;
+        qs[id] = item < items && c < d ? q[row * qw + head * d + c] : 0.0f;
     }
 
+    // Slot s of this warp is item warp + s · ATT_WARPS; limit: its last visible key.
+    bool active[ATT_SLOTS];
+    u32 limit[ATT_SLOTS];
     float m[ATT_SLOTS], l[ATT_SLOTS], acc[ATT_SLOTS][DPL];
 #pragma unroll
     for (int s = 0; s < ATT_SLOTS; ++s) {
+        const u32 item = warp + s * ATT_WARPS;
+        active[s] = item < items;  // warp-uniform
+        limit[s] = prefix_len + row_begin + item / heads_per_block - seq_start;
         m[s] = negative_infinity();
         l[s] = 0.0f;
 #pragma unroll
@@ -59,79 +82,100 @@ static __device__ __forceinline__ void attention(const float* q, const float* k,
             acc[s][c] = 0.0f;
         }
     }
+    float* my_p = ps + warp * ATT_KEYS * ATT_SLOTS;
 
     // The last row of the tile sees the most keys.
     const u32 n_keys = prefix_len + (row_begin + row_count - seq_start);
     for (u32 t0 = 0; t0 < n_keys; t0 += ATT_KEYS) {
         __syncthreads();  // the previous tile is consumed (and, first time, q is stored)
-        for (u32 id = threadIdx.x; id < ATT_KEYS * d; id += ATT_THREADS) {
-            const u32 j = id / d, c = id % d, key = t0 + j;
+        for (u32 id = threadIdx.x; id < ATT_KEYS * d4; id += ATT_THREADS) {
+            const u32 j = id / d4, c = id % d4, key = t0 + j;
             float key_value = 0.0f, value = 0.0f;
-            if (key < prefix_len) {
-                const u64 at = key * kvw + kv_head * d + c;
-                key_value = prefix_k[at];
-                value = prefix_v[at];
-            } else if (key < n_keys) {
-                const u64 at = (seq_start + key - prefix_len) * kvw + kv_head * d + c;
-                key_value = k[at];
-                value = v[at];
+            if (c < d) {
+                if (key < prefix_len) {
+                    const u64 at = key * kvw + kv_head * d + c;
+                    key_value = prefix_k[at];
+                    value = prefix_v[at];
+                } else if (key < n_keys) {
+                    const u64 at = (seq_start + key - prefix_len) * kvw + kv_head * d + c;
+                    key_value = k[at];
+                    value = v[at];
+                }
+                vs[j * d + c] = value;
             }
-            ks[j * (d + 1) + c] = key_value;
-            vs[j * d + c] = value;
+            ks[j * ks_stride + c] = key_value;
         }
 #ifndef TESSERA_MUTATE_ATTENTION_BARRIER  // mutation test build: the barrier is missing
         __syncthreads();
 #endif
+        // Lane = key: its dot product with every slot's query, c ascending.
+        const u32 key = t0 + lane;
+        float dot[ATT_SLOTS];
 #pragma unroll
         for (int s = 0; s < ATT_SLOTS; ++s) {
-            const u32 item = warp + s * ATT_WARPS;
-            if (item >= items) {
-                continue;  // warp-uniform
+            dot[s] = 0.0f;
+        }
+        const float* krow = ks + lane * ks_stride;
+        for (u32 c = 0; c < d4; c += 4) {
+            const f32x4 kk = load4(krow + c);
+#pragma unroll
+            for (int s = 0; s < ATT_SLOTS; ++s) {
+                const f32x4 qq = load4(qs + (warp + s * ATT_WARPS) * d4 + c);
+                dot[s] = fmaf(qq.x, kk.x, dot[s]);
+                dot[s] = fmaf(qq.y, kk.y, dot[s]);
+                dot[s] = fmaf(qq.z, kk.z, dot[s]);
+                dot[s] = fmaf(qq.w, kk.w, dot[s]);
             }
-            // Keys 0 ..= limit are visible to this row (the whole prefix, then causal).
-            const u32 limit = prefix_len + row_begin + item / heads_per_block - seq_start;
-            const u32 key = t0 + lane;
-            float score = negative_infinity();
-            if (key <= limit) {
-                float dot = 0.0f;
-                for (u32 c = 0; c < d; ++c) {
-                    dot = fmaf(qs[item * d + c], ks[lane * (d + 1) + c], dot);
-                }
-                score = dot * scale;
-            }
+        }
+        // Online softmax per slot; a slot with nothing visible here (or no item)
+        // gets weight 0 and correction 1, which leave its state as it was.
+        float correction[ATT_SLOTS];
+#pragma unroll
+        for (int s = 0; s < ATT_SLOTS; ++s) {
+            const bool visible = key <= limit[s];
+            const float score = visible ? dot[s] * scale : negative_infinity();
             const float tile_max = warp_max(score);
-            if (tile_max == negative_infinity()) {
-                continue;  // every key of this tile is in the row's future (warp-uniform)
+            float p = 0.0f;
+            correction[s] = 1.0f;
+            if (active[s] && tile_max != negative_infinity()) {  // warp-uniform
+                const float new_m = fmaxf(m[s], tile_max);
+                correction[s] = expf(m[s] - new_m);
+                p = visible ? expf(score - new_m) : 0.0f;
+                l[s] = l[s] * correction[s] + warp_sum(p);
+                m[s] = new_m;
             }
-            const float new_m = fmaxf(m[s], tile_max);
-            const float correction = expf(m[s] - new_m);
-            const float p = key <= limit ? expf(score - new_m) : 0.0f;
-            l[s] = l[s] * correction + warp_sum(p);
-            m[s] = new_m;
-            ps[warp * WARP_SIZE + lane] = p;
-            __syncwarp();
+            my_p[lane * ATT_SLOTS + s] = p;
+        }
+        __syncwarp();
+#pragma unroll
+        for (int s = 0; s < ATT_SLOTS; ++s) {
 #pragma unroll
             for (int c = 0; c < DPL; ++c) {
-                acc[s][c] *= correction;
+                acc[s][c] *= correction[s];
             }
-            for (u32 j = 0; j < ATT_KEYS; ++j) {
-                const float pj = ps[warp * WARP_SIZE + j];
+        }
+        // Every value loaded feeds all four slots; keys ascending.
+        for (u32 j = 0; j < ATT_KEYS; ++j) {
+            const f32x4 pj = load4(my_p + j * ATT_SLOTS);
 #pragma unroll
-                for (int c = 0; c < DPL; ++c) {
-                    const u32 dim = lane + WARP_SIZE * c;
-                    if (dim < d) {
-                        acc[s][c] = fmaf(pj, vs[j * d + dim], acc[s][c]);
-                    }
+            for (int c = 0; c < DPL; ++c) {
+                const u32 dim = lane + WARP_SIZE * c;
+                if (dim < d) {
+                    const float value = vs[j * d + dim];
+                    acc[0][c] = fmaf(pj.x, value, acc[0][c]);
+                    acc[1][c] = fmaf(pj.y, value, acc[1][c]);
+                    acc[2][c] = fmaf(pj.z, value, acc[2][c]);
+                    acc[3][c] = fmaf(pj.w, value, acc[3][c]);
                 }
             }
-            __syncwarp();  // p consumed before the next slot overwrites it
         }
+        __syncwarp();  // p consumed before the next tile overwrites it
     }
 
 #pragma unroll
     for (int s = 0; s < ATT_SLOTS; ++s) {
         const u32 item = warp + s * ATT_WARPS;
-        if (item >= items) {
+        if (!active[s]) {
             continue;
         }
         const u32 row = row_begin + item / heads_per_block, head = head0 + item % heads_per_block;

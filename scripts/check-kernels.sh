@@ -113,6 +113,12 @@ for arch in "${ARCHS[@]}"; do
         fi
         echo "sm_$arch $line" >>"$LOOPS"
     done
+    # Attention's arithmetic loops and their shared-memory loads per FMA (report only).
+    cubin="$OUT/sm_$arch/attention.cubin"
+    if [[ -f "$cubin" ]]; then
+        "$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" attention_f32_d128 --loops FFMA \
+            | sed "s/^/sm_$arch /" >>"$LOOPS" || true
+    fi
 done
 cat "$SUMMARY" "$LOOPS"
 if ((failures > 0)); then

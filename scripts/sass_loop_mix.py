@@ -2,13 +2,17 @@
 """The instruction mix of a kernel's hot loop, from its SASS.
 
     sass_loop_mix.py CUOBJDUMP CUBIN KERNEL [--forbid OP ...]
+    sass_loop_mix.py CUOBJDUMP CUBIN KERNEL --loops OP
+
 
 Disassembles KERNEL from CUBIN (cuobjdump -sass, which needs nvdisasm on PATH),
 takes the innermost loop that contains the kernel's tensor-core or dp4a
 instructions (the backward branch closing over the first of them), and prints
 one line: instructions per iteration and the opcode counts. With --forbid, exits
 1 when any listed opcode (e.g. I2FP, I2F: the slow integer → float conversions)
-appears in that loop.
+appears in that loop. With --loops OP, prints every innermost loop that holds
+OP instead (e.g. FFMA: the arithmetic loops of an f32 kernel) with its mix and
+its shared-memory loads per OP.
 """
 import collections
 import re
@@ -45,8 +49,37 @@ def hot_loop(code):
     return None
 
 
+def innermost_loops(code):
+    """(start, end) index pairs of backward branches whose body holds no other."""
+    loops = []
+    for i, (_, text) in enumerate(code):
+        m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
+        if m and int(m.group(1), 16) <= code[i][0]:
+            target = int(m.group(1), 16)
+            start = next((j for j, (addr, _) in enumerate(code) if addr == target), None)
+            if start is not None:
+                loops.append((start, i))
+    nested = lambda a, b: any(a <= c and d <= b for c, d in loops if (c, d) != (a, b))
+    return [(a, b) for a, b in loops if not nested(a, b)]
+
+
+def opcode(text):
+    return text.split()[0].split(".")[0]
+
+
 def main():
     args = sys.argv[1:]
+    if "--loops" in args:
+        at = args.index("--loops")
+        op = args[at + 1]
+        cuobjdump, cubin, kernel = args[:at]
+        code = instructions(cuobjdump, cubin, kernel)
+        for a, b in innermost_loops(code):
+            counts = collections.Counter(opcode(t) for _, t in code[a : b + 1])
+            if counts[op]:
+                mix = ", ".join(f"{o} {n}" for o, n in counts.most_common(8))
+                print(f"{kernel}: loop of {b - a + 1}: {mix}; LDS per {op} {counts['LDS'] / counts[op]:.2f}")
+        return 0
     forbid = []
     if "--forbid" in args:
         at = args.index("--forbid")

@@ -35,12 +35,18 @@ pub fn heads_per_block(group: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// Dynamic shared memory: q [16][d], k [32][d + 1], v [32][d], p [4][32] floats.
+/// Query items each warp processes together (`ATT_SLOTS`).
+pub const SLOTS_PER_WARP: usize = ITEMS_PER_BLOCK / (THREADS as usize / 32);
+
+/// Dynamic shared memory in floats: q [16][d4], k [32][d4 + 4], v [32][d],
+/// p [4 warps][32 keys][4 slots], where d4 is d rounded up to a multiple of 4
+/// (rows are loaded four floats at a time).
 pub fn shared_bytes(head_dim: usize) -> usize {
-    4 * (ITEMS_PER_BLOCK * head_dim
-        + KEYS_PER_TILE * (head_dim + 1)
+    let d4 = head_dim.div_ceil(4) * 4;
+    4 * (ITEMS_PER_BLOCK * d4
+        + KEYS_PER_TILE * (d4 + 4)
         + KEYS_PER_TILE * head_dim
-        + THREADS as usize)
+        + (THREADS as usize / 32) * KEYS_PER_TILE * SLOTS_PER_WARP)
 }
 
 /// Tile descriptors: each sequence's rows in runs of `rows_per_block`.
