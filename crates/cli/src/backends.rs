@@ -132,19 +132,19 @@ fn on_cpu(
 
 #[cfg(feature = "cuda")]
 fn on_cuda(file: &Arc<GgufFile>, tokenizer: Option<RerankTokenizer>) -> anyhow::Result<Loaded> {
-    use tessera_backend::Backend;
     let backend = tessera_backend_cuda::CudaBackend::new(0)?;
     let name = backend.name();
     let (before, total) = backend.device().memory_in_use()?;
     let reranker = Reranker::load(backend, file, tokenizer)?;
     reranker.engine().backend().synchronize()?;
     let (after, _) = reranker.engine().backend().device().memory_in_use()?;
-    // What loading added: the weights, as uploaded (the arena comes per pass).
-    let weights = after.saturating_sub(before) as f64 / 1e9;
+    // What loading added: the weights as uploaded, plus the pinned system
+    // prompt's K/V and what its capture pass left in the pool (a few MB).
+    let resident = after.saturating_sub(before) as f64 / 1e9;
     Ok(Loaded {
         reranker: Box::new(reranker),
         device: format!(
-            "cuda:0 {name}, weights resident {weights:.2} GB of {:.1} GB",
+            "cuda:0 {name}, model resident {resident:.2} GB of {:.1} GB",
             total as f64 / 1e9
         ),
         on_gpu: true,
