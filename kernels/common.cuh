@@ -102,6 +102,25 @@ static __device__ __forceinline__ void mma_s8_m16n8k32(int (&d)[4], const int (&
 #endif
 }
 
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16: four 8×8 matrices of 16-bit elements
+// (rows of 16 bytes) from shared memory in one instruction. Lanes 8m..8m+7 give
+// the (16-byte aligned) addresses of rows 0..7 of matrix m; lane l receives in
+// d[m] the 32-bit word l % 4 of row l / 4 of matrix m — for int8 data, exactly
+// the A/B fragment words of mma.m16n8k32 (see matmul_q8_0.cu).
+static __device__ __forceinline__ void ldmatrix_x4(int (&d)[4], const void* row) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::ldmatrix_x4(d, row);
+#elif __CUDA_ARCH__ >= 750
+    const u32 address = u32(__cvta_generic_to_shared(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(address));
+#else
+    // Only the mma path (sm_80+) loads fragments this way.
+    __trap();
+#endif
+}
+
 // 16-byte asynchronous copy global → shared; with `valid` false the destination is
 // zero-filled and nothing is read (cp.async.cg with src-size 0).
 static __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src, bool valid) {

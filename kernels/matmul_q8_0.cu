@@ -111,31 +111,34 @@ struct MmaTile {
         const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
         const u32 group = lane / 4, in_group = lane % 4;
         const u32 wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+        // ldmatrix: lane l addresses row l % 8 of 8×16-byte matrix l / 8.
+        const u32 mat = lane / 8, mat_row = lane % 8;
+#ifdef TESSERA_MUTATE_MMA_FRAGMENT
+        // Mutation test build: A's matrices 1 and 2 swapped (rows +8 and
+        // columns +16 confused), the classic fragment-layout slip.
+        const u32 a_row = (mat >> 1) * 8 + mat_row, a_byte = (mat & 1) * 16;
+#else
+        const u32 a_row = (mat & 1) * 8 + mat_row, a_byte = (mat >> 1) * 16;
+#endif
+        const u32 b_row = (mat >> 1) * 8 + mat_row, b_byte = (mat & 1) * 16;
         for (u32 j = 0; j < blocks; ++j) {
-            const u32 kbyte = j * QK8_0 + 4 * in_group;
+            // A tile i: matrices (rows 0-7, bytes 0-15), (rows 8-15, bytes 0-15),
+            // (rows 0-7, bytes 16-31), (rows 8-15, bytes 16-31) = a0..a3.
+            // B tiles c, c+1: (tile c, bytes 0-15), (tile c, 16-31), (tile c+1,
+            // 0-15), (tile c+1, 16-31) = b[c][0], b[c][1], b[c+1][0], b[c+1][1].
             int a[2][4], b[4][2];
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                const i8* row = &s.a[(wm + i * 16 + group) * MM_STRIDE + kbyte];
-#ifdef TESSERA_MUTATE_MMA_FRAGMENT
-                // Mutation test build: registers a1 and a2 swapped (rows +8 and
-                // columns +16 confused), the classic fragment-layout slip.
-                a[i][0] = load_s32(row);
-                a[i][2] = load_s32(row + 8 * MM_STRIDE);
-                a[i][1] = load_s32(row + 16);
-                a[i][3] = load_s32(row + 8 * MM_STRIDE + 16);
-#else
-                a[i][0] = load_s32(row);
-                a[i][1] = load_s32(row + 8 * MM_STRIDE);
-                a[i][2] = load_s32(row + 16);
-                a[i][3] = load_s32(row + 8 * MM_STRIDE + 16);
-#endif
+                ldmatrix_x4(a[i], &s.a[(wm + i * 16 + a_row) * MM_STRIDE + j * QK8_0 + a_byte]);
             }
 #pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const i8* col = &s.b[(wn + c * 8 + group) * MM_STRIDE + kbyte];
-                b[c][0] = load_s32(col);
-                b[c][1] = load_s32(col + 16);
+            for (int c = 0; c < 4; c += 2) {
+                int d[4];
+                ldmatrix_x4(d, &s.b[(wn + c * 8 + b_row) * MM_STRIDE + j * QK8_0 + b_byte]);
+                b[c][0] = d[0];
+                b[c][1] = d[1];
+                b[c + 1][0] = d[2];
+                b[c + 1][1] = d[3];
             }
             // The block sums start at INT_BIAS, so they come out as float bits
             // (common.cuh): no conversion instruction per output.

@@ -449,6 +449,27 @@ void mma_m16n8k32_s8(int (&d)[4], const int (&a)[4], const int (&b)[2], const in
     }
 }
 
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16, written from the PTX ISA section
+// "ldmatrix": four 8×8 matrices of 16-bit elements, each row 16 contiguous bytes.
+// Lanes 8m..8m+7 supply the addresses of rows 0..7 of matrix m (16-byte aligned);
+// every lane l then receives, in register m, the 32-bit word l % 4 (elements
+// 2(l%4), 2(l%4)+1) of row l / 4 of matrix m.
+void ldmatrix_x4(int (&d)[4], const void* row) {
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
+        fail("ldmatrix: a row address is not 16-byte aligned");
+    }
+    uint32_t* mine = warp_slots_next() + lane_id() * kSlotWords;
+    const uint64_t address = reinterpret_cast<uintptr_t>(row);
+    std::memcpy(mine, &address, sizeof address);
+    const uint32_t* slots = warp_slots(warp_collective(0xffffffffu, "ldmatrix.x4"));
+    const unsigned lane = lane_id();
+    for (unsigned m = 0; m < 4; ++m) {
+        uint64_t source;
+        std::memcpy(&source, slots + (8 * m + lane / 4) * kSlotWords, sizeof source);
+        std::memcpy(&d[m], reinterpret_cast<const unsigned char*>(uintptr_t(source)) + 4 * (lane % 4), 4);
+    }
+}
+
 void kernel_error(const char* message) { fail(message); }
 
 void register_kernel(const char* name, Entry entry) { registry()[name] = entry; }

@@ -82,6 +82,8 @@ void cp_async_wait(unsigned pending_allowed);
 
 // mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32, lane-exact (cuda_cpu.cpp).
 void mma_m16n8k32_s8(int (&d)[4], const int (&a)[4], const int (&b)[2], const int (&c)[4]);
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16, lane-exact (cuda_cpu.cpp).
+void ldmatrix_x4(int (&d)[4], const void* row);
 
 // The kernel table behind tessera_emu_launch: `entry` unpacks the launch's
 // parameter pointers (as cuLaunchKernel's kernelParams) and calls the kernel.
