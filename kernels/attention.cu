@@ -24,7 +24,14 @@ static_assert(ATT_SLOTS == 4, "the output loop feeds exactly four slots per valu
 struct __align__(16) f32x4 {
     float x, y, z, w;
 };
-static __device__ __forceinline__ f32x4 load4(const float* p) { return *reinterpret_cast<const f32x4*>(p); }
+static __device__ __forceinline__ f32x4 load4(const float* p) {
+#ifdef TESSERA_CUDA_EMULATION
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
+        cuda_emu::kernel_error("attention: a 16-byte shared-memory load is not 16-byte aligned");
+    }
+#endif
+    return *reinterpret_cast<const f32x4*>(p);
+}
 
 // DPL: output dimensions per lane (head_dim <= 32 · DPL). Each warp owns
 // ATT_SLOTS (query row, head) items and processes them together: per key tile a
@@ -34,7 +41,7 @@ static __device__ __forceinline__ f32x4 load4(const float* p) { return *reinterp
 // memory bandwidth, bounds the loop. Rows in shared memory are padded to d4 (d
 // rounded up to 4, zeros past d) so they load four at a time.
 //
-// Dynamic shared memory: q [16][d4], k [32][d4 + 4] (lane j's 16-byte loads of
+// Dynamic shared memory: q [16][d4], k [32][d4 | 4] (lane j's 16-byte loads of
 // key j fall in distinct banks per quarter warp), v [32][d], p [4 warps][32 keys]
 // [4 slots].
 template <int DPL>
@@ -42,7 +49,10 @@ static __device__ __forceinline__ void attention(const float* q, const float* k,
                                                  const u64* prefix_kv, u32 n_heads, u32 n_kv_heads, u32 d,
                                                  u32 heads_per_block, float scale, float* out) {
     DYNAMIC_SHARED(float, smem);
-    const u32 d4 = (d + 3) / 4 * 4, ks_stride = d4 + 4;
+    // An odd number of 16-byte units per key row: a quarter warp's 16-byte loads
+    // of 8 consecutive rows then fall in 8 distinct 4-bank groups (d4 + 4 when
+    // d4 is a multiple of 8, d4 itself otherwise; the host allocates d4 + 4).
+    const u32 d4 = (d + 3) / 4 * 4, ks_stride = d4 | 4;
     float* qs = smem;
     float* ks = qs + ATT_ITEMS * d4;
     float* vs = ks + ATT_KEYS * ks_stride;

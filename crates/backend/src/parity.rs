@@ -123,6 +123,9 @@ pub fn run_all<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) -> Ve
         (vec![3, 31, 2], vec![Some(40), Some(7), Some(40)], 6, 2, 16),
         (vec![17], vec![Some(130)], 8, 2, 128),
         (vec![66, 3], vec![Some(5), None], 4, 2, 64),
+        // Head sizes that are not a multiple of 8 (padded rows) or of 4.
+        (vec![9, 4], vec![Some(3), None], 4, 2, 20),
+        (vec![5], vec![None], 2, 1, 6),
     ] {
         let shape = AttentionShape {
             n_heads: heads,
