@@ -7,9 +7,9 @@
 use tessera_backend::{unfused, BackendError};
 use tessera_gguf::{GgmlType, QK8_0};
 
-use super::matmul::{matmul_quantised, quantize, quantize_grid, QUANTIZE_WARPS};
+use super::matmul::{launch_quantising, matmul_quantised, quantize};
 use super::rms_norm::rms_norm_q8_0;
-use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
+use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend};
 
 type Buffer<D> = DeviceBuffer<<D as Device>::Memory>;
 type Weight<D> = DeviceWeight<<D as Device>::Memory>;
@@ -119,20 +119,16 @@ pub fn swiglu_matmul_add<D: Device>(
     }
     let blocks = rows * ffn / QK8_0;
     b.with_quantised(rows, ffn, |quantised| {
-        b.device.launch(&Launch {
-            module: "swiglu",
-            kernel: "swiglu_q8_0",
-            grid: quantize_grid(blocks)?,
-            block: [(QUANTIZE_WARPS * 32) as u32, 1, 1],
-            shared_bytes: 0,
-            args: vec![
+        launch_quantising(
+            b,
+            ("swiglu", "swiglu_q8_0"),
+            vec![
                 KernelArg::Ptr(b.address(gate)),
                 KernelArg::Ptr(b.address(up)),
-                KernelArg::U64(blocks as u64),
-                KernelArg::Ptr(b.device.address(&quantised.qs)),
-                KernelArg::Ptr(b.device.address(&quantised.scales)),
             ],
-        })?;
+            blocks,
+            quantised,
+        )?;
         matmul_quantised(b, quantised, rows, down, true, out)
     })
 }

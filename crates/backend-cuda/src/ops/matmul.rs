@@ -122,21 +122,40 @@ pub fn quantize<D: Device>(
     BackendError::check_len("matmul", "x", rows * k, x.len)?;
     into.check(rows, k)?;
     let blocks = rows * k / QK8_0;
+    launch_quantising(
+        b,
+        ("matmul_q8_0", "quantize_q8_0"),
+        vec![KernelArg::Ptr(b.address(x))],
+        blocks,
+        into,
+    )
+}
+
+/// Launches a kernel that writes `blocks` Q8_0 blocks into `into`, one warp per
+/// block (`quantize_q8_0`, `swiglu_q8_0`): its parameters are `inputs`, then the
+/// block count, the int8 values and the scales.
+pub(crate) fn launch_quantising<D: Device>(
+    b: &KernelBackend<D>,
+    (module, kernel): (&'static str, &'static str),
+    mut inputs: Vec<KernelArg>,
+    blocks: usize,
+    into: &QuantisedRows<D::Memory>,
+) -> Result<(), BackendError> {
     if blocks == 0 {
         return Ok(());
     }
+    inputs.extend([
+        KernelArg::U64(blocks as u64),
+        KernelArg::Ptr(b.device.address(&into.qs)),
+        KernelArg::Ptr(b.device.address(&into.scales)),
+    ]);
     b.device.launch(&Launch {
-        module: "matmul_q8_0",
-        kernel: "quantize_q8_0",
+        module,
+        kernel,
         grid: quantize_grid(blocks)?,
         block: [(QUANTIZE_WARPS * 32) as u32, 1, 1],
         shared_bytes: 0,
-        args: vec![
-            KernelArg::Ptr(b.address(x)),
-            KernelArg::U64(blocks as u64),
-            KernelArg::Ptr(b.device.address(&into.qs)),
-            KernelArg::Ptr(b.device.address(&into.scales)),
-        ],
+        args: inputs,
     })
 }
 
