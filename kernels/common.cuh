@@ -121,6 +121,107 @@ static __device__ __forceinline__ void ldmatrix_x4(int (&d)[4], const void* row)
 #endif
 }
 
+// acc = A·B + acc for a 16×16 f16 A (row-major), 16×8 f16 B (column-major), f32
+// accumulators (mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32), in the
+// fragment layout of PTX ISA §9.7.14.5.8: a[r] and b[r] hold two f16 each (low
+// half first). C and D are the same registers ("+f"), so no copies.
+static __device__ __forceinline__ void mma_f16_m16n8k16(float (&acc)[4], const u32 (&a)[4], const u32 (&b)[2]) {
+#ifdef TESSERA_CUDA_EMULATION
+    const float c[4] = {acc[0], acc[1], acc[2], acc[3]};
+    cuda_emu::mma_m16n8k16_f16(acc, a, b, c);
+#elif __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};"
+                 : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    // The host never launches an f16 mma kernel below sm_80.
+    __trap();
+#endif
+}
+
+// prmt.b32 d, a, b, sel (default mode), from the PTX ISA: the eight bytes {b, a}
+// are numbered 0-3 (a, low first) and 4-7 (b); byte i of d is the byte that
+// nibble i of sel names (its low three bits), or, when the nibble's high bit is
+// set, that byte's sign bit replicated.
+static __device__ __forceinline__ u32 byte_perm(u32 a, u32 b, u32 sel) {
+#ifdef TESSERA_CUDA_EMULATION
+    const unsigned long long bytes = (static_cast<unsigned long long>(b) << 32) | a;
+    u32 d = 0;
+    for (int i = 0; i < 4; ++i) {
+        const u32 nibble = (sel >> (4 * i)) & 0xfu;
+        u32 byte = u32(bytes >> (8 * (nibble & 7u))) & 0xffu;
+        if (nibble & 8u) {
+            byte = (byte & 0x80u) ? 0xffu : 0u;
+        }
+        d |= byte << (8 * i);
+    }
+    return d;
+#else
+    u32 d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+#endif
+}
+
+// Two f16 lanes at once, each rounded to nearest even: sub.rn.f16x2 and
+// mul.rn.f16x2 (.rn: never contracted into an fma).
+static __device__ __forceinline__ u32 hsub2_rn(u32 a, u32 b) {
+#ifdef TESSERA_CUDA_EMULATION
+    u32 d = 0;
+    for (int i = 0; i < 2; ++i) {
+        const double x = cuda_emu::half_bits_to_float(u16(a >> (16 * i)));
+        const double y = cuda_emu::half_bits_to_float(u16(b >> (16 * i)));
+        d |= u32(cuda_emu::double_to_half_bits_rn(x - y)) << (16 * i);
+    }
+    return d;
+#else
+    u32 d;
+    asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+#endif
+}
+
+static __device__ __forceinline__ u32 hmul2_rn(u32 a, u32 b) {
+#ifdef TESSERA_CUDA_EMULATION
+    u32 d = 0;
+    for (int i = 0; i < 2; ++i) {
+        const double x = cuda_emu::half_bits_to_float(u16(a >> (16 * i)));
+        const double y = cuda_emu::half_bits_to_float(u16(b >> (16 * i)));
+        d |= u32(cuda_emu::double_to_half_bits_rn(x * y)) << (16 * i);
+    }
+    return d;
+#else
+    u32 d;
+    asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+#endif
+}
+
+// Aligned 16- and 8-byte loads (one ld.v4.b32 / ld.v2.b32); the emulator rejects
+// a misaligned address, as the GPU would fault on it.
+static __device__ __forceinline__ void load_16(u32 (&d)[4], const void* p) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::load_vector(d, p, 16);
+#else
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    d[0] = v.x;
+    d[1] = v.y;
+    d[2] = v.z;
+    d[3] = v.w;
+#endif
+}
+
+static __device__ __forceinline__ void load_8(u32 (&d)[2], const void* p) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::load_vector(d, p, 8);
+#else
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    d[0] = v.x;
+    d[1] = v.y;
+#endif
+}
+
 // 16-byte asynchronous copy global → shared; with `valid` false the destination is
 // zero-filled and nothing is read (cp.async.cg with src-size 0).
 static __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
@@ -187,6 +288,20 @@ static __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return v;
 }
 
+// Largest value over the block (as block_sum).
+static __device__ __forceinline__ float block_max(float v, float* scratch) {
+    const u32 lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    v = warp_max(v);
+    if (lane == 0) {
+        scratch[warp] = v;
+    }
+    __syncthreads();
+    v = lane < blockDim.x / WARP_SIZE ? scratch[lane] : 0.0f;
+    v = warp_max(v);
+    __syncthreads();
+    return v;
+}
+
 // ------------------------------------------------------------ quantisation
 
 // One Q8_0 block held one value per lane, quantised exactly as ggml's
@@ -211,3 +326,59 @@ static __device__ __forceinline__ int quantize_q8_0_lane(float x, float& scale) 
 static __device__ __forceinline__ float unbias_to_float(int biased) { return __int_as_float(biased) - INT_BIAS_F; }
 
 static __device__ __forceinline__ float negative_infinity() { return __int_as_float(int(0xff800000u)); }
+
+// ------------------------------------------------------ f16 activation rows
+
+// 2^e as a float, for -126 <= e <= 127.
+static __device__ __forceinline__ float exp2_int(int e) { return __int_as_float((e + 127) << 23); }
+
+// The power of two a row of activations is divided by before it is rounded to
+// f16 (the W8A16 matmuls read f16): the row's largest |v| lands in [2^14, 2^15),
+// far from f16's overflow at 65,504 whatever the activations' range, and the
+// smaller values stay clear of f16's subnormals for 29 binary orders of magnitude
+// below it. Scaling by a power of two is exact; the matmul multiplies the row's
+// sums back by 2^e. A row of zeros, subnormals, inf or NaN is not scaled.
+static __device__ __forceinline__ int f16_row_exponent(float amax) {
+    const int biased = (__float_as_int(amax) >> 23) & 0xff;
+    if (biased == 0 || biased == 0xff) {
+        return 0;
+    }
+    const int e = biased - 127 - 14;
+    return e < -100 ? -100 : (e > 100 ? 100 : e);
+}
+
+// Writes one row of `dim` activations, `value(c)` for column c, as f16 divided by
+// the row's power of two (f16_row_exponent) into `out`, and 2^e into `*row_scale`.
+// One block per row; values are computed once when the row fits ROW_CACHE per
+// thread, else once for the maximum and again for the store (the same bits).
+#define ROW_CACHE 16
+template <typename Value>
+static __device__ __forceinline__ void write_f16_row(const Value& value, u32 dim, u16* out, float* row_scale,
+                                                     float* scratch) {
+    float cached[ROW_CACHE];
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < ROW_CACHE; ++i) {
+        const u32 c = threadIdx.x + u32(i) * blockDim.x;
+        cached[i] = c < dim ? value(c) : 0.0f;
+        amax = fmaxf(amax, fabsf(cached[i]));
+    }
+    for (u32 c = threadIdx.x + ROW_CACHE * blockDim.x; c < dim; c += blockDim.x) {
+        amax = fmaxf(amax, fabsf(value(c)));
+    }
+    const int e = f16_row_exponent(block_max(amax, scratch));
+    const float down = exp2_int(-e);
+#pragma unroll
+    for (int i = 0; i < ROW_CACHE; ++i) {
+        const u32 c = threadIdx.x + u32(i) * blockDim.x;
+        if (c < dim) {
+            out[c] = f32_to_f16_rn(cached[i] * down);
+        }
+    }
+    for (u32 c = threadIdx.x + ROW_CACHE * blockDim.x; c < dim; c += blockDim.x) {
+        out[c] = f32_to_f16_rn(value(c) * down);
+    }
+    if (threadIdx.x == 0) {
+        *row_scale = exp2_int(e);
+    }
+}

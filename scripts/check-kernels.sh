@@ -113,6 +113,16 @@ for arch in "${ARCHS[@]}"; do
         fi
         echo "sm_$arch $line" >>"$LOOPS"
     done
+    # The W8A16 matmul's k loop: int8 → f16 by byte permutes and f16x2 arithmetic,
+    # no conversion instruction (I2F, I2FP, F2F) per weight.
+    cubin="$OUT/sm_$arch/matmul_w8a16.cubin"
+    if [[ -f "$cubin" ]]; then
+        if ! line=$("$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" matmul_q8_0_w8a16 --forbid I2F I2FP F2F); then
+            echo "FAILED hot loop of matmul_q8_0_w8a16 for sm_$arch: $line"
+            failures=$((failures + 1))
+        fi
+        echo "sm_$arch $line" >>"$LOOPS"
+    fi
     # Attention's arithmetic loops and their shared-memory loads per FMA (report only).
     cubin="$OUT/sm_$arch/attention.cubin"
     if [[ -f "$cubin" ]]; then

@@ -6,7 +6,7 @@
 
 
 Disassembles KERNEL from CUBIN (cuobjdump -sass, which needs nvdisasm on PATH),
-takes the innermost loop that contains the kernel's tensor-core or dp4a
+takes the innermost loop that contains the kernel's tensor-core (IMMA, HMMA) or dp4a
 instructions (the backward branch closing over the first of them), and prints
 one line: instructions per iteration and the opcode counts. With --forbid, exits
 1 when any listed opcode (e.g. I2FP, I2F: the slow integer → float conversions)
@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 
-HOT = ("IMMA", "IDP")
+HOT = ("IMMA", "IDP", "HMMA")
 
 
 def instructions(cuobjdump, cubin, kernel):

@@ -31,6 +31,17 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "mutant_cp_async_wait",
     ),
     (
+        "matmul_w8a16",
+        "TESSERA_MUTATE_F16_FRAGMENT",
+        "mutant_f16_fragment",
+    ),
+    (
+        "matmul_w8a16",
+        "TESSERA_MUTATE_PRMT_SELECTOR",
+        "mutant_prmt_selector",
+    ),
+    ("matmul_w8a16", "TESSERA_MUTATE_W16_WAIT", "mutant_w16_wait"),
+    (
         "attention",
         "TESSERA_MUTATE_ATTENTION_BARRIER",
         "mutant_attention_barrier",

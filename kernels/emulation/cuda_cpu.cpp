@@ -470,6 +470,75 @@ void ldmatrix_x4(int (&d)[4], const void* row) {
     }
 }
 
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, written from the PTX ISA,
+// section 9.7.14.5.8 "Matrix Fragments for mma.m16n8k16 with floating point
+// type" (.f16 multiplicands, .f32 accumulators), groupID = %laneid >> 2,
+// threadID_in_group = %laneid % 4:
+//   A (16×16, four .f16x2 registers holding a0..a7, low half first):
+//     row = groupID        for a0, a1, a4, a5; groupID + 8 for a2, a3, a6, a7
+//     col = threadID_in_group*2 + (i & 1)       for i < 4; + 8 for i >= 4
+//   B (16×8, two .f16x2 registers holding b0..b3):
+//     row = threadID_in_group*2 + (i & 1)       for i < 2; + 8 for i >= 2
+//     col = groupID
+//   C, D (16×8, four .f32 registers c0..c3):
+//     row = groupID for i < 2; groupID + 8 otherwise
+//     col = threadID_in_group*2 + (i & 1)
+// Each product of two f16 values (22 significant bits) is exact in a double; the
+// sum with c runs in k order in double precision (53 bits: exact unless the terms
+// span more than ~30 binary orders of magnitude) and is rounded once to f32. The
+// ISA does not specify the tensor core's internal accumulation order or rounding:
+// a GPU may differ from these results in the last bits of f32, which the parity
+// tolerances allow (docs/kernels.md).
+void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]) {
+    uint32_t* mine = warp_slots_next() + lane_id() * kSlotWords;
+    std::memcpy(mine, a, 16);
+    std::memcpy(mine + 4, b, 8);
+    std::memcpy(mine + 6, c, 16);
+    const uint32_t* slots = warp_slots(warp_collective(0xffffffffu, "mma.sync.m16n8k16.f16"));
+    double A[16][16];
+    double B[16][8];
+    float C[16][8];
+    for (unsigned lane = 0; lane < 32; ++lane) {
+        const uint32_t* frag = slots + lane * kSlotWords;
+        const unsigned group = lane >> 2, in_group = lane & 3;
+        for (unsigned i = 0; i < 8; ++i) {
+            const uint16_t h = uint16_t(frag[i / 2] >> (16 * (i & 1)));
+            const unsigned row = (i & 2) ? group + 8 : group;
+            const unsigned col = in_group * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+            A[row][col] = half_bits_to_float(h);
+        }
+        for (unsigned i = 0; i < 4; ++i) {
+            const uint16_t h = uint16_t(frag[4 + i / 2] >> (16 * (i & 1)));
+            const unsigned row = in_group * 2 + (i & 1) + (i >= 2 ? 8 : 0);
+            B[row][group] = half_bits_to_float(h);
+        }
+        for (unsigned i = 0; i < 4; ++i) {
+            const unsigned row = i < 2 ? group : group + 8;
+            const unsigned col = in_group * 2 + (i & 1);
+            std::memcpy(&C[row][col], frag + 6 + i, 4);
+        }
+    }
+    const unsigned lane = lane_id();
+    const unsigned group = lane >> 2, in_group = lane & 3;
+    for (unsigned i = 0; i < 4; ++i) {
+        const unsigned row = i < 2 ? group : group + 8;
+        const unsigned col = in_group * 2 + (i & 1);
+        double sum = C[row][col];
+        for (unsigned k = 0; k < 16; ++k) {
+            sum += A[row][k] * B[k][col];
+        }
+        d[i] = float(sum);
+    }
+}
+
+void load_vector(void* dst, const void* src, unsigned bytes) {
+    if (reinterpret_cast<uintptr_t>(src) % bytes != 0) {
+        fail("a " + std::to_string(bytes) + "-byte vector load from an address that is not " +
+             std::to_string(bytes) + "-byte aligned");
+    }
+    std::memcpy(dst, src, bytes);
+}
+
 void kernel_error(const char* message) { fail(message); }
 
 void register_kernel(const char* name, Entry entry) { registry()[name] = entry; }

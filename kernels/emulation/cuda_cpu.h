@@ -84,6 +84,12 @@ void cp_async_wait(unsigned pending_allowed);
 void mma_m16n8k32_s8(int (&d)[4], const int (&a)[4], const int (&b)[2], const int (&c)[4]);
 // ldmatrix.sync.aligned.m8n8.x4.shared.b16, lane-exact (cuda_cpu.cpp).
 void ldmatrix_x4(int (&d)[4], const void* row);
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, lane-exact fragments
+// (cuda_cpu.cpp); the sum is exact, rounded once to f32.
+void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]);
+// An aligned vector load of `bytes` (8 or 16) bytes (ld.shared.v2/v4.b32):
+// misaligned addresses are a kernel error, as on the GPU.
+void load_vector(void* dst, const void* src, unsigned bytes);
 
 // The kernel table behind tessera_emu_launch: `entry` unpacks the launch's
 // parameter pointers (as cuLaunchKernel's kernelParams) and calls the kernel.
@@ -131,6 +137,35 @@ inline float half_bits_to_float(uint16_t h) {
     float f;
     std::memcpy(&f, &bits, 4);
     return f;
+}
+
+// A double rounded to binary16, to nearest even (exact for every f16 operation's
+// unrounded result, which a double holds exactly for add, sub and mul).
+inline uint16_t double_to_half_bits_rn(double v) {
+    const uint16_t sign = std::signbit(v) ? 0x8000u : 0u;
+    const double a = std::fabs(v);
+    if (std::isnan(v)) {
+        return uint16_t(sign | 0x7e00u);
+    }
+    if (a == 0.0) {
+        return sign;
+    }
+    int e;
+    std::frexp(a, &e);  // a = m · 2^e, m in [0.5, 1): the leading bit is 2^(e-1)
+    const int exponent = std::max(e - 1, -14);  // subnormals share 2^-14's spacing
+    const double step = std::ldexp(1.0, exponent - 10);
+    const double q = std::nearbyint(a / step);  // the default mode: nearest even
+    const double r = q * step;
+    if (r >= 65520.0) {
+        return uint16_t(sign | 0x7c00u);
+    }
+    if (r < std::ldexp(1.0, -14)) {
+        return uint16_t(sign | uint16_t(q));  // subnormal (q < 1024) or zero
+    }
+    int re;
+    const double m = std::frexp(r, &re);  // r = m · 2^re
+    const uint32_t mant = uint32_t(std::ldexp(m, 11)) & 0x3ffu;
+    return uint16_t(sign | uint32_t(re - 1 + 15) << 10 | mant);
 }
 
 inline uint16_t float_to_half_bits_rn(float f) {

@@ -88,16 +88,56 @@ pub fn check_w8a8<B: Backend>(
     stem: &str,
     check_ranking: bool,
 ) -> (f64, f64) {
-    let reference = load_reference(stem);
+    check_reference(
+        label,
+        reranker,
+        stem,
+        Reference::W8A8,
+        (W8A8_MAX_ABS, W8A8_MEAN_ABS),
+        check_ranking,
+    )
+}
+
+/// Which reference scores of a fixture a run is held to.
+#[derive(Clone, Copy, Debug)]
+pub enum Reference {
+    /// f32 activations, the weights' exact Q8_0 values.
+    W8A32,
+    /// int8 activations in per-32 blocks, as ggml's `q8_0 × q8_0`.
+    W8A8,
+}
+
+impl Reference {
+    fn score(self, pair: &ReferencePair) -> f64 {
+        match self {
+            Reference::W8A32 => pair.w8a32,
+            Reference::W8A8 => pair.w8a8,
+        }
+    }
+}
+
+/// Checks `reranker` on every case of fixture `stem` against the `reference`
+/// scores: each within `max`, the mean within `mean`, and with `check_ranking`
+/// any two documents the reference puts more than 2·max apart keep their order.
+/// Prints and returns (max, mean) |Δ|; `label` names the run.
+pub fn check_reference<B: Backend>(
+    label: &str,
+    reranker: &Reranker<B>,
+    stem: &str,
+    reference: Reference,
+    (max, mean_bound): (f64, f64),
+    check_ranking: bool,
+) -> (f64, f64) {
+    let fixture_reference = load_reference(stem);
     let (mut worst, mut sum, mut count) = (0.0f64, 0.0f64, 0usize);
-    for case in &reference.cases {
+    for case in &fixture_reference.cases {
         let got = case_scores(reranker, case);
-        let want: Vec<f64> = case.pairs.iter().map(|p| p.w8a8).collect();
+        let want: Vec<f64> = case.pairs.iter().map(|p| reference.score(p)).collect();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let diff = (g - w).abs();
             assert!(
-                diff <= W8A8_MAX_ABS,
-                "{label}: query {:?} doc {i}: score {g:.6}, W8A8 reference {w:.6} (|Δ| = {diff:.2e})",
+                diff <= max,
+                "{label}: query {:?} doc {i}: score {g:.6}, {reference:?} reference {w:.6} (|Δ| = {diff:.2e})",
                 case.query
             );
             worst = worst.max(diff);
@@ -109,7 +149,7 @@ pub fn check_w8a8<B: Backend>(
         }
         for i in 0..want.len() {
             for j in 0..want.len() {
-                if want[i] - want[j] > 2.0 * W8A8_MAX_ABS {
+                if want[i] - want[j] > 2.0 * max {
                     assert!(
                         got[i] > got[j],
                         "{label}: query {:?}: docs {i} and {j} swapped ({:.4} vs {:.4}; reference {:.4} vs {:.4})",
@@ -124,10 +164,10 @@ pub fn check_w8a8<B: Backend>(
         }
     }
     let mean = sum / count as f64;
-    println!("{label}: {count} pairs, |score − W8A8| max {worst:.2e}, mean {mean:.2e}");
+    println!("{label}: {count} pairs, |score − {reference:?}| max {worst:.2e}, mean {mean:.2e}");
     assert!(
-        mean <= W8A8_MEAN_ABS,
-        "{label}: mean |Δ| {mean:.2e} > {W8A8_MEAN_ABS:.0e}"
+        mean <= mean_bound,
+        "{label}: mean |Δ| {mean:.2e} > {mean_bound:.0e}"
     );
     (worst, mean)
 }

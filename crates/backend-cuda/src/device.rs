@@ -28,6 +28,50 @@ impl MatmulPath {
     }
 }
 
+/// The arithmetic of the matmuls on Q8_0 weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arithmetic {
+    /// int8 activations in ggml's per-32 blocks × int8 weights, integer block
+    /// sums scaled in f32: the same bits as the CPU fast path and llama.cpp's
+    /// `q8_0 × q8_0` dot (`kernels/matmul_q8_0.cu`).
+    #[default]
+    W8A8,
+    /// f16 activations (each row divided by a power of two) × the int8 weights
+    /// turned into f16 `q · d` on the fly, f32 accumulation on the f16 tensor
+    /// cores (`kernels/matmul_w8a16.cu`); closer to the f32 reference than W8A8.
+    W8A16,
+}
+
+impl Arithmetic {
+    /// The flag's spelling: `w8a8` or `w8a16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arithmetic::W8A8 => "w8a8",
+            Arithmetic::W8A16 => "w8a16",
+        }
+    }
+}
+
+impl std::fmt::Display for Arithmetic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Arithmetic {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Arithmetic, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "w8a8" => Ok(Arithmetic::W8A8),
+            "w8a16" => Ok(Arithmetic::W8A16),
+            _ => Err(format!(
+                "unknown GPU precision '{s}': expected w8a8 or w8a16"
+            )),
+        }
+    }
+}
+
 /// One kernel parameter, passed by address as cuLaunchKernel's `kernelParams`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelArg {

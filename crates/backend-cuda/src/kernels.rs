@@ -19,6 +19,10 @@ pub const MODULES: &[(&str, &str)] = &[
         "matmul_q8_0",
         include_str!("../../../kernels/matmul_q8_0.cu"),
     ),
+    (
+        "matmul_w8a16",
+        include_str!("../../../kernels/matmul_w8a16.cu"),
+    ),
     ("rms_norm", include_str!("../../../kernels/rms_norm.cu")),
     ("rope", include_str!("../../../kernels/rope.cu")),
     ("score_head", include_str!("../../../kernels/score_head.cu")),

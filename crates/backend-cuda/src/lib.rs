@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
 
-pub use device::{Device, KernelArg, Launch, MatmulPath};
+pub use device::{Arithmetic, Device, KernelArg, Launch, MatmulPath};
 pub use memory::{DeviceBuffer, DeviceWeight};
 
 #[cfg(feature = "cuda")]
@@ -38,7 +38,10 @@ pub struct KernelBackend<D: Device> {
     /// The int8 activations of the matmuls, reused from op to op (grown when a
     /// larger batch needs it, never shrunk).
     quantised: Mutex<Option<ops::matmul::QuantisedRows<D::Memory>>>,
+    /// The f16 activations of the W8A16 matmuls, reused the same way.
+    halves: Mutex<Option<ops::w8a16::HalfRows<D::Memory>>>,
     mlp_chunk_rows: usize,
+    arithmetic: Arithmetic,
 }
 
 impl<D: Device> KernelBackend<D> {
@@ -46,8 +49,31 @@ impl<D: Device> KernelBackend<D> {
         KernelBackend {
             device,
             quantised: Mutex::new(None),
+            halves: Mutex::new(None),
             mlp_chunk_rows: MLP_CHUNK_ROWS,
+            arithmetic: Arithmetic::W8A8,
         }
+    }
+
+    /// The same backend with the Q8_0 matmuls in `arithmetic`; an error when the
+    /// device cannot run it (W8A16 needs the f16 tensor cores of sm_80 or later).
+    pub fn with_arithmetic(
+        mut self,
+        arithmetic: Arithmetic,
+    ) -> Result<KernelBackend<D>, BackendError> {
+        if arithmetic == Arithmetic::W8A16 && self.device.matmul_path() != MatmulPath::Mma {
+            return Err(BackendError::Device(format!(
+                "{} has no f16 tensor-core mma (sm_80 or later): use --gpu-precision w8a8",
+                self.device.name()
+            )));
+        }
+        self.arithmetic = arithmetic;
+        Ok(self)
+    }
+
+    /// The arithmetic of the Q8_0 matmuls.
+    pub fn arithmetic(&self) -> Arithmetic {
+        self.arithmetic
     }
 
     /// The same backend with the MLP run `rows` token rows at a time (at least
@@ -77,6 +103,22 @@ impl<D: Device> KernelBackend<D> {
         op(slot.as_ref().expect("filled above"))
     }
 
+    /// As `with_quantised`, for the f16 activation rows of the W8A16 matmuls.
+    pub(crate) fn with_halves<R>(
+        &self,
+        rows: usize,
+        k: usize,
+        op: impl FnOnce(&ops::w8a16::HalfRows<D::Memory>) -> Result<R, BackendError>,
+    ) -> Result<R, BackendError> {
+        let mut slot = self.halves.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = slot.as_mut().is_some_and(|h| h.reshape(rows, k));
+        if !fits {
+            *slot = None;
+            *slot = Some(ops::w8a16::HalfRows::alloc(&self.device, rows, k)?);
+        }
+        op(slot.as_ref().expect("filled above"))
+    }
+
     pub fn device(&self) -> &D {
         &self.device
     }
@@ -98,8 +140,10 @@ impl<D: Device> Backend for KernelBackend<D> {
     type Buffer = DeviceBuffer<D::Memory>;
     type Weight = DeviceWeight<D::Memory>;
 
+    /// The device and the arithmetic of its Q8_0 matmuls, e.g.
+    /// `cuda (NVIDIA H200, sm_90, Mma), w8a16`.
     fn name(&self) -> String {
-        self.device.name()
+        format!("{}, {}", self.device.name(), self.arithmetic)
     }
 
     fn upload_weight(&self, tensor: &HostTensor) -> Result<Self::Weight, BackendError> {

@@ -10,7 +10,7 @@ use std::alloc::Layout;
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use tessera_backend::BackendError;
-use tessera_backend_cuda::{Device, KernelBackend, Launch, MatmulPath};
+use tessera_backend_cuda::{Arithmetic, Device, KernelBackend, Launch, MatmulPath};
 
 extern "C" {
     fn tessera_emu_launch(
@@ -30,6 +30,13 @@ pub type EmulatedCudaBackend = KernelBackend<EmulatedDevice>;
 /// The emulated device with the tensor-core (mma.sync) matmul path, as an sm_80+ GPU.
 pub fn emulated() -> EmulatedCudaBackend {
     KernelBackend::with_device(EmulatedDevice::new(MatmulPath::Mma))
+}
+
+/// The emulated sm_80+ device with the Q8_0 matmuls in W8A16 (f16 tensor cores).
+pub fn emulated_w8a16() -> EmulatedCudaBackend {
+    emulated()
+        .with_arithmetic(Arithmetic::W8A16)
+        .expect("the mma path runs W8A16")
 }
 
 /// Host memory standing in for device memory; 256-byte aligned like cudaMalloc.

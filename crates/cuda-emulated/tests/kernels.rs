@@ -4,17 +4,20 @@
 //! ragged edges; the fused kernels (RMSNorm + Q8_0 quantisation, QK-norm + RoPE)
 //! equal their unfused sequences, and so do the backend's fused ops (norm + the
 //! projections that share it, residual adds in the matmul epilogue, SwiGLU +
-//! quantisation), bit for bit.
+//! quantisation), bit for bit — in the W8A16 arithmetic too, whose f16 rows are
+//! checked against out-of-range activations.
 
+use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_backend::{unfused, Backend, HostTensor};
 use tessera_backend_cpu::{CpuBackend, Isa, Precision};
 use tessera_backend_cuda::ops::matmul::{quantize, QuantisedRows};
+use tessera_backend_cuda::ops::w8a16::{self, HalfRows};
 use tessera_backend_cuda::ops::{rms_norm, rope};
 use tessera_backend_cuda::{KernelBackend, MatmulPath};
-use tessera_cuda_emulated::{EmulatedCudaBackend, EmulatedDevice};
-use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType};
+use tessera_cuda_emulated::{emulated_w8a16, EmulatedCudaBackend, EmulatedDevice};
+use tessera_gguf::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, GgmlType};
 
 fn random(rng: &mut StdRng, len: usize, scale: f32) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-scale..scale)).collect()
@@ -203,8 +206,11 @@ fn fused_ops_equal_their_unfused_sequences_bit_for_bit() {
     // Several row and column tiles, ragged edges, several pipeline stages.
     let (rows, dim, ffn) = (70, 320, 288);
     let ns = [130, 64];
-    for path in [MatmulPath::Mma, MatmulPath::Dp4a] {
-        let b = backend(path);
+    for (label, b) in [
+        ("mma", backend(MatmulPath::Mma)),
+        ("dp4a", backend(MatmulPath::Dp4a)),
+        ("w8a16", emulated_w8a16()),
+    ] {
         let x = random(&mut rng, rows * dim, 3.0);
         let norm = b
             .upload_weight(&tensor(&random(&mut rng, dim, 1.5), 1, dim, GgmlType::F32))
@@ -258,7 +264,7 @@ fn fused_ops_equal_their_unfused_sequences_bit_for_bit() {
                 .map(|(o, n)| b.read(o, rows * n).expect("read"))
                 .collect()
         };
-        assert_eq!(run(true), run(false), "{path:?}: rms_norm_matmuls");
+        assert_eq!(run(true), run(false), "{label}: rms_norm_matmuls");
 
         // Residual add in the epilogue.
         let n = ns[0];
@@ -274,7 +280,7 @@ fn fused_ops_equal_their_unfused_sequences_bit_for_bit() {
             .expect("matmul_add");
             b.read(&out, rows * n).expect("read")
         };
-        assert_eq!(run(true), run(false), "{path:?}: matmul_add");
+        assert_eq!(run(true), run(false), "{label}: matmul_add");
 
         // SwiGLU quantised in place of the f32 round trip, then the residual add.
         let gate = upload_values(&b, &random(&mut rng, rows * ffn, 6.0));
@@ -322,7 +328,70 @@ fn fused_ops_equal_their_unfused_sequences_bit_for_bit() {
             b.read(&out, rows * dim).expect("read")
         };
         let (fused, plain) = (run(true), run(false));
-        assert_eq!(fused, plain, "{path:?}: swiglu_matmul_add");
-        assert_ne!(fused, residual, "{path:?}: the product was added");
+        assert_eq!(fused, plain, "{label}: swiglu_matmul_add");
+        assert_ne!(fused, residual, "{label}: the product was added");
+    }
+}
+
+/// Activations far outside f16's range (a "massive activation" of 3e5, one of
+/// -7e4) and rows far below it (≈ 1e-3) go through W8A16 without overflow or
+/// lost precision: each row is divided by a power of two that puts its largest
+/// |x| in [2^14, 2^15), the f16 values are that quotient rounded once, and the
+/// matmul multiplies the row back (against the W8A32 oracle, within 1e-3 of
+/// Σ|x·w| per output).
+#[test]
+fn w8a16_rows_are_scaled_by_powers_of_two_into_f16_range() {
+    let b = emulated_w8a16();
+    let mut rng = StdRng::seed_from_u64(21);
+    let (rows, k, n) = (3, 96, 40);
+    let mut x = random(&mut rng, rows * k, 1.0);
+    x[5] = 3.0e5;
+    x[k + 7] = -7.0e4;
+    for v in &mut x[2 * k..] {
+        *v *= 1e-3;
+    }
+    let xb = upload_values(&b, &x);
+    let halves = HalfRows::alloc(b.device(), rows, k).expect("alloc");
+    w8a16::to_f16(&b, &xb, rows, k, &halves).expect("to_f16");
+    let (bits, scales) = halves.download(b.device(), rows).expect("download");
+    for r in 0..rows {
+        let row = &x[r * k..(r + 1) * k];
+        let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = scales[r];
+        assert_eq!(scale, 2.0f32.powi(scale.log2() as i32), "row {r}: {scale}");
+        assert!(
+            (16_384.0..32_768.0).contains(&(amax / scale)),
+            "row {r}: max {amax} / {scale}"
+        );
+        for (c, &v) in row.iter().enumerate() {
+            assert_eq!(
+                f16::from_bits(bits[r * k + c]),
+                f16::from_f32(v / scale),
+                "row {r} column {c}"
+            );
+        }
+    }
+    let w = tensor(&random(&mut rng, n * k, 0.5), n, k, GgmlType::Q8_0);
+    let mut exact = vec![0.0f32; n * k];
+    dequantize_row_q8_0(
+        BlockQ8_0::slice_from_bytes(w.bytes()).expect("whole blocks"),
+        &mut exact,
+    );
+    let got = matmul_on(&b, &x, rows, &w);
+    for r in 0..rows {
+        for j in 0..n {
+            let (mut sum, mut size) = (0.0f64, 0.0f64);
+            for c in 0..k {
+                let p = f64::from(x[r * k + c]) * f64::from(exact[j * k + c]);
+                sum += p;
+                size += p.abs();
+            }
+            let err = (f64::from(got[r * n + j]) - sum).abs();
+            assert!(
+                err <= 1e-3 * size,
+                "row {r} feature {j}: {} vs {sum} (Σ|x·w| {size})",
+                got[r * n + j]
+            );
+        }
     }
 }

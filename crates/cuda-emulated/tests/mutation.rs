@@ -4,14 +4,14 @@
 //! those.
 
 use tessera_backend::parity::{run_all, Tolerances};
-use tessera_backend_cuda::{KernelBackend, MatmulPath};
+use tessera_backend_cuda::{Arithmetic, KernelBackend, MatmulPath};
 use tessera_cuda_emulated::EmulatedDevice;
 
 /// The kit's op names of the Q8_0 matmul kernels' cases: the op itself and the
 /// fused ops built on it.
 const MATMUL_OPS: &[&str] = &["matmul", "norm_matmuls", "matmul_add", "swiglu_mm_add"];
-/// The kit's Q8_0 cases among them: 5 matmul, 3 of each fused op.
-const Q8_0_CASES: usize = 5 + 3 + 3 + 3;
+/// The kit's Q8_0 cases among them: 6 matmul, 3 of each fused op.
+const Q8_0_CASES: usize = 6 + 3 + 3 + 3;
 
 /// Runs the kit with `kernel` replaced by its mutant; returns (failed, passed)
 /// case names of `ops`, and the failures of other ops.
@@ -21,8 +21,26 @@ fn run_mutant(
     ops: &[&str],
     path: MatmulPath,
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
+    run_mutant_in(kernel, mutant, ops, path, Arithmetic::W8A8)
+}
+
+/// As `run_mutant`, with the Q8_0 matmuls in `arithmetic` (at its tolerances).
+fn run_mutant_in(
+    kernel: &str,
+    mutant: &str,
+    ops: &[&str],
+    path: MatmulPath,
+    arithmetic: Arithmetic,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
     let device = EmulatedDevice::new(path).with_kernel_replaced(kernel, mutant);
-    let reports = run_all(&KernelBackend::with_device(device), Tolerances::W8A8, 7);
+    let backend = KernelBackend::with_device(device)
+        .with_arithmetic(arithmetic)
+        .expect("the emulated mma device runs both arithmetics");
+    let tolerances = match arithmetic {
+        Arithmetic::W8A8 => Tolerances::W8A8,
+        Arithmetic::W8A16 => Tolerances::W8A16,
+    };
+    let reports = run_all(&backend, tolerances, 7);
     let (mut failed, mut passed, mut others) = (Vec::new(), Vec::new(), Vec::new());
     for r in reports {
         let line = r.to_string();
@@ -105,5 +123,36 @@ fn a_missing_barrier_in_attention_fails_the_attention_cases() {
         let (failed, _, others) = run_mutant(kernel, &mutant, &["attention"], MatmulPath::Mma);
         assert!(!failed.is_empty(), "{mutant} passed every case");
         assert!(others.is_empty(), "other ops failed: {others:?}");
+    }
+}
+
+/// The W8A16 kernel's new instructions each have a mutant the kit must catch:
+/// the f16 mma's A fragment (registers 1 and 2 swapped), the byte permutation
+/// that builds f16 pairs from int8 weights (the pair swapped), and the
+/// cp.async pipeline (a stage read one wait too early).
+#[test]
+fn w8a16_mutants_fail_every_q8_0_matmul_case() {
+    for space in [
+        "mutant_f16_fragment",
+        "mutant_prmt_selector",
+        "mutant_w16_wait",
+    ] {
+        let kernel = "matmul_q8_0_w8a16";
+        let mutant = format!("{space}::{kernel}");
+        let (failed, passed, others) = run_mutant_in(
+            kernel,
+            &mutant,
+            MATMUL_OPS,
+            MatmulPath::Mma,
+            Arithmetic::W8A16,
+        );
+        let q8_passed: Vec<_> = passed.iter().filter(|l| l.contains("Q8_0")).collect();
+        assert!(q8_passed.is_empty(), "{mutant} passed: {q8_passed:?}");
+        assert_eq!(
+            failed.len(),
+            Q8_0_CASES,
+            "{mutant}: every Q8_0 matmul case fails: {failed:?}"
+        );
+        assert!(others.is_empty(), "{mutant}: other ops failed: {others:?}");
     }
 }

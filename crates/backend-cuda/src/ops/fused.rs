@@ -1,7 +1,7 @@
 //! The fused ops of the engine's layer on Q8_0 weights: the activations are
-//! quantised once, by the kernel that produces them (RMSNorm, SwiGLU), and read
-//! by every matmul that needs them; residual adds happen in the matmul
-//! epilogue. Each computes the same bits as the op sequence it replaces
+//! quantised once (W8A8: int8 blocks; W8A16: f16 rows), by the kernel that
+//! produces them (RMSNorm, SwiGLU), and read by every matmul that needs them;
+//! residual adds happen in the matmul epilogue. Each computes the same bits as the op sequence it replaces
 //! (`tessera_backend::unfused`), which runs instead for other weight types.
 
 use tessera_backend::{unfused, BackendError};
@@ -9,7 +9,8 @@ use tessera_gguf::{GgmlType, QK8_0};
 
 use super::matmul::{launch_quantising, matmul_quantised, quantize};
 use super::rms_norm::rms_norm_q8_0;
-use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend};
+use super::w8a16;
+use crate::{Arithmetic, Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend};
 
 type Buffer<D> = DeviceBuffer<<D as Device>::Memory>;
 type Weight<D> = DeviceWeight<<D as Device>::Memory>;
@@ -57,6 +58,15 @@ pub fn rms_norm_matmuls<D: Device>(
     if rows == 0 {
         return Ok(());
     }
+    if b.arithmetic() == Arithmetic::W8A16 {
+        return b.with_halves(rows, dim, |halves| {
+            w8a16::rms_norm_f16(b, x, norm, rows, dim, eps, halves)?;
+            for (weight, out) in weights.iter().zip(outs.iter_mut()) {
+                w8a16::matmul_half(b, halves, rows, weight, false, out)?;
+            }
+            Ok(())
+        });
+    }
     b.with_quantised(rows, dim, |quantised| {
         rms_norm_q8_0(b, x, norm, rows, dim, eps, None, quantised)?;
         for (weight, out) in weights.iter().zip(outs.iter_mut()) {
@@ -85,6 +95,12 @@ pub fn matmul_add<D: Device>(
     BackendError::check_len("matmul_add", "out", rows * n, out.len)?;
     if rows == 0 || n == 0 {
         return Ok(());
+    }
+    if b.arithmetic() == Arithmetic::W8A16 {
+        return b.with_halves(rows, k, |halves| {
+            w8a16::to_f16(b, x, rows, k, halves)?;
+            w8a16::matmul_half(b, halves, rows, weight, true, out)
+        });
     }
     b.with_quantised(rows, k, |quantised| {
         quantize(b, x, rows, k, quantised)?;
@@ -116,6 +132,12 @@ pub fn swiglu_matmul_add<D: Device>(
     BackendError::check_len("swiglu_matmul_add", "out", rows * n, out.len)?;
     if rows == 0 || n == 0 {
         return Ok(());
+    }
+    if b.arithmetic() == Arithmetic::W8A16 {
+        return b.with_halves(rows, ffn, |halves| {
+            w8a16::swiglu_f16(b, gate, up, rows, ffn, halves)?;
+            w8a16::matmul_half(b, halves, rows, down, true, out)
+        });
     }
     let blocks = rows * ffn / QK8_0;
     b.with_quantised(rows, ffn, |quantised| {

@@ -1,13 +1,16 @@
 //! `out = x · wᵀ` (`kernels/matmul_q8_0.cu`, `kernels/matmul_dense.cu`). Q8_0
-//! weights: the activations are quantised to int8 blocks, then the int8 kernel of
-//! the device's path (mma.sync or dp4a) runs on 64×64 output tiles. F32/F16/BF16
-//! weights: an f32 tiled kernel.
+//! weights in W8A8: the activations are quantised to int8 blocks, then the int8
+//! kernel of the device's path (mma.sync or dp4a) runs on 64×64 output tiles; in
+//! W8A16 they become f16 rows for `kernels/matmul_w8a16.cu` (`ops::w8a16`).
+//! F32/F16/BF16 weights: an f32 tiled kernel.
 
 use tessera_backend::BackendError;
 use tessera_gguf::{GgmlType, QK8_0};
 
-use super::{grid_yz, to_u32};
-use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch, MatmulPath};
+use super::{grid_yz, to_u32, w8a16};
+use crate::{
+    Arithmetic, Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch, MatmulPath,
+};
 
 /// Output tile of the matmul kernels (rows × features), both families.
 pub const TILE_ROWS: usize = 64;
@@ -222,6 +225,12 @@ pub fn matmul<D: Device>(
         return Ok(());
     }
     let kernel = match weight.ggml_type {
+        GgmlType::Q8_0 if b.arithmetic() == Arithmetic::W8A16 => {
+            return b.with_halves(rows, k, |halves| {
+                w8a16::to_f16(b, x, rows, k, halves)?;
+                w8a16::matmul_half(b, halves, rows, weight, false, out)
+            });
+        }
         GgmlType::Q8_0 => {
             return b.with_quantised(rows, k, |quantised| {
                 quantize(b, x, rows, k, quantised)?;

@@ -11,6 +11,7 @@ pub mod rms_norm;
 pub mod rope;
 pub mod score_head;
 pub mod swiglu;
+pub mod w8a16;
 
 use tessera_backend::BackendError;
 

@@ -1,12 +1,13 @@
 //! The score head (`kernels/score_head.cu`): two logits per row. A Q8_0 head
-//! quantises the rows first (W8A8, as the matmuls).
+//! quantises the rows first in W8A8 (as the matmuls); in W8A16 it reads the f32
+//! rows against the exact `q · d` (two rows of the head: no speed to gain).
 
 use tessera_backend::BackendError;
 use tessera_gguf::GgmlType;
 
 use super::matmul::{quantize, QuantisedRows};
 use super::to_u32;
-use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
+use crate::{Arithmetic, Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
 
 /// Threads per block: one warp per logit.
 pub const THREADS: u32 = 64;
@@ -51,6 +52,18 @@ pub fn score_head<D: Device>(
         })
     };
     match (weight.ggml_type, &weight.scales) {
+        (GgmlType::Q8_0, Some(scales)) if b.arithmetic() == Arithmetic::W8A16 => {
+            let args = vec![
+                KernelArg::Ptr(b.address(x)),
+                data,
+                KernelArg::Ptr(b.device.address(scales)),
+                yes,
+                no,
+                k_arg,
+                out_arg,
+            ];
+            launch("score_head_q8_0_f32", args)
+        }
         (GgmlType::Q8_0, Some(scales)) => {
             let quantised = QuantisedRows::alloc(&b.device, rows, k)?;
             quantize(b, x, rows, k, &quantised)?;
