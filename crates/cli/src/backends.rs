@@ -26,18 +26,34 @@ pub enum BackendChoice {
     Wgpu,
 }
 
-/// Options of the CPU backend, used when the CPU is chosen (or `auto` falls back).
-#[derive(Clone, Copy, Debug)]
-pub struct CpuOptions {
-    pub precision: Precision,
-    pub threads: Option<usize>,
+/// The arithmetic of the CUDA backend's matmuls on Q8_0 weights
+/// (`--gpu-precision`; docs/kernels.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum GpuPrecision {
+    /// int8 activations in per-32 blocks: the same bits as the CPU fast path
+    /// and llama.cpp's `q8_0 × q8_0`.
+    #[default]
+    W8a8,
+    /// f16 activations × the int8 weights turned into f16 on the fly, f32
+    /// accumulation on the f16 tensor cores: closer to the f32 reference (sm_80+).
+    W8a16,
 }
 
-impl Default for CpuOptions {
-    fn default() -> CpuOptions {
-        CpuOptions {
+/// Options of the backends: the CPU's (used when the CPU is chosen, or `auto`
+/// falls back) and the CUDA backend's arithmetic.
+#[derive(Clone, Copy, Debug)]
+pub struct BackendOptions {
+    pub precision: Precision,
+    pub threads: Option<usize>,
+    pub gpu_precision: GpuPrecision,
+}
+
+impl Default for BackendOptions {
+    fn default() -> BackendOptions {
+        BackendOptions {
             precision: Precision::Fast,
             threads: None,
+            gpu_precision: GpuPrecision::default(),
         }
     }
 }
@@ -123,7 +139,7 @@ where
 fn on_cpu(
     file: &Arc<GgufFile>,
     tokenizer: Option<RerankTokenizer>,
-    cpu: CpuOptions,
+    cpu: BackendOptions,
 ) -> anyhow::Result<Loaded> {
     let backend = CpuBackend::with_options(cpu.precision, cpu.threads)?;
     let device = format!("cpu ({} threads)", backend.threads());
@@ -131,8 +147,17 @@ fn on_cpu(
 }
 
 #[cfg(feature = "cuda")]
-fn on_cuda(file: &Arc<GgufFile>, tokenizer: Option<RerankTokenizer>) -> anyhow::Result<Loaded> {
-    let backend = tessera_backend_cuda::CudaBackend::new(0)?;
+fn on_cuda(
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    precision: GpuPrecision,
+) -> anyhow::Result<Loaded> {
+    use tessera_backend_cuda::Arithmetic;
+    let arithmetic = match precision {
+        GpuPrecision::W8a8 => Arithmetic::W8A8,
+        GpuPrecision::W8a16 => Arithmetic::W8A16,
+    };
+    let backend = tessera_backend_cuda::CudaBackend::new(0)?.with_arithmetic(arithmetic)?;
     let name = backend.name();
     let (before, total) = backend.device().memory_in_use()?;
     let reranker = Reranker::load(backend, file, tokenizer)?;
@@ -152,7 +177,11 @@ fn on_cuda(file: &Arc<GgufFile>, tokenizer: Option<RerankTokenizer>) -> anyhow::
 }
 
 #[cfg(not(feature = "cuda"))]
-fn on_cuda(_: &Arc<GgufFile>, _: Option<RerankTokenizer>) -> anyhow::Result<Loaded> {
+fn on_cuda(
+    _: &Arc<GgufFile>,
+    _: Option<RerankTokenizer>,
+    _: GpuPrecision,
+) -> anyhow::Result<Loaded> {
     anyhow::bail!("this tessera was built without CUDA support (cargo build --features cuda)")
 }
 
@@ -183,14 +212,14 @@ pub fn load(
     choice: BackendChoice,
     file: &Arc<GgufFile>,
     tokenizer: Option<RerankTokenizer>,
-    cpu: CpuOptions,
+    cpu: BackendOptions,
 ) -> anyhow::Result<Loaded> {
     match choice {
         BackendChoice::Cpu => on_cpu(file, tokenizer, cpu),
-        BackendChoice::Cuda => on_cuda(file, tokenizer),
+        BackendChoice::Cuda => on_cuda(file, tokenizer, cpu.gpu_precision),
         BackendChoice::Wgpu => on_wgpu(file, tokenizer, true),
         BackendChoice::Auto => {
-            match on_cuda(file, tokenizer.clone()) {
+            match on_cuda(file, tokenizer.clone(), cpu.gpu_precision) {
                 Ok(loaded) => return Ok(loaded),
                 Err(e) => tracing::info!("backend auto: no CUDA ({e:#})"),
             }

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tessera_backend_cpu::Precision;
 use tessera_engine::PrefixGroup;
 
-use crate::backends::{self, AnyReranker, BackendChoice, CpuOptions};
+use crate::backends::{self, AnyReranker, BackendChoice, BackendOptions, GpuPrecision};
 use crate::model_source;
 
 #[derive(Args)]
@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// reference (f32 activations).
     #[arg(long, default_value_t = Precision::Fast)]
     precision: Precision,
+    /// Arithmetic of the CUDA matmuls on Q8_0 weights: w8a8 (int8 activations,
+    /// llama.cpp's bits) or w8a16 (f16 activations, closer to f32; sm_80+).
+    #[arg(long, value_enum, default_value = "w8a8")]
+    gpu_precision: GpuPrecision,
     /// CPU worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -246,9 +250,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let loaded = model_source::open(args.model.as_deref())?;
     let load_start = Instant::now();
-    let cpu = CpuOptions {
+    let cpu = BackendOptions {
         precision: args.precision,
         threads: args.threads,
+        gpu_precision: args.gpu_precision,
     };
     let measured_on = backends::load(args.backend, &loaded.file, None, cpu)?;
     let reranker = measured_on.reranker.as_ref();
@@ -357,9 +362,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BackendChoice::Cpu,
         &loaded.file,
         None,
-        CpuOptions {
+        BackendOptions {
             precision: Precision::Reference,
             threads: args.threads,
+            gpu_precision: args.gpu_precision,
         },
     )?;
     let base_time = baseline.measure(reference.reranker.as_ref(), 1, false, "reference")?;

@@ -10,7 +10,7 @@ use tessera_backend_cpu::Precision;
 use tessera_engine::RerankOptions;
 use tessera_model::TruncationSide;
 
-use crate::backends::{self, BackendChoice, CpuOptions};
+use crate::backends::{self, BackendChoice, BackendOptions, GpuPrecision};
 use crate::model_source;
 
 #[derive(Args)]
@@ -50,6 +50,10 @@ pub struct RerankArgs {
     /// CPU arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
     #[arg(long, default_value_t = Precision::Fast)]
     precision: Precision,
+    /// Arithmetic of the CUDA matmuls on Q8_0 weights: w8a8 (int8 activations,
+    /// llama.cpp's bits) or w8a16 (f16 activations, closer to f32; sm_80+).
+    #[arg(long, value_enum, default_value = "w8a8")]
+    gpu_precision: GpuPrecision,
     /// CPU worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -94,9 +98,10 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
     }
     let loaded = model_source::open(args.model.as_deref())?;
     let tokenizer = model_source::tokenizer_override(args.tokenizer.as_ref())?;
-    let cpu = CpuOptions {
+    let cpu = BackendOptions {
         precision: args.precision,
         threads: args.threads,
+        gpu_precision: args.gpu_precision,
     };
     let reranker = backends::load(args.backend, &loaded.file, tokenizer, cpu)?.reranker;
     let options = RerankOptions {

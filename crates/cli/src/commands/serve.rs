@@ -17,7 +17,7 @@ use tessera_gguf::GgufFile;
 use tessera_model::PromptBuilder;
 use tessera_server::{ModelInfo, Server, ServerOptions};
 
-use crate::backends::{self, AnyReranker, BackendChoice, CpuOptions};
+use crate::backends::{self, AnyReranker, BackendChoice, BackendOptions, GpuPrecision};
 use crate::model_source;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -59,6 +59,15 @@ pub struct ServeArgs {
     /// CPU arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
     #[arg(long, env = "TESSERA_PRECISION", default_value_t = Precision::Fast)]
     precision: Precision,
+    /// Arithmetic of the CUDA matmuls on Q8_0 weights: w8a8 (int8 activations,
+    /// llama.cpp's bits) or w8a16 (f16 activations, closer to f32; sm_80+).
+    #[arg(
+        long,
+        env = "TESSERA_GPU_PRECISION",
+        value_enum,
+        default_value = "w8a8"
+    )]
+    gpu_precision: GpuPrecision,
     /// CPU worker threads (default: all cores).
     #[arg(long, env = "TESSERA_THREADS")]
     threads: Option<usize>,
@@ -207,9 +216,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokens: args.warm_up_tokens,
         max_batch_tokens: args.max_batch_tokens.max(1),
     };
-    let cpu = CpuOptions {
+    let cpu = BackendOptions {
         precision: args.precision,
         threads: args.threads,
+        gpu_precision: args.gpu_precision,
     };
     let loaded =
         tokio::task::spawn_blocking(move || load(model, tokenizer, backend, cpu, cache, warm_up));
@@ -250,7 +260,7 @@ fn load(
     model: Option<PathBuf>,
     tokenizer: Option<PathBuf>,
     backend: BackendChoice,
-    cpu: CpuOptions,
+    cpu: BackendOptions,
     prefix_cache_bytes: usize,
     warm_up: WarmUp,
 ) -> anyhow::Result<Loaded> {
