@@ -9,9 +9,10 @@
 #   there: scripts/gpu-check.sh run [DIR]     # results under $OUT (or target/gpu-results)
 #          runs the op parity suite on the GPU (NMSE per op, kernels compiled by
 #          that machine's own NVRTC), the model parity on the fixtures (W8A8
-#          reference), the matmul/attention benchmarks, the end-to-end benchmark
-#          when the release binary offers one, and the PyTorch bf16 baseline; the
-#          summary is printed last.
+#          reference; W8A16 against W8A32), the matmul benchmarks in both
+#          arithmetics beside cuBLAS (scripts/find-cublas.sh puts libcublas on the
+#          library path), attention, the end-to-end benchmark in both arithmetics,
+#          and the PyTorch bf16 baseline; the summary is printed last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -70,6 +71,10 @@ run() {
         mkdir -p "$(dirname "$fixtures")"
         ln -s "$PWD/tests/fixtures" "$fixtures"
     fi
+    # cuBLAS for the benchmark's anchors (CUDA toolkit or PyTorch's wheels).
+    local cublas
+    cublas=$(bash scripts/find-cublas.sh || true)
+    [[ -n $cublas ]] && export LD_LIBRARY_PATH="$cublas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export TESSERA_KERNEL_CACHE="$out/kernel-cache"
     local status=0
     "$DIR/gpu" --nocapture --test-threads 1 2>&1 | tee "$out/parity.txt" || status=1
@@ -80,9 +85,12 @@ run() {
         # baseline (below) instead of the CPU reference.
         local model=${TMPDIR:-/tmp}/tessera-qwen3-4b-random-q8.gguf
         "$DIR/tessera" generate --shape 4b --out "$model" 2>&1 | tail -1 | tee "$out/end-to-end.txt"
-        "$DIR/tessera" bench --backend cuda --model "$model" --docs 100 --doc-tokens 256 \
-            --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 5 2>&1 \
-            | tee -a "$out/end-to-end.txt" || status=1
+        for precision in w8a8 w8a16; do
+            echo "-- --gpu-precision $precision" | tee -a "$out/end-to-end.txt"
+            "$DIR/tessera" bench --backend cuda --gpu-precision "$precision" --model "$model" --docs 100 \
+                --doc-tokens 256 --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 5 2>&1 \
+                | tee -a "$out/end-to-end.txt" || status=1
+        done
     else
         echo "end to end: no tessera binary with a cuda bench in $DIR" | tee "$out/end-to-end.txt"
     fi
@@ -99,17 +107,20 @@ run() {
         echo "-- model parity"
         grep -E "pairs, \|score" "$out/parity.txt" || true
         echo "-- benchmarks"
-        grep -E "^(matmul_q8_0|attention|layer_ops) " "$out/bench.txt" || true
+        grep -E "^(matmul|attention|layer_ops|device|  cuBLAS)|anchors|skipped" "$out/bench.txt" || true
         cat "$out/end-to-end.txt"
         grep -E "tokens/s|ms" "$out/torch-baseline.txt" || true
         # tessera's median billed tokens/s over transformers' (same 100 × 288 pairs).
         python3 - "$out/end-to-end.txt" "$out/torch-baseline.txt" <<'PY' || true
 import re, sys
-ours = re.findall(r"median\s+[\d.]+ s\s+([\d.]+) tokens/s", open(sys.argv[1]).read())
+text = open(sys.argv[1]).read()
 torch = re.findall(r"([\d,]+) billed tokens/s", open(sys.argv[2]).read())
-if ours and torch:
-    a, b = float(ours[-1]), float(torch[-1].replace(",", ""))
-    print(f"end to end: tessera {a:,.0f} vs transformers bf16 {b:,.0f} billed tokens/s = {a / b:.2f}x")
+for part in text.split("-- --gpu-precision ")[1:]:
+    precision = part.split()[0]
+    ours = re.findall(r"median\s+[\d.]+ s\s+([\d.]+) tokens/s", part)
+    if ours and torch:
+        a, b = float(ours[-1]), float(torch[-1].replace(",", ""))
+        print(f"end to end ({precision}): tessera {a:,.0f} vs transformers bf16 {b:,.0f} billed tokens/s = {a / b:.2f}x")
 PY
     } | tee "$out/summary.txt"
     return $status

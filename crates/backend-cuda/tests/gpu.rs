@@ -1,5 +1,6 @@
 //! The CUDA backend on a real GPU (feature `cuda`): the op parity kit against the
-//! f64 oracles, and the model parity on the tiny fixtures (W8A8 reference). On a
+//! f64 oracles, and the model parity on the tiny fixtures, in both arithmetics
+//! (W8A8 against the W8A8 reference, W8A16 against W8A32). On a
 //! machine without a CUDA driver or NVRTC each test prints why it is skipped;
 //! there, `CudaBackend::new` must return that reason as an error, not panic.
 #![cfg(feature = "cuda")]
@@ -7,10 +8,10 @@
 use std::sync::Arc;
 
 use tessera_backend::parity::{run_all, Tolerances};
-use tessera_backend_cuda::{cuda_available, CudaBackend};
+use tessera_backend_cuda::{cuda_available, Arithmetic, CudaBackend};
 use tessera_engine::Reranker;
 use tessera_gguf::GgufFile;
-use tessera_tests::{check_w8a8, fixture, MODEL_FIXTURES};
+use tessera_tests::{check_reference, check_w8a8, fixture, Reference, MODEL_FIXTURES};
 
 fn gpu() -> Option<CudaBackend> {
     if let Err(why) = cuda_available() {
@@ -37,8 +38,21 @@ fn without_a_driver_new_is_an_error_not_a_panic() {
 #[test]
 fn every_op_matches_the_oracles_on_the_gpu() {
     let Some(backend) = gpu() else { return };
-    println!("device: {}", tessera_backend::Backend::name(&backend));
-    let reports = run_all(&backend, Tolerances::W8A8, 7);
+    check_ops(&backend, Tolerances::W8A8);
+}
+
+#[test]
+fn every_op_matches_the_oracles_on_the_gpu_in_w8a16() {
+    let Some(backend) = gpu() else { return };
+    match backend.with_arithmetic(Arithmetic::W8A16) {
+        Ok(backend) => check_ops(&backend, Tolerances::W8A16),
+        Err(why) => println!("skipped: {why}"),
+    }
+}
+
+fn check_ops(backend: &CudaBackend, tolerances: Tolerances) {
+    println!("device: {}", tessera_backend::Backend::name(backend));
+    let reports = run_all(backend, tolerances, 7);
     for r in &reports {
         println!("{r}");
     }
@@ -61,5 +75,32 @@ fn gpu_scores_match_the_w8a8_reference_on_every_fixture() {
             Arc::new(GgufFile::open(fixture(&format!("{stem}.gguf"))).expect("fixture opens"));
         let reranker = Reranker::load(backend, &file, None).expect("fixture loads");
         check_w8a8(stem, &reranker, stem, false);
+    }
+}
+
+/// As the emulated W8A16 model parity (crates/cuda-emulated/tests/model_parity.rs),
+/// with the same bounds, on the GPU's own tensor cores.
+#[test]
+fn gpu_w8a16_scores_match_the_w8a32_reference_on_every_fixture() {
+    let Some(backend) = gpu() else { return };
+    if let Err(why) = backend.with_arithmetic(Arithmetic::W8A16) {
+        println!("skipped: {why}");
+        return;
+    }
+    for stem in MODEL_FIXTURES {
+        let backend = CudaBackend::new(0)
+            .and_then(|b| b.with_arithmetic(Arithmetic::W8A16))
+            .expect("checked above");
+        let file =
+            Arc::new(GgufFile::open(fixture(&format!("{stem}.gguf"))).expect("fixture opens"));
+        let reranker = Reranker::load(backend, &file, None).expect("fixture loads");
+        check_reference(
+            &format!("{stem} w8a16"),
+            &reranker,
+            stem,
+            Reference::W8A32,
+            (5e-3, 1e-3),
+            true,
+        );
     }
 }

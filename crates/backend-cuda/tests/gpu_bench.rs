@@ -1,7 +1,8 @@
 //! Benchmarks on a real GPU (feature `cuda`, opted into with `TESSERA_GPU_BENCH=1`;
-//! otherwise each prints why it skipped): the Q8_0 matmul at the
-//! Qwen3-4B projection shapes for M = 512, 4096 and 16384 tokens (TFLOP/s and the
-//! share of the card's dense int8 peak), and attention over 100 documents of 256
+//! otherwise each prints why it skipped): the Q8_0 matmul in both arithmetics
+//! (W8A8, W8A16) beside cuBLAS bf16 and int8 (tests/anchors) at the five
+//! Qwen3-4B projection shapes for M = 512, 4096 and 16384 tokens (TFLOP/s, the
+//! ratio to cuBLAS bf16), and attention over 100 documents of 256
 //! tokens after a 32-token shared prefix; the non-attention work of one 4B layer
 //! through the fused ops against the unfused op sequences (the ratio measured in
 //! the same run). Run by scripts/gpu-check.sh.
@@ -12,7 +13,9 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_backend::{unfused, AttentionLayout, AttentionShape, Backend, HostTensor, KvRef};
-use tessera_backend_cuda::{cuda_available, CudaBackend};
+use tessera_backend_cuda::{cuda_available, Arithmetic, CudaBackend};
+
+mod anchors;
 use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType};
 
 /// Dense int8 peak in TOPS by device name (without sparsity); `None` when unknown.
@@ -55,6 +58,23 @@ fn wanted() -> bool {
     true
 }
 
+/// The five Qwen3-4B projections as (K, N): q; k and v; gate and up; down; o.
+const SHAPES_4B: [(usize, usize); 5] = [
+    (2560, 4096),
+    (2560, 1024),
+    (2560, 9728),
+    (9728, 2560),
+    (4096, 2560),
+];
+
+fn tops(m: usize, n: usize, k: usize, seconds: f64) -> f64 {
+    2.0 * (m * n * k) as f64 / seconds / 1e12
+}
+
+/// Both arithmetics of our Q8_0 matmul (the activation conversion included, as
+/// the engine's unfused matmul runs it) against cuBLAS bf16 and int8 on the same
+/// shapes, same card, same run. Ratios are cuBLAS bf16's time over ours (> 1:
+/// ours is faster).
 #[test]
 fn matmul_q8_0_throughput() {
     if !wanted() {
@@ -64,26 +84,91 @@ fn matmul_q8_0_throughput() {
         println!("skipped: {why}");
         return;
     }
-    let backend = CudaBackend::new(0).expect("GPU");
-    let name = backend.name();
+    let w8a8 = CudaBackend::new(0).expect("GPU");
+    let w8a16 = CudaBackend::new(0)
+        .expect("GPU")
+        .with_arithmetic(Arithmetic::W8A16);
+    let name = w8a8.name();
     let peak = int8_peak_tops(&name);
     println!("device: {name}");
+    let anchors = match cudarc::driver::CudaContext::new(0)
+        .map_err(|e| e.to_string())
+        .and_then(anchors::Anchors::new)
+    {
+        Ok(anchors) => anchors,
+        Err(why) => {
+            println!("cuBLAS anchors skipped: {why}");
+            None
+        }
+    };
+    let w8a16 = match w8a16 {
+        Ok(b) => Some(b),
+        Err(why) => {
+            println!("w8a16 skipped: {why}");
+            None
+        }
+    };
     let mut rng = StdRng::seed_from_u64(1);
-    for (k, n) in [(2560, 4096), (2560, 1024), (2560, 9728), (9728, 2560)] {
-        let weight = backend
-            .upload_weight(&q8_weight(n, k, &mut rng))
-            .expect("upload");
+    println!(
+        "{:<24} {:>17} {:>17} {:>17} {:>17} {:>8} {:>8}",
+        "matmul (M K N)",
+        "w8a8 ms TOPS",
+        "w8a16 ms TFLOP/s",
+        "cuBLAS bf16",
+        "cuBLAS int8",
+        "w8a8/bf",
+        "w8a16/bf"
+    );
+    for (k, n) in SHAPES_4B {
+        let host = q8_weight(n, k, &mut rng);
+        let weight8 = w8a8.upload_weight(&host).expect("upload");
+        let weight16 = w8a16
+            .as_ref()
+            .map(|b| b.upload_weight(&host).expect("upload"));
         for m in [512usize, 4096, 16384] {
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let mut xb = backend.alloc(m * k).expect("alloc");
-            backend.write(&mut xb, &x).expect("write");
-            let mut out = backend.alloc(m * n).expect("alloc");
-            let seconds = time(&backend, || {
-                backend.matmul(&xb, m, &weight, &mut out).expect("matmul")
+            let mut xb = w8a8.alloc(m * k).expect("alloc");
+            w8a8.write(&mut xb, &x).expect("write");
+            let mut out = w8a8.alloc(m * n).expect("alloc");
+            let s8 = time(&w8a8, || {
+                w8a8.matmul(&xb, m, &weight8, &mut out).expect("matmul")
             });
-            let tops = 2.0 * (m * n * k) as f64 / seconds / 1e12;
-            let share = peak.map_or("-".to_string(), |p| format!("{:.1}%", 100.0 * tops / p));
-            println!("matmul_q8_0 M={m:>5} K={k:>5} N={n:>5}: {:>8.3} ms {tops:>7.1} TOPS ({share} of dense int8 peak)", seconds * 1e3);
+            let s16 = match (&w8a16, &weight16) {
+                (Some(b), Some(w)) => {
+                    let mut xb = b.alloc(m * k).expect("alloc");
+                    b.write(&mut xb, &x).expect("write");
+                    let mut out = b.alloc(m * n).expect("alloc");
+                    Some(time(b, || b.matmul(&xb, m, w, &mut out).expect("matmul")))
+                }
+                _ => None,
+            };
+            let anchor = anchors.as_ref().map(|a| a.time(m, n, k));
+            let bf16_s = anchor.as_ref().and_then(|a| a.bf16_s);
+            let int8_s = anchor.as_ref().and_then(|a| a.int8_s);
+            let cell = |s: Option<f64>| {
+                s.map_or("-".to_string(), |s| {
+                    format!("{:>7.3} {:>7.1}", s * 1e3, tops(m, n, k, s))
+                })
+            };
+            let ratio = |ours: Option<f64>| match (ours, bf16_s) {
+                (Some(ours), Some(bf)) => format!("{:.2}x", bf / ours),
+                _ => "-".to_string(),
+            };
+            let share = peak.map_or("-".to_string(), |p| {
+                format!("{:.1}%", 100.0 * tops(m, n, k, s8) / p)
+            });
+            println!(
+                "matmul {m:>5} {k:>5} {n:>5}   {:>17} {:>17} {:>17} {:>17} {:>8} {:>8}  (w8a8 {share} of dense int8 peak)",
+                cell(Some(s8)),
+                cell(s16),
+                cell(bf16_s),
+                cell(int8_s),
+                ratio(Some(s8)),
+                ratio(s16),
+            );
+            if let Some(note) = anchor.and_then(|a| a.note) {
+                println!("  cuBLAS: {note}");
+            }
         }
     }
 }
@@ -157,7 +242,18 @@ fn fused_layer_ops_against_unfused() {
         println!("skipped: {why}");
         return;
     }
-    let b = CudaBackend::new(0).expect("GPU");
+    for arithmetic in [Arithmetic::W8A8, Arithmetic::W8A16] {
+        match CudaBackend::new(0)
+            .expect("GPU")
+            .with_arithmetic(arithmetic)
+        {
+            Ok(b) => fused_layer_ops(&b),
+            Err(why) => println!("{arithmetic} skipped: {why}"),
+        }
+    }
+}
+
+fn fused_layer_ops(b: &CudaBackend) {
     println!("device: {}", b.name());
     let (hidden, ffn) = (2560, 9728);
     let shape = AttentionShape {
@@ -232,7 +328,7 @@ fn fused_layer_ops_against_unfused() {
                 })
             } else {
                 unfused::rms_norm_matmuls(
-                    &b,
+                    b,
                     &x,
                     m,
                     hidden,
@@ -244,13 +340,13 @@ fn fused_layer_ops_against_unfused() {
                 )
                 .and_then(|_| {
                     unfused::qk_norm_rope(
-                        &b, &mut q, &mut k, &q_norm, &k_norm, &positions, shape, eps, 1e6,
+                        b, &mut q, &mut k, &q_norm, &k_norm, &positions, shape, eps, 1e6,
                     )
                 })
-                .and_then(|_| unfused::matmul_add(&b, &attn, m, &wo, hidden, &mut proj, &mut x))
+                .and_then(|_| unfused::matmul_add(b, &attn, m, &wo, hidden, &mut proj, &mut x))
                 .and_then(|_| {
                     unfused::rms_norm_matmuls(
-                        &b,
+                        b,
                         &x,
                         m,
                         hidden,
@@ -263,14 +359,14 @@ fn fused_layer_ops_against_unfused() {
                 })
                 .and_then(|_| {
                     unfused::swiglu_matmul_add(
-                        &b, &gate, &up, m, ffn, &wd, hidden, &mut act, &mut proj, &mut x,
+                        b, &gate, &up, m, ffn, &wd, hidden, &mut act, &mut proj, &mut x,
                     )
                 })
             };
             result.expect("layer ops");
         };
-        let unfused_s = time(&b, || layer(false));
-        let fused_s = time(&b, || layer(true));
+        let unfused_s = time(b, || layer(false));
+        let fused_s = time(b, || layer(true));
         println!(
             "layer_ops M={m:>5}: unfused {:>8.3} ms, fused {:>8.3} ms, unfused/fused {:.2}x",
             unfused_s * 1e3,
