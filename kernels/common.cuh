@@ -347,14 +347,30 @@ static __device__ __forceinline__ int f16_row_exponent(float amax) {
     return e < -100 ? -100 : (e > 100 ? 100 : e);
 }
 
-// Writes one row of `dim` activations, `value(c)` for column c, as f16 divided by
-// the row's power of two (f16_row_exponent) into `out`, and 2^e into `*row_scale`.
-// One block per row; values are computed once when the row fits ROW_CACHE per
-// thread, else once for the maximum and again for the store (the same bits).
+// Where the f16 activation of (row, c) lives in the W8A16 matmul's A layout
+// ("fragment tiles"; rows of `k_blocks` 32-value blocks, rows padded to 16): a
+// 16-row × 32-k tile is 1,024 contiguous bytes, tiles ordered by row group, then
+// block. Inside a tile, lane (g, t) of a warp finds its mma A fragments for rows
+// g, g+8 and k 8t..8t+7 as two 16-byte units: unit (g·4 + t) holds the words
+// (k pair w, row half hi) in the order (w0,hi0) (w0,hi1) (w1,hi0) (w1,hi1) |
+// (w2,hi0) (w2,hi1) (w3,hi0) (w3,hi1) — exactly the fragment registers a0..a3 of
+// the mma on k 8t..8t+3, then of the one on 8t+4..7 — with the two 16-byte halves
+// swapped for odd g, so each quarter-warp's 16-byte loads meet every bank once.
+static __device__ __forceinline__ u64 f16_tile_index(u32 row, u32 c, u32 k_blocks) {
+    const u32 r = row % 16, hi = r / 8, g = r % 8;
+    const u32 kk = c % QK8_0, t = kk / 8, p = kk % 8;
+    const u32 position = (((p / 2) * 2 + hi) * 2 + p % 2) ^ (8 * (g & 1));
+    return (u64(row / 16) * k_blocks + c / QK8_0) * 512 + (g * 4 + t) * 16 + position;
+}
+
+// Writes row `row` of `dim` activations, `value(c)` for column c, as f16 divided
+// by the row's power of two (f16_row_exponent) into `out` in the fragment-tile
+// layout (f16_tile_index; dim a multiple of 32), and 2^e into row_scales[row].
 #define ROW_CACHE 16
 template <typename Value>
-static __device__ __forceinline__ void write_f16_row(const Value& value, u32 dim, u16* out, float* row_scale,
-                                                     float* scratch) {
+static __device__ __forceinline__ void write_f16_row(const Value& value, u32 row, u32 dim, u16* out,
+                                                     float* row_scales, float* scratch) {
+    const u32 k_blocks = dim / QK8_0;
     float cached[ROW_CACHE];
     float amax = 0.0f;
 #pragma unroll
@@ -372,13 +388,13 @@ static __device__ __forceinline__ void write_f16_row(const Value& value, u32 dim
     for (int i = 0; i < ROW_CACHE; ++i) {
         const u32 c = threadIdx.x + u32(i) * blockDim.x;
         if (c < dim) {
-            out[c] = f32_to_f16_rn(cached[i] * down);
+            out[f16_tile_index(row, c, k_blocks)] = f32_to_f16_rn(cached[i] * down);
         }
     }
     for (u32 c = threadIdx.x + ROW_CACHE * blockDim.x; c < dim; c += blockDim.x) {
-        out[c] = f32_to_f16_rn(value(c) * down);
+        out[f16_tile_index(row, c, k_blocks)] = f32_to_f16_rn(value(c) * down);
     }
     if (threadIdx.x == 0) {
-        *row_scale = exp2_int(e);
+        row_scales[row] = exp2_int(e);
     }
 }

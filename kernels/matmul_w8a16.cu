@@ -14,15 +14,16 @@
 // 4 along features; a warp owns 64 × 32 outputs as 4 × 4 m16n8 tiles); each stage
 // is one Q8_0 block (k advances 32) brought in by cp.async, three stages deep.
 //
-// Fragments without ldmatrix or swizzles: the sum over k does not care in which
-// order the 32 k of a stage meet in the two k16 mma steps, as long as A and B
-// agree. Lane (g, t) = (lane / 4, lane % 4) takes the 8 consecutive k [8t, 8t + 8)
-// of its rows: for A, 16 bytes of f16 per row (one 16-byte load), for B 8 int8
-// bytes per weight row (one 8-byte load), and feeds k 8t + {0, 1, 2, 3} to the
-// first mma (as the fragment's k 2t, 2t+1, 2t+8, 2t+9) and 8t + {4..7} to the
-// second. Each quarter-warp's A loads cover two whole 64-byte rows and each
-// half-warp's B loads four whole 32-byte rows: 128 contiguous bytes, every bank
-// once, so the plain row-major stage layout has no bank conflicts.
+// Fragments without ldmatrix: the sum over k does not care in which order the
+// 32 k of a stage meet in the two k16 mma steps, as long as A and B agree. Lane
+// (g, t) = (lane / 4, lane % 4) takes the 8 consecutive k [8t, 8t + 8) of its
+// rows and feeds k 8t + {0, 1, 2, 3} to the first mma (as the fragment's k 2t,
+// 2t+1, 2t+8, 2t+9) and 8t + {4..7} to the second. For B that is 8 int8 bytes
+// of a weight row (one 8-byte load; each half-warp reads four whole 32-byte rows,
+// every bank once). The f16 activations are written by our own kernels in the
+// order the mma reads them (fragment tiles, common.cuh's f16_tile_index): each
+// 16-byte load is one A fragment, with no register moves, and each quarter-warp's
+// loads meet every bank once.
 #include "common.cuh"
 
 #define W16_BM 128       // activation rows per block tile
@@ -30,16 +31,17 @@
 #define W16_STAGES 3     // cp.async pipeline depth (stages of one Q8_0 block)
 #define W16_THREADS 256  // 8 warps
 
-// Activations → f16 rows for the W8A16 matmul: one block per row.
+// Activations → f16 rows for the W8A16 matmul (fragment-tile layout,
+// common.cuh's f16_tile_index): one block per row.
 TESSERA_KERNEL void f32_to_f16_rows(const float* x, u32 dim, u16* out, float* row_scales) {
     __shared__ float scratch[WARP_SIZE];
     const u64 base = u64(blockIdx.x) * dim;
     const float* row = x + base;
-    write_f16_row([&](u32 c) { return row[c]; }, dim, out + base, row_scales + blockIdx.x, scratch);
+    write_f16_row([&](u32 c) { return row[c]; }, blockIdx.x, dim, out, row_scales, scratch);
 }
 
 struct __align__(128) W16Stage {
-    u16 a[W16_BM * QK8_0];  // f16 activations, row-major, 64 bytes a row
+    u16 a[W16_BM * QK8_0];  // f16 activations: 8 fragment tiles of 16 rows (1,024 bytes each)
     i8 b[W16_BN * QK8_0];   // int8 weights, row-major, 32 bytes a row
     u16 scale[W16_BN];      // the weight rows' d (f16 bits) of this block
 };
@@ -55,9 +57,11 @@ struct W16Args {
 };
 
 // What one thread copies into every stage, fixed for the whole k loop: two
-// 16-byte chunks of activation rows, one of weight rows, and (threads < 128) one
-// weight row's scale. Sources point at block 0 and advance by a block per stage;
-// a chunk outside the matrices stays at its row's start and is zero-filled.
+// 16-byte chunks of the activations' fragment tiles (a tile of 16 rows × 32 k is
+// 1,024 contiguous bytes; block kb's tile of row group G starts at
+// (G · k_blocks + kb) · 512 f16), one chunk of weight rows, and (threads < 128)
+// one weight row's scale. Sources point at block 0 and advance by a block per
+// stage; a chunk outside the matrices stays put and is zero-filled.
 struct W16Copies {
     const u16* a_src[2];
     u32 a_dst[2];  // u16 index into W16Stage::a
@@ -70,22 +74,23 @@ struct W16Copies {
 
 static __device__ __forceinline__ W16Copies w16_copies(const W16Args& m) {
     const u32 tid = threadIdx.x;
+    const u32 k_blocks = m.k / QK8_0;
     W16Copies c;
 #pragma unroll
     for (u32 i = 0; i < 2; ++i) {
-        const u32 id = tid + i * W16_THREADS;  // 128 rows × 4 chunks of 8 f16
-        const u32 r = id / 4, chunk = id % 4;
-        const u32 row = m.row0 + r;
+        const u32 id = tid + i * W16_THREADS;  // 8 row groups × 64 chunks of 8 f16
+        const u32 group = id / 64, chunk = id % 64;
+        const u32 row = m.row0 + group * 16;
         c.a_valid[i] = row < m.rows;
-        c.a_src[i] = c.a_valid[i] ? m.x + u64(row) * m.k + chunk * 8 : m.x;
-        c.a_dst[i] = r * QK8_0 + chunk * 8;
+        c.a_src[i] = c.a_valid[i] ? m.x + u64(row / 16) * k_blocks * 512 + chunk * 8 : m.x;
+        c.a_dst[i] = group * 512 + chunk * 8;
     }
     const u32 r = tid / 2, chunk = tid % 2;  // 128 rows × 2 chunks of 16 int8
     const u32 col = m.col0 + r;
     c.b_valid = col < m.n;
     c.b_src = c.b_valid ? m.wq + u64(col) * m.k + chunk * 16 : m.wq;
     c.b_dst = r * QK8_0 + chunk * 16;
-    c.scale_src = tid < W16_BN && m.col0 + tid < m.n ? m.w_scales + u64(m.col0 + tid) * (m.k / QK8_0) : nullptr;
+    c.scale_src = tid < W16_BN && m.col0 + tid < m.n ? m.w_scales + u64(m.col0 + tid) * k_blocks : nullptr;
     return c;
 }
 
@@ -96,7 +101,7 @@ static __device__ __forceinline__ u16 w16_load_stage(const W16Copies& c, u32 kb,
     const u32 k0 = kb * QK8_0;
 #pragma unroll
     for (u32 i = 0; i < 2; ++i) {
-        cp_async_16(&s.a[c.a_dst[i]], c.a_valid[i] ? c.a_src[i] + k0 : c.a_src[i], c.a_valid[i]);
+        cp_async_16(&s.a[c.a_dst[i]], c.a_valid[i] ? c.a_src[i] + kb * 512 : c.a_src[i], c.a_valid[i]);
     }
     cp_async_16(&s.b[c.b_dst], c.b_valid ? c.b_src + k0 : c.b_src, c.b_valid);
     return c.scale_src != nullptr ? c.scale_src[kb] : u16(0);
@@ -122,9 +127,10 @@ static __device__ __forceinline__ void dequant_4(u32 raw, u32 d2, u32& lo, u32& 
 
 // One stage's 32 k for the warp's 4 × 4 m16n8 tiles; acc[i][j] is tile (i, j)'s
 // C fragment (rows wm + 16i + g (+8 for e >= 2), columns wn + 8j + 2t + (e & 1)).
-// `a` points at the stage's f16 of row wm + g, k 8t; `b` at the int8 of feature
-// wn + g, k 8t; `scale` at feature wn + g's scale.
-static __device__ __forceinline__ void w16_compute(const u16* a, const i8* b_row, const u16* scale,
+// `a0`, `a1` point at this lane's two fragment units in the stage's first row
+// group of the warp (the A registers of the mma on k 8t..8t+3 and 8t+4..7);
+// `b_row` at the int8 of feature wn + g, k 8t; `scale` at feature wn + g's scale.
+static __device__ __forceinline__ void w16_compute(const u16* a0, const u16* a1, const i8* b_row, const u16* scale,
                                                    float (&acc)[4][4][4]) {
     u32 b[4][4];  // b[j]: the f16 weights of k 8t..8t+7 of feature wn + 8j + g
 #pragma unroll
@@ -138,29 +144,30 @@ static __device__ __forceinline__ void w16_compute(const u16* a, const i8* b_row
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        u32 top[4], bottom[4];  // rows g and g + 8, k 8t..8t+7 as four f16 pairs
-        load_16(top, a + i * 16 * QK8_0);
-        load_16(bottom, a + (i * 16 + 8) * QK8_0);
+        // Rows g and g+8 of m-tile i, k pairs interleaved as the mma wants them.
+        u32 first[4], second[4];
+        load_16(first, a0 + i * 512);
+        load_16(second, a1 + i * 512);
 #ifdef TESSERA_MUTATE_F16_FRAGMENT
         // Mutation test build: A's registers 1 and 2 swapped (rows +8 and k +8
         // confused), the classic fragment-layout slip.
-        const u32 a0[4] = {top[0], top[1], bottom[0], bottom[1]};
-        const u32 a1[4] = {top[2], top[3], bottom[2], bottom[3]};
+        const u32 f0[4] = {first[0], first[2], first[1], first[3]};
+        const u32 f1[4] = {second[0], second[2], second[1], second[3]};
 #else
-        const u32 a0[4] = {top[0], bottom[0], top[1], bottom[1]};
-        const u32 a1[4] = {top[2], bottom[2], top[3], bottom[3]};
+        const u32 (&f0)[4] = first;
+        const u32 (&f1)[4] = second;
 #endif
         // First k half into all four tiles, then the second: an accumulator's
         // two mma are four apart, not back to back (each waits for the last).
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             const u32 b0[2] = {b[j][0], b[j][1]};
-            mma_f16_m16n8k16(acc[i][j], a0, b0);
+            mma_f16_m16n8k16(acc[i][j], f0, b0);
         }
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             const u32 b1[2] = {b[j][2], b[j][3]};
-            mma_f16_m16n8k16(acc[i][j], a1, b1);
+            mma_f16_m16n8k16(acc[i][j], f1, b1);
         }
     }
 }
@@ -188,7 +195,11 @@ TESSERA_KERNEL void __launch_bounds__(W16_THREADS, 2)
     const W16Copies copies = w16_copies(m);
     const u32 lane = threadIdx.x % WARP_SIZE;
     const u32 g = lane / 4, t = lane % 4;
-    const u32 a_offset = (wm + g) * QK8_0 + 8 * t, b_offset = (wn + g) * QK8_0 + 8 * t;
+    // This lane's fragment units in the warp's first row group (f16_tile_index):
+    // unit g·4 + t, its halves swapped for odd g.
+    const u32 unit = (wm / 16) * 512 + (g * 4 + t) * 16;
+    const u32 a0_offset = unit + 8 * (g & 1), a1_offset = unit + 8 * (1 - (g & 1));
+    const u32 b_offset = (wn + g) * QK8_0 + 8 * t;
     // Prologue: the first W16_STAGES - 1 stages in flight, one group each.
 #pragma unroll
     for (u32 kb = 0; kb < W16_STAGES - 1; ++kb) {
@@ -220,7 +231,7 @@ TESSERA_KERNEL void __launch_bounds__(W16_THREADS, 2)
         }
         cp_async_commit();  // possibly empty: keeps one group per iteration
         const W16Stage& s = stages[slot];
-        w16_compute(s.a + a_offset, s.b + b_offset, s.scale + wn + g, acc);
+        w16_compute(s.a + a0_offset, s.a + a1_offset, s.b + b_offset, s.scale + wn + g, acc);
         // The scale's global load had the whole compute to land; nobody reads this
         // slot before the next iteration's barrier.
         if (next < blocks && threadIdx.x < W16_BN) {

@@ -18,7 +18,8 @@ pub const THREADS: u32 = 256;
 /// (`ROW_CACHE` in `kernels/common.cuh`).
 pub const ROW_CACHE: usize = 16;
 
-/// Activations as f16 rows on the device: f16 values `[rows, k]` and one f32
+/// Activations as f16 rows on the device: f16 values `[rows, k]` in the
+/// matmul's fragment-tile order ([`tile_index`]; rows padded to 16) and one f32
 /// power of two per row (`2^e`, what the row was divided by). The allocation
 /// holds `capacity` values and is reshaped like [`super::matmul::QuantisedRows`].
 pub struct HalfRows<M> {
@@ -36,7 +37,9 @@ impl<M> HalfRows<M> {
         k: usize,
     ) -> Result<HalfRows<M>, BackendError> {
         check_k(k)?;
-        let capacity = rows.checked_mul(k).ok_or_else(|| too_large(rows, k))?;
+        let capacity = padded(rows)
+            .checked_mul(k)
+            .ok_or_else(|| too_large(rows, k))?;
         Ok(HalfRows {
             values: device.alloc(capacity.checked_mul(2).ok_or_else(|| too_large(rows, k))?)?,
             // One scale per row of the narrowest k a reshape may ask for (32).
@@ -53,21 +56,31 @@ impl<M> HalfRows<M> {
         if check_k(k).is_err() || rows.saturating_mul(k) > self.capacity {
             return false;
         }
-        self.rows = self.capacity / k;
+        if padded(rows).saturating_mul(k) > self.capacity {
+            return false;
+        }
+        self.rows = self.capacity / k / TILE_GROUP * TILE_GROUP;
         self.k = k;
         true
     }
 
-    /// Reads back the f16 bits and the row scales of the first `rows` rows.
+    /// Reads back the f16 bits (row-major `[rows, k]`, out of the tile order)
+    /// and the row scales of the first `rows` rows.
     pub fn download<D: Device<Memory = M>>(
         &self,
         device: &D,
         rows: usize,
     ) -> Result<(Vec<u16>, Vec<f32>), BackendError> {
         self.check(rows, self.k)?;
-        let mut values = vec![0u16; rows * self.k];
+        let mut tiled = vec![0u16; padded(rows) * self.k];
         let mut scales = vec![0.0f32; rows];
-        device.download(&self.values, 0, crate::memory::as_bytes_mut(&mut values))?;
+        device.download(&self.values, 0, crate::memory::as_bytes_mut(&mut tiled))?;
+        let mut values = vec![0u16; rows * self.k];
+        for row in 0..rows {
+            for c in 0..self.k {
+                values[row * self.k + c] = tiled[tile_index(row, c, self.k)];
+            }
+        }
         device.download(
             &self.row_scales,
             0,
@@ -88,6 +101,25 @@ impl<M> HalfRows<M> {
         }
         Ok(())
     }
+}
+
+/// Rows per fragment tile of the f16 layout.
+pub const TILE_GROUP: usize = 16;
+
+fn padded(rows: usize) -> usize {
+    rows.div_ceil(TILE_GROUP) * TILE_GROUP
+}
+
+/// Where the f16 of (row, c) lies in rows of `k` in the W8A16 matmul's
+/// fragment-tile order (`f16_tile_index` in `kernels/common.cuh`, which has the
+/// why): 16-row × 32-k tiles of 512 values, by row group then block; inside,
+/// 16-value units per (row % 8, k-octet), each holding the k pairs of rows r and
+/// r + 8 interleaved, the unit's halves swapped for odd rows.
+pub fn tile_index(row: usize, c: usize, k: usize) -> usize {
+    let (r, kk) = (row % TILE_GROUP, c % QK8_0);
+    let (hi, g, t, p) = (r / 8, r % 8, kk / 8, kk % 8);
+    let position = ((p / 2 * 2 + hi) * 2 + p % 2) ^ (8 * (g & 1));
+    ((row / TILE_GROUP) * (k / QK8_0) + c / QK8_0) * 512 + (g * 4 + t) * 16 + position
 }
 
 fn check_k(k: usize) -> Result<(), BackendError> {
@@ -268,6 +300,40 @@ pub fn matmul_half<D: Device>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tile_order_is_a_permutation_with_fragments_in_register_order() {
+        let (rows, k) = (32, 64);
+        let mut seen = vec![false; rows * k];
+        for row in 0..rows {
+            for c in 0..k {
+                let i = tile_index(row, c, k);
+                assert!(!seen[i], "({row}, {c}) collides");
+                seen[i] = true;
+            }
+        }
+        // Lane (g = 3, t = 1) of row group 0, block 0: its unit (13) has the
+        // halves swapped (odd g); the first 16 bytes after the swap are the mma
+        // registers a0..a3 on k 8..11: (row 3, k 8-9), (row 11, k 8-9),
+        // (row 3, k 10-11), (row 11, k 10-11).
+        let unit = 13 * 16;
+        let first: Vec<usize> = [
+            (3, 8),
+            (3, 9),
+            (11, 8),
+            (11, 9),
+            (3, 10),
+            (3, 11),
+            (11, 10),
+            (11, 11),
+        ]
+        .iter()
+        .map(|&(r, c)| tile_index(r, c, k))
+        .collect();
+        assert_eq!(first, (unit + 8..unit + 16).collect::<Vec<_>>());
+        // Block 1 of row group 1 starts after group 0's two blocks.
+        assert_eq!(tile_index(16, 32, k), (2 + 1) * 512);
+    }
 
     #[test]
     fn grids_and_row_writers_cover_the_4b_shapes() {
