@@ -166,15 +166,23 @@ static __device__ __forceinline__ u32 byte_perm(u32 a, u32 b, u32 sel) {
 
 // Two f16 lanes at once, each rounded to nearest even: sub.rn.f16x2 and
 // mul.rn.f16x2 (.rn: never contracted into an fma).
-static __device__ __forceinline__ u32 hsub2_rn(u32 a, u32 b) {
 #ifdef TESSERA_CUDA_EMULATION
+// Both f16 lanes of a and b through `op`, exact in double, rounded once to f16.
+template <typename Op>
+static inline u32 emulate_f16x2(u32 a, u32 b, Op op) {
     u32 d = 0;
     for (int i = 0; i < 2; ++i) {
         const double x = cuda_emu::half_bits_to_float(u16(a >> (16 * i)));
         const double y = cuda_emu::half_bits_to_float(u16(b >> (16 * i)));
-        d |= u32(cuda_emu::double_to_half_bits_rn(x - y)) << (16 * i);
+        d |= u32(cuda_emu::double_to_half_bits_rn(op(x, y))) << (16 * i);
     }
     return d;
+}
+#endif
+
+static __device__ __forceinline__ u32 hsub2_rn(u32 a, u32 b) {
+#ifdef TESSERA_CUDA_EMULATION
+    return emulate_f16x2(a, b, [](double x, double y) { return x - y; });
 #else
     u32 d;
     asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
@@ -184,13 +192,7 @@ static __device__ __forceinline__ u32 hsub2_rn(u32 a, u32 b) {
 
 static __device__ __forceinline__ u32 hmul2_rn(u32 a, u32 b) {
 #ifdef TESSERA_CUDA_EMULATION
-    u32 d = 0;
-    for (int i = 0; i < 2; ++i) {
-        const double x = cuda_emu::half_bits_to_float(u16(a >> (16 * i)));
-        const double y = cuda_emu::half_bits_to_float(u16(b >> (16 * i)));
-        d |= u32(cuda_emu::double_to_half_bits_rn(x * y)) << (16 * i);
-    }
-    return d;
+    return emulate_f16x2(a, b, [](double x, double y) { return x * y; });
 #else
     u32 d;
     asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));

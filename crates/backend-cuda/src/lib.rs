@@ -84,23 +84,19 @@ impl<D: Device> KernelBackend<D> {
     }
 
     /// Runs `op` with the backend's quantised-activation buffer shaped as (at
-    /// least) `rows × k`, allocating a larger one first when needed. Work on
-    /// the device is stream-ordered, so reusing the buffer between launches is
-    /// safe; the lock only guards the host-side handle.
+    /// least) `rows × k`, allocating a larger one first when needed.
     pub(crate) fn with_quantised<R>(
         &self,
         rows: usize,
         k: usize,
         op: impl FnOnce(&ops::matmul::QuantisedRows<D::Memory>) -> Result<R, BackendError>,
     ) -> Result<R, BackendError> {
-        let mut slot = self.quantised.lock().unwrap_or_else(|e| e.into_inner());
-        let fits = slot.as_mut().is_some_and(|q| q.reshape(rows, k));
-        if !fits {
-            // Free the old buffer first so both never need to fit at once.
-            *slot = None;
-            *slot = Some(ops::matmul::QuantisedRows::alloc(&self.device, rows, k)?);
-        }
-        op(slot.as_ref().expect("filled above"))
+        with_reshaped(
+            &self.quantised,
+            |q| q.reshape(rows, k),
+            || ops::matmul::QuantisedRows::alloc(&self.device, rows, k),
+            op,
+        )
     }
 
     /// As `with_quantised`, for the f16 activation rows of the W8A16 matmuls.
@@ -110,13 +106,12 @@ impl<D: Device> KernelBackend<D> {
         k: usize,
         op: impl FnOnce(&ops::w8a16::HalfRows<D::Memory>) -> Result<R, BackendError>,
     ) -> Result<R, BackendError> {
-        let mut slot = self.halves.lock().unwrap_or_else(|e| e.into_inner());
-        let fits = slot.as_mut().is_some_and(|h| h.reshape(rows, k));
-        if !fits {
-            *slot = None;
-            *slot = Some(ops::w8a16::HalfRows::alloc(&self.device, rows, k)?);
-        }
-        op(slot.as_ref().expect("filled above"))
+        with_reshaped(
+            &self.halves,
+            |h| h.reshape(rows, k),
+            || ops::w8a16::HalfRows::alloc(&self.device, rows, k),
+            op,
+        )
     }
 
     pub fn device(&self) -> &D {
@@ -134,6 +129,24 @@ impl<D: Device> KernelBackend<D> {
     fn address(&self, buffer: &DeviceBuffer<D::Memory>) -> u64 {
         self.device.address(&buffer.memory)
     }
+}
+
+/// Runs `op` on the activation buffer in `slot` once `reshape` says it fits,
+/// else on a new one from `alloc` (the old one freed first, so both never need
+/// to fit at once). Work on the device is stream-ordered, so reusing the buffer
+/// between launches is safe; the lock only guards the host-side handle.
+fn with_reshaped<T, R>(
+    slot: &Mutex<Option<T>>,
+    reshape: impl FnOnce(&mut T) -> bool,
+    alloc: impl FnOnce() -> Result<T, BackendError>,
+    op: impl FnOnce(&T) -> Result<R, BackendError>,
+) -> Result<R, BackendError> {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if !slot.as_mut().is_some_and(reshape) {
+        *slot = None;
+        *slot = Some(alloc()?);
+    }
+    op(slot.as_ref().expect("filled above"))
 }
 
 impl<D: Device> Backend for KernelBackend<D> {
