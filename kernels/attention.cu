@@ -215,3 +215,295 @@ TESSERA_KERNEL void __launch_bounds__(ATT_THREADS)
                           u32 n_kv_heads, u32 d, u32 heads_per_block, float scale, float* out) {
     attention<4>(q, k, v, tiles, prefix_kv, n_heads, n_kv_heads, d, heads_per_block, scale, out);
 }
+
+// ------------------------------------------------- f16 tensor cores (W8A16 mode)
+//
+// The same attention (packed sequences, shared prefixes visited first, causal
+// inside a sequence, GQA) on mma.sync m16n8k16 f16 tiles with f32 accumulation,
+// flash style: a warp owns 16 query rows of one head; its Q fragments stay in
+// registers; per tile of 32 keys it computes S = Q·Kᵀ (f32), the online softmax
+// in f32 on S's accumulator registers, rounds P to f16 in the very registers an
+// A fragment wants (an m16n8 C fragment pair is an m16n8k16 A fragment), and adds
+// P·V to its f32 output. Q, K and V are rounded to f16 as they enter shared
+// memory (the activations stay f32 in global memory). A block is 8 warps: the
+// query heads of one KV head it holds (heads_per_block, a divisor of the group,
+// at most 8) × 16-row tiles, so every K/V tile it converts serves them all.
+//
+// Shared memory (dynamic, sizeof(AttMmaShared<D>): 34,816 bytes at D = 128):
+// rows of D f16 padded by 8 (16 bytes: the 8 rows one ldmatrix phase reads fall
+// in 8 distinct 16-byte bank groups for every D that is a multiple of 16). Q is
+// staged once, in the space K and V take afterwards.
+#define ATT_MMA_WARPS 8
+#define ATT_MMA_THREADS (ATT_MMA_WARPS * WARP_SIZE)
+#define ATT_MMA_KEYS 32
+
+template <int D>
+struct __align__(16) AttMmaShared {
+    static constexpr int STRIDE = D + 8;  // f16 per row
+    union {
+        u16 q[ATT_MMA_WARPS * 16 * STRIDE];
+        struct {
+            u16 k[ATT_MMA_KEYS * STRIDE];
+            u16 v[ATT_MMA_KEYS * STRIDE];
+        } kv;
+    };
+};
+
+// Four f32 from global memory (16-byte aligned: D is a multiple of 16) rounded
+// to four f16 in shared memory.
+static __device__ __forceinline__ void f32x4_to_f16(const float* src, u16* dst, float scale = 1.0f) {
+    u32 w[4];
+    load_16(w, src);
+    store_8(dst, pack_f16x2(__int_as_float(int(w[0])) * scale, __int_as_float(int(w[1])) * scale),
+            pack_f16x2(__int_as_float(int(w[2])) * scale, __int_as_float(int(w[3])) * scale));
+}
+
+template <int D>
+static __device__ __forceinline__ void attention_mma(const float* q, const float* k, const float* v, const u32* tiles,
+                                                     const u64* prefix_kv, u32 n_heads, u32 n_kv_heads,
+                                                     u32 heads_per_block, float scale, float* out) {
+    static_assert(D % 16 == 0 && D <= 128, "head_dim a multiple of 16, at most 128");
+    constexpr int STRIDE = AttMmaShared<D>::STRIDE;
+    DYNAMIC_SHARED(AttMmaShared<D>, shared);  // dynamic: the emulator poisons it per block
+    AttMmaShared<D>& sm = *shared;
+    const u32* tile = tiles + 5 * blockIdx.x;
+    const u32 seq_start = tile[0], row_begin = tile[1], row_count = tile[2], prefix_len = tile[3];
+    const float* prefix_k = prefix_len > 0 ? reinterpret_cast<const float*>(prefix_kv[2 * tile[4]]) : k;
+    const float* prefix_v = prefix_len > 0 ? reinterpret_cast<const float*>(prefix_kv[2 * tile[4] + 1]) : v;
+    const u32 group = n_heads / n_kv_heads;
+    const u32 chunks = group / heads_per_block;
+    const u32 kv_head = blockIdx.y / chunks;
+#ifdef TESSERA_MUTATE_ATTENTION_GQA
+    // Mutation test build: query heads mapped to KV heads round-robin instead of
+    // in consecutive groups (the other common GQA convention, wrong here).
+    const u32 head0 = (blockIdx.y % chunks) * heads_per_block * n_kv_heads + kv_head;
+    const u32 head_step = n_kv_heads;
+#else
+    const u32 head0 = kv_head * group + (blockIdx.y % chunks) * heads_per_block;
+    const u32 head_step = 1;
+#endif
+    const u64 qw = u64(n_heads) * D, kvw = u64(n_kv_heads) * D;
+    const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const u32 g = lane / 4, t = lane % 4;
+    // This warp: head head0 + (warp % heads_per_block), rows row0 .. row0 + 15.
+    const u32 head = head0 + (warp % heads_per_block) * head_step;
+    const u32 row0 = row_begin + (warp / heads_per_block) * 16;
+    const u32 rows_left = row0 < row_begin + row_count ? row_begin + row_count - row0 : 0;
+    const u32 rows_here = rows_left < 16 ? rows_left : 16;
+    const bool warp_active = rows_here > 0;  // heads_per_block divides the 8 warps
+
+    // Q: each warp stages its 16 rows (zeros past the tile) and loads its A
+    // fragments for all D/16 k steps.
+    // Scores come out in log2 units: Q is multiplied by scale · log2(e) before
+    // it is rounded to f16, so exp2 of a score is the softmax's exp.
+    const float q_scale = scale * 1.4426950408889634f;
+    u16* my_q = sm.q + warp * 16 * STRIDE;
+    for (u32 id = lane; id < 16 * (D / 4); id += WARP_SIZE) {
+        const u32 r = id / (D / 4), c = (id % (D / 4)) * 4;
+        if (warp_active && r < rows_here) {
+            f32x4_to_f16(q + u64(row0 + r) * qw + u64(head) * D + c, my_q + r * STRIDE + c, q_scale);
+        } else {
+            store_8(my_q + r * STRIDE + c, 0u, 0u);
+        }
+    }
+    __syncwarp();
+    u32 qf[D / 16][4];
+    {
+        const u32 mat = lane / 8, r = (mat & 1) * 8 + lane % 8;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            int f[4];
+            ldmatrix_x4(f, my_q + r * STRIDE + kk * 16 + (mat >> 1) * 8);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                qf[kk][i] = u32(f[i]);
+            }
+        }
+    }
+
+    // Rows g and g + 8 of the warp: the last key each sees (prefix keys count
+    // first); a row past the tile sees nothing and is never stored.
+    u32 last_key[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        last_key[h] = prefix_len + (row0 + g + 8 * h - seq_start);
+    }
+    float m[2] = {negative_infinity(), negative_infinity()};
+    float l[2] = {0.0f, 0.0f};
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            o[n][e] = 0.0f;
+        }
+    }
+
+    const u32 n_keys = prefix_len + (row_begin + row_count - seq_start);
+    // The warp's last row sees the most keys: tiles past its last key are skipped.
+    const u32 warp_last_key = prefix_len + (row0 + (rows_here > 0 ? rows_here - 1 : 0) - seq_start);
+    for (u32 t0 = 0; t0 < n_keys; t0 += ATT_MMA_KEYS) {
+        __syncthreads();  // Q fragments loaded / the previous tile consumed
+        for (u32 id = threadIdx.x; id < ATT_MMA_KEYS * (D / 4); id += ATT_MMA_THREADS) {
+            const u32 j = id / (D / 4), c = (id % (D / 4)) * 4, key = t0 + j;
+            u16* kd = sm.kv.k + j * STRIDE + c;
+            u16* vd = sm.kv.v + j * STRIDE + c;
+            if (key < prefix_len) {
+                const u64 at = u64(key) * kvw + u64(kv_head) * D + c;
+                f32x4_to_f16(prefix_k + at, kd);
+                f32x4_to_f16(prefix_v + at, vd);
+            } else if (key < n_keys) {
+                const u64 at = u64(seq_start + key - prefix_len) * kvw + u64(kv_head) * D + c;
+                f32x4_to_f16(k + at, kd);
+                f32x4_to_f16(v + at, vd);
+            } else {
+                store_8(kd, 0u, 0u);
+                store_8(vd, 0u, 0u);
+            }
+        }
+#ifndef TESSERA_MUTATE_ATTENTION_BARRIER  // mutation test build: the barrier is missing
+        __syncthreads();
+#endif
+        if (!warp_active || t0 > warp_last_key) {
+            continue;  // warp-uniform
+        }
+        // S = Q·Kᵀ: 4 tiles of 8 keys; ldmatrix on K rows gives B fragments
+        // (lane: key g, dims 2t, 2t + 1) for two k steps at once.
+        float s[4][4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                s[j][e] = 0.0f;
+            }
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk += 2) {
+                int f[4];
+                const u32 mat = lane / 8;
+                ldmatrix_x4(f, sm.kv.k + (j * 8 + lane % 8) * STRIDE + kk * 16 + mat * 8);
+                const u32 b0[2] = {u32(f[0]), u32(f[1])};
+                mma_f16_m16n8k16(s[j], qf[kk], b0);
+                if (kk + 1 < D / 16) {
+                    const u32 b1[2] = {u32(f[2]), u32(f[3])};
+                    mma_f16_m16n8k16(s[j], qf[kk + 1], b1);
+                }
+            }
+        }
+        // Online softmax on rows g (h = 0) and g + 8 (h = 1); each row's 32 scores
+        // lie in the 4 lanes of a quad.
+        // Masks only where some row of the warp stops inside the tile (its first
+        // row sees the fewest keys); elsewhere every score is visible.
+        const bool whole = t0 + ATT_MMA_KEYS - 1 <= prefix_len + (row0 - seq_start);
+        float correction[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float tile_max = negative_infinity();
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float& score = s[j][2 * h + e];
+                    if (!whole) {
+                        const u32 key = t0 + j * 8 + 2 * t + e;
+#ifdef TESSERA_MUTATE_ATTENTION_CAUSAL
+                        // Mutation test build: a row also sees the key after its own.
+                        const bool visible = key <= last_key[h] + 1 && key < n_keys;
+#else
+                        const bool visible = key <= last_key[h];
+#endif
+                        score = visible ? score : negative_infinity();
+                    }
+                    tile_max = fmaxf(tile_max, score);
+                }
+            }
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 1));
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 2));
+            const float new_m = fmaxf(m[h], tile_max);
+            // No key visible yet: nothing to add, nothing to rescale.
+            const float base = new_m == negative_infinity() ? 0.0f : new_m;
+            correction[h] = exp2f(m[h] - base);  // exp2(-inf) = 0 on the first tile
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float& p = s[j][2 * h + e];
+                    p = exp2f(p - base);
+                    sum += p;
+                }
+            }
+            l[h] = l[h] * correction[h] + sum;  // this lane's share; the quad adds up at the end
+            m[h] = new_m;
+        }
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            o[n][0] *= correction[0];
+            o[n][1] *= correction[0];
+            o[n][2] *= correction[1];
+            o[n][3] *= correction[1];
+        }
+        // O += P·V: P's C fragments are the A fragments (keys 16ks..16ks+15);
+        // ldmatrix.trans on V rows gives B fragments (keys 2t, 2t+1 at dim g)
+        // for two tiles of 8 dims at once.
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {
+            const u32 a[4] = {pack_f16x2(s[2 * ks][0], s[2 * ks][1]), pack_f16x2(s[2 * ks][2], s[2 * ks][3]),
+                              pack_f16x2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
+                              pack_f16x2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+            const u32 mat = lane / 8;
+            const u16* vrow = sm.kv.v + (ks * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (mat >> 1) * 8;
+#pragma unroll
+            for (int n = 0; n < D / 8; n += 2) {
+                int f[4];
+                ldmatrix_x4_trans(f, vrow + n * 8);
+                const u32 b0[2] = {u32(f[0]), u32(f[1])};
+                const u32 b1[2] = {u32(f[2]), u32(f[3])};
+                mma_f16_m16n8k16(o[n], a, b0);
+                mma_f16_m16n8k16(o[n + 1], a, b1);
+            }
+        }
+    }
+    if (!warp_active) {
+        return;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 1);
+        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 2);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const u32 r = g + 8 * h;
+        if (r >= rows_here) {
+            continue;
+        }
+        const float inv = 1.0f / l[h];
+        float* dst = out + u64(row0 + r) * qw + u64(head) * D;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            dst[n * 8 + 2 * t] = o[n][2 * h] * inv;
+            dst[n * 8 + 2 * t + 1] = o[n][2 * h + 1] * inv;
+        }
+    }
+}
+
+TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 2)
+    attention_mma_d16(const float* q, const float* k, const float* v, const u32* tiles, const u64* prefix_kv,
+                      u32 n_heads, u32 n_kv_heads, u32 heads_per_block, float scale, float* out) {
+    attention_mma<16>(q, k, v, tiles, prefix_kv, n_heads, n_kv_heads, heads_per_block, scale, out);
+}
+TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 2)
+    attention_mma_d32(const float* q, const float* k, const float* v, const u32* tiles, const u64* prefix_kv,
+                      u32 n_heads, u32 n_kv_heads, u32 heads_per_block, float scale, float* out) {
+    attention_mma<32>(q, k, v, tiles, prefix_kv, n_heads, n_kv_heads, heads_per_block, scale, out);
+}
+TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 2)
+    attention_mma_d64(const float* q, const float* k, const float* v, const u32* tiles, const u64* prefix_kv,
+                      u32 n_heads, u32 n_kv_heads, u32 heads_per_block, float scale, float* out) {
+    attention_mma<64>(q, k, v, tiles, prefix_kv, n_heads, n_kv_heads, heads_per_block, scale, out);
+}
+TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 2)
+    attention_mma_d128(const float* q, const float* k, const float* v, const u32* tiles, const u64* prefix_kv,
+                      u32 n_heads, u32 n_kv_heads, u32 heads_per_block, float scale, float* out) {
+    attention_mma<128>(q, k, v, tiles, prefix_kv, n_heads, n_kv_heads, heads_per_block, scale, out);
+}

@@ -224,6 +224,49 @@ static __device__ __forceinline__ void load_8(u32 (&d)[2], const void* p) {
 #endif
 }
 
+// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: as ldmatrix_x4, each 8×8
+// matrix transposed on the way: lane l receives in d[m] the elements (row
+// 2(l % 4), column l / 4) and (row 2(l % 4) + 1, column l / 4) of matrix m —
+// for f16 data stored key-major, the B fragment of an m16n8k16 whose k runs
+// over the rows (attention's P·V).
+static __device__ __forceinline__ void ldmatrix_x4_trans(int (&d)[4], const void* row) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::ldmatrix_x4_trans(d, row);
+#elif __CUDA_ARCH__ >= 750
+    const u32 address = u32(__cvta_generic_to_shared(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(address));
+#else
+    __trap();
+#endif
+}
+
+// Two f32 → one f16x2 word, each rounded to nearest even: `lo` in the low half
+// (cvt.rn.f16x2.f32 d, hi, lo).
+static __device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
+#ifdef TESSERA_CUDA_EMULATION
+    return u32(cuda_emu::float_to_half_bits_rn(lo)) | (u32(cuda_emu::float_to_half_bits_rn(hi)) << 16);
+#else
+    u32 d;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+#endif
+}
+
+// An aligned 8-byte shared-memory store (st.shared.v2.b32).
+static __device__ __forceinline__ void store_8(void* p, u32 a, u32 b) {
+#ifdef TESSERA_CUDA_EMULATION
+    if (reinterpret_cast<uintptr_t>(p) % 8 != 0) {
+        cuda_emu::kernel_error("an 8-byte store to an address that is not 8-byte aligned");
+    }
+    const u32 words[2] = {a, b};
+    std::memcpy(p, words, 8);
+#else
+    *reinterpret_cast<uint2*>(p) = make_uint2(a, b);
+#endif
+}
+
 // 16-byte asynchronous copy global → shared; with `valid` false the destination is
 // zero-filled and nothing is read (cp.async.cg with src-size 0).
 static __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src, bool valid) {

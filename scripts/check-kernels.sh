@@ -128,6 +128,10 @@ for arch in "${ARCHS[@]}"; do
     if [[ -f "$cubin" ]]; then
         "$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" attention_f32_d128 --loops FFMA \
             | sed "s/^/sm_$arch /" >>"$LOOPS" || true
+        # The tensor-core attention's key-tile loop (static count: the masked and
+        # the unmasked tile paths both lie inside it).
+        "$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" attention_mma_d128 \
+            | sed "s/^/sm_$arch /" >>"$LOOPS" || true
     fi
 done
 cat "$SUMMARY" "$LOOPS"

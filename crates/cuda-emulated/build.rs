@@ -43,6 +43,16 @@ const MUTANTS: &[(&str, &str, &str)] = &[
     ("matmul_w8a16", "TESSERA_MUTATE_W16_WAIT", "mutant_w16_wait"),
     (
         "attention",
+        "TESSERA_MUTATE_ATTENTION_CAUSAL",
+        "mutant_attention_causal",
+    ),
+    (
+        "attention",
+        "TESSERA_MUTATE_ATTENTION_GQA",
+        "mutant_attention_gqa",
+    ),
+    (
+        "attention",
         "TESSERA_MUTATE_ATTENTION_BARRIER",
         "mutant_attention_barrier",
     ),

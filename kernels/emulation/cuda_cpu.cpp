@@ -69,6 +69,7 @@ struct Scheduler {
     unsigned threads = 0;
     unsigned block_arrived = 0;
     unsigned done = 0;
+    bool barrier_released = false;  // a __syncthreads let everyone go: restart the pass
     Fiber* running = nullptr;
     Entry entry = nullptr;
     void** args = nullptr;
@@ -187,6 +188,7 @@ void fiber_main() {
     }
     if (s.block_arrived > 0 && s.block_arrived + s.done == s.threads) {
         release_block_barrier(s);
+        s.barrier_released = true;
     }
     switch_to_scheduler(fiber);
     __builtin_unreachable();
@@ -241,6 +243,7 @@ bool run_block(Scheduler& s, uint3 block_idx, dim3 grid, dim3 block) {
     const unsigned n = s.threads;
     s.block_arrived = 0;
     s.done = 0;
+    s.barrier_released = false;
     std::memset(s.shared.data(), kPoison, s.shared.size());
     for (unsigned w = 0; w < s.warps.size(); ++w) {
         Warp& warp = s.warps[w];
@@ -273,7 +276,13 @@ bool run_block(Scheduler& s, uint3 block_idx, dim3 grid, dim3 block) {
     }
     while (s.done < n) {
         bool progressed = false;
-        for (unsigned t = 0; t < n; ++t) {
+        // Highest thread first, and every pass after a block barrier starts again
+        // from the top: after each __syncthreads the last warp runs ahead of the
+        // others, so a warp that reads shared memory other warps fill without a
+        // barrier in between reads it unfilled (running the lowest thread first,
+        // or letting the barrier's last arrival run on, hides that race whenever
+        // the low warps or that one thread do the filling).
+        for (unsigned t = n; t-- > 0;) {
             if (s.fibers[t].state != State::Runnable) {
                 continue;
             }
@@ -281,6 +290,10 @@ bool run_block(Scheduler& s, uint3 block_idx, dim3 grid, dim3 block) {
             progressed = true;
             if (!s.error.empty()) {
                 return false;
+            }
+            if (s.barrier_released) {
+                s.barrier_released = false;
+                break;
             }
         }
         if (!progressed) {
@@ -309,6 +322,10 @@ void sync_threads() {
     ++s.block_arrived;
     if (s.block_arrived + s.done == s.threads) {
         release_block_barrier(s);
+        // Back to the scheduler, runnable, which starts its next pass from the
+        // highest thread.
+        s.barrier_released = true;
+        switch_to_scheduler(fiber);
         return;
     }
     fiber.state = State::AtBlockBarrier;
@@ -537,6 +554,33 @@ void load_vector(void* dst, const void* src, unsigned bytes) {
              std::to_string(bytes) + "-byte aligned");
     }
     std::memcpy(dst, src, bytes);
+}
+
+// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16, from the same PTX ISA section:
+// the addresses as without .trans (lanes 8m..8m+7: rows 0..7 of matrix m), but
+// each matrix is delivered transposed: lane l receives in register m the
+// elements (row 2(l % 4), column l / 4) in the low half and (row 2(l % 4) + 1,
+// column l / 4) in the high half.
+void ldmatrix_x4_trans(int (&d)[4], const void* row) {
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
+        fail("ldmatrix: a row address is not 16-byte aligned");
+    }
+    uint32_t* mine = warp_slots_next() + lane_id() * kSlotWords;
+    const uint64_t address = reinterpret_cast<uintptr_t>(row);
+    std::memcpy(mine, &address, sizeof address);
+    const uint32_t* slots = warp_slots(warp_collective(0xffffffffu, "ldmatrix.x4.trans"));
+    const unsigned lane = lane_id();
+    const unsigned column = lane / 4, first_row = 2 * (lane % 4);
+    for (unsigned m = 0; m < 4; ++m) {
+        uint16_t halves[2];
+        for (unsigned i = 0; i < 2; ++i) {
+            uint64_t source;
+            std::memcpy(&source, slots + (8 * m + first_row + i) * kSlotWords, sizeof source);
+            std::memcpy(&halves[i], reinterpret_cast<const unsigned char*>(uintptr_t(source)) + 2 * column, 2);
+        }
+        const uint32_t word = uint32_t(halves[0]) | (uint32_t(halves[1]) << 16);
+        std::memcpy(&d[m], &word, 4);
+    }
 }
 
 void kernel_error(const char* message) { fail(message); }

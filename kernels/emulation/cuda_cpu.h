@@ -84,6 +84,8 @@ void cp_async_wait(unsigned pending_allowed);
 void mma_m16n8k32_s8(int (&d)[4], const int (&a)[4], const int (&b)[2], const int (&c)[4]);
 // ldmatrix.sync.aligned.m8n8.x4.shared.b16, lane-exact (cuda_cpu.cpp).
 void ldmatrix_x4(int (&d)[4], const void* row);
+// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16, lane-exact (cuda_cpu.cpp).
+void ldmatrix_x4_trans(int (&d)[4], const void* row);
 // mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, lane-exact fragments
 // (cuda_cpu.cpp); the sum is exact, rounded once to f32.
 void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]);

@@ -182,7 +182,19 @@ fn attention_throughput() {
         println!("skipped: {why}");
         return;
     }
-    let backend = CudaBackend::new(0).expect("GPU");
+    // W8A8 runs the f32 kernel; W8A16 the f16 tensor-core one.
+    for arithmetic in [Arithmetic::W8A8, Arithmetic::W8A16] {
+        match CudaBackend::new(0)
+            .expect("GPU")
+            .with_arithmetic(arithmetic)
+        {
+            Ok(backend) => attention_on(&backend, arithmetic),
+            Err(why) => println!("attention {arithmetic} skipped: {why}"),
+        }
+    }
+}
+
+fn attention_on(backend: &CudaBackend, arithmetic: Arithmetic) {
     let shape = AttentionShape {
         n_heads: 32,
         n_kv_heads: 8,
@@ -209,7 +221,7 @@ fn attention_throughput() {
         v: &pv,
         len: prefix_len,
     }];
-    let seconds = time(&backend, || {
+    let seconds = time(backend, || {
         backend
             .attention(&q, &k, &v, shape, &layout, &prefixes, &mut out)
             .expect("attention")
@@ -218,7 +230,7 @@ fn attention_throughput() {
     let visible: usize = (0..doc_len).map(|r| prefix_len + r + 1).sum::<usize>() * docs;
     let flops = 4.0 * visible as f64 * shape.n_heads as f64 * shape.head_dim as f64;
     println!(
-        "attention {docs} docs × {doc_len} tokens + {prefix_len}-token prefix, 32/8 heads × 128: {:.3} ms, {:.1} TFLOP/s",
+        "attention {arithmetic} {docs} docs × {doc_len} tokens + {prefix_len}-token prefix, 32/8 heads × 128: {:.3} ms, {:.1} TFLOP/s",
         seconds * 1e3,
         flops / seconds / 1e12
     );

@@ -35,7 +35,8 @@ pub enum GpuPrecision {
     #[default]
     W8a8,
     /// f16 activations × the int8 weights turned into f16 on the fly, f32
-    /// accumulation on the f16 tensor cores: closer to the f32 reference (sm_80+).
+    /// accumulation on the f16 tensor cores, attention on them too: closer to
+    /// the f32 reference (sm_80+).
     W8a16,
 }
 

@@ -156,3 +156,30 @@ fn w8a16_mutants_fail_every_q8_0_matmul_case() {
         assert!(others.is_empty(), "{mutant}: other ops failed: {others:?}");
     }
 }
+
+/// The tensor-core attention (W8A16 mode) against three classic slips: a row
+/// that also sees the key after its own (causal mask), query heads mapped to KV
+/// heads round-robin instead of in groups (GQA), and the barrier between
+/// writing a K/V tile and reading it missing. Each fails attention cases, and
+/// nothing else.
+#[test]
+fn tensor_core_attention_mutants_fail_the_attention_cases() {
+    for kernel in ["attention_mma_d16", "attention_mma_d128"] {
+        for space in [
+            "mutant_attention_causal",
+            "mutant_attention_gqa",
+            "mutant_attention_barrier",
+        ] {
+            let mutant = format!("{space}::{kernel}");
+            let (failed, _, others) = run_mutant_in(
+                kernel,
+                &mutant,
+                &["attention"],
+                MatmulPath::Mma,
+                Arithmetic::W8A16,
+            );
+            assert!(!failed.is_empty(), "{mutant} passed every case");
+            assert!(others.is_empty(), "{mutant}: other ops failed: {others:?}");
+        }
+    }
+}

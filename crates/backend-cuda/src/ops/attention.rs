@@ -1,11 +1,13 @@
 //! Causal GQA attention over packed sequences with shared prefixes
 //! (`kernels/attention.cu`). The host cuts each sequence into tiles of query rows
-//! and pairs each tile with a group of query heads that share a KV head.
+//! and pairs each tile with a group of query heads that share a KV head. The f32
+//! kernel serves W8A8 (and head sizes the tensor-core kernel lacks); W8A16 runs
+//! the f16 tensor-core kernel (`attention_mma_d*`).
 
 use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
 
 use super::{grid_yz, to_u32};
-use crate::{Device, DeviceBuffer, KernelArg, KernelBackend, Launch};
+use crate::{Arithmetic, Device, DeviceBuffer, KernelArg, KernelBackend, Launch};
 
 /// (query row, head) pairs per block (`ATT_ITEMS`).
 pub const ITEMS_PER_BLOCK: usize = 16;
@@ -24,6 +26,39 @@ pub fn kernel_for_head_dim(head_dim: usize) -> Option<&'static str> {
         65..=128 => Some("attention_f32_d128"),
         _ => None,
     }
+}
+
+/// Warps per block of the tensor-core kernel (`ATT_MMA_WARPS`), each 16 query
+/// rows of one head.
+pub const MMA_WARPS: usize = 8;
+
+/// The tensor-core variant for a head dimension: multiples of 16 up to 128
+/// (`None` otherwise: the f32 kernel serves those).
+pub fn mma_kernel_for_head_dim(head_dim: usize) -> Option<&'static str> {
+    match head_dim {
+        16 => Some("attention_mma_d16"),
+        32 => Some("attention_mma_d32"),
+        64 => Some("attention_mma_d64"),
+        128 => Some("attention_mma_d128"),
+        _ => None,
+    }
+}
+
+/// Dynamic shared memory of the tensor-core kernel (`AttMmaShared<D>`): the Q
+/// staging of 8 warps × 16 rows, which K and V (32 rows each) reuse; rows of
+/// `head_dim + 8` f16.
+pub fn mma_shared_bytes(head_dim: usize) -> usize {
+    let row = (head_dim + 8) * 2;
+    (MMA_WARPS * 16 * row).max(2 * KEYS_PER_TILE * row)
+}
+
+/// Query heads per block of the tensor-core kernel: the largest divisor of the
+/// GQA group that also divides its 8 warps (each warp one head × 16 rows).
+pub fn mma_heads_per_block(group: usize) -> usize {
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|h| group.is_multiple_of(*h))
+        .unwrap_or(1)
 }
 
 /// Query heads per block: the largest divisor of the GQA group that fits the
@@ -120,8 +155,18 @@ pub fn attention<D: Device>(
         }
     }
     let group = n_heads / n_kv_heads;
-    let per_block = heads_per_block(group);
-    let rows_per_block = ITEMS_PER_BLOCK / per_block;
+    // W8A16 runs attention on the f16 tensor cores too, where the head size allows.
+    let mma = mma_kernel_for_head_dim(d).filter(|_| b.arithmetic() == Arithmetic::W8A16);
+    let (kernel, per_block, rows_per_block) = match mma {
+        Some(kernel) => {
+            let per_block = mma_heads_per_block(group);
+            (kernel, per_block, 16 * (MMA_WARPS / per_block))
+        }
+        None => {
+            let per_block = heads_per_block(group);
+            (kernel, per_block, ITEMS_PER_BLOCK / per_block)
+        }
+    };
     let prefix_lens: Vec<usize> = prefixes.iter().map(|p| p.len).collect();
     let tile_table = tiles(layout, &prefix_lens, rows_per_block);
     if tile_table.is_empty() {
@@ -135,14 +180,36 @@ pub fn attention<D: Device>(
     let tiles_on_device = b.upload_table(&tile_table)?;
     let prefixes_on_device = b.upload_table(&prefix_addresses)?;
     let scale = 1.0 / (d as f32).sqrt();
+    let grid = [
+        to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
+        grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
+        1,
+    ];
+    if mma.is_some() {
+        return b.device.launch(&Launch {
+            module: "attention",
+            kernel,
+            grid,
+            block: [(MMA_WARPS * 32) as u32, 1, 1],
+            shared_bytes: mma_shared_bytes(d) as u32,
+            args: vec![
+                KernelArg::Ptr(b.address(q)),
+                KernelArg::Ptr(b.address(k)),
+                KernelArg::Ptr(b.address(v)),
+                KernelArg::Ptr(b.device.address(&tiles_on_device)),
+                KernelArg::Ptr(b.device.address(&prefixes_on_device)),
+                KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
+                KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
+                KernelArg::U32(per_block as u32),
+                KernelArg::F32(scale),
+                KernelArg::Ptr(b.address(out)),
+            ],
+        });
+    }
     b.device.launch(&Launch {
         module: "attention",
         kernel,
-        grid: [
-            to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
-            grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
-            1,
-        ],
+        grid,
         block: [THREADS, 1, 1],
         shared_bytes: shared_bytes(d) as u32,
         args: vec![
@@ -176,6 +243,18 @@ mod tests {
             let h = heads_per_block(group);
             assert!(group % h == 0 && h * (ITEMS_PER_BLOCK / h) <= ITEMS_PER_BLOCK);
         }
+    }
+
+    #[test]
+    fn tensor_core_head_groups_divide_the_group_and_the_warps() {
+        assert_eq!(mma_heads_per_block(4), 4); // Qwen3-4B: 32 rows × 4 heads a block
+        assert_eq!(mma_heads_per_block(6), 2);
+        assert_eq!(mma_heads_per_block(16), 8);
+        assert_eq!(mma_heads_per_block(7), 1);
+        assert_eq!(mma_kernel_for_head_dim(128), Some("attention_mma_d128"));
+        assert_eq!(mma_kernel_for_head_dim(20), None);
+        assert_eq!(mma_shared_bytes(128), 34_816); // the kernel's sizeof, under 48 KiB
+        assert_eq!(mma_shared_bytes(16), 6_144);
     }
 
     #[test]
