@@ -88,7 +88,7 @@ run() {
         for precision in w8a8 w8a16; do
             echo "-- --gpu-precision $precision" | tee -a "$out/end-to-end.txt"
             "$DIR/tessera" bench --backend cuda --gpu-precision "$precision" --model "$model" --docs 100 \
-                --doc-tokens 256 --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 5 2>&1 \
+                --doc-tokens 256 --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 5 --profile 2>&1 \
                 | tee -a "$out/end-to-end.txt" || status=1
         done
     else
@@ -108,7 +108,7 @@ run() {
         grep -E "pairs, \|score" "$out/parity.txt" || true
         echo "-- benchmarks"
         grep -E "^(matmul|attention|layer_ops|device|  cuBLAS)|anchors|skipped" "$out/bench.txt" || true
-        cat "$out/end-to-end.txt"
+        grep -vE "^profile    (L[0-9]|op )" "$out/end-to-end.txt"
         grep -E "tokens/s|ms" "$out/torch-baseline.txt" || true
         # tessera's median billed tokens/s over transformers' (same 100 × 288 pairs).
         python3 - "$out/end-to-end.txt" "$out/torch-baseline.txt" <<'PY' || true

@@ -32,6 +32,9 @@ pub use cuda::{cuda_available, CudaBackend, CudaDevice};
 /// small enough that the `rows × ffn` intermediates stay ≈ 160 MB each.
 pub const MLP_CHUNK_ROWS: usize = 4096;
 
+/// A table on the device: its slot, its bytes and the memory holding them.
+type HeldTable<M> = (&'static str, Vec<u8>, M);
+
 /// The kernels of `kernels/` on a device.
 pub struct KernelBackend<D: Device> {
     device: D,
@@ -40,6 +43,10 @@ pub struct KernelBackend<D: Device> {
     quantised: Mutex<Option<ops::matmul::QuantisedRows<D::Memory>>>,
     /// The f16 activations of the W8A16 matmuls, reused the same way.
     halves: Mutex<Option<ops::w8a16::HalfRows<D::Memory>>>,
+    /// Small host tables the ops upload (token positions, RoPE frequencies,
+    /// attention tiles) by slot, with their bytes: every layer of a pass asks
+    /// for the same ones, which then go up once per pass instead of per layer.
+    tables: Mutex<Vec<HeldTable<D::Memory>>>,
     mlp_chunk_rows: usize,
     arithmetic: Arithmetic,
 }
@@ -50,6 +57,7 @@ impl<D: Device> KernelBackend<D> {
             device,
             quantised: Mutex::new(None),
             halves: Mutex::new(None),
+            tables: Mutex::new(Vec::new()),
             mlp_chunk_rows: MLP_CHUNK_ROWS,
             arithmetic: Arithmetic::W8A8,
         }
@@ -116,6 +124,42 @@ impl<D: Device> KernelBackend<D> {
 
     pub fn device(&self) -> &D {
         &self.device
+    }
+
+    /// Runs `op` with the device addresses of `tables` (slot name, bytes), each
+    /// uploaded only when the slot does not hold those bytes already. The lock
+    /// is held through `op`, so no slot is replaced while its launch is being
+    /// queued; a replaced table is freed in stream order after the work queued
+    /// before it.
+    pub(crate) fn with_tables<R>(
+        &self,
+        tables: &[(&'static str, &[u8])],
+        op: impl FnOnce(&[u64]) -> Result<R, BackendError>,
+    ) -> Result<R, BackendError> {
+        let mut held = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let mut addresses = Vec::with_capacity(tables.len());
+        for &(slot, bytes) in tables {
+            let index = match held.iter().position(|(name, _, _)| *name == slot) {
+                Some(i) if held[i].1 == bytes => i,
+                found => {
+                    let mut memory = self.device.alloc(bytes.len())?;
+                    self.device.upload(&mut memory, 0, bytes)?;
+                    let entry = (slot, bytes.to_vec(), memory);
+                    match found {
+                        Some(i) => {
+                            held[i] = entry;
+                            i
+                        }
+                        None => {
+                            held.push(entry);
+                            held.len() - 1
+                        }
+                    }
+                }
+            };
+            addresses.push(self.device.address(&held[index].2));
+        }
+        op(&addresses)
     }
 
     /// A temporary device copy of a small host table (token ids, positions, tiles).
@@ -370,5 +414,102 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn synchronize(&self) -> Result<(), BackendError> {
         self.device.synchronize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// Host memory with an upload counter: enough to check the table cache.
+    struct Counting {
+        uploads: Cell<usize>,
+    }
+
+    impl Device for Counting {
+        type Memory = Vec<u8>;
+
+        fn name(&self) -> String {
+            "counting".into()
+        }
+
+        fn matmul_path(&self) -> MatmulPath {
+            MatmulPath::Mma
+        }
+
+        fn alloc(&self, bytes: usize) -> Result<Vec<u8>, BackendError> {
+            Ok(vec![0; bytes])
+        }
+
+        fn address(&self, memory: &Vec<u8>) -> u64 {
+            memory.as_ptr() as u64
+        }
+
+        fn upload(
+            &self,
+            memory: &mut Vec<u8>,
+            offset: usize,
+            data: &[u8],
+        ) -> Result<(), BackendError> {
+            self.uploads.set(self.uploads.get() + 1);
+            memory[offset..offset + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+
+        fn download(
+            &self,
+            memory: &Vec<u8>,
+            offset: usize,
+            out: &mut [u8],
+        ) -> Result<(), BackendError> {
+            out.copy_from_slice(&memory[offset..offset + out.len()]);
+            Ok(())
+        }
+
+        fn launch(&self, _: &Launch) -> Result<(), BackendError> {
+            Ok(())
+        }
+
+        fn synchronize(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn tables_go_up_once_while_their_bytes_stay_the_same() {
+        let b = KernelBackend::with_device(Counting {
+            uploads: Cell::new(0),
+        });
+        let uploads = |b: &KernelBackend<Counting>| b.device().uploads.get();
+        let first = b
+            .with_tables(&[("positions", &[1, 2, 3]), ("freq", &[9])], |a| {
+                Ok(a.to_vec())
+            })
+            .unwrap();
+        assert_eq!(uploads(&b), 2);
+        // Every layer of a pass asks again: nothing goes up.
+        for _ in 0..3 {
+            let again = b
+                .with_tables(&[("positions", &[1, 2, 3]), ("freq", &[9])], |a| {
+                    Ok(a.to_vec())
+                })
+                .unwrap();
+            assert_eq!(again, first);
+        }
+        assert_eq!(uploads(&b), 2);
+        // New positions (the next pass): that slot alone is replaced.
+        b.with_tables(&[("positions", &[4, 5]), ("freq", &[9])], |a| {
+            assert_eq!(a[1], first[1]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(uploads(&b), 3);
+        let held = b.tables.lock().unwrap();
+        assert_eq!(
+            held.iter().find(|t| t.0 == "positions").unwrap().2,
+            vec![4, 5]
+        );
     }
 }

@@ -5,6 +5,7 @@
 mod error;
 mod layout;
 pub mod parity;
+pub mod profile;
 mod tensor;
 pub mod unfused;
 

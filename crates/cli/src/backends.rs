@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use clap::ValueEnum;
+use tessera_backend::profile::{Profiled, Profiler};
 use tessera_backend::Backend;
 use tessera_backend_cpu::{CpuBackend, Precision};
 use tessera_engine::scheduler::GroupScorer;
@@ -40,13 +41,26 @@ pub enum GpuPrecision {
     W8a16,
 }
 
+impl GpuPrecision {
+    /// The flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuPrecision::W8a8 => "w8a8",
+            GpuPrecision::W8a16 => "w8a16",
+        }
+    }
+}
+
 /// Options of the backends: the CPU's (used when the CPU is chosen, or `auto`
-/// falls back) and the CUDA backend's arithmetic.
-#[derive(Clone, Copy, Debug)]
+/// falls back), the CUDA backend's arithmetic, and a per-op profiler to wrap
+/// the backend in (`tessera bench --profile`).
+#[derive(Clone, Debug)]
 pub struct BackendOptions {
     pub precision: Precision,
     pub threads: Option<usize>,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the CUDA backend
     pub gpu_precision: GpuPrecision,
+    pub profiler: Option<Arc<Profiler>>,
 }
 
 impl Default for BackendOptions {
@@ -55,6 +69,7 @@ impl Default for BackendOptions {
             precision: Precision::Fast,
             threads: None,
             gpu_precision: GpuPrecision::default(),
+            profiler: None,
         }
     }
 }
@@ -119,19 +134,42 @@ pub struct Loaded {
     pub on_gpu: bool,
 }
 
+/// The reranker on `backend`, wrapped in the profiler's [`Profiled`] when one
+/// is given.
+fn reranker_on<B: Backend + Send + 'static>(
+    backend: B,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    profiler: Option<Arc<Profiler>>,
+) -> anyhow::Result<Box<dyn AnyReranker>>
+where
+    Reranker<B>: Send,
+    Reranker<Profiled<B>>: Send,
+{
+    Ok(match profiler {
+        None => Box::new(Reranker::load(backend, file, tokenizer)?),
+        Some(profiler) => Box::new(Reranker::load(
+            Profiled::new(backend, profiler),
+            file,
+            tokenizer,
+        )?),
+    })
+}
+
 fn on_backend<B: Backend + Send + 'static>(
     backend: B,
     file: &Arc<GgufFile>,
     tokenizer: Option<RerankTokenizer>,
     device: String,
     on_gpu: bool,
+    profiler: Option<Arc<Profiler>>,
 ) -> anyhow::Result<Loaded>
 where
     Reranker<B>: Send,
+    Reranker<Profiled<B>>: Send,
 {
-    let reranker = Reranker::load(backend, file, tokenizer)?;
     Ok(Loaded {
-        reranker: Box::new(reranker),
+        reranker: reranker_on(backend, file, tokenizer, profiler)?,
         device,
         on_gpu,
     })
@@ -144,31 +182,35 @@ fn on_cpu(
 ) -> anyhow::Result<Loaded> {
     let backend = CpuBackend::with_options(cpu.precision, cpu.threads)?;
     let device = format!("cpu ({} threads)", backend.threads());
-    on_backend(backend, file, tokenizer, device, false)
+    on_backend(backend, file, tokenizer, device, false, cpu.profiler)
 }
 
 #[cfg(feature = "cuda")]
 fn on_cuda(
     file: &Arc<GgufFile>,
     tokenizer: Option<RerankTokenizer>,
-    precision: GpuPrecision,
+    options: &BackendOptions,
 ) -> anyhow::Result<Loaded> {
-    use tessera_backend_cuda::Arithmetic;
-    let arithmetic = match precision {
+    use tessera_backend_cuda::{Arithmetic, CudaDevice};
+    let arithmetic = match options.gpu_precision {
         GpuPrecision::W8a8 => Arithmetic::W8A8,
         GpuPrecision::W8a16 => Arithmetic::W8A16,
     };
     let backend = tessera_backend_cuda::CudaBackend::new(0)?.with_arithmetic(arithmetic)?;
     let name = backend.name();
-    let (before, total) = backend.device().memory_in_use()?;
-    let reranker = Reranker::load(backend, file, tokenizer)?;
-    reranker.engine().backend().synchronize()?;
-    let (after, _) = reranker.engine().backend().device().memory_in_use()?;
+    // A second handle on the same GPU, to read its memory after the backend
+    // has moved into the engine.
+    let probe = CudaDevice::new(0)?;
+    let (before, total) = probe.memory_in_use()?;
+    let reranker = reranker_on(backend, file, tokenizer, options.profiler.clone())?;
+    // The same context's default stream: waits for the backend's work too.
+    tessera_backend_cuda::Device::synchronize(&probe)?;
+    let (after, _) = probe.memory_in_use()?;
     // What loading added: the weights as uploaded, plus the pinned system
     // prompt's K/V and what its capture pass left in the pool (a few MB).
     let resident = after.saturating_sub(before) as f64 / 1e9;
     Ok(Loaded {
-        reranker: Box::new(reranker),
+        reranker,
         device: format!(
             "cuda:0 {name}, model resident {resident:.2} GB of {:.1} GB",
             total as f64 / 1e9
@@ -181,7 +223,7 @@ fn on_cuda(
 fn on_cuda(
     _: &Arc<GgufFile>,
     _: Option<RerankTokenizer>,
-    _: GpuPrecision,
+    _: &BackendOptions,
 ) -> anyhow::Result<Loaded> {
     anyhow::bail!("this tessera was built without CUDA support (cargo build --features cuda)")
 }
@@ -191,6 +233,7 @@ fn on_wgpu(
     file: &Arc<GgufFile>,
     tokenizer: Option<RerankTokenizer>,
     allow_cpu_adapter: bool,
+    profiler: Option<Arc<Profiler>>,
 ) -> anyhow::Result<Loaded> {
     let backend = tessera_backend_wgpu::WgpuBackend::new(allow_cpu_adapter)?;
     let adapter = backend.adapter();
@@ -199,11 +242,16 @@ fn on_wgpu(
         adapter.name, adapter.api, adapter.device_type
     );
     let on_gpu = !adapter.is_cpu;
-    on_backend(backend, file, tokenizer, device, on_gpu)
+    on_backend(backend, file, tokenizer, device, on_gpu, profiler)
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn on_wgpu(_: &Arc<GgufFile>, _: Option<RerankTokenizer>, _: bool) -> anyhow::Result<Loaded> {
+fn on_wgpu(
+    _: &Arc<GgufFile>,
+    _: Option<RerankTokenizer>,
+    _: bool,
+    _: Option<Arc<Profiler>>,
+) -> anyhow::Result<Loaded> {
     anyhow::bail!("this tessera was built without wgpu support (cargo build --features wgpu)")
 }
 
@@ -217,14 +265,14 @@ pub fn load(
 ) -> anyhow::Result<Loaded> {
     match choice {
         BackendChoice::Cpu => on_cpu(file, tokenizer, cpu),
-        BackendChoice::Cuda => on_cuda(file, tokenizer, cpu.gpu_precision),
-        BackendChoice::Wgpu => on_wgpu(file, tokenizer, true),
+        BackendChoice::Cuda => on_cuda(file, tokenizer, &cpu),
+        BackendChoice::Wgpu => on_wgpu(file, tokenizer, true, cpu.profiler.clone()),
         BackendChoice::Auto => {
-            match on_cuda(file, tokenizer.clone(), cpu.gpu_precision) {
+            match on_cuda(file, tokenizer.clone(), &cpu) {
                 Ok(loaded) => return Ok(loaded),
                 Err(e) => tracing::info!("backend auto: no CUDA ({e:#})"),
             }
-            match on_wgpu(file, tokenizer.clone(), false) {
+            match on_wgpu(file, tokenizer.clone(), false, cpu.profiler.clone()) {
                 Ok(loaded) => return Ok(loaded),
                 Err(e) => tracing::info!("backend auto: no GPU wgpu adapter ({e:#})"),
             }

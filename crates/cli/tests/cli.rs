@@ -219,3 +219,51 @@ fn inspect_names_the_score_head_and_shapes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("cls.output.weight"), "{text}");
 }
+
+/// `bench --format json --profile`: stdout is one JSON record (the progress goes
+/// to stderr) naming the backend, the model's shape and the figures, with a
+/// per-op profile whose shares add up and whose layers match the model.
+#[test]
+fn bench_writes_a_json_record_with_a_profile() {
+    let out = tessera(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--docs",
+        "2",
+        "--doc-tokens",
+        "8",
+        "--runs",
+        "1",
+        "--baseline-docs",
+        "0",
+        "--profile",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout holds the record only: {stdout}");
+    let record: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+    assert_eq!(record["workload"], "rerank");
+    assert_eq!(record["docs"], 2);
+    assert!(record["backend"].as_str().unwrap().starts_with("cpu"));
+    assert!(record["tokens_per_s"].as_f64().unwrap() > 0.0);
+    let layers = record["layers"].as_u64().unwrap() as usize;
+    let profile = &record["profile"];
+    assert_eq!(profile["layers_ms"].as_array().unwrap().len(), layers + 1);
+    let shares: f64 = profile["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["share"].as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{shares}");
+    // The human-readable profile went to stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("profile    attention"));
+}

@@ -7,6 +7,7 @@
 use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
 
 use super::{grid_yz, to_u32};
+use crate::memory::as_bytes;
 use crate::{Arithmetic, Device, DeviceBuffer, KernelArg, KernelBackend, Launch};
 
 /// (query row, head) pairs per block (`ATT_ITEMS`).
@@ -177,54 +178,58 @@ pub fn attention<D: Device>(
         .flat_map(|p| [b.address(p.k), b.address(p.v)])
         .collect();
     prefix_addresses.push(0); // never empty: a zero-byte table has no address to pass
-    let tiles_on_device = b.upload_table(&tile_table)?;
+                              // The tiles are the same for every layer of a pass: uploaded once
+                              // (with_tables). The prefix K/V addresses differ per layer.
     let prefixes_on_device = b.upload_table(&prefix_addresses)?;
-    let scale = 1.0 / (d as f32).sqrt();
-    let grid = [
-        to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
-        grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
-        1,
-    ];
-    if mma.is_some() {
-        return b.device.launch(&Launch {
+    b.with_tables(&[("attention tiles", as_bytes(&tile_table))], |tables| {
+        let tiles_address = tables[0];
+        let scale = 1.0 / (d as f32).sqrt();
+        let grid = [
+            to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
+            grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
+            1,
+        ];
+        if mma.is_some() {
+            return b.device.launch(&Launch {
+                module: "attention",
+                kernel,
+                grid,
+                block: [(MMA_WARPS * 32) as u32, 1, 1],
+                shared_bytes: mma_shared_bytes(d) as u32,
+                args: vec![
+                    KernelArg::Ptr(b.address(q)),
+                    KernelArg::Ptr(b.address(k)),
+                    KernelArg::Ptr(b.address(v)),
+                    KernelArg::Ptr(tiles_address),
+                    KernelArg::Ptr(b.device.address(&prefixes_on_device)),
+                    KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
+                    KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
+                    KernelArg::U32(per_block as u32),
+                    KernelArg::F32(scale),
+                    KernelArg::Ptr(b.address(out)),
+                ],
+            });
+        }
+        b.device.launch(&Launch {
             module: "attention",
             kernel,
             grid,
-            block: [(MMA_WARPS * 32) as u32, 1, 1],
-            shared_bytes: mma_shared_bytes(d) as u32,
+            block: [THREADS, 1, 1],
+            shared_bytes: shared_bytes(d) as u32,
             args: vec![
                 KernelArg::Ptr(b.address(q)),
                 KernelArg::Ptr(b.address(k)),
                 KernelArg::Ptr(b.address(v)),
-                KernelArg::Ptr(b.device.address(&tiles_on_device)),
+                KernelArg::Ptr(tiles_address),
                 KernelArg::Ptr(b.device.address(&prefixes_on_device)),
                 KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
                 KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
+                KernelArg::U32(d as u32),
                 KernelArg::U32(per_block as u32),
                 KernelArg::F32(scale),
                 KernelArg::Ptr(b.address(out)),
             ],
-        });
-    }
-    b.device.launch(&Launch {
-        module: "attention",
-        kernel,
-        grid,
-        block: [THREADS, 1, 1],
-        shared_bytes: shared_bytes(d) as u32,
-        args: vec![
-            KernelArg::Ptr(b.address(q)),
-            KernelArg::Ptr(b.address(k)),
-            KernelArg::Ptr(b.address(v)),
-            KernelArg::Ptr(b.device.address(&tiles_on_device)),
-            KernelArg::Ptr(b.device.address(&prefixes_on_device)),
-            KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
-            KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
-            KernelArg::U32(d as u32),
-            KernelArg::U32(per_block as u32),
-            KernelArg::F32(scale),
-            KernelArg::Ptr(b.address(out)),
-        ],
+        })
     })
 }
 

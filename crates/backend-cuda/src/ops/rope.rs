@@ -4,6 +4,7 @@ use tessera_backend::{AttentionShape, BackendError};
 
 use super::rms_norm::norm_weight;
 use super::{grid_yz, row_threads, to_u32};
+use crate::memory::as_bytes;
 use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
 
 /// Warps per block of the fused QK-norm + RoPE kernel: one (token, head) each.
@@ -68,8 +69,9 @@ pub fn rms_norm_rope<D: Device>(
     theta: f32,
     eps: f32,
 ) -> Result<(), BackendError> {
-    let tables = RopeTables::upload(b, positions, head_dim, theta)?;
-    norm_rope_launch(b, x, weight, &tables, heads, eps)
+    with_rope_tables(b, positions, head_dim, theta, |tables| {
+        norm_rope_launch(b, x, weight, tables, heads, eps)
+    })
 }
 
 /// Both halves of the attention's QK-norm + RoPE, sharing one upload of the
@@ -86,46 +88,57 @@ pub fn qk_norm_rope<D: Device>(
     eps: f32,
     theta: f32,
 ) -> Result<(), BackendError> {
-    let tables = RopeTables::upload(b, positions, shape.head_dim, theta)?;
-    norm_rope_launch(b, q, q_norm, &tables, shape.n_heads, eps)?;
-    norm_rope_launch(b, k, k_norm, &tables, shape.n_kv_heads, eps)
+    with_rope_tables(b, positions, shape.head_dim, theta, |tables| {
+        norm_rope_launch(b, q, q_norm, tables, shape.n_heads, eps)?;
+        norm_rope_launch(b, k, k_norm, tables, shape.n_kv_heads, eps)
+    })
 }
 
-/// Token positions and rotation frequencies on the device.
-struct RopeTables<M> {
-    positions: M,
-    inv_freq: M,
+/// Runs `op` with the positions and frequencies on the device. Every layer of a
+/// pass has the same ones: they go up once a pass (`with_tables`).
+fn with_rope_tables<D: Device, R>(
+    b: &KernelBackend<D>,
+    positions: &[u32],
+    head_dim: usize,
+    theta: f32,
+    op: impl FnOnce(&RopeTables) -> Result<R, BackendError>,
+) -> Result<R, BackendError> {
+    if !head_dim.is_multiple_of(2) {
+        return Err(BackendError::Invalid {
+            op: "rope",
+            detail: format!("head_dim {head_dim} is odd"),
+        });
+    }
+    let freq = inv_freq(theta, head_dim);
+    b.with_tables(
+        &[
+            ("positions", as_bytes(positions)),
+            ("rope frequencies", as_bytes(&freq)),
+        ],
+        |addresses| {
+            op(&RopeTables {
+                positions: addresses[0],
+                inv_freq: addresses[1],
+                tokens: positions.len(),
+                head_dim,
+            })
+        },
+    )
+}
+
+/// Device addresses of the token positions and rotation frequencies.
+struct RopeTables {
+    positions: u64,
+    inv_freq: u64,
     tokens: usize,
     head_dim: usize,
-}
-
-impl<M> RopeTables<M> {
-    fn upload<D: Device<Memory = M>>(
-        b: &KernelBackend<D>,
-        positions: &[u32],
-        head_dim: usize,
-        theta: f32,
-    ) -> Result<RopeTables<M>, BackendError> {
-        if !head_dim.is_multiple_of(2) {
-            return Err(BackendError::Invalid {
-                op: "rope",
-                detail: format!("head_dim {head_dim} is odd"),
-            });
-        }
-        Ok(RopeTables {
-            positions: b.upload_table(positions)?,
-            inv_freq: b.upload_table(&inv_freq(theta, head_dim))?,
-            tokens: positions.len(),
-            head_dim,
-        })
-    }
 }
 
 fn norm_rope_launch<D: Device>(
     b: &KernelBackend<D>,
     x: &mut DeviceBuffer<D::Memory>,
     weight: &DeviceWeight<D::Memory>,
-    tables: &RopeTables<D::Memory>,
+    tables: &RopeTables,
     heads: usize,
     eps: f32,
 ) -> Result<(), BackendError> {
@@ -149,8 +162,8 @@ fn norm_rope_launch<D: Device>(
         args: vec![
             KernelArg::Ptr(b.address(x)),
             KernelArg::Ptr(b.device.address(w)),
-            KernelArg::Ptr(b.device.address(&tables.positions)),
-            KernelArg::Ptr(b.device.address(&tables.inv_freq)),
+            KernelArg::Ptr(tables.positions),
+            KernelArg::Ptr(tables.inv_freq),
             KernelArg::U32(to_u32(heads, "rope", "heads")?),
             KernelArg::U32(to_u32(head_dim, "rope", "head_dim")?),
             KernelArg::F32(eps),

@@ -4,6 +4,7 @@
 //! reference path measured in the same run as the baseline.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::bail;
@@ -13,8 +14,25 @@ use rand::{Rng, SeedableRng};
 use tessera_backend_cpu::Precision;
 use tessera_engine::PrefixGroup;
 
+use tessera_backend::profile::Profiler;
+
+use super::bench_report::{Format, Profile, Record};
 use crate::backends::{self, AnyReranker, BackendChoice, BackendOptions, GpuPrecision};
 use crate::model_source;
+
+/// Whether progress and text results go to stdout (`--format text`) or to
+/// stderr (stdout then holds only the formatted records).
+static TEXT_ON_STDOUT: AtomicBool = AtomicBool::new(true);
+
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if TEXT_ON_STDOUT.load(Ordering::Relaxed) {
+            println!($($arg)*)
+        } else {
+            eprintln!($($arg)*)
+        }
+    };
+}
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -64,6 +82,16 @@ pub struct BenchArgs {
     /// 0 skips it). Per-sequence work is identical, so rates compare.
     #[arg(long, default_value_t = 2)]
     baseline_docs: usize,
+    /// After the timed runs, one more run with the device waited on around
+    /// every backend op: milliseconds and share per op kind, per layer, and the
+    /// host time between ops.
+    #[arg(long)]
+    profile: bool,
+    /// How the results are written on stdout: text lines as the run goes, or
+    /// one record per measurement as json (JSON Lines), csv or md (a Markdown
+    /// table), with the progress on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
 }
 
 /// Token sequences of one measured workload and how they are batched.
@@ -159,7 +187,7 @@ impl Workload {
         let mut times = Vec::with_capacity(runs);
         for i in 0..runs {
             let t = run_once()?;
-            println!(
+            say!(
                 "{label:<10} run {:>2}  {:.3} s  {:.1} tokens/s  {:.2} docs/s",
                 i + 1,
                 t,
@@ -170,7 +198,7 @@ impl Workload {
         }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
-        println!(
+        say!(
             "{label:<10} median  {:.3} s  {:.1} tokens/s  {:.2} docs/s  ({} docs, {} tokens)",
             median,
             self.tokens() as f64 / median,
@@ -221,7 +249,7 @@ fn prefix_study(workload: &Workload, reranker: &dyn AnyReranker) -> anyhow::Resu
             }
             _ => workload.run_counted(reranker)?,
         };
-        println!(
+        say!(
             "{mode:<12} {seconds:>9.3} s  {computed:>8} tokens computed of {billed} billed  \
              {:.1} billed tokens/s  {:.2} docs/s",
             billed as f64 / seconds,
@@ -231,7 +259,7 @@ fn prefix_study(workload: &Workload, reranker: &dyn AnyReranker) -> anyhow::Resu
     }
     let (_, base_s, base_computed) = rows[0];
     for (mode, seconds, computed) in &rows[1..] {
-        println!(
+        say!(
             "summary    {mode}: {:.1}% of the tokens computed, wall time {:.3}× unshared ({:.2}× faster)",
             100.0 * *computed as f64 / base_computed as f64,
             seconds / base_s,
@@ -248,12 +276,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.sequence_tokens == Some(0) {
         bail!("--sequence-tokens must be at least 1");
     }
+    if args.prefix_study && args.format != Format::Text {
+        bail!("--prefix-study writes text only (--format text)");
+    }
+    TEXT_ON_STDOUT.store(args.format == Format::Text, Ordering::Relaxed);
     let loaded = model_source::open(args.model.as_deref())?;
     let load_start = Instant::now();
+    let profiler = args.profile.then(Profiler::new);
     let cpu = BackendOptions {
         precision: args.precision,
         threads: args.threads,
         gpu_precision: args.gpu_precision,
+        profiler: profiler.clone(),
     };
     let measured_on = backends::load(args.backend, &loaded.file, None, cpu)?;
     let reranker = measured_on.reranker.as_ref();
@@ -298,22 +332,28 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let c = reranker.config();
-    println!(
+    say!(
         "model      {} ({} layers, hidden {}, ffn {}, heads {}/{}, head_dim {})",
-        loaded.name, c.n_layers, c.hidden, c.ffn, c.n_heads, c.n_kv_heads, c.head_dim
+        loaded.name,
+        c.n_layers,
+        c.hidden,
+        c.ffn,
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_dim
     );
-    println!("cpu        {}", cpu_model());
-    println!("device     {}", measured_on.device);
-    println!(
+    say!("cpu        {}", cpu_model());
+    say!("device     {}", measured_on.device);
+    say!(
         "backend    {backend_name}; weights loaded in {:.2} s",
         load_time.as_secs_f64()
     );
     match args.sequence_tokens {
-        Some(len) => println!(
+        Some(len) => say!(
             "workload   prefill: {} sequences × {len} random tokens, one per forward pass",
             args.docs
         ),
-        None => println!(
+        None => say!(
             "workload   rerank: {} docs × {} tokens + prompt ({} tokens billed) in {} forward passes; \
              the {}-token query prefix is shared by the documents of each pass and cached across passes",
             args.docs,
@@ -340,19 +380,78 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let measured = workload.measure(reranker, args.runs, true, label)?;
     let rate = |w: &Workload, t: f64| (w.tokens() as f64 / t, w.docs() as f64 / t);
     let (tokens_per_s, docs_per_s) = rate(&workload, measured);
+    let profile = match &profiler {
+        Some(profiler) => {
+            profiler.start();
+            let run = workload.run_counted(reranker);
+            let ops = profiler.finish();
+            let profile = Profile::from_ops(&ops, run?.0);
+            for line in profile.lines() {
+                say!("{line}");
+            }
+            Some(profile)
+        }
+        None => None,
+    };
+    let c = reranker.config();
+    let mut record = Record {
+        tessera: env!("CARGO_PKG_VERSION").to_string(),
+        commit: option_env!("TESSERA_GIT_COMMIT")
+            .unwrap_or("unknown")
+            .to_string(),
+        device: measured_on.device.clone(),
+        cpu: cpu_model(),
+        backend: backend_name.clone(),
+        arithmetic: if on_cpu {
+            args.precision.name().to_string()
+        } else if backend_name.starts_with("cuda") {
+            args.gpu_precision.name().to_string()
+        } else {
+            "f32".to_string()
+        },
+        model: loaded.name.clone(),
+        layers: c.n_layers,
+        hidden: c.hidden,
+        ffn: c.ffn,
+        heads: c.n_heads,
+        kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+        workload: if args.sequence_tokens.is_some() {
+            "prefill"
+        } else {
+            "rerank"
+        }
+        .to_string(),
+        docs: workload.docs(),
+        doc_tokens: args.sequence_tokens.unwrap_or(args.doc_tokens),
+        query_tokens: if args.sequence_tokens.is_some() {
+            0
+        } else {
+            args.query_tokens
+        },
+        batch_tokens: args.batch_tokens,
+        passes: workload.passes.len(),
+        billed_tokens: workload.tokens(),
+        runs: args.runs,
+        median_s: measured,
+        tokens_per_s,
+        docs_per_s,
+        reference_tokens_per_s: None,
+        profile,
+    };
     let baseline_docs = args.baseline_docs.min(args.docs);
     if (on_cpu && args.precision == Precision::Reference) || baseline_docs == 0 {
-        println!("summary    {label} {tokens_per_s:.1} tokens/s {docs_per_s:.2} docs/s");
-        return Ok(());
+        say!("summary    {label} {tokens_per_s:.1} tokens/s {docs_per_s:.2} docs/s");
+        return emit(&record, args.format);
     }
     let baseline = workload.take(baseline_docs);
-    println!(
+    say!(
         "baseline   reference path on the first {} of the {} docs, one run, no warm-up",
         baseline.docs(),
         workload.docs()
     );
     if args.sequence_tokens.is_none() {
-        println!(
+        say!(
             "           (its query prefix is shared by fewer docs and not yet cached, so it \
              does more work per doc: the rerank ratio flatters the fast path; the prefill \
              ratio is the like-for-like one)"
@@ -366,13 +465,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             precision: Precision::Reference,
             threads: args.threads,
             gpu_precision: args.gpu_precision,
+            profiler: None,
         },
     )?;
     let base_time = baseline.measure(reference.reranker.as_ref(), 1, false, "reference")?;
     let (base_tokens, base_docs) = rate(&baseline, base_time);
-    println!(
+    say!(
         "summary    {label} {tokens_per_s:.1} tokens/s {docs_per_s:.2} docs/s | reference {base_tokens:.1} tokens/s {base_docs:.2} docs/s | {label}/reference {:.2}×",
         tokens_per_s / base_tokens
     );
+    record.reference_tokens_per_s = Some(base_tokens);
+    emit(&record, args.format)
+}
+
+/// Writes the record on stdout in `format` (text: already printed as it went).
+fn emit(record: &Record, format: Format) -> anyhow::Result<()> {
+    if let Some(text) = record.render(format)? {
+        println!("{text}");
+    }
     Ok(())
 }

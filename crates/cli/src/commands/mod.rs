@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_report;
 pub mod generate;
 pub mod inspect;
 pub mod rerank;

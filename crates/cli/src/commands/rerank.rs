@@ -102,6 +102,7 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
         precision: args.precision,
         threads: args.threads,
         gpu_precision: args.gpu_precision,
+        profiler: None,
     };
     let reranker = backends::load(args.backend, &loaded.file, tokenizer, cpu)?.reranker;
     let options = RerankOptions {

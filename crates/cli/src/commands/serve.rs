@@ -220,6 +220,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         precision: args.precision,
         threads: args.threads,
         gpu_precision: args.gpu_precision,
+        profiler: None,
     };
     let loaded =
         tokio::task::spawn_blocking(move || load(model, tokenizer, backend, cpu, cache, warm_up));

@@ -1,0 +1,328 @@
+//! What `tessera bench` keeps of a run: one record per measurement (device,
+//! backend, arithmetic, model shape, workload, figures, the per-op profile when
+//! taken) written as text lines, JSON, CSV or a Markdown table (`--format`, as
+//! llama-bench's `-o`), and the per-op profile's text rendering.
+
+use clap::ValueEnum;
+use serde::Serialize;
+use tessera_backend::profile::{by_layer, by_op, OpTime};
+
+/// How `tessera bench` writes its results on stdout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable lines as the run goes (the default).
+    #[default]
+    Text,
+    /// One JSON object per measurement (JSON Lines); progress goes to stderr.
+    Json,
+    /// A header and one row per measurement; progress goes to stderr.
+    Csv,
+    /// A Markdown table; progress goes to stderr.
+    Md,
+}
+
+/// One op kind of a profile: milliseconds over the profiled run, its share of
+/// the ops' total, and how many calls.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OpShare {
+    pub op: String,
+    pub ms: f64,
+    pub share: f64,
+    pub calls: usize,
+}
+
+/// A per-op profile of one run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Profile {
+    /// Wall time of the profiled run (slower than an unprofiled one: the device
+    /// is waited on around every op).
+    pub wall_ms: f64,
+    /// Wall time not spent inside any op: the host between ops and passes.
+    pub host_ms: f64,
+    pub ops: Vec<OpShare>,
+    /// Milliseconds per layer; index 0 is what runs before the first layer.
+    pub layers_ms: Vec<f64>,
+}
+
+impl Profile {
+    pub fn from_ops(ops: &[OpTime], wall_seconds: f64) -> Profile {
+        let total: f64 = ops.iter().map(|o| o.seconds).sum();
+        Profile {
+            wall_ms: wall_seconds * 1e3,
+            host_ms: (wall_seconds - total).max(0.0) * 1e3,
+            ops: by_op(ops)
+                .into_iter()
+                .map(|(op, seconds, calls)| OpShare {
+                    op: op.to_string(),
+                    ms: seconds * 1e3,
+                    share: if total > 0.0 { seconds / total } else { 0.0 },
+                    calls,
+                })
+                .collect(),
+            layers_ms: by_layer(ops).into_iter().map(|s| s * 1e3).collect(),
+        }
+    }
+
+    /// The profile as text lines (`profile` in the first column).
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "profile    one run with the device waited on around every op: {:.3} ms wall, {:.3} ms of it between ops (host)",
+            self.wall_ms, self.host_ms
+        )];
+        lines.push(format!(
+            "profile    {:<26} {:>10} {:>7} {:>6}",
+            "op", "ms", "share", "calls"
+        ));
+        for op in &self.ops {
+            lines.push(format!(
+                "profile    {:<26} {:>10.3} {:>6.1}% {:>6}",
+                op.op,
+                op.ms,
+                100.0 * op.share,
+                op.calls
+            ));
+        }
+        if self.layers_ms.len() > 1 {
+            let layers = &self.layers_ms[1..];
+            let mut sorted = layers.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            lines.push(format!(
+                "profile    per layer ({} layers): min {:.3} ms, median {:.3} ms, max {:.3} ms; before the first layer {:.3} ms",
+                layers.len(),
+                sorted[0],
+                sorted[sorted.len() / 2],
+                sorted[sorted.len() - 1],
+                self.layers_ms[0]
+            ));
+            for (i, chunk) in layers.chunks(8).enumerate() {
+                let cells: Vec<String> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, ms)| format!("L{} {ms:.3}", i * 8 + j + 1))
+                    .collect();
+                lines.push(format!("profile    {}", cells.join("  ")));
+            }
+        }
+        lines
+    }
+}
+
+/// One measurement of `tessera bench`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    pub tessera: String,
+    pub commit: String,
+    pub device: String,
+    pub cpu: String,
+    pub backend: String,
+    /// The path's arithmetic: `fast`/`reference` on the CPU, `w8a8`/`w8a16`
+    /// on CUDA, `f32` elsewhere.
+    pub arithmetic: String,
+    pub model: String,
+    pub layers: usize,
+    pub hidden: usize,
+    pub ffn: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// `rerank` or `prefill`.
+    pub workload: String,
+    pub docs: usize,
+    pub doc_tokens: usize,
+    pub query_tokens: usize,
+    pub batch_tokens: usize,
+    pub passes: usize,
+    pub billed_tokens: usize,
+    pub runs: usize,
+    pub median_s: f64,
+    pub tokens_per_s: f64,
+    pub docs_per_s: f64,
+    /// The CPU reference path on the first documents, when measured.
+    pub reference_tokens_per_s: Option<f64>,
+    pub profile: Option<Profile>,
+}
+
+const CSV_COLUMNS: [&str; 26] = [
+    "tessera",
+    "commit",
+    "device",
+    "cpu",
+    "backend",
+    "arithmetic",
+    "model",
+    "layers",
+    "hidden",
+    "ffn",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "workload",
+    "docs",
+    "doc_tokens",
+    "query_tokens",
+    "batch_tokens",
+    "passes",
+    "billed_tokens",
+    "runs",
+    "median_s",
+    "tokens_per_s",
+    "docs_per_s",
+    "reference_tokens_per_s",
+    "profile_ms",
+];
+
+impl Record {
+    fn cells(&self) -> Vec<String> {
+        let profile = self.profile.as_ref().map_or(String::new(), |p| {
+            p.ops
+                .iter()
+                .map(|o| format!("{}={:.3}", o.op, o.ms))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        vec![
+            self.tessera.clone(),
+            self.commit.clone(),
+            self.device.clone(),
+            self.cpu.clone(),
+            self.backend.clone(),
+            self.arithmetic.clone(),
+            self.model.clone(),
+            self.layers.to_string(),
+            self.hidden.to_string(),
+            self.ffn.to_string(),
+            self.heads.to_string(),
+            self.kv_heads.to_string(),
+            self.head_dim.to_string(),
+            self.workload.clone(),
+            self.docs.to_string(),
+            self.doc_tokens.to_string(),
+            self.query_tokens.to_string(),
+            self.batch_tokens.to_string(),
+            self.passes.to_string(),
+            self.billed_tokens.to_string(),
+            self.runs.to_string(),
+            format!("{:.6}", self.median_s),
+            format!("{:.1}", self.tokens_per_s),
+            format!("{:.3}", self.docs_per_s),
+            self.reference_tokens_per_s
+                .map_or(String::new(), |r| format!("{r:.1}")),
+            profile,
+        ]
+    }
+
+    /// The record in `format`; `None` for text, which the run prints as it goes.
+    pub fn render(&self, format: Format) -> anyhow::Result<Option<String>> {
+        Ok(match format {
+            Format::Text => None,
+            Format::Json => Some(serde_json::to_string(self)?),
+            Format::Csv => {
+                let row: Vec<String> = self.cells().iter().map(|c| csv_cell(c)).collect();
+                Some(format!("{}\n{}", CSV_COLUMNS.join(","), row.join(",")))
+            }
+            Format::Md => {
+                let row: Vec<String> = self.cells().iter().map(|c| c.replace('|', "\\|")).collect();
+                let rule = vec!["---"; CSV_COLUMNS.len()].join(" | ");
+                Some(format!(
+                    "| {} |\n| {rule} |\n| {} |",
+                    CSV_COLUMNS.join(" | "),
+                    row.join(" | ")
+                ))
+            }
+        })
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_cell(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            tessera: "0.1.0".into(),
+            commit: "abc1234".into(),
+            device: "cuda:0 NVIDIA H200, model resident 4.60 GB".into(),
+            cpu: "AMD EPYC".into(),
+            backend: "cuda (NVIDIA H200, sm_90, Mma), w8a16".into(),
+            arithmetic: "w8a16".into(),
+            model: "m.gguf".into(),
+            layers: 36,
+            hidden: 2560,
+            ffn: 9728,
+            heads: 32,
+            kv_heads: 8,
+            head_dim: 128,
+            workload: "rerank".into(),
+            docs: 100,
+            doc_tokens: 256,
+            query_tokens: 32,
+            batch_tokens: 32768,
+            passes: 1,
+            billed_tokens: 36_200,
+            runs: 5,
+            median_s: 0.5,
+            tokens_per_s: 72_400.0,
+            docs_per_s: 200.0,
+            reference_tokens_per_s: None,
+            profile: Some(Profile::from_ops(
+                &[
+                    OpTime {
+                        op: "embedding",
+                        layer: 0,
+                        seconds: 0.001,
+                    },
+                    OpTime {
+                        op: "attention",
+                        layer: 1,
+                        seconds: 0.003,
+                    },
+                ],
+                0.005,
+            )),
+        }
+    }
+
+    #[test]
+    fn csv_has_one_cell_per_column_and_quotes_commas() {
+        let text = record().render(Format::Csv).unwrap().unwrap();
+        let (header, row) = text.split_once('\n').unwrap();
+        assert_eq!(header.split(',').count(), CSV_COLUMNS.len());
+        // The device and backend names hold commas: quoted, so they stay one cell.
+        assert!(row.contains("\"cuda:0 NVIDIA H200, model resident 4.60 GB\""));
+        assert!(row.contains("attention=3.000; embedding=1.000"));
+    }
+
+    #[test]
+    fn json_and_markdown_carry_the_figures_and_the_profile() {
+        let json = record().render(Format::Json).unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["arithmetic"], "w8a16");
+        assert_eq!(value["profile"]["ops"][0]["op"], "attention");
+        assert!((value["profile"]["host_ms"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+        let md = record().render(Format::Md).unwrap().unwrap();
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].matches('|').count(), CSV_COLUMNS.len() + 1);
+        assert_eq!(lines[2].matches(" | ").count(), CSV_COLUMNS.len() - 1);
+        assert_eq!(record().render(Format::Text).unwrap(), None);
+    }
+
+    #[test]
+    fn profile_shares_sum_to_one_and_lines_name_every_layer() {
+        let p = record().profile.unwrap();
+        let total: f64 = p.ops.iter().map(|o| o.share).sum();
+        assert!((total - 1.0).abs() < 1e-12);
+        let lines = p.lines();
+        assert!(lines.iter().any(|l| l.contains("L1 3.000")));
+        assert!(lines[0].contains("1.000 ms of it between ops"));
+    }
+}
