@@ -3,16 +3,18 @@
 # PyTorch and transformers but no Rust toolchain and no network):
 #
 #   here:  scripts/gpu-check.sh build [DIR]   # default DIR: target/gpu-carry
-#          builds the release binary and the CUDA test binaries with
-#          `--features cuda` into DIR (stripped; must stay under 64 MiB with the
-#          working tree), to be carried to the GPU machine.
+#          builds the release binary (`--features cuda,wgpu`) and the CUDA and
+#          wgpu test binaries into DIR (stripped and gzipped; under 40 MiB, the
+#          carry limit being 64 MiB), with Debian's Vulkan loader packages, to be
+#          carried to the GPU machine.
 #   there: scripts/gpu-check.sh run [DIR]     # results under $OUT (or target/gpu-results)
 #          runs the op parity suite on the GPU (NMSE per op, kernels compiled by
 #          that machine's own NVRTC), the model parity on the fixtures (W8A8
 #          reference; W8A16 against W8A32), the matmul benchmarks in both
 #          arithmetics beside cuBLAS (scripts/find-cublas.sh puts libcublas on the
 #          library path), attention, the end-to-end benchmark in both arithmetics,
-#          and the PyTorch bf16 baseline; the summary is printed last.
+#          the wgpu backend on the GPU's own Vulkan driver (carried loader
+#          packages), and the PyTorch bf16 baseline; the summary is printed last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -21,8 +23,10 @@ DIR=${2:-target/gpu-carry}
 build() {
     rm -rf "$DIR"
     mkdir -p "$DIR"
-    # Test binaries: cargo prints each executable it builds as JSON.
-    cargo test --release --no-run -p tessera-backend-cuda --features cuda --message-format=json \
+    # Test binaries: cargo prints each executable it builds as JSON. The wgpu
+    # ones (parity, model_parity) run on the GPU's own Vulkan driver there.
+    cargo test --release --no-run -p tessera-backend-cuda --features cuda -p tessera-backend-wgpu \
+        --message-format=json \
         | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -36,8 +40,8 @@ for line in sys.stdin:
         cp "$exe" "$DIR/$name"
         strip "$DIR/$name" || true
     done
-    # The release binary, once the cli offers the backend behind its `cuda` feature.
-    if cargo build --release -p tessera-cli --features cuda 2>"$DIR/cli-build.log"; then
+    # The release binary with both GPU backends.
+    if cargo build --release -p tessera-cli --features cuda,wgpu 2>"$DIR/cli-build.log"; then
         cp target/release/tessera "$DIR/tessera" && strip "$DIR/tessera" || true
     else
         echo "gpu-check: the tessera binary has no 'cuda' feature yet (see $DIR/cli-build.log); carrying the test binaries only"
@@ -46,6 +50,21 @@ for line in sys.stdin:
     # build machine's manifest dir); `run` links the carried tree's fixtures there.
     echo "$PWD/tests/fixtures" >"$DIR/fixtures-path"
     cp scripts/torch_baseline.py "$DIR/"
+    # The lent machines have NVIDIA's Vulkan ICD but no Vulkan loader and none of
+    # the GLVND libraries the ICD links: Debian's packages, unpacked there.
+    mkdir -p "$DIR/gl" /tmp/tessera-apt/partial
+    local apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/tessera-apt)
+    if apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 &&
+        (cd "$DIR/gl" && apt-get "${apt_opts[@]}" download -qq \
+            libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null 2>&1); then
+        echo "gpu-check: Vulkan loader and GLVND packages in $DIR/gl"
+    else
+        echo "gpu-check: could not download the Vulkan loader packages; wgpu will be skipped there"
+    fi
+    # Compressed for the trip (about a third of the size); `run` unpacks them.
+    for exe in "$DIR"/*; do
+        [[ -f $exe && -x $exe && $exe != *.py ]] && gzip -9 "$exe"
+    done
     du -sh "$DIR"
     local bytes
     bytes=$(du -sb "$DIR" | cut -f1)
@@ -58,6 +77,11 @@ for line in sys.stdin:
 run() {
     local out=${OUT:-target/gpu-results}
     mkdir -p "$out"
+    for packed in "$DIR"/*.gz; do
+        [[ -f $packed ]] || continue
+        gunzip -c "$packed" >"${packed%.gz}"
+        chmod +x "${packed%.gz}"
+    done
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt" || true
     # The kernels are compiled at run time by this machine's NVRTC.
     if ! ldconfig -p | grep -q libnvrtc.so; then
@@ -91,8 +115,47 @@ run() {
                 --doc-tokens 256 --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 5 --profile 2>&1 \
                 | tee -a "$out/end-to-end.txt" || status=1
         done
+        # Served over HTTP: 4 clients × 2 requests × 100 documents, per arithmetic.
+        for precision in w8a8 w8a16; do
+            timeout 240 python3 scripts/load.py throughput --binary "$DIR/tessera" --clients 4 --requests 2 \
+                --docs 100 --doc-words 180 \
+                --serve-args "--backend cuda --gpu-precision $precision --model $model --max-batch-tokens 32768" 2>&1
+        done | tee "$out/served.txt" || status=1
     else
         echo "end to end: no tessera binary with a cuda bench in $DIR" | tee "$out/end-to-end.txt"
+    fi
+    # wgpu on the GPU's own Vulkan driver: the loader and GLVND unpacked from the
+    # carried packages when the machine has none.
+    {
+        if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
+            for deb in "$DIR"/gl/*.deb; do
+                [[ -f $deb ]] && dpkg -x "$deb" /
+            done
+            ldconfig
+        fi
+        local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+        [[ -f $icd ]] && export VK_DRIVER_FILES=$icd
+        local egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+        [[ -f $egl ]] && export __EGL_VENDOR_LIBRARY_FILENAMES=$egl
+        if [[ -f $icd ]]; then
+            local lib
+            lib=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ICD"]["library_path"])' "$icd" 2>/dev/null || true)
+            echo "-- the ICD's library ($lib): missing dependencies, if any"
+            [[ -n $lib ]] && (ldd "$lib" 2>&1 || ldd "$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')" 2>&1) | grep -i "not found" || true
+        fi
+        TESSERA_REQUIRE_WGPU=1 timeout 240 "$DIR/parity" --nocapture --test-threads 1 2>&1
+        TESSERA_REQUIRE_WGPU=1 timeout 120 "$DIR/model_parity" --nocapture --test-threads 1 2>&1
+        if [[ -x "$DIR/tessera" && -f ${model:-} ]]; then
+            timeout 180 "$DIR/tessera" bench --backend wgpu --model "$model" --docs 20 --doc-tokens 256 \
+                --query-tokens 32 --batch-tokens 8192 --baseline-docs 0 --runs 3 --profile 2>&1
+        fi
+    } | tee "$out/wgpu.txt"
+    grep -qE "FAILED|panicked|test result: FAILED" "$out/wgpu.txt" && status=1
+    # The op kit under compute-sanitizer (both arithmetics' kernels).
+    local sanitizer=/usr/local/cuda/bin/compute-sanitizer
+    if [[ -x $sanitizer ]]; then
+        timeout 240 "$sanitizer" --tool memcheck "$DIR/gpu" every_op --test-threads 1 2>&1 \
+            | tail -n 5 | tee "$out/memcheck.txt" || true
     fi
     python3 "$DIR/torch_baseline.py" --docs 100 --doc-tokens 256 --query-tokens 32 2>&1 \
         | tee "$out/torch-baseline.txt" || echo "torch baseline failed" >>"$out/torch-baseline.txt"
@@ -110,6 +173,12 @@ run() {
         grep -E "^(matmul|attention|layer_ops|device|  cuBLAS)|anchors|skipped" "$out/bench.txt" || true
         grep -vE "^profile    (L[0-9]|op )" "$out/end-to-end.txt"
         grep -E "tokens/s|ms" "$out/torch-baseline.txt" || true
+        echo "-- served over HTTP (scripts/load.py throughput)"
+        grep -E "^throughput|served|FAIL" "$out/served.txt" 2>/dev/null || echo "not run"
+        echo "-- compute-sanitizer memcheck (op kit)"
+        grep -E "ERROR SUMMARY|test result" "$out/memcheck.txt" 2>/dev/null || echo "not run"
+        echo "-- wgpu on the GPU's Vulkan driver"
+        grep -E "adapter|FAILED|panicked|test result|not found|median|summary" "$out/wgpu.txt" || true
         # tessera's median billed tokens/s over transformers' (same 100 × 288 pairs).
         python3 - "$out/end-to-end.txt" "$out/torch-baseline.txt" <<'PY' || true
 import re, sys

@@ -25,6 +25,9 @@ Scenarios:
               new connections refused, exit status 0.
   memory      a 10,000-document request and a stream of maximum-length
               documents: peak RSS stays within the bound the token limits imply.
+  throughput  --clients clients × --requests requests of --docs documents on
+              the model and backend of --serve-args: served billed tokens/s
+              beside the engine's own rate (scripts/gpu-check.sh runs it).
 """
 
 import argparse
@@ -426,7 +429,66 @@ async def memory(args):
     return failures
 
 
-SCENARIOS = {"soak": soak, "overload": overload, "disconnect": disconnect, "sigterm": sigterm, "memory": memory}
+async def throughput(args):
+    """Served throughput: --clients clients each send --requests requests of
+    --docs documents of about --doc-words words (a new query each), against the
+    model and backend given with --serve-args; billed tokens/s over the wall
+    time beside the engine's own rate (its tessera_tokens_per_second gauge)."""
+    extra = args.serve_args.split() if args.serve_args else []
+    print(f"throughput: {args.clients} clients × {args.requests} requests × {args.docs} docs, serve {' '.join(extra)}")
+    server = Server(args.binary, extra)
+    await server.ready(timeout=600)
+    failures = []
+    billed = [0]
+    latencies = []
+    errors = []
+
+    async def client(seed):
+        rng = random.Random(seed)
+        for _ in range(args.requests):
+            body = {
+                "query": text(rng, 12),
+                "documents": [text(rng, args.doc_words) for _ in range(args.docs)],
+            }
+            start = time.monotonic()
+            try:
+                status, _, data = await request(server.port, "POST", "/v1/rerank", body, timeout=600)
+                parsed = json.loads(data)
+                if status != 200:
+                    errors.append(status)
+                    continue
+                billed[0] += parsed["meta"]["billed_units"]["total_tokens"]
+            except Exception as e:  # noqa: BLE001 - every failure is counted
+                errors.append(repr(e))
+                continue
+            latencies.append(time.monotonic() - start)
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(args.clients)))
+    elapsed = time.monotonic() - started
+    try:
+        gauge = (await metrics(server.port)).get("tessera_tokens_per_second")
+    except Exception:  # noqa: BLE001 - the figure is optional
+        gauge = None
+    code = server.stop()
+    print(
+        f"  served {billed[0]:,} billed tokens in {elapsed:.2f} s = {billed[0] / elapsed:,.0f} billed tokens/s; "
+        f"latency p50 {percentile(latencies, 50):.2f} s, p99 {percentile(latencies, 99):.2f} s; "
+        f"engine's recent rate {gauge if gauge is None else f'{gauge:,.0f}'} tokens/s; {len(errors)} errors"
+    )
+    check(not errors, f"zero errors (first: {errors[:3]})", failures)
+    check(code == 0, f"clean exit on SIGTERM (status {code})", failures)
+    return failures
+
+
+SCENARIOS = {
+    "soak": soak,
+    "overload": overload,
+    "disconnect": disconnect,
+    "sigterm": sigterm,
+    "memory": memory,
+    "throughput": throughput,
+}
 
 
 def main():
@@ -437,10 +499,13 @@ def main():
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-requests", type=int, default=2_000_000, help="stop a soak after this many")
+    parser.add_argument("--docs", type=int, default=100, help="throughput: documents per request")
+    parser.add_argument("--doc-words", type=int, default=180, help="throughput: words per document")
+    parser.add_argument("--serve-args", default="", help="throughput: extra `tessera serve` arguments")
     args = parser.parse_args()
     if not os.path.exists(args.binary):
         raise SystemExit(f"{args.binary} not found: cargo build --release -p tessera-cli")
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    names = [n for n in SCENARIOS if n != "throughput"] if args.scenario == "all" else [args.scenario]
     failures = []
     for name in names:
         failures += [f"{name}: {f}" for f in asyncio.run(SCENARIOS[name](args))]
