@@ -53,6 +53,19 @@ pub fn cuda_available() -> Result<(), BackendError> {
     Ok(())
 }
 
+/// The driver's CUDA version, e.g. "13.0" ("?" if it does not say).
+fn driver_version() -> String {
+    let mut version: std::ffi::c_int = 0;
+    // SAFETY: writes one int through a valid pointer; the driver was found
+    // loadable (cuda_available) before any device is opened.
+    let status = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) };
+    if status == cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+        format!("{}.{}", version / 1000, (version % 1000) / 10)
+    } else {
+        "?".into()
+    }
+}
+
 /// The loaded NVRTC's version, e.g. "13.0" (part of the PTX cache key: another
 /// NVRTC may emit other PTX).
 fn nvrtc_version() -> String {
@@ -124,7 +137,10 @@ impl CudaDevice {
         })?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         Ok(CudaDevice {
-            name: format!("cuda ({name}, sm_{major}{minor}, {path:?})"),
+            name: format!(
+                "cuda ({name}, sm_{major}{minor}, {path:?}, driver CUDA {})",
+                driver_version()
+            ),
             arch: nvrtc_arch(major, minor),
             ctx,
             stream,
