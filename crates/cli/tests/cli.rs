@@ -267,3 +267,83 @@ fn bench_writes_a_json_record_with_a_profile() {
     // The human-readable profile went to stderr.
     assert!(String::from_utf8_lossy(&out.stderr).contains("profile    attention"));
 }
+
+/// `tessera serve` under `ulimit -n 40`, flooded with more connections than it
+/// has descriptors: accepts fail, the server logs it as an error instead of
+/// dying, and it answers again once the connections are gone.
+#[test]
+fn serve_survives_running_out_of_descriptors() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 40 && exec \"$0\" serve --host 127.0.0.1 --port 0 --log-format json")
+        .arg(env!("CARGO_BIN_EXE_tessera"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the listening line");
+    let address = first
+        .trim()
+        .strip_prefix("tessera listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    let health = |address: &str| -> Option<String> {
+        let mut stream = TcpStream::connect(address).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    };
+    let ready = Instant::now();
+    while !health(&address).is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+        assert!(ready.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Far more connections than 40 descriptors allow; the kernel queues the rest.
+    let flood: Vec<TcpStream> = (0..80)
+        .filter_map(|_| TcpStream::connect(&address).ok())
+        .collect();
+    assert!(flood.len() >= 60, "only {} connections", flood.len());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().expect("status").is_none(),
+        "the server died"
+    );
+    drop(flood);
+    let again = Instant::now();
+    loop {
+        if health(&address).is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        assert!(
+            again.elapsed() < Duration::from_secs(20),
+            "not answering after the flood"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("log");
+    let _ = child.wait();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"ERROR\"") && l.contains("cannot accept connections")),
+        "no error logged for the exhausted descriptors:\n{log}"
+    );
+}

@@ -233,7 +233,7 @@ impl IntoResponse for Failure {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body is never read, so the connection cannot carry
             // another request: say so, or a client reusing it sees a reset.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

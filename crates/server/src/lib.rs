@@ -7,6 +7,7 @@
 //! [`Server::install_model`] and [`Server::serve`].
 
 mod auth;
+mod edge;
 pub mod error;
 mod json;
 pub mod metrics;
@@ -19,8 +20,10 @@ pub mod types;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -28,6 +31,7 @@ use axum::Router;
 use tessera_engine::scheduler::GroupScorer;
 use tessera_model::PromptBuilder;
 use tokio::net::TcpListener;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 pub use error::{ApiError, Dialect};
@@ -96,6 +100,10 @@ impl Server {
             .fallback(routes::not_found)
             .layer(middleware::from_fn_with_state(
                 Arc::clone(&state),
+                edge::read_body,
+            ))
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&state),
                 auth::require_key,
             ))
             .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
@@ -106,7 +114,8 @@ impl Server {
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
-                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                    .on_failure(log_failure),
             )
             .with_state(state)
     }
@@ -123,15 +132,28 @@ impl Server {
             state.begin_shutdown();
             tracing::info!("shutting down: no new connections; finishing requests in flight");
         };
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(signal)
-            .await?;
+        edge::serve(listener, self.router(), Arc::clone(&self.state), signal).await?;
         let state = Arc::clone(&self.state);
         tokio::task::spawn_blocking(move || state.stop_model())
             .await
             .map_err(std::io::Error::other)?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The trace layer's report of a 5xx answer: ERROR only for a fault of ours
+/// (500); a 503 is an expected state — loading, shutting down, a request past
+/// its deadline — and is logged at DEBUG, so an orchestrator probing `/health`
+/// while the model loads does not fill the log with errors.
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    match class {
+        ServerErrorsFailureClass::StatusCode(status)
+            if status == StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            tracing::debug!(%status, ?latency, "answered 503")
+        }
+        class => tracing::error!(%class, ?latency, "request failed"),
     }
 }
 

@@ -37,6 +37,9 @@ pub struct Metrics {
     inference_seconds: Histogram,
     dropped_requests: Counter,
     dropped_documents: Counter,
+    connections: Gauge,
+    header_timeouts: Counter,
+    accept_errors: Counter,
     prefix: PrefixMetrics,
 }
 
@@ -225,6 +228,24 @@ impl Metrics {
             "Pairs never computed because their client left",
             dropped_documents.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "tessera_connections",
+            "Open client connections (at most --max-connections)",
+            connections.clone(),
+        );
+        let header_timeouts = Counter::default();
+        registry.register(
+            "tessera_header_timeouts",
+            "Connections closed because a request's headers did not arrive within --header-timeout (idle keep-alive connections included)",
+            header_timeouts.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            "tessera_accept_errors",
+            "Failed accepts of new connections (e.g. out of file descriptors)",
+            accept_errors.clone(),
+        );
         let prefix = PrefixMetrics::default();
         prefix.register(&mut registry);
         Metrics {
@@ -244,8 +265,24 @@ impl Metrics {
             inference_seconds,
             dropped_requests,
             dropped_documents,
+            connections,
+            header_timeouts,
+            accept_errors,
             prefix,
         }
+    }
+
+    /// A connection opened (`+1`) or closed (`-1`).
+    pub fn connection_delta(&self, delta: i64) {
+        self.connections.inc_by(delta);
+    }
+
+    pub fn record_header_timeout(&self) {
+        self.header_timeouts.inc();
+    }
+
+    pub fn record_accept_error(&self) {
+        self.accept_errors.inc();
     }
 
     pub fn record_request(&self, route: &str, status: u16) {

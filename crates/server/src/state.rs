@@ -24,6 +24,16 @@ pub struct ServerOptions {
     /// Longest a rerank request may wait for its scores (queue and compute); past
     /// it the client gets a 503 and the request's remaining work is dropped.
     pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers, counted from when
+    /// the connection is ready for them (an idle keep-alive connection is closed
+    /// after it too); past it the connection is closed without an answer.
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request's body once its headers are
+    /// in; past it the answer is 408 and the connection is closed.
+    pub body_timeout: Duration,
+    /// Open connections at most; at the limit new ones wait in the kernel's
+    /// accept backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -35,6 +45,9 @@ impl Default for ServerOptions {
             max_body_bytes: 32 << 20,
             scheduler: SchedulerConfig::default(),
             request_timeout: Duration::from_secs(300),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }

@@ -96,6 +96,19 @@ pub struct ServeArgs {
     /// seconds, or with an ms/s/m suffix.
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     request_timeout: Duration,
+    /// Longest a client may take to send a request's headers (an idle
+    /// keep-alive connection is closed after it too); the connection is then
+    /// closed without an answer.
+    #[arg(long, env = "TESSERA_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Longest a client may take to send a request's body once its headers are
+    /// in; past it the answer is 408 and the connection is closed.
+    #[arg(long, env = "TESSERA_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Open connections at most; at the limit new connections wait in the
+    /// kernel's accept backlog until one closes. Keep it below `ulimit -n`.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -189,6 +202,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_queue_tokens: args.max_queue_tokens.max(1),
         },
         request_timeout: args.request_timeout,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        max_connections: args.max_connections.max(1),
     };
     let auth = !options.api_keys.is_empty();
     let server = Server::new(options);
