@@ -8,6 +8,8 @@
 
 use std::alloc::Layout;
 use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tessera_backend::BackendError;
 use tessera_backend_cuda::{Arithmetic, Device, KernelBackend, Launch, MatmulPath};
@@ -76,6 +78,7 @@ impl HostMemory {
 pub struct EmulatedDevice {
     path: MatmulPath,
     replaced: Vec<(String, CString)>,
+    faults: Option<Arc<AtomicUsize>>,
 }
 
 impl EmulatedDevice {
@@ -83,7 +86,16 @@ impl EmulatedDevice {
         EmulatedDevice {
             path,
             replaced: Vec::new(),
+            faults: None,
         }
+    }
+
+    /// While `faults` is above zero, each launch fails with a device error (and
+    /// counts it down): a stand-in for a CUDA error in a batch, for the tests of
+    /// what the engine and the server do with one.
+    pub fn with_launch_faults(mut self, faults: Arc<AtomicUsize>) -> EmulatedDevice {
+        self.faults = Some(faults);
+        self
     }
 
     /// Launches of `kernel` run `replacement` instead (e.g. `mutant::rms_norm_f32`).
@@ -159,6 +171,17 @@ impl Device for EmulatedDevice {
     }
 
     fn launch(&self, launch: &Launch) -> Result<(), BackendError> {
+        if let Some(faults) = &self.faults {
+            if faults
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(BackendError::Device(format!(
+                    "launching {}: an injected device fault",
+                    launch.kernel
+                )));
+            }
+        }
         let name = match self.replaced.iter().find(|(k, _)| k == launch.kernel) {
             Some((_, replacement)) => replacement.clone(),
             None => CString::new(launch.kernel).expect("kernel names have no NUL"),

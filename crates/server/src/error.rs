@@ -187,6 +187,19 @@ impl From<SchedulerError> for ApiError {
                 ErrorKind::Backend,
                 message,
             ),
+            // A fault of ours, though not of the request: logged as an error,
+            // answered 503 so the client (or its load balancer) retries.
+            SchedulerError::Device(ref failure) => {
+                tracing::error!("the device failed a batch: {failure}");
+                ApiError {
+                    retry_after: Some(Duration::from_secs(1)),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorKind::Unhealthy,
+                        message,
+                    )
+                }
+            }
         }
     }
 }

@@ -19,22 +19,28 @@ use crate::types::{
     responses((status = 200, description = "The model is loaded", body = Health),
               (status = 503, description = "Loading or shutting down", body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let device_failing = state
+        .model()
+        .ok()
+        .and_then(|model| model.scheduler.device_failing());
     let (status, text) = if state.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())
+    } else if let Some(failure) = device_failing {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("device failing: the last batches all failed ({failure})"),
+        )
     } else if state.is_ready() {
-        (StatusCode::OK, "ok")
+        (StatusCode::OK, "ok".to_string())
     } else if state.compute_stopped() {
-        (StatusCode::SERVICE_UNAVAILABLE, "compute thread stopped")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "compute thread stopped".to_string(),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading")
+        (StatusCode::SERVICE_UNAVAILABLE, "loading".to_string())
     };
-    (
-        status,
-        Json(Health {
-            status: text.to_string(),
-        }),
-    )
-        .into_response()
+    (status, Json(Health { status: text })).into_response()
 }
 
 fn served_names(state: &AppState, own: &str) -> Vec<String> {

@@ -124,3 +124,86 @@ async fn a_request_past_its_deadline_gets_503_and_its_work_is_dropped() {
         "only the hung batch and the last request ran"
     );
 }
+
+/// A device error in a batch (injected into the emulated CUDA backend's kernel
+/// launches) fails that batch's requests with 503 and `Retry-After`, and the
+/// server keeps serving; a device that fails batch after batch makes `/health`
+/// say so (503) until a batch succeeds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_fault_fails_its_batch_with_503_and_the_server_keeps_serving() {
+    use std::sync::Arc;
+
+    use tessera_backend_cuda::{KernelBackend, MatmulPath};
+    use tessera_cuda_emulated::EmulatedDevice;
+    use tessera_engine::Reranker;
+    use tessera_gguf::GgufFile;
+
+    let faults = Arc::new(AtomicUsize::new(0));
+    let device = EmulatedDevice::new(MatmulPath::Mma).with_launch_faults(Arc::clone(&faults));
+    let file =
+        Arc::new(GgufFile::open(tessera_tests::fixture("tiny-q8.gguf")).expect("fixture opens"));
+    let reranker = Reranker::load(KernelBackend::with_device(device), &file, None).expect("loads");
+    let prompt = reranker.prompt().clone();
+    let server = start_with(ServerOptions::default(), Some((reranker, prompt))).await;
+    let request =
+        |query: &str| json!({"query": query, "documents": ["reset the password", "office hours"]});
+
+    faults.store(1, Ordering::SeqCst);
+    let (status, headers, body) = server.post("/v1/rerank", &request("a")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert_cohere_error(&body, "the device failed");
+    let (status, _, _) = server.get("/health").await;
+    assert_eq!(status, 200, "one failed batch is not a failing device");
+    let (status, _, body) = server.post("/v1/rerank", &request("b")).await;
+    assert_eq!(status, 200, "served again after the fault: {body}");
+
+    // A device that fails every batch.
+    faults.store(usize::MAX, Ordering::SeqCst);
+    for query in ["c", "d", "e"] {
+        let (status, _, _) = server.post("/v1/rerank", &request(query)).await;
+        assert_eq!(status, 503);
+    }
+    let (status, _, body) = server.get("/health").await;
+    assert_eq!(status, 503);
+    assert!(
+        body["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("device failing"),
+        "{body}"
+    );
+    // It recovers: the next batch succeeds and the server is healthy again.
+    faults.store(0, Ordering::SeqCst);
+    let (status, _, body) = server.post("/v1/rerank", &request("f")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = server.get("/health").await;
+    assert_eq!(status, 200);
+    // The failed batches left nothing behind: query "a", whose first batch
+    // failed, scores exactly as on a backend that never failed.
+    let (status, _, body) = server.post("/v1/rerank", &request("a")).await;
+    assert_eq!(status, 200, "{body}");
+    let clean = Reranker::load(
+        KernelBackend::with_device(EmulatedDevice::new(MatmulPath::Mma)),
+        &file,
+        None,
+    )
+    .expect("loads");
+    let want = clean
+        .rerank(
+            "a",
+            &["reset the password", "office hours"],
+            &Default::default(),
+        )
+        .expect("scores");
+    let mut want: Vec<(u64, f32)> = want
+        .documents
+        .iter()
+        .map(|d| (d.index as u64, d.relevance))
+        .collect();
+    want.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+    // The JSON carries each f32 score in its shortest form: back to f32, exact.
+    let got: Vec<(u64, f32)> = scores(&body).iter().map(|&(i, s)| (i, s as f32)).collect();
+    assert_eq!(got, want);
+    server.shutdown().await.expect("clean shutdown");
+}

@@ -6,8 +6,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use tessera_backend::BackendError;
+
 use super::{BatchReport, GroupScorer, Job, SchedulerError, ScoreOutput, Shared};
-use crate::PrefixGroup;
+use crate::{EngineError, PrefixGroup};
 
 /// A slice of one active job's documents that goes into the current batch.
 struct Slot {
@@ -143,14 +145,27 @@ fn score_batch<S: GroupScorer>(
 
     let result = match outcome {
         Ok(Ok(scores)) if scores.len() == slots.len() => Ok(scores),
-        Ok(Ok(scores)) => Err(format!(
+        Ok(Ok(scores)) => Err(Failure::Model(format!(
             "the scorer returned {} groups for {}",
             scores.len(),
             slots.len()
-        )),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("the scorer panicked".to_string()),
+        ))),
+        Ok(Err(EngineError::Backend(BackendError::Device(message)))) => {
+            Err(Failure::Device(message))
+        }
+        Ok(Err(error)) => Err(Failure::Model(error.to_string())),
+        Err(_) => Err(Failure::Model("the scorer panicked".to_string())),
     };
+    match &result {
+        Err(Failure::Device(message)) => {
+            *shared
+                .last_device_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = message.clone();
+            shared.device_failures.fetch_add(1, Ordering::AcqRel);
+        }
+        _ => shared.device_failures.store(0, Ordering::Release),
+    }
     shared.batches.fetch_add(1, Ordering::AcqRel);
     shared.observer.batch_done(&BatchReport {
         groups: slots.len(),
@@ -179,7 +194,10 @@ fn score_batch<S: GroupScorer>(
             for (slot, group_scores) in slots.iter().zip(scores) {
                 let job = &mut active[slot.job];
                 if group_scores.len() != slot.end - slot.start {
-                    finished.push((slot.job, Some("the scorer returned too few scores".into())));
+                    finished.push((
+                        slot.job,
+                        Some(Failure::Model("the scorer returned too few scores".into())),
+                    ));
                     continue;
                 }
                 let prefix = job.request.prefix.len();
@@ -198,7 +216,7 @@ fn score_batch<S: GroupScorer>(
                 }
             }
         }
-        Err(message) => finished.extend(slots.iter().map(|s| (s.job, Some(message.clone())))),
+        Err(failure) => finished.extend(slots.iter().map(|s| (s.job, Some(failure.clone())))),
     }
     // Remove from the back so earlier indices stay valid.
     finished.sort_by_key(|f| std::cmp::Reverse(f.0));
@@ -209,13 +227,21 @@ fn score_batch<S: GroupScorer>(
     }
 }
 
-fn answer(shared: &Shared, job: Job, error: Option<String>) {
+/// Why a batch failed: the device (a retry may succeed: 503) or the model.
+#[derive(Clone, Debug)]
+enum Failure {
+    Device(String),
+    Model(String),
+}
+
+fn answer(shared: &Shared, job: Job, error: Option<Failure>) {
     shared
         .queued_tokens
         .fetch_sub(job.tokens_left(), Ordering::AcqRel);
     shared.queued_requests.fetch_sub(1, Ordering::AcqRel);
     let result = match error {
-        Some(message) => Err(SchedulerError::Compute(message)),
+        Some(Failure::Device(message)) => Err(SchedulerError::Device(message)),
+        Some(Failure::Model(message)) => Err(SchedulerError::Compute(message)),
         None => {
             let started = job.started.unwrap_or(job.submitted);
             Ok(ScoreOutput {

@@ -111,6 +111,12 @@ pub struct ScoreOutput {
     pub batches: usize,
 }
 
+/// Batches in a row the device must fail before the scheduler reports it as
+/// failing ([`Scheduler::device_failing`]): one failure may be a passing fault
+/// (an allocation that did not fit this once), three in a row is a device that
+/// stopped.
+pub const DEVICE_FAILURES_UNHEALTHY: usize = 3;
+
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum SchedulerError {
     #[error("overloaded: {queued} tokens are queued and this request needs {requested}; the queue holds {capacity}")]
@@ -127,6 +133,10 @@ pub enum SchedulerError {
     ShuttingDown,
     #[error("the model failed: {0}")]
     Compute(String),
+    /// The device failed the batch (a backend `Device` error: a CUDA error, out
+    /// of device memory): nothing in the request was wrong, a retry may succeed.
+    #[error("the device failed: {0}")]
+    Device(String),
     #[error("the compute thread has stopped")]
     ComputeThreadGone,
 }
@@ -212,6 +222,10 @@ struct Shared {
     batches: AtomicU64,
     /// f64 bits of the smoothed tokens/s.
     throughput: AtomicU64,
+    /// Batches in a row the device failed (0 after any batch that did not), and
+    /// the last such failure.
+    device_failures: AtomicUsize,
+    last_device_failure: Mutex<String>,
     observer: Arc<dyn SchedulerObserver>,
 }
 
@@ -291,6 +305,8 @@ impl Scheduler {
             dropped: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             throughput: AtomicU64::new(0f64.to_bits()),
+            device_failures: AtomicUsize::new(0),
+            last_device_failure: Mutex::new(String::new()),
             observer: observer.unwrap_or_else(|| Arc::new(NoObserver)),
         });
         let worker = Arc::clone(&shared);
@@ -367,6 +383,19 @@ impl Scheduler {
             batches: s.batches.load(Ordering::Acquire),
             tokens_per_second: s.tokens_per_second(),
         }
+    }
+
+    /// The device's last failure when it failed the last
+    /// [`DEVICE_FAILURES_UNHEALTHY`] batches in a row (none succeeded since):
+    /// the server then reports itself unhealthy. `None` while batches succeed.
+    pub fn device_failing(&self) -> Option<String> {
+        let s = &self.shared;
+        (s.device_failures.load(Ordering::Acquire) >= DEVICE_FAILURES_UNHEALTHY).then(|| {
+            s.last_device_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
     }
 
     /// Whether the compute thread still runs.
