@@ -102,7 +102,8 @@ run() {
     export TESSERA_KERNEL_CACHE="$out/kernel-cache"
     local status=0
     "$DIR/gpu" --nocapture --test-threads 1 2>&1 | tee "$out/parity.txt" || status=1
-    TESSERA_GPU_BENCH=1 "$DIR/gpu_bench" --nocapture --test-threads 1 2>&1 | tee "$out/bench.txt" || status=1
+    TESSERA_GPU_BENCH=1 TESSERA_BENCH_JSON="$out/kernels.jsonl" "$DIR/gpu_bench" --nocapture --test-threads 1 2>&1 \
+        | tee "$out/bench.txt" || status=1
     if [[ -x "$DIR/tessera" ]] && "$DIR/tessera" bench --help >/dev/null 2>&1; then
         # A random Qwen3-4B-shaped Q8_0 model (≈ 4.3 GB, outside $OUT: too large
         # to come back), all 100 documents in one pass, transformers as the
@@ -112,7 +113,8 @@ run() {
         for precision in w8a8 w8a16; do
             echo "-- --gpu-precision $precision" | tee -a "$out/end-to-end.txt"
             "$DIR/tessera" bench --backend cuda --gpu-precision "$precision" --model "$model" --docs 100 \
-                --doc-tokens 256 --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 5 --profile 2>&1 \
+                --doc-tokens 256 --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 5 --profile \
+                --format json 2>&1 >>"$out/end-to-end.jsonl" \
                 | tee -a "$out/end-to-end.txt" || status=1
         done
         # Served over HTTP: 4 clients × 2 requests × 100 documents, per arithmetic.

@@ -58,6 +58,29 @@ fn wanted() -> bool {
     true
 }
 
+/// Appends one JSON record to the file `TESSERA_BENCH_JSON` names (JSON Lines,
+/// what `tessera bench --format json` writes for end-to-end runs), when set.
+fn record(fields: serde_json::Value) {
+    let Some(path) = std::env::var_os("TESSERA_BENCH_JSON") else {
+        return;
+    };
+    let mut fields = fields;
+    fields["commit"] =
+        serde_json::Value::from(option_env!("TESSERA_GIT_COMMIT").unwrap_or("unknown"));
+    let line = format!("{fields}\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        println!(
+            "cannot append to {}: {e}",
+            std::path::Path::new(&path).display()
+        );
+    }
+}
+
 /// The five Qwen3-4B projections as (K, N): q; k and v; gate and up; down; o.
 const SHAPES_4B: [(usize, usize); 5] = [
     (2560, 4096),
@@ -166,6 +189,18 @@ fn matmul_q8_0_throughput() {
                 ratio(Some(s8)),
                 ratio(s16),
             );
+            record(serde_json::json!({
+                "bench": "matmul_q8_0",
+                "device": name,
+                "m": m, "k": k, "n": n,
+                "w8a8_ms": s8 * 1e3,
+                "w8a16_ms": s16.map(|s| s * 1e3),
+                "cublas_bf16_ms": bf16_s.map(|s| s * 1e3),
+                "cublas_int8_ms": int8_s.map(|s| s * 1e3),
+                "w8a8_tops": tops(m, n, k, s8),
+                "w8a16_tflops": s16.map(|s| tops(m, n, k, s)),
+                "int8_peak_share": peak.map(|p| tops(m, n, k, s8) / p),
+            }));
             if let Some(note) = anchor.and_then(|a| a.note) {
                 println!("  cuBLAS: {note}");
             }
@@ -234,6 +269,15 @@ fn attention_on(backend: &CudaBackend, arithmetic: Arithmetic) {
         seconds * 1e3,
         flops / seconds / 1e12
     );
+    record(serde_json::json!({
+        "bench": "attention",
+        "device": backend.name(),
+        "arithmetic": arithmetic.name(),
+        "docs": docs, "doc_tokens": doc_len, "prefix_tokens": prefix_len,
+        "heads": shape.n_heads, "kv_heads": shape.n_kv_heads, "head_dim": shape.head_dim,
+        "ms": seconds * 1e3,
+        "tflops": flops / seconds / 1e12,
+    }));
 }
 
 fn f32_weight(values: &[f32]) -> HostTensor {
@@ -385,5 +429,12 @@ fn fused_layer_ops(b: &CudaBackend) {
             fused_s * 1e3,
             unfused_s / fused_s
         );
+        record(serde_json::json!({
+            "bench": "layer_ops",
+            "device": b.name(),
+            "m": m,
+            "unfused_ms": unfused_s * 1e3,
+            "fused_ms": fused_s * 1e3,
+        }));
     }
 }
