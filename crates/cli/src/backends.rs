@@ -219,13 +219,52 @@ fn on_cuda(
     })
 }
 
+/// Whether `choice` can run in this build, checked before anything is loaded:
+/// a backend that is not compiled in, or CUDA without a driver, is a clear
+/// error naming the backend and the build command. (`auto` always can: it falls
+/// back to the CPU.)
+pub fn available(choice: BackendChoice) -> anyhow::Result<()> {
+    match choice {
+        BackendChoice::Auto | BackendChoice::Cpu => Ok(()),
+        BackendChoice::Cuda => cuda_available(),
+        BackendChoice::Wgpu => wgpu_compiled(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_available() -> anyhow::Result<()> {
+    tessera_backend_cuda::cuda_available().map_err(|e| anyhow::anyhow!("backend cuda: {e}"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_available() -> anyhow::Result<()> {
+    anyhow::bail!("backend cuda: {NO_CUDA}")
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_compiled() -> anyhow::Result<()> {
+    Ok(())
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_compiled() -> anyhow::Result<()> {
+    anyhow::bail!("backend wgpu: {NO_WGPU}")
+}
+
+#[cfg(not(feature = "cuda"))]
+const NO_CUDA: &str = "this tessera was built without CUDA support; build it with \
+     `cargo build --release -p tessera-cli --features cuda`";
+#[cfg(not(feature = "wgpu"))]
+const NO_WGPU: &str = "this tessera was built without wgpu support; build it with \
+     `cargo build --release -p tessera-cli --features wgpu`";
+
 #[cfg(not(feature = "cuda"))]
 fn on_cuda(
     _: &Arc<GgufFile>,
     _: Option<RerankTokenizer>,
     _: &BackendOptions,
 ) -> anyhow::Result<Loaded> {
-    anyhow::bail!("this tessera was built without CUDA support (cargo build --features cuda)")
+    anyhow::bail!("{NO_CUDA}")
 }
 
 #[cfg(feature = "wgpu")]
@@ -252,7 +291,7 @@ fn on_wgpu(
     _: bool,
     _: Option<Arc<Profiler>>,
 ) -> anyhow::Result<Loaded> {
-    anyhow::bail!("this tessera was built without wgpu support (cargo build --features wgpu)")
+    anyhow::bail!("{NO_WGPU}")
 }
 
 /// Loads the model on the chosen backend; `auto` tries CUDA, then a real wgpu

@@ -22,7 +22,8 @@ enum Command {
     Rerank(commands::rerank::RerankArgs),
     /// Print a GGUF's architecture, hyper-parameters, tensors, tokenizer and score head.
     Inspect(commands::inspect::InspectArgs),
-    /// Measure forward-pass throughput (tokens/s) on the CPU backend.
+    /// Measure forward-pass throughput (tokens/s) on any backend, beside the CPU
+    /// reference path.
     Bench(commands::bench::BenchArgs),
     /// Write a random Qwen3 reranker GGUF with the real vocabulary (tests, benchmarks).
     Generate(commands::generate::GenerateArgs),
@@ -39,6 +40,11 @@ fn main() {
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
-        std::process::exit(1);
+        // Startup failures (bad model file, missing backend, busy port) are the
+        // caller's to fix: 2, as for bad arguments.
+        let startup = error
+            .downcast_ref::<commands::serve::StartupError>()
+            .is_some();
+        std::process::exit(if startup { 2 } else { 1 });
     }
 }

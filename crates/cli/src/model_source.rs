@@ -17,8 +17,17 @@ pub struct LoadedFile {
     pub file: Arc<GgufFile>,
     /// The name the API echoes: `general.name`, else the file stem.
     pub name: String,
+    /// The embedded tiny random model (no `--model` given): its scores mean nothing.
+    pub embedded: bool,
 }
 
+/// The one warning for the embedded model, for the commands that print to a
+/// terminal (`serve` logs it instead).
+pub const EMBEDDED_WARNING: &str = "no --model given: using the embedded tiny random model; \
+     its scores are meaningless (pass --model PATH.gguf for real results)";
+
+/// Opens the model; the embedded one when `path` is `None` (no warning printed:
+/// see [`open_warning`] and [`EMBEDDED_WARNING`]).
 pub fn open(path: Option<&Path>) -> anyhow::Result<LoadedFile> {
     match path {
         Some(path) => {
@@ -34,18 +43,16 @@ pub fn open(path: Option<&Path>) -> anyhow::Result<LoadedFile> {
             Ok(LoadedFile {
                 file: Arc::new(file),
                 name,
+                embedded: false,
             })
         }
         None => {
-            eprintln!(
-                "warning: no --model given: using the embedded tiny random model; \
-                 its scores are meaningless (pass --model PATH.gguf for real results)"
-            );
             let file =
                 GgufFile::from_static(EMBEDDED_MODEL).context("the embedded model is corrupt")?;
             Ok(LoadedFile {
                 file: Arc::new(file),
                 name: EMBEDDED_NAME.to_string(),
+                embedded: true,
             })
         }
     }
@@ -61,4 +68,14 @@ pub fn tokenizer_override(path: Option<&PathBuf>) -> anyhow::Result<Option<Reran
             .with_context(|| format!("cannot load tokenizer {}", p.display()))
     })
     .transpose()
+}
+
+/// [`open`], printing [`EMBEDDED_WARNING`] once on stderr when the embedded
+/// model is used (the command-line tools; `serve` logs it instead).
+pub fn open_warning(path: Option<&Path>) -> anyhow::Result<LoadedFile> {
+    let loaded = open(path)?;
+    if loaded.embedded {
+        eprintln!("warning: {EMBEDDED_WARNING}");
+    }
+    Ok(loaded)
 }

@@ -347,3 +347,112 @@ fn serve_survives_running_out_of_descriptors() {
         "no error logged for the exhausted descriptors:\n{log}"
     );
 }
+
+/// What `serve` checks before it opens its port fails with status 2 and one
+/// line, and never prints "listening": a missing file (its OS error said once),
+/// a file that is not GGUF (its first bytes in hex with 0x, and as text), a
+/// backend this build lacks (named as a backend, with the build command), a
+/// busy port (naming --port).
+#[test]
+fn serve_startup_failures_exit_2_with_one_clear_line() {
+    let check = |args: &[&str], needles: &[&str], absent: &[&str]| {
+        let out = tessera(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stdout.contains("listening"), "{args:?} printed {stdout}");
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: {needle:?} not in {stderr}"
+            );
+        }
+        for word in absent {
+            assert!(!stderr.contains(word), "{args:?}: {word:?} in {stderr}");
+        }
+        stderr.to_string()
+    };
+    let missing = check(
+        &["serve", "--model", "/nonexistent/model.gguf"],
+        &["/nonexistent/model.gguf", "No such file or directory"],
+        &[],
+    );
+    assert_eq!(
+        missing.matches("No such file or directory").count(),
+        1,
+        "{missing}"
+    );
+    let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    check(
+        &["serve", "--model", readme],
+        &[
+            "not a GGUF file",
+            "0x23 0x20 0x54 0x65",
+            "\"# Te\"",
+            "0x47 0x47 0x55 0x46",
+        ],
+        &["[23, 20"],
+    );
+    if cfg!(not(feature = "cuda")) {
+        check(
+            &["serve", "--backend", "cuda"],
+            &[
+                "backend cuda",
+                "cargo build --release -p tessera-cli --features cuda",
+            ],
+            &["cannot load model"],
+        );
+    }
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("address").port().to_string();
+    check(
+        &["serve", "--host", "127.0.0.1", "--port", &port],
+        &["cannot listen", "--port"],
+        &[],
+    );
+}
+
+/// Logs written to a pipe carry no colour codes (journald, Docker and
+/// Kubernetes collect them that way), and the embedded-model warning is given
+/// once.
+#[test]
+fn serve_logs_to_a_pipe_are_plain_text_with_one_warning() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut log = String::new();
+    let started = std::time::Instant::now();
+    while !log.contains(" ready") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("log line") == 0 {
+            break;
+        }
+        log.push_str(&line);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{log}"
+        );
+    }
+    let _ = child.kill();
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    let _ = child.wait();
+    log.push_str(&rest);
+    assert!(log.contains(" ready"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a piped log:\n{log}"
+    );
+    assert_eq!(
+        log.matches("embedded tiny random model").count(),
+        1,
+        "{log}"
+    );
+}

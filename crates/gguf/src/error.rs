@@ -2,6 +2,30 @@
 
 use std::path::PathBuf;
 
+/// Bytes as `0x47 0x47 …`.
+fn hex_bytes(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("0x{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Bytes as text in quotes, with `.` for what is not printable ASCII.
+fn printable(bytes: &[u8]) -> String {
+    let text: String = bytes
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!("{text:?}")
+}
+
 /// Everything that can go wrong opening, parsing or querying a GGUF file.
 ///
 /// `what` fields describe the place in the file in words ("key 3", "value of key
@@ -9,15 +33,19 @@ use std::path::PathBuf;
 /// are absolute byte offsets from the start of the file.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    /// The file could not be opened or memory-mapped.
-    #[error("cannot open or map {}: {source}", path.display())]
+    /// The file could not be opened or memory-mapped. The OS error is part of
+    /// the message (and not a `source`, so a printed chain says it once).
+    #[error("cannot open or map {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
-    #[error("not a GGUF file: the first 4 bytes are {got:02x?}, expected \"GGUF\" (47 47 55 46)")]
+    #[error(
+        "not a GGUF file: it starts with the bytes {} ({}); a GGUF file starts with 0x47 0x47 0x55 0x46 (\"GGUF\")",
+        hex_bytes(got),
+        printable(got)
+    )]
     BadMagic { got: [u8; 4] },
 
     #[error("unsupported GGUF version {version}: only version 3 is supported")]

@@ -88,9 +88,9 @@ impl GgufFile {
     /// Memory-maps and parses the file at `path`; the tensor data is never copied.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let io_error = |source| GgufError::Io {
+        let io_error = |error| GgufError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let file = File::open(path).map_err(io_error)?;
         // SAFETY: the map is read-only and lives as long as `self`. Like every mmap

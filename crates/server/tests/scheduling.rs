@@ -117,7 +117,16 @@ async fn a_departed_clients_queued_work_is_dropped() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     gate.open();
     assert_eq!(first.await.expect("task").expect("answered").status(), 200);
-    let text = server.metrics().await;
+    // The compute thread drops the departed request's job when it next looks at
+    // its queue, just after answering the first: wait for that (bounded).
+    let mut text = server.metrics().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while metric(&text, "tessera_queue_requests") != Some(0.0)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = server.metrics().await;
+    }
     assert_eq!(
         metric(&text, "tessera_dropped_requests_total"),
         Some(1.0),

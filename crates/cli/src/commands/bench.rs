@@ -280,7 +280,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--prefix-study writes text only (--format text)");
     }
     TEXT_ON_STDOUT.store(args.format == Format::Text, Ordering::Relaxed);
-    let loaded = model_source::open(args.model.as_deref())?;
+    let loaded = model_source::open_warning(args.model.as_deref())?;
     let load_start = Instant::now();
     let profiler = args.profile.then(Profiler::new);
     let cpu = BackendOptions {

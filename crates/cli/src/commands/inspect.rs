@@ -15,7 +15,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let loaded = model_source::open(args.path.as_deref())?;
+    let loaded = model_source::open_warning(args.path.as_deref())?;
     let file = &loaded.file;
     let source = match &args.path {
         Some(p) => p.display().to_string(),

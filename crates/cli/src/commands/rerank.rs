@@ -96,7 +96,7 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
     if args.top_n == Some(0) {
         bail!("--top-n must be at least 1");
     }
-    let loaded = model_source::open(args.model.as_deref())?;
+    let loaded = model_source::open_warning(args.model.as_deref())?;
     let tokenizer = model_source::tokenizer_override(args.tokenizer.as_ref())?;
     let cpu = BackendOptions {
         precision: args.precision,

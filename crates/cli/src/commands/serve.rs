@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tessera_backend_cpu::Precision;
 use tessera_engine::scheduler::SchedulerConfig;
 use tessera_gguf::GgufFile;
-use tessera_model::PromptBuilder;
+use tessera_model::{PromptBuilder, RerankTokenizer};
 use tessera_server::{ModelInfo, Server, ServerOptions};
 
 use crate::backends::{self, AnyReranker, BackendChoice, BackendOptions, GpuPrecision};
@@ -161,14 +161,38 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a terminal, and not when NO_COLOR is set (no-color.org):
+    // journald, Docker and Kubernetes read the log from a pipe.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // A second initialisation (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// A failure before the server opens its port (model file, format, backend,
+/// the port itself): `tessera` exits with status 2 and this one line.
+#[derive(Debug)]
+pub struct StartupError(pub String);
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+impl From<anyhow::Error> for StartupError {
+    fn from(error: anyhow::Error) -> StartupError {
+        StartupError(format!("{error:#}"))
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -207,10 +231,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
     };
     let auth = !options.api_keys.is_empty();
+    // What can fail without the port is checked first (exit code 2, one line):
+    // the model file and its format, the tokenizer override, the backend.
+    let source = model_source::open(args.model.as_deref()).map_err(StartupError::from)?;
+    let tokenizer =
+        model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
+    backends::available(args.backend).map_err(StartupError::from)?;
     let server = Server::new(options);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (another server is on that port: stop it, or choose another with --port)"
+            } else {
+                ""
+            };
+            StartupError(format!(
+                "cannot listen on {}:{}: {e}{hint}",
+                args.host, args.port
+            ))
+        })?;
     let address: SocketAddr = listener.local_addr()?;
     // One plain line on stdout so scripts can find an ephemeral port.
     println!("tessera listening on http://{address}");
@@ -224,8 +264,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
         })
     };
-    let model = args.model.clone();
-    let tokenizer = args.tokenizer.clone();
     let backend = args.backend;
     let cache = args.prefix_cache_bytes;
     let warm_up = WarmUp {
@@ -239,7 +277,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         profiler: None,
     };
     let loaded =
-        tokio::task::spawn_blocking(move || load(model, tokenizer, backend, cpu, cache, warm_up));
+        tokio::task::spawn_blocking(move || load(source, tokenizer, backend, cpu, cache, warm_up));
     tokio::select! {
         result = loaded => {
             let (reranker, prompt, info) = result.context("the model loader stopped")??;
@@ -274,23 +312,19 @@ impl WarmUp {
 }
 
 fn load(
-    model: Option<PathBuf>,
-    tokenizer: Option<PathBuf>,
+    source: model_source::LoadedFile,
+    tokenizer: Option<RerankTokenizer>,
     backend: BackendChoice,
     cpu: BackendOptions,
     prefix_cache_bytes: usize,
     warm_up: WarmUp,
 ) -> anyhow::Result<Loaded> {
     let started = Instant::now();
-    let source = model_source::open(model.as_deref())?;
-    let placeholder = model.is_none();
+    let placeholder = source.embedded;
     if placeholder {
-        tracing::warn!(
-            "serving the embedded tiny random model: its scores are meaningless (pass --model PATH.gguf)"
-        );
+        tracing::warn!("{}", model_source::EMBEDDED_WARNING);
     }
     warm_pages(&source.file, &source.name);
-    let tokenizer = model_source::tokenizer_override(tokenizer.as_ref())?;
     let spinner = terminal_spinner("building the engine");
     let loaded = backends::load(backend, &source.file, tokenizer, cpu)
         .with_context(|| format!("cannot load model {}", source.name))?;
