@@ -178,57 +178,43 @@ pub fn attention<D: Device>(
         .flat_map(|p| [b.address(p.k), b.address(p.v)])
         .collect();
     prefix_addresses.push(0); // never empty: a zero-byte table has no address to pass
-                              // The tiles are the same for every layer of a pass: uploaded once
-                              // (with_tables). The prefix K/V addresses differ per layer.
     let prefixes_on_device = b.upload_table(&prefix_addresses)?;
+    // The tiles are the same for every layer of a pass: uploaded once
+    // (with_tables). The prefix K/V addresses differ per layer.
     b.with_tables(&[("attention tiles", as_bytes(&tile_table))], |tables| {
-        let tiles_address = tables[0];
-        let scale = 1.0 / (d as f32).sqrt();
         let grid = [
             to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
             grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
             1,
         ];
-        if mma.is_some() {
-            return b.device.launch(&Launch {
-                module: "attention",
-                kernel,
-                grid,
-                block: [(MMA_WARPS * 32) as u32, 1, 1],
-                shared_bytes: mma_shared_bytes(d) as u32,
-                args: vec![
-                    KernelArg::Ptr(b.address(q)),
-                    KernelArg::Ptr(b.address(k)),
-                    KernelArg::Ptr(b.address(v)),
-                    KernelArg::Ptr(tiles_address),
-                    KernelArg::Ptr(b.device.address(&prefixes_on_device)),
-                    KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
-                    KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
-                    KernelArg::U32(per_block as u32),
-                    KernelArg::F32(scale),
-                    KernelArg::Ptr(b.address(out)),
-                ],
-            });
-        }
+        // Both kernels take (q, k, v, tiles, prefixes, n_heads, n_kv_heads,
+        // [d,] heads_per_block, scale, out): the f32 one also takes d, which
+        // the tensor-core ones have as a template parameter.
+        let mut args = vec![
+            KernelArg::Ptr(b.address(q)),
+            KernelArg::Ptr(b.address(k)),
+            KernelArg::Ptr(b.address(v)),
+            KernelArg::Ptr(tables[0]),
+            KernelArg::Ptr(b.device.address(&prefixes_on_device)),
+            KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
+            KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
+            KernelArg::U32(per_block as u32),
+            KernelArg::F32(1.0 / (d as f32).sqrt()),
+            KernelArg::Ptr(b.address(out)),
+        ];
+        let (block, shared) = if mma.is_some() {
+            (MMA_WARPS as u32 * 32, mma_shared_bytes(d))
+        } else {
+            args.insert(7, KernelArg::U32(d as u32));
+            (THREADS, shared_bytes(d))
+        };
         b.device.launch(&Launch {
             module: "attention",
             kernel,
             grid,
-            block: [THREADS, 1, 1],
-            shared_bytes: shared_bytes(d) as u32,
-            args: vec![
-                KernelArg::Ptr(b.address(q)),
-                KernelArg::Ptr(b.address(k)),
-                KernelArg::Ptr(b.address(v)),
-                KernelArg::Ptr(tiles_address),
-                KernelArg::Ptr(b.device.address(&prefixes_on_device)),
-                KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
-                KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
-                KernelArg::U32(d as u32),
-                KernelArg::U32(per_block as u32),
-                KernelArg::F32(scale),
-                KernelArg::Ptr(b.address(out)),
-            ],
+            block: [block, 1, 1],
+            shared_bytes: shared as u32,
+            args,
         })
     })
 }
