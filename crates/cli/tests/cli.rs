@@ -456,3 +456,59 @@ fn serve_logs_to_a_pipe_are_plain_text_with_one_warning() {
         "{log}"
     );
 }
+
+/// Ctrl-C (SIGINT) while the model is still loading (a long warm-up pass here)
+/// stops `serve` at once instead of waiting for the load, and nothing is logged
+/// as loaded after "stopped".
+#[test]
+fn a_signal_during_loading_stops_serve_at_once() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--warm-up-tokens",
+            "3000000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut log = String::new();
+    while !log.contains("warm-up pass") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("log") == 0 {
+            panic!("serve ended before its warm-up:\n{log}");
+        }
+        log.push_str(&line);
+    }
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("status") {
+            break exit;
+        }
+        if signalled.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("still loading 15 s after SIGINT:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    log.push_str(&rest);
+    assert!(exit.success(), "{exit:?}\n{log}");
+    let stopped = log.find("stopped").expect("a stopped line");
+    assert!(!log[stopped..].contains("model loaded"), "{log}");
+}

@@ -37,7 +37,7 @@ macro_rules! say {
 #[derive(Args)]
 pub struct BenchArgs {
     /// GGUF model file (default: the embedded tiny random model).
-    #[arg(long)]
+    #[arg(long, env = "TESSERA_MODEL")]
     model: Option<PathBuf>,
     /// Documents per run.
     #[arg(long, default_value_t = 16)]
@@ -60,14 +60,19 @@ pub struct BenchArgs {
     backend: BackendChoice,
     /// CPU arithmetic of the measured path: fast (int8 activations, SIMD) or
     /// reference (f32 activations).
-    #[arg(long, default_value_t = Precision::Fast)]
+    #[arg(long, env = "TESSERA_PRECISION", default_value_t = Precision::Fast)]
     precision: Precision,
     /// Arithmetic of the CUDA matmuls on Q8_0 weights: w8a8 (int8 activations,
     /// llama.cpp's bits) or w8a16 (f16 activations, closer to f32; sm_80+).
-    #[arg(long, value_enum, default_value = "w8a8")]
+    #[arg(
+        long,
+        env = "TESSERA_GPU_PRECISION",
+        value_enum,
+        default_value = "w8a8"
+    )]
     gpu_precision: GpuPrecision,
     /// CPU worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, env = "TESSERA_THREADS")]
     threads: Option<usize>,
     /// Measure plain prefill instead: each sequence is this many random tokens,
     /// no prompt, one sequence per forward pass (as `llama-bench -p N`).

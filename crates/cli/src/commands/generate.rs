@@ -28,13 +28,16 @@ pub enum Shape {
 
 #[derive(Args)]
 pub struct GenerateArgs {
+    /// Model shape: the tiny test shape or a real Qwen3 size.
     #[arg(long, value_enum)]
     shape: Shape,
     /// Override the number of layers (e.g. a shallow 4B-shaped model).
     #[arg(long)]
     layers: Option<usize>,
+    /// Seed of the random weights (the same seed gives the same file).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Where to write the GGUF file.
     #[arg(long)]
     out: PathBuf,
 }

@@ -10,14 +10,19 @@ use crate::model_source;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// GGUF file (default: the embedded tiny random model).
+    /// GGUF file (default: the embedded tiny random model); also `--model`.
+    #[arg(value_name = "PATH")]
     path: Option<PathBuf>,
+    /// GGUF file, as the other commands take it.
+    #[arg(long, env = "TESSERA_MODEL", conflicts_with = "path")]
+    model: Option<PathBuf>,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let loaded = model_source::open_warning(args.path.as_deref())?;
+    let path = args.path.clone().or(args.model.clone());
+    let loaded = model_source::open_warning(path.as_deref())?;
     let file = &loaded.file;
-    let source = match &args.path {
+    let source = match &path {
         Some(p) => p.display().to_string(),
         None => "(embedded)".to_string(),
     };

@@ -21,6 +21,7 @@ pub struct RerankArgs {
     /// tokenizer.json to use instead of the GGUF's own tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// The query the documents are ranked against.
     #[arg(long)]
     query: String,
     /// Task instruction (default: "Given a web search query, retrieve relevant passages that answer the query").
@@ -48,14 +49,19 @@ pub struct RerankArgs {
     #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
     backend: BackendChoice,
     /// CPU arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
-    #[arg(long, default_value_t = Precision::Fast)]
+    #[arg(long, env = "TESSERA_PRECISION", default_value_t = Precision::Fast)]
     precision: Precision,
     /// Arithmetic of the CUDA matmuls on Q8_0 weights: w8a8 (int8 activations,
     /// llama.cpp's bits) or w8a16 (f16 activations, closer to f32; sm_80+).
-    #[arg(long, value_enum, default_value = "w8a8")]
+    #[arg(
+        long,
+        env = "TESSERA_GPU_PRECISION",
+        value_enum,
+        default_value = "w8a8"
+    )]
     gpu_precision: GpuPrecision,
     /// CPU worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, env = "TESSERA_THREADS")]
     threads: Option<usize>,
     /// Documents to score.
     documents: Vec<String>,

@@ -34,6 +34,7 @@ pub struct ServeArgs {
     /// tokenizer.json to use instead of the GGUF's own tokenizer.
     #[arg(long, env = "TESSERA_TOKENIZER")]
     tokenizer: Option<PathBuf>,
+    /// Address to listen on (0.0.0.0 for every interface).
     #[arg(long, env = "TESSERA_HOST", default_value = "127.0.0.1")]
     host: String,
     /// 0 picks a free port (printed at start).
@@ -42,6 +43,7 @@ pub struct ServeArgs {
     /// Accepted bearer key; repeat for several (env: comma-separated). None ⇒ no auth.
     #[arg(
         long = "api-key",
+        value_name = "KEY",
         env = "TESSERA_API_KEYS",
         value_delimiter = ',',
         hide_env_values = true
@@ -50,10 +52,12 @@ pub struct ServeArgs {
     /// Model name clients must send; repeat for aliases (env: comma-separated). None ⇒ any name.
     #[arg(
         long = "served-model-name",
+        value_name = "NAME",
         env = "TESSERA_SERVED_MODEL_NAMES",
         value_delimiter = ','
     )]
     served_model_names: Vec<String>,
+    /// Where to run: auto picks CUDA, then a GPU wgpu adapter, then the CPU.
     #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
     backend: BackendChoice,
     /// CPU arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
@@ -77,6 +81,7 @@ pub struct ServeArgs {
     /// Tokens queued or in progress beyond which requests get 429.
     #[arg(long, env = "TESSERA_MAX_QUEUE_TOKENS", default_value_t = 4_194_304)]
     max_queue_tokens: usize,
+    /// Most documents one request may carry (more: 400).
     #[arg(long, env = "TESSERA_MAX_DOCUMENTS", default_value_t = 10_000)]
     max_documents: usize,
     /// Largest request body: bytes, or with a KiB/MiB/GiB (or K/M/G) suffix.
@@ -109,6 +114,8 @@ pub struct ServeArgs {
     /// kernel's accept backlog until one closes. Keep it below `ulimit -n`.
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// Log lines on stderr: text (coloured only on a terminal, never with
+    /// NO_COLOR set) or json (one object per line).
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -202,7 +209,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("tessera-http")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args))
+    let result = runtime.block_on(serve(args));
+    // A signal during loading leaves the loader running on a blocking thread:
+    // do not wait for it (the process exits right after).
+    runtime.shutdown_background();
+    result
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -255,6 +266,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // One plain line on stdout so scripts can find an ephemeral port.
     println!("tessera listening on http://{address}");
     tracing::info!(%address, auth, "listening; loading the model");
+    // The first SIGINT/SIGTERM stops gracefully (the server's own handler);
+    // a second one exits at once.
+    tokio::spawn(async {
+        tessera_server::shutdown_signal().await;
+        tessera_server::shutdown_signal().await;
+        tracing::warn!("second signal: exiting now, without finishing requests in flight");
+        std::process::exit(130);
+    });
 
     let mut serving = {
         let server = server.clone();
