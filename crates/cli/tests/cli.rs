@@ -512,3 +512,44 @@ fn a_signal_during_loading_stops_serve_at_once() {
     let stopped = log.find("stopped").expect("a stopped line");
     assert!(!log[stopped..].contains("model loaded"), "{log}");
 }
+
+/// Output cut short by its reader (`tessera rerank … | head -1`) ends the
+/// process quietly with 141 (128 + SIGPIPE), not with a panic. The output is
+/// larger than a pipe's buffer, so the writer meets the closed pipe.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let dir = std::env::temp_dir().join(format!("tessera-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let docs = dir.join("docs.jsonl");
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!("\"document number {i} about passwords and logins\""))
+        .collect();
+    std::fs::write(&docs, lines.join("\n")).expect("documents file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "rerank",
+            "--backend",
+            "cpu",
+            "--query",
+            "reset my password",
+            "--documents-file",
+        ])
+        .arg(&docs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rerank starts");
+    // Read one byte, then close the pipe long before the rest is written.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).expect("some output");
+    drop(stdout);
+    let out = child.wait_with_output().expect("rerank ends");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
