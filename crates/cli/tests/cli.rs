@@ -553,3 +553,23 @@ fn a_closed_stdout_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
+
+/// `generate` writes plain progress lines, no carriage returns, when its stderr
+/// is a file or pipe.
+#[test]
+fn generate_progress_into_a_pipe_has_no_carriage_returns() {
+    let out_path = std::env::temp_dir().join(format!("tessera-gen-{}.gguf", std::process::id()));
+    let out = tessera(&[
+        "generate",
+        "--shape",
+        "tiny",
+        "--out",
+        out_path.to_str().expect("utf-8 path"),
+    ]);
+    let _ = std::fs::remove_file(&out_path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+    assert!(stderr.contains("generating layer 1/"), "{stderr}");
+    assert!(stderr.contains("wrote "), "{stderr}");
+}

@@ -182,8 +182,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     )?;
     let std_in = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
     let (qw, kvw) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
+    // A rewritten progress line on a terminal; plain lines, every eighth layer
+    // and the last, into a file or pipe (no carriage returns in logs).
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     for i in 0..d.layers {
-        eprint!("\rgenerating layer {}/{}", i + 1, d.layers);
+        if terminal {
+            eprint!("\rgenerating layer {}/{}", i + 1, d.layers);
+        } else if i % 8 == 0 || i + 1 == d.layers {
+            eprintln!("generating layer {}/{}", i + 1, d.layers);
+        }
         let n = |part: &str| format!("blk.{i}.{part}.weight");
         let mut matrix = |name: &str, rows: usize, cols: usize| -> anyhow::Result<()> {
             let data = q8(&mut rng, rows, cols, std_in(cols));
@@ -212,7 +219,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             w.add_tensor(n(name), vec![len as u64], GgmlType::F32, data)?;
         }
     }
-    eprintln!();
+    if terminal {
+        eprintln!();
+    }
     w.add_tensor(
         "output_norm.weight",
         vec![h],
