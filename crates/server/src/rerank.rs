@@ -27,6 +27,12 @@ use crate::types::{
 
 pub const TRUNCATED_HEADER: &str = "x-truncated-documents";
 
+/// Milliseconds rounded to the microsecond, for log fields (`0.023`, not
+/// `0.022954000000000002`).
+fn millis(duration: std::time::Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// A scored job: per document, the best chunk's logits.
 struct Scored {
     scores: Vec<PairScore>,
@@ -73,9 +79,9 @@ async fn score(state: &Arc<AppState>, route: &str, job: RerankJob) -> Result<Sco
         pairs = output.scores.len(),
         tokens = prepared.total_tokens,
         truncated = prepared.truncated.len(),
-        tokenize_ms = tokenize_time.as_secs_f64() * 1e3,
-        queue_ms = output.queue_time.as_secs_f64() * 1e3,
-        inference_ms = output.compute_time.as_secs_f64() * 1e3,
+        tokenize_ms = millis(tokenize_time),
+        queue_ms = millis(output.queue_time),
+        inference_ms = millis(output.compute_time),
         batches = output.batches,
         "scored"
     );
@@ -388,4 +394,16 @@ async fn tei_rerank(state: &Arc<AppState>, bytes: &[u8]) -> Result<Response, Api
         .collect();
     let header = truncation_notes(&scored.truncated).map(|(_, h)| h);
     Ok(with_truncation_header(Json(ranks).into_response(), header))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn log_durations_are_whole_microseconds() {
+        let ms = super::millis(Duration::from_nanos(22_954_321));
+        assert_eq!(ms.to_string(), "22.954");
+        assert_eq!(super::millis(Duration::from_secs(2)).to_string(), "2000");
+    }
 }
