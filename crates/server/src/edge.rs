@@ -43,6 +43,20 @@ pub async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit as u64) {
+        // Answered from the header. A client already sending the body is let
+        // go on for a moment (read and thrown away: at most the announced
+        // bytes, for at most DRAIN_GRACE), so a fast upload ends and reads the
+        // 413 instead of a broken pipe; then the connection closes, whether or
+        // not anything came.
+        let body = request.into_body();
+        let timeout = DRAIN_GRACE.min(state.options.body_timeout);
+        tokio::spawn(async move {
+            let drain = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                body,
+                usize::try_from(announced.unwrap_or(0)).unwrap_or(usize::MAX),
+            ));
+            let _ = tokio::time::timeout(timeout, drain).await;
+        });
         return too_large(announced).in_dialect(dialect).into_response();
     }
     let (parts, body) = request.into_parts();
@@ -77,6 +91,10 @@ pub async fn read_body(
         .into_response(),
     }
 }
+
+/// How long an oversized request's body is read and thrown away after its 413
+/// has been sent.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 fn too_large(announced: Option<u64>) -> ApiError {
     let what = match announced {
