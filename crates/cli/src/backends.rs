@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use clap::ValueEnum;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, ValueEnum};
 use tessera_backend::profile::{Profiled, Profiler};
 use tessera_backend::Backend;
 use tessera_backend_cpu::{CpuBackend, Precision};
+use tessera_backend_cuda::Arithmetic;
 use tessera_engine::scheduler::GroupScorer;
 use tessera_engine::{EngineError, RerankError, RerankOptions, RerankOutput, Reranker};
 use tessera_gguf::GgufFile;
@@ -27,51 +29,55 @@ pub enum BackendChoice {
     Wgpu,
 }
 
-/// The arithmetic of the CUDA backend's matmuls on Q8_0 weights
-/// (`--gpu-precision`; docs/kernels.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum GpuPrecision {
-    /// int8 activations in per-32 blocks: the same bits as the CPU fast path
-    /// and llama.cpp's `q8_0 × q8_0`.
-    #[default]
-    W8a8,
-    /// f16 activations × the int8 weights turned into f16 on the fly, f32
-    /// accumulation on the f16 tensor cores, attention on them too: closer to
-    /// the f32 reference (sm_80+).
-    W8a16,
+/// The backend flags every command that runs the model takes: `--backend`,
+/// `--precision`, `--gpu-precision`, `--threads`, each with its `TESSERA_*`
+/// variable.
+#[derive(Args, Clone, Debug)]
+pub struct BackendArgs {
+    /// Where to run: auto picks CUDA, then a GPU wgpu adapter, then the CPU.
+    #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+    /// CPU arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
+    #[arg(long, env = "TESSERA_PRECISION", default_value_t = Precision::Fast)]
+    pub precision: Precision,
+    /// Arithmetic of the CUDA matmuls on Q8_0 weights: w8a8 (int8 activations,
+    /// llama.cpp's bits) or w8a16 (f16 activations and attention on the f16
+    /// tensor cores, closer to f32; sm_80+).
+    #[arg(
+        long,
+        env = "TESSERA_GPU_PRECISION",
+        default_value = "w8a8",
+        value_parser = PossibleValuesParser::new(["w8a8", "w8a16"])
+            .map(|s| s.parse::<Arithmetic>().expect("one of the possible values"))
+    )]
+    pub gpu_precision: Arithmetic,
+    /// CPU worker threads (default: all cores).
+    #[arg(long, env = "TESSERA_THREADS")]
+    pub threads: Option<usize>,
 }
 
-impl GpuPrecision {
-    /// The flag's spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            GpuPrecision::W8a8 => "w8a8",
-            GpuPrecision::W8a16 => "w8a16",
+impl BackendArgs {
+    /// The options these flags give, without a profiler.
+    pub fn options(&self) -> BackendOptions {
+        BackendOptions {
+            precision: self.precision,
+            threads: self.threads,
+            gpu_precision: self.gpu_precision,
+            profiler: None,
         }
     }
 }
 
 /// Options of the backends: the CPU's (used when the CPU is chosen, or `auto`
-/// falls back), the CUDA backend's arithmetic, and a per-op profiler to wrap
-/// the backend in (`tessera bench --profile`).
+/// falls back), the CUDA backend's arithmetic (docs/kernels.md), and a per-op
+/// profiler to wrap the backend in (`tessera bench --profile`).
 #[derive(Clone, Debug)]
 pub struct BackendOptions {
     pub precision: Precision,
     pub threads: Option<usize>,
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the CUDA backend
-    pub gpu_precision: GpuPrecision,
+    pub gpu_precision: Arithmetic,
     pub profiler: Option<Arc<Profiler>>,
-}
-
-impl Default for BackendOptions {
-    fn default() -> BackendOptions {
-        BackendOptions {
-            precision: Precision::Fast,
-            threads: None,
-            gpu_precision: GpuPrecision::default(),
-            profiler: None,
-        }
-    }
 }
 
 /// A reranker on some backend.
@@ -191,12 +197,9 @@ fn on_cuda(
     tokenizer: Option<RerankTokenizer>,
     options: &BackendOptions,
 ) -> anyhow::Result<Loaded> {
-    use tessera_backend_cuda::{Arithmetic, CudaDevice};
-    let arithmetic = match options.gpu_precision {
-        GpuPrecision::W8a8 => Arithmetic::W8A8,
-        GpuPrecision::W8a16 => Arithmetic::W8A16,
-    };
-    let backend = tessera_backend_cuda::CudaBackend::new(0)?.with_arithmetic(arithmetic)?;
+    use tessera_backend_cuda::CudaDevice;
+    let backend =
+        tessera_backend_cuda::CudaBackend::new(0)?.with_arithmetic(options.gpu_precision)?;
     let name = backend.name();
     // A second handle on the same GPU, to read its memory after the backend
     // has moved into the engine.

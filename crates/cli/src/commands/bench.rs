@@ -17,7 +17,7 @@ use tessera_engine::PrefixGroup;
 use tessera_backend::profile::Profiler;
 
 use super::bench_report::{Format, Profile, Record};
-use crate::backends::{self, AnyReranker, BackendChoice, BackendOptions, GpuPrecision};
+use crate::backends::{self, AnyReranker, BackendArgs, BackendChoice, BackendOptions};
 use crate::model_source;
 
 /// Whether progress and text results go to stdout (`--format text`) or to
@@ -54,26 +54,8 @@ pub struct BenchArgs {
     /// Timed runs (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Where the measured path runs: auto picks CUDA, then a GPU wgpu adapter,
-    /// then the CPU. The baseline always runs on the CPU reference path.
-    #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
-    backend: BackendChoice,
-    /// CPU arithmetic of the measured path: fast (int8 activations, SIMD) or
-    /// reference (f32 activations).
-    #[arg(long, env = "TESSERA_PRECISION", default_value_t = Precision::Fast)]
-    precision: Precision,
-    /// Arithmetic of the CUDA matmuls on Q8_0 weights: w8a8 (int8 activations,
-    /// llama.cpp's bits) or w8a16 (f16 activations, closer to f32; sm_80+).
-    #[arg(
-        long,
-        env = "TESSERA_GPU_PRECISION",
-        value_enum,
-        default_value = "w8a8"
-    )]
-    gpu_precision: GpuPrecision,
-    /// CPU worker threads (default: all cores).
-    #[arg(long, env = "TESSERA_THREADS")]
-    threads: Option<usize>,
+    #[command(flatten)]
+    run_on: BackendArgs,
     /// Measure plain prefill instead: each sequence is this many random tokens,
     /// no prompt, one sequence per forward pass (as `llama-bench -p N`).
     #[arg(long)]
@@ -289,12 +271,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let load_start = Instant::now();
     let profiler = args.profile.then(Profiler::new);
     let cpu = BackendOptions {
-        precision: args.precision,
-        threads: args.threads,
-        gpu_precision: args.gpu_precision,
         profiler: profiler.clone(),
+        ..args.run_on.options()
     };
-    let measured_on = backends::load(args.backend, &loaded.file, None, cpu)?;
+    let measured_on = backends::load(args.run_on.backend, &loaded.file, None, cpu)?;
     let reranker = measured_on.reranker.as_ref();
     let backend_name = reranker.backend_name();
     let on_cpu = backend_name.starts_with("cpu");
@@ -372,7 +352,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return prefix_study(&workload, reranker);
     }
     let label = if on_cpu {
-        args.precision.name().to_string()
+        args.run_on.precision.name().to_string()
     } else {
         // "wgpu (llvmpipe …)" → "wgpu", "cuda …" → "cuda".
         backend_name
@@ -408,9 +388,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         cpu: cpu_model(),
         backend: backend_name.clone(),
         arithmetic: if on_cpu {
-            args.precision.name().to_string()
+            args.run_on.precision.name().to_string()
         } else if backend_name.starts_with("cuda") {
-            args.gpu_precision.name().to_string()
+            args.run_on.gpu_precision.name().to_string()
         } else {
             "f32".to_string()
         },
@@ -445,7 +425,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         profile,
     };
     let baseline_docs = args.baseline_docs.min(args.docs);
-    if (on_cpu && args.precision == Precision::Reference) || baseline_docs == 0 {
+    if (on_cpu && args.run_on.precision == Precision::Reference) || baseline_docs == 0 {
         say!("summary    {label} {tokens_per_s:.1} tokens/s {docs_per_s:.2} docs/s");
         return emit(&record, args.format);
     }
@@ -468,9 +448,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None,
         BackendOptions {
             precision: Precision::Reference,
-            threads: args.threads,
-            gpu_precision: args.gpu_precision,
-            profiler: None,
+            ..args.run_on.options()
         },
     )?;
     let base_time = baseline.measure(reference.reranker.as_ref(), 1, false, "reference")?;

@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
-use tessera_backend_cpu::Precision;
 use tessera_engine::RerankOptions;
 use tessera_model::TruncationSide;
 
-use crate::backends::{self, BackendChoice, BackendOptions, GpuPrecision};
+use crate::backends::{self, BackendArgs};
 use crate::model_source;
 
 #[derive(Args)]
@@ -45,24 +44,8 @@ pub struct RerankArgs {
     /// Print exactly the /v1/rerank response body.
     #[arg(long)]
     json: bool,
-    /// Where to run: auto picks CUDA, then a GPU wgpu adapter, then the CPU.
-    #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
-    backend: BackendChoice,
-    /// CPU arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
-    #[arg(long, env = "TESSERA_PRECISION", default_value_t = Precision::Fast)]
-    precision: Precision,
-    /// Arithmetic of the CUDA matmuls on Q8_0 weights: w8a8 (int8 activations,
-    /// llama.cpp's bits) or w8a16 (f16 activations, closer to f32; sm_80+).
-    #[arg(
-        long,
-        env = "TESSERA_GPU_PRECISION",
-        value_enum,
-        default_value = "w8a8"
-    )]
-    gpu_precision: GpuPrecision,
-    /// CPU worker threads (default: all cores).
-    #[arg(long, env = "TESSERA_THREADS")]
-    threads: Option<usize>,
+    #[command(flatten)]
+    run_on: BackendArgs,
     /// Documents to score.
     documents: Vec<String>,
 }
@@ -104,13 +87,8 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
     }
     let loaded = model_source::open_warning(args.model.as_deref())?;
     let tokenizer = model_source::tokenizer_override(args.tokenizer.as_ref())?;
-    let cpu = BackendOptions {
-        precision: args.precision,
-        threads: args.threads,
-        gpu_precision: args.gpu_precision,
-        profiler: None,
-    };
-    let reranker = backends::load(args.backend, &loaded.file, tokenizer, cpu)?.reranker;
+    let cpu = args.run_on.options();
+    let reranker = backends::load(args.run_on.backend, &loaded.file, tokenizer, cpu)?.reranker;
     let options = RerankOptions {
         instruction: args.instruction.clone(),
         truncation: match (args.no_truncate, args.truncate_left) {

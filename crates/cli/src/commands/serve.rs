@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_backend_cpu::Precision;
 use tessera_engine::scheduler::SchedulerConfig;
 use tessera_gguf::GgufFile;
 use tessera_model::{PromptBuilder, RerankTokenizer};
 use tessera_server::{ModelInfo, Server, ServerOptions};
 
-use crate::backends::{self, AnyReranker, BackendChoice, BackendOptions, GpuPrecision};
+use crate::backends::{self, AnyReranker, BackendArgs, BackendChoice, BackendOptions};
 use crate::model_source;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -57,24 +56,8 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     served_model_names: Vec<String>,
-    /// Where to run: auto picks CUDA, then a GPU wgpu adapter, then the CPU.
-    #[arg(long, env = "TESSERA_BACKEND", value_enum, default_value = "auto")]
-    backend: BackendChoice,
-    /// CPU arithmetic: fast (int8 activations, SIMD) or reference (f32 activations).
-    #[arg(long, env = "TESSERA_PRECISION", default_value_t = Precision::Fast)]
-    precision: Precision,
-    /// Arithmetic of the CUDA matmuls on Q8_0 weights: w8a8 (int8 activations,
-    /// llama.cpp's bits) or w8a16 (f16 activations, closer to f32; sm_80+).
-    #[arg(
-        long,
-        env = "TESSERA_GPU_PRECISION",
-        value_enum,
-        default_value = "w8a8"
-    )]
-    gpu_precision: GpuPrecision,
-    /// CPU worker threads (default: all cores).
-    #[arg(long, env = "TESSERA_THREADS")]
-    threads: Option<usize>,
+    #[command(flatten)]
+    run_on: BackendArgs,
     /// Tokens per forward pass (each query prefix once plus its documents).
     #[arg(long, env = "TESSERA_MAX_BATCH_TOKENS", default_value_t = 16_384)]
     max_batch_tokens: usize,
@@ -247,7 +230,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let source = model_source::open(args.model.as_deref()).map_err(StartupError::from)?;
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
-    backends::available(args.backend).map_err(StartupError::from)?;
+    backends::available(args.run_on.backend).map_err(StartupError::from)?;
     let server = Server::new(options);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -283,18 +266,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
         })
     };
-    let backend = args.backend;
+    let backend = args.run_on.backend;
     let cache = args.prefix_cache_bytes;
     let warm_up = WarmUp {
         tokens: args.warm_up_tokens,
         max_batch_tokens: args.max_batch_tokens.max(1),
     };
-    let cpu = BackendOptions {
-        precision: args.precision,
-        threads: args.threads,
-        gpu_precision: args.gpu_precision,
-        profiler: None,
-    };
+    let cpu = args.run_on.options();
     let loaded =
         tokio::task::spawn_blocking(move || load(source, tokenizer, backend, cpu, cache, warm_up));
     tokio::select! {
