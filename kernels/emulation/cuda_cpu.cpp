@@ -471,20 +471,41 @@ void mma_m16n8k32_s8(int (&d)[4], const int (&a)[4], const int (&b)[2], const in
 // Lanes 8m..8m+7 supply the addresses of rows 0..7 of matrix m (16-byte aligned);
 // every lane l then receives, in register m, the 32-bit word l % 4 (elements
 // 2(l%4), 2(l%4)+1) of row l / 4 of matrix m.
-void ldmatrix_x4(int (&d)[4], const void* row) {
+namespace {
+
+// Both ldmatrix forms: the warp exchanges its row addresses (lanes 8m..8m+7
+// give rows 0..7 of matrix m), then `take(row, element)` reads the 16-bit
+// element `element` of row `row` of matrix m for register m of this lane.
+template <typename Take>
+void ldmatrix_collective(int (&d)[4], const void* row, const char* what, Take take) {
     if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
         fail("ldmatrix: a row address is not 16-byte aligned");
     }
     uint32_t* mine = warp_slots_next() + lane_id() * kSlotWords;
     const uint64_t address = reinterpret_cast<uintptr_t>(row);
     std::memcpy(mine, &address, sizeof address);
-    const uint32_t* slots = warp_slots(warp_collective(0xffffffffu, "ldmatrix.x4"));
-    const unsigned lane = lane_id();
+    const uint32_t* slots = warp_slots(warp_collective(0xffffffffu, what));
     for (unsigned m = 0; m < 4; ++m) {
-        uint64_t source;
-        std::memcpy(&source, slots + (8 * m + lane / 4) * kSlotWords, sizeof source);
-        std::memcpy(&d[m], reinterpret_cast<const unsigned char*>(uintptr_t(source)) + 4 * (lane % 4), 4);
+        auto element = [&](unsigned r, unsigned column) {
+            uint64_t source;
+            std::memcpy(&source, slots + (8 * m + r) * kSlotWords, sizeof source);
+            uint16_t value;
+            std::memcpy(&value, reinterpret_cast<const unsigned char*>(uintptr_t(source)) + 2 * column, 2);
+            return uint32_t(value);
+        };
+        const uint32_t word = take(element);
+        std::memcpy(&d[m], &word, 4);
     }
+}
+
+}  // namespace
+
+void ldmatrix_x4(int (&d)[4], const void* row) {
+    const unsigned lane = lane_id();
+    ldmatrix_collective(d, row, "ldmatrix.x4", [lane](auto element) {
+        // Row lane / 4, elements 2(lane % 4) and 2(lane % 4) + 1.
+        return element(lane / 4, 2 * (lane % 4)) | element(lane / 4, 2 * (lane % 4) + 1) << 16;
+    });
 }
 
 // mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, written from the PTX ISA,
@@ -562,25 +583,11 @@ void load_vector(void* dst, const void* src, unsigned bytes) {
 // elements (row 2(l % 4), column l / 4) in the low half and (row 2(l % 4) + 1,
 // column l / 4) in the high half.
 void ldmatrix_x4_trans(int (&d)[4], const void* row) {
-    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
-        fail("ldmatrix: a row address is not 16-byte aligned");
-    }
-    uint32_t* mine = warp_slots_next() + lane_id() * kSlotWords;
-    const uint64_t address = reinterpret_cast<uintptr_t>(row);
-    std::memcpy(mine, &address, sizeof address);
-    const uint32_t* slots = warp_slots(warp_collective(0xffffffffu, "ldmatrix.x4.trans"));
     const unsigned lane = lane_id();
-    const unsigned column = lane / 4, first_row = 2 * (lane % 4);
-    for (unsigned m = 0; m < 4; ++m) {
-        uint16_t halves[2];
-        for (unsigned i = 0; i < 2; ++i) {
-            uint64_t source;
-            std::memcpy(&source, slots + (8 * m + first_row + i) * kSlotWords, sizeof source);
-            std::memcpy(&halves[i], reinterpret_cast<const unsigned char*>(uintptr_t(source)) + 2 * column, 2);
-        }
-        const uint32_t word = uint32_t(halves[0]) | (uint32_t(halves[1]) << 16);
-        std::memcpy(&d[m], &word, 4);
-    }
+    ldmatrix_collective(d, row, "ldmatrix.x4.trans", [lane](auto element) {
+        // Column lane / 4 of rows 2(lane % 4) and 2(lane % 4) + 1.
+        return element(2 * (lane % 4), lane / 4) | element(2 * (lane % 4) + 1, lane / 4) << 16;
+    });
 }
 
 void kernel_error(const char* message) { fail(message); }
