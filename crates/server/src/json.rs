@@ -1,4 +1,4 @@
-//! Reading a JSON request body: content type (415), size (413), syntax (400), and
+//! Reading a JSON request body: content type (415), syntax (400), and
 //! typed fields whose errors name the field (422 for a wrong type, 400 for a missing
 //! one) — instead of axum's generic rejections.
 
@@ -10,8 +10,8 @@ use serde_json::error::Category;
 
 use crate::error::{ApiError, ErrorKind};
 
-/// The body's bytes after checking that it is JSON and within the size limit
-/// (the limit itself is the router's `DefaultBodyLimit`).
+/// The body's bytes after checking that it is JSON (the size limit and the body
+/// timeout were applied when `edge::read_body` read it).
 pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
     let content_type = request
         .headers()
@@ -33,15 +33,7 @@ pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
     Bytes::from_request(request, &())
         .await
         .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorKind::Validation,
-                    "the request body is larger than the server's limit (--max-body-bytes)",
-                )
-            } else {
-                ApiError::invalid(format!("cannot read the request body: {rejection}"))
-            }
+            ApiError::invalid(format!("cannot read the request body: {rejection}"))
         })
 }
 

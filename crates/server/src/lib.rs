@@ -106,7 +106,10 @@ impl Server {
                 Arc::clone(&state),
                 auth::require_key,
             ))
-            .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
+            // The size limit is enforced once, by edge::read_body, which has read
+            // the whole body before any handler runs; axum's own default limit
+            // (2 MiB) must not cut in again.
+            .layer(DefaultBodyLimit::disable())
             .layer(middleware::from_fn_with_state(
                 Arc::clone(&state),
                 count_requests,
