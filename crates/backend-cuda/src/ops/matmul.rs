@@ -172,36 +172,63 @@ pub fn matmul_quantised<D: Device>(
     accumulate: bool,
     out: &mut DeviceBuffer<D::Memory>,
 ) -> Result<(), BackendError> {
+    x.check(rows, weight.cols)?;
+    let kernel = match b.device.matmul_path() {
+        MatmulPath::Mma => "matmul_q8_0_mma",
+        MatmulPath::Dp4a => "matmul_q8_0_dp4a",
+    };
+    let plan = Q8Plan {
+        kernel: ("matmul_q8_0", kernel),
+        grid: matmul_grid(rows, weight.rows)?,
+        threads: Q8_0_THREADS,
+    };
+    launch_q8_0(b, plan, (&x.qs, &x.scales), rows, weight, accumulate, out)
+}
+
+/// Which Q8_0 matmul kernel runs and how it is laid out.
+pub(crate) struct Q8Plan {
+    pub kernel: (&'static str, &'static str),
+    pub grid: [u32; 3],
+    pub threads: u32,
+}
+
+/// Launches a matmul on a Q8_0 weight whose parameters are (activation values,
+/// activation scales, weight int8 plane, weight scales, rows, n, k, accumulate,
+/// out) — both arithmetics' kernels (`matmul_q8_0_*`, `matmul_q8_0_w8a16`).
+pub(crate) fn launch_q8_0<D: Device>(
+    b: &KernelBackend<D>,
+    plan: Q8Plan,
+    (values, scales): (&D::Memory, &D::Memory),
+    rows: usize,
+    weight: &DeviceWeight<D::Memory>,
+    accumulate: bool,
+    out: &mut DeviceBuffer<D::Memory>,
+) -> Result<(), BackendError> {
     let (n, k) = (weight.rows, weight.cols);
-    x.check(rows, k)?;
     BackendError::check_len("matmul", "out", rows * n, out.len)?;
-    let Some(scales) = &weight.scales else {
+    let Some(weight_scales) = &weight.scales else {
         return Err(BackendError::Invalid {
             op: "matmul",
             detail: format!(
-                "the int8 path needs a Q8_0 weight, '{}' is not",
-                weight.name
+                "{} needs a Q8_0 weight, '{}' is not",
+                plan.kernel.1, weight.name
             ),
         });
     };
     if rows == 0 || n == 0 {
         return Ok(());
     }
-    let kernel = match b.device.matmul_path() {
-        MatmulPath::Mma => "matmul_q8_0_mma",
-        MatmulPath::Dp4a => "matmul_q8_0_dp4a",
-    };
     b.device.launch(&Launch {
-        module: "matmul_q8_0",
-        kernel,
-        grid: matmul_grid(rows, n)?,
-        block: [Q8_0_THREADS, 1, 1],
+        module: plan.kernel.0,
+        kernel: plan.kernel.1,
+        grid: plan.grid,
+        block: [plan.threads, 1, 1],
         shared_bytes: 0,
         args: vec![
-            KernelArg::Ptr(b.device.address(&x.qs)),
-            KernelArg::Ptr(b.device.address(&x.scales)),
-            KernelArg::Ptr(b.device.address(&weight.data)),
+            KernelArg::Ptr(b.device.address(values)),
             KernelArg::Ptr(b.device.address(scales)),
+            KernelArg::Ptr(b.device.address(&weight.data)),
+            KernelArg::Ptr(b.device.address(weight_scales)),
             KernelArg::U32(to_u32(rows, "matmul", "rows")?),
             KernelArg::U32(to_u32(n, "matmul", "n")?),
             KernelArg::U32(to_u32(k, "matmul", "k")?),

@@ -6,6 +6,7 @@
 use tessera_backend::BackendError;
 use tessera_gguf::QK8_0;
 
+use super::matmul::{launch_q8_0, Q8Plan};
 use super::rms_norm::norm_weight;
 use super::{grid_yz, to_u32};
 use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
@@ -262,39 +263,21 @@ pub fn matmul_half<D: Device>(
     accumulate: bool,
     out: &mut DeviceBuffer<D::Memory>,
 ) -> Result<(), BackendError> {
-    let (n, k) = (weight.rows, weight.cols);
-    x.check(rows, k)?;
-    BackendError::check_len("matmul", "out", rows * n, out.len)?;
-    let Some(scales) = &weight.scales else {
-        return Err(BackendError::Invalid {
-            op: "matmul",
-            detail: format!(
-                "the W8A16 path needs a Q8_0 weight, '{}' is not",
-                weight.name
-            ),
-        });
+    x.check(rows, weight.cols)?;
+    let plan = Q8Plan {
+        kernel: ("matmul_w8a16", "matmul_q8_0_w8a16"),
+        grid: grid(rows, weight.rows)?,
+        threads: THREADS,
     };
-    if rows == 0 || n == 0 {
-        return Ok(());
-    }
-    b.device.launch(&Launch {
-        module: "matmul_w8a16",
-        kernel: "matmul_q8_0_w8a16",
-        grid: grid(rows, n)?,
-        block: [THREADS, 1, 1],
-        shared_bytes: 0,
-        args: vec![
-            KernelArg::Ptr(b.device.address(&x.values)),
-            KernelArg::Ptr(b.device.address(&x.row_scales)),
-            KernelArg::Ptr(b.device.address(&weight.data)),
-            KernelArg::Ptr(b.device.address(scales)),
-            KernelArg::U32(to_u32(rows, "matmul", "rows")?),
-            KernelArg::U32(to_u32(n, "matmul", "n")?),
-            KernelArg::U32(to_u32(k, "matmul", "k")?),
-            KernelArg::U32(u32::from(accumulate)),
-            KernelArg::Ptr(b.address(out)),
-        ],
-    })
+    launch_q8_0(
+        b,
+        plan,
+        (&x.values, &x.row_scales),
+        rows,
+        weight,
+        accumulate,
+        out,
+    )
 }
 
 #[cfg(test)]
