@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tessera_backend_cpu::CpuBackend;
-use tessera_engine::{RerankError, RerankOptions, Reranker};
+use tessera_engine::{RequestError, RerankError, RerankOptions, Reranker};
 use tessera_gguf::GgufFile;
 use tessera_model::TruncationSide;
 use tessera_tests::fixture;
@@ -46,7 +46,7 @@ fn a_document_longer_than_the_context_is_truncated_and_reported() {
         ..RerankOptions::default()
     };
     match r.rerank("query", &docs, &reject) {
-        Err(RerankError::Document { index: 1, .. }) => {}
+        Err(RerankError::Request(RequestError::DocumentTooLong { index: 1, .. })) => {}
         other => panic!("expected document 1 to be rejected, got {other:?}"),
     }
 }
@@ -59,6 +59,6 @@ fn a_query_that_leaves_no_room_is_an_error() {
         .collect();
     assert!(matches!(
         r.rerank(&query, &["doc"], &RerankOptions::default()),
-        Err(RerankError::Query(_))
+        Err(RerankError::Request(RequestError::Query(_)))
     ));
 }

@@ -249,49 +249,36 @@ impl<B: Backend> Engine<B> {
         let Some(limit) = self.max_pass_tokens() else {
             return self.score_pass(groups);
         };
-        let total: usize = groups
-            .iter()
-            .flat_map(|g| &g.documents)
-            .map(|d| d.len())
-            .sum();
-        if total <= limit {
-            return self.score_pass(groups);
-        }
         let mut results: Vec<Vec<PairScore>> = groups.iter().map(|_| Vec::new()).collect();
-        // (group index, documents of that group) in the pass being filled.
-        let mut pass: Vec<(usize, PrefixGroup<'_>)> = Vec::new();
-        let mut used = 0;
-        let flush = |pass: &mut Vec<(usize, PrefixGroup<'_>)>,
-                     results: &mut Vec<Vec<PairScore>>|
-         -> Result<(), EngineError> {
-            let batch: Vec<PrefixGroup<'_>> = pass.iter().map(|(_, g)| g.clone()).collect();
-            for ((group, _), scores) in pass.iter().zip(self.score_pass(&batch)?) {
-                results[*group].extend(scores);
+        // Passes filled by the one packer; `first` is the first group with
+        // documents left, `cursors` how many of each group are scored.
+        let mut cursors = vec![0; groups.len()];
+        let mut first = 0;
+        while first < groups.len() {
+            if cursors[first] == groups[first].documents.len() {
+                first += 1;
+                continue;
             }
-            pass.clear();
-            Ok(())
-        };
-        for (index, group) in groups.iter().enumerate() {
-            for &doc in &group.documents {
-                if used > 0 && used + doc.len() > limit {
-                    flush(&mut pass, &mut results)?;
-                    used = 0;
-                }
-                used += doc.len();
-                match pass.last_mut() {
-                    Some((last, g)) if *last == index => g.documents.push(doc),
-                    _ => pass.push((
-                        index,
-                        PrefixGroup {
-                            prefix: group.prefix,
-                            documents: vec![doc],
-                        },
-                    )),
-                }
+            let queue = groups[first..]
+                .iter()
+                .zip(&cursors[first..])
+                .map(|(g, &c)| (g.prefix.len(), g.documents[c..].iter().map(|d| d.len())));
+            let counts = crate::pack::next_pass(queue, limit);
+            let mut pass = Vec::with_capacity(counts.len());
+            let mut members = Vec::with_capacity(counts.len());
+            for (offset, &taken) in counts.iter().enumerate() {
+                let index = first + offset;
+                let start = cursors[index];
+                pass.push(PrefixGroup {
+                    prefix: groups[index].prefix,
+                    documents: groups[index].documents[start..start + taken].to_vec(),
+                });
+                members.push(index);
+                cursors[index] += taken;
             }
-        }
-        if !pass.is_empty() {
-            flush(&mut pass, &mut results)?;
+            for (index, scores) in members.into_iter().zip(self.score_pass(&pass)?) {
+                results[index].extend(scores);
+            }
         }
         Ok(results)
     }

@@ -1,82 +1,22 @@
-//! From texts to scores: builds each (query, document) prompt, packs the pairs
-//! into batches under a token budget, and returns P(yes) per document.
+//! A loaded reranker for callers that score directly (no server): the one
+//! front door's path — [`prepare`], [`ScoreRequest::passes`], the forward pass,
+//! [`PreparedRequest::output`] — run on the caller's thread.
 
 use std::sync::Arc;
 
 use tessera_backend::Backend;
 use tessera_gguf::GgufFile;
 use tessera_model::prompt::PromptError;
-use tessera_model::{PromptBuilder, RerankTokenizer, TruncationSide, Weights};
+use tessera_model::{PromptBuilder, RerankTokenizer, Weights};
 
+use crate::pack::ScoreRequest;
+use crate::request::{prepare, PreparedRequest, RequestError, RerankOptions, RerankOutput};
 use crate::{Engine, EngineError, PairScore, PrefixGroup};
-
-/// How one rerank call treats its documents.
-#[derive(Clone, Debug)]
-pub struct RerankOptions {
-    /// Task instruction; `None` is the model's default.
-    pub instruction: Option<String>,
-    /// Which end of a too-long document is dropped; `None` rejects it instead.
-    pub truncation: Option<TruncationSide>,
-    /// Tokens per forward pass (a longer single pair still runs alone).
-    pub max_batch_tokens: usize,
-}
-
-impl Default for RerankOptions {
-    fn default() -> Self {
-        RerankOptions {
-            instruction: None,
-            truncation: Some(TruncationSide::Right),
-            max_batch_tokens: 16_384,
-        }
-    }
-}
-
-/// One document's result, in request order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DocumentScore {
-    pub index: usize,
-    /// P(yes), in [0, 1].
-    pub relevance: f32,
-    pub logits: PairScore,
-    /// Full prompt length of the pair (what is billed).
-    pub tokens: usize,
-    pub truncated: bool,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct RerankOutput {
-    pub documents: Vec<DocumentScore>,
-    pub total_tokens: usize,
-}
-
-impl RerankOutput {
-    /// Indices of documents that were truncated.
-    pub fn truncated(&self) -> Vec<usize> {
-        self.documents
-            .iter()
-            .filter(|d| d.truncated)
-            .map(|d| d.index)
-            .collect()
-    }
-
-    /// Results sorted by relevance, highest first; ties keep the lower index first.
-    pub fn ranked(&self) -> Vec<DocumentScore> {
-        let mut ranked = self.documents.clone();
-        ranked.sort_by(|a, b| {
-            b.relevance
-                .total_cmp(&a.relevance)
-                .then(a.index.cmp(&b.index))
-        });
-        ranked
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RerankError {
-    #[error("document {index}: {source}")]
-    Document { index: usize, source: PromptError },
-    #[error("query: {0}")]
-    Query(PromptError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -126,74 +66,44 @@ impl<B: Backend> Reranker<B> {
         &self.prompt
     }
 
-    /// Scores every document against the query.
+    /// Scores every document against the query, exactly as a server's
+    /// `/v1/rerank` does with the same options.
     pub fn rerank(
         &self,
         query: &str,
         documents: &[&str],
         options: &RerankOptions,
     ) -> Result<RerankOutput, RerankError> {
-        let prefix = self
-            .prompt
-            .query_prefix(options.instruction.as_deref(), query)
-            .map_err(RerankError::Query)?;
-        let mut pairs = Vec::with_capacity(documents.len());
-        for (index, doc) in documents.iter().enumerate() {
-            let doc_ids = self
-                .prompt
-                .document_ids(doc)
-                .map_err(|source| RerankError::Document { index, source })?;
-            let pair = self
-                .prompt
-                .pair(&prefix, &doc_ids, options.truncation)
-                .map_err(|source| RerankError::Document { index, source })?;
-            pairs.push(pair);
+        let prepared = prepare(&self.prompt, query, documents, options)?;
+        let scores = self.score_request(&prepared.score, options.max_batch_tokens)?;
+        Ok(prepared.output(&scores))
+    }
+
+    /// [`prepare`] with this model's prompt.
+    pub fn prepare(
+        &self,
+        query: &str,
+        documents: &[impl AsRef<str>],
+        options: &RerankOptions,
+    ) -> Result<PreparedRequest, RequestError> {
+        prepare(&self.prompt, query, documents, options)
+    }
+
+    /// Every pair of `request`, in passes of at most `budget` tokens.
+    pub fn score_request(
+        &self,
+        request: &ScoreRequest,
+        budget: usize,
+    ) -> Result<Vec<PairScore>, EngineError> {
+        let mut scores = Vec::with_capacity(request.documents.len());
+        for pass in request.passes(budget) {
+            let group = PrefixGroup {
+                prefix: &request.prefix,
+                documents: request.documents[pass].iter().map(Vec::as_slice).collect(),
+            };
+            scores.extend(self.engine.score_groups(&[group])?.into_iter().flatten());
         }
-        let mut scores = Vec::with_capacity(pairs.len());
-        let mut batch = PrefixGroup {
-            prefix: &prefix,
-            documents: Vec::new(),
-        };
-        let mut batch_tokens = 0;
-        for pair in &pairs {
-            if !batch.documents.is_empty()
-                && batch_tokens + pair.ids.len() > options.max_batch_tokens
-            {
-                scores.extend(
-                    self.engine
-                        .score_groups(std::slice::from_ref(&batch))?
-                        .remove(0),
-                );
-                batch.documents.clear();
-                batch_tokens = 0;
-            }
-            batch.documents.push(&pair.ids[pair.prefix_len..]);
-            batch_tokens += pair.ids.len();
-        }
-        if !batch.documents.is_empty() {
-            scores.extend(
-                self.engine
-                    .score_groups(std::slice::from_ref(&batch))?
-                    .remove(0),
-            );
-        }
-        let documents: Vec<DocumentScore> = pairs
-            .iter()
-            .zip(scores)
-            .enumerate()
-            .map(|(index, (pair, logits))| DocumentScore {
-                index,
-                relevance: logits.probability(),
-                logits,
-                tokens: pair.ids.len(),
-                truncated: pair.truncated(),
-            })
-            .collect();
-        let total_tokens = documents.iter().map(|d| d.tokens).sum();
-        Ok(RerankOutput {
-            documents,
-            total_tokens,
-        })
+        Ok(scores)
     }
 }
 

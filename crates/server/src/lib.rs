@@ -28,8 +28,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use tessera_engine::scheduler::GroupScorer;
-use tessera_model::PromptBuilder;
+use tessera_engine::scheduler::{GroupScorer, RerankModel};
+use tessera_engine::PromptBuilder;
 use tokio::net::TcpListener;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -68,6 +68,16 @@ impl Server {
         S: GroupScorer + Send + 'static,
     {
         self.state.install_model(scorer, prompt, info)
+    }
+
+    /// [`Self::install_model`] for a model that carries its own prompt (a
+    /// loaded `Reranker`, on any backend).
+    pub fn install<M>(&self, model: M, info: ModelInfo) -> std::io::Result<()>
+    where
+        M: RerankModel + Send + 'static,
+    {
+        let prompt = model.prompt().clone();
+        self.state.install_model(model, prompt, info)
     }
 
     pub fn router(&self) -> Router {

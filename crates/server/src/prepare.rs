@@ -1,14 +1,14 @@
-//! From validated request fields to token ids: document text from strings or object
-//! fields, the query prefix, each document cut into chunks that fit beside it (or
-//! truncated, or refused), and the bookkeeping to map chunk scores back to documents.
-//! Runs on a blocking thread, never on the compute thread.
-
-use std::ops::Range;
+//! The API's side of preparing a call: document text from strings or object
+//! fields, option values checked field by field, and the engine's
+//! [`RequestError`]s named the way the dialect names its fields. Tokenizing,
+//! truncation, chunking and billing are the engine's
+//! ([`tessera_engine::prepare`]), shared with `tessera rerank`.
 
 use serde_json::Value;
-use tessera_engine::scheduler::ScoreRequest;
-use tessera_engine::PairScore;
-use tessera_model::{PromptBuilder, PromptError, TruncationSide};
+use tessera_engine::{
+    request::chunk_note, PreparedRequest, PromptBuilder, PromptError, RequestError, RerankOptions,
+    TruncationSide,
+};
 
 use crate::error::{ApiError, ErrorKind};
 use crate::types::DocumentInput;
@@ -20,43 +20,29 @@ pub struct RerankJob {
     /// used in error messages.
     pub list: &'static str,
     pub query: String,
-    pub instruction: Option<String>,
     pub documents: Vec<String>,
-    pub truncate: bool,
-    pub side: TruncationSide,
-    pub max_tokens_per_doc: Option<usize>,
-    pub max_chunks_per_doc: usize,
+    pub options: RerankOptions,
 }
 
-/// The job as token ids, ready for the scheduler.
-#[derive(Debug)]
-pub struct PreparedJob {
-    pub request: ScoreRequest,
-    /// For each document, its chunks' positions in `request.documents`.
-    pub chunks: Vec<Range<usize>>,
-    /// Documents that lost tokens to truncation, ascending.
-    pub truncated: Vec<usize>,
-    /// Sum of the full lengths of every scored pair.
-    pub total_tokens: usize,
-}
-
-impl PreparedJob {
-    /// Per document, the best of its chunks' scores (by `yes − no`, which orders
-    /// chunks exactly as P(yes) does).
-    pub fn document_scores(&self, chunk_scores: &[PairScore]) -> Vec<PairScore> {
-        self.chunks
-            .iter()
-            .map(|range| {
-                chunk_scores[range.clone()]
-                    .iter()
-                    .copied()
-                    .max_by(|a, b| a.logit_diff().total_cmp(&b.logit_diff()))
-                    .unwrap_or(PairScore {
-                        yes_logit: 0.0,
-                        no_logit: 0.0,
-                    })
-            })
-            .collect()
+impl RerankJob {
+    /// A job's options from the API's fields: `truncate: false` refuses a
+    /// document that does not fit; `max_tokens_per_doc` always cuts, on the
+    /// truncation side.
+    pub fn options(
+        instruction: Option<String>,
+        truncate: bool,
+        side: TruncationSide,
+        max_tokens_per_doc: Option<usize>,
+        max_chunks_per_doc: usize,
+    ) -> RerankOptions {
+        RerankOptions {
+            instruction,
+            truncation: truncate.then_some(side),
+            max_tokens_per_doc,
+            max_tokens_side: side,
+            max_chunks_per_doc,
+            ..RerankOptions::default()
+        }
     }
 }
 
@@ -134,113 +120,43 @@ pub fn echo_document(document: &DocumentInput) -> Value {
     }
 }
 
-fn tokenizer_error(what: &str, error: PromptError) -> ApiError {
-    match error {
-        PromptError::Tokenizer(e) => ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            ErrorKind::Tokenizer,
-            format!("{what}: cannot tokenize: {e}"),
-        ),
-        other => ApiError::invalid(format!("{what}: {other}")),
-    }
-}
-
-/// Tokenizes and lays out a job. Errors are the client's (400).
-pub fn prepare(prompt: &PromptBuilder, job: &RerankJob) -> Result<PreparedJob, ApiError> {
-    let prefix = prompt
-        .query_prefix(job.instruction.as_deref(), &job.query)
-        .map_err(|e| tokenizer_error("query", e))?;
-    let suffix = prompt.suffix_ids();
-    // `query_prefix` guarantees at least one token of room.
-    let room = prompt
-        .max_pair_tokens()
-        .saturating_sub(prefix.len() + suffix.len())
-        .max(1);
-    let capacity = room.saturating_mul(job.max_chunks_per_doc.max(1));
-    let mut units = Vec::with_capacity(job.documents.len());
-    let mut chunks = Vec::with_capacity(job.documents.len());
-    let mut truncated = Vec::new();
-    let mut total_tokens = 0;
-    for (index, text) in job.documents.iter().enumerate() {
-        let what = format!("{}[{index}]", job.list);
-        let mut ids = prompt
-            .document_ids(text)
-            .map_err(|e| tokenizer_error(&what, e))?;
-        let mut cut = false;
-        if let Some(max) = job.max_tokens_per_doc {
-            cut |= keep(&mut ids, max, job.side);
+/// Tokenizes and lays out a job through the engine's front door; its errors
+/// are the client's (400), named with the dialect's field names.
+pub fn prepare(prompt: &PromptBuilder, job: &RerankJob) -> Result<PreparedRequest, ApiError> {
+    tessera_engine::prepare(prompt, &job.query, &job.documents, &job.options).map_err(|error| {
+        let list = job.list;
+        match error {
+            RequestError::Query(PromptError::Tokenizer(e)) => ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                ErrorKind::Tokenizer,
+                format!("query: cannot tokenize: {e}"),
+            ),
+            RequestError::Query(other) => ApiError::invalid(format!("query: {other}")),
+            RequestError::Tokenizer { index, source } => ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                ErrorKind::Tokenizer,
+                format!("{list}[{index}]: cannot tokenize: {source}"),
+            ),
+            RequestError::DocumentTooLong {
+                index,
+                tokens,
+                capacity,
+                room,
+                chunks,
+            } => ApiError::invalid(format!(
+                "{list}[{index}] is {tokens} tokens long but only {capacity} fit beside the query{}, and truncate is false",
+                chunk_note(chunks, room)
+            )),
         }
-        if ids.len() > capacity {
-            if !job.truncate {
-                let chunks_note = if job.max_chunks_per_doc > 1 {
-                    format!(" ({} chunks of {room})", job.max_chunks_per_doc)
-                } else {
-                    String::new()
-                };
-                return Err(ApiError::invalid(format!(
-                    "{what} is {} tokens long but only {capacity} fit beside the query{chunks_note}, and truncate is false",
-                    ids.len()
-                )));
-            }
-            cut |= keep(&mut ids, capacity, job.side);
-        }
-        if cut {
-            truncated.push(index);
-        }
-        let start = units.len();
-        // An empty document still makes one pair (prefix ++ suffix).
-        let pieces: Vec<&[u32]> = if ids.is_empty() {
-            vec![&[]]
-        } else {
-            ids.chunks(room).collect()
-        };
-        for piece in pieces {
-            let mut unit = Vec::with_capacity(piece.len() + suffix.len());
-            unit.extend_from_slice(piece);
-            unit.extend_from_slice(suffix);
-            total_tokens += prefix.len() + unit.len();
-            units.push(unit);
-        }
-        chunks.push(start..units.len());
-    }
-    Ok(PreparedJob {
-        request: ScoreRequest {
-            prefix,
-            documents: units,
-        },
-        chunks,
-        truncated,
-        total_tokens,
     })
 }
 
-/// Cuts `ids` to `max` tokens on `side`; whether anything was dropped.
-fn keep(ids: &mut Vec<u32>, max: usize, side: TruncationSide) -> bool {
-    if ids.len() <= max {
-        return false;
-    }
-    match side {
-        TruncationSide::Right => ids.truncate(max),
-        TruncationSide::Left => {
-            ids.drain(..ids.len() - max);
-        }
-    }
-    true
-}
-
-/// `meta.warnings` and the `x-truncated-documents` header value.
-pub fn truncation_notes(truncated: &[usize]) -> Option<(String, String)> {
-    if truncated.is_empty() {
-        return None;
-    }
-    let list: Vec<String> = truncated.iter().map(usize::to_string).collect();
-    Some((
-        format!(
-            "documents truncated to fit the context: [{}]",
-            list.join(", ")
-        ),
-        list.join(","),
-    ))
+/// The `x-truncated-documents` header value: the truncated indices, comma-separated.
+pub fn truncation_header(truncated: &[usize]) -> Option<String> {
+    (!truncated.is_empty()).then(|| {
+        let list: Vec<String> = truncated.iter().map(usize::to_string).collect();
+        list.join(",")
+    })
 }
 
 #[cfg(test)]
@@ -274,17 +190,6 @@ mod tests {
         assert_eq!(document_texts(&docs, None).expect("text"), ["hello"]);
         let bad = document_texts(&[object(json!({"id": 7}))], None).unwrap_err();
         assert!(bad.message.starts_with("documents[0]"));
-    }
-
-    #[test]
-    fn keep_cuts_the_requested_side() {
-        let mut right = vec![1, 2, 3, 4];
-        assert!(keep(&mut right, 2, TruncationSide::Right));
-        assert_eq!(right, [1, 2]);
-        let mut left = vec![1, 2, 3, 4];
-        assert!(keep(&mut left, 3, TruncationSide::Left));
-        assert_eq!(left, [2, 3, 4]);
-        assert!(!keep(&mut left, 3, TruncationSide::Left));
     }
 
     #[test]

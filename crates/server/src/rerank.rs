@@ -11,19 +11,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use tessera_engine::PairScore;
-use tessera_model::PromptBuilder;
+use tessera_engine::request::ranking;
+use tessera_engine::{PromptBuilder, RerankOutput};
 
 use crate::error::{ApiError, Dialect, ErrorKind, Failure};
 use crate::json::{json_body, parse};
 use crate::prepare::{
-    document_texts, echo_document, parse_side, positive, prepare, truncation_notes, RerankJob,
+    document_texts, echo_document, parse_side, positive, prepare, truncation_header, RerankJob,
 };
 use crate::state::{AppState, ServerOptions};
-use crate::types::{
-    ApiVersion, BilledUnits, Meta, RerankRequest, RerankResponse, RerankResult, TeiRank,
-    TeiRerankRequest, TokenCounts, Usage,
-};
+use crate::types::{RerankRequest, RerankResponse, TeiRank, TeiRerankRequest};
 
 pub const TRUNCATED_HEADER: &str = "x-truncated-documents";
 
@@ -33,16 +30,14 @@ fn millis(duration: std::time::Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// A scored job: per document, the best chunk's logits.
-struct Scored {
-    scores: Vec<PairScore>,
-    truncated: Vec<usize>,
-    total_tokens: usize,
-}
-
-/// Tokenizes off the async workers, queues, awaits. Dropping the returned future
-/// (the client went away) abandons the queued work.
-async fn score(state: &Arc<AppState>, route: &str, job: RerankJob) -> Result<Scored, ApiError> {
+/// Tokenizes off the async workers, queues, awaits; the scores come back
+/// shaped by the engine (best chunk per document, billing). Dropping the
+/// returned future (the client went away) abandons the queued work.
+async fn score(
+    state: &Arc<AppState>,
+    route: &str,
+    job: RerankJob,
+) -> Result<RerankOutput, ApiError> {
     let model = state.model()?;
     let started = Instant::now();
     let worker = Arc::clone(state);
@@ -63,21 +58,23 @@ async fn score(state: &Arc<AppState>, route: &str, job: RerankJob) -> Result<Sco
 
     let pending = model
         .scheduler
-        .submit(std::mem::take(&mut prepared.request))?;
+        .submit(std::mem::take(&mut prepared.score))?;
     let deadline = state.options.request_timeout;
     // Dropping `pending` on time-out abandons whatever of the request is not computed.
     let output = tokio::time::timeout(deadline, pending.wait())
         .await
         .map_err(|_| ApiError::timed_out(deadline))??;
-    let scores = prepared.document_scores(&output.scores);
-    state
-        .metrics
-        .record_scored(scores.len(), output.queue_time, output.compute_time);
+    let scored = prepared.output(&output.scores);
+    state.metrics.record_scored(
+        scored.documents.len(),
+        output.queue_time,
+        output.compute_time,
+    );
     tracing::info!(
         route,
-        documents = scores.len(),
+        documents = scored.documents.len(),
         pairs = output.scores.len(),
-        tokens = prepared.total_tokens,
+        tokens = scored.total_tokens,
         truncated = prepared.truncated.len(),
         tokenize_ms = millis(tokenize_time),
         queue_ms = millis(output.queue_time),
@@ -85,11 +82,7 @@ async fn score(state: &Arc<AppState>, route: &str, job: RerankJob) -> Result<Sco
         batches = output.batches,
         "scored"
     );
-    Ok(Scored {
-        scores,
-        truncated: prepared.truncated,
-        total_tokens: prepared.total_tokens,
-    })
+    Ok(scored)
 }
 
 fn check_query_and_count(
@@ -128,12 +121,14 @@ fn cohere_job(
     let job = RerankJob {
         list: "documents",
         query: body.query.clone(),
-        instruction: body.instruction.clone(),
         documents: texts,
-        truncate: body.truncate.unwrap_or(true),
-        side,
-        max_tokens_per_doc,
-        max_chunks_per_doc,
+        options: RerankJob::options(
+            body.instruction.clone(),
+            body.truncate.unwrap_or(true),
+            side,
+            max_tokens_per_doc,
+            max_chunks_per_doc,
+        ),
     };
     Ok((job, top_n))
 }
@@ -145,12 +140,8 @@ fn tei_job(options: &ServerOptions, body: TeiRerankRequest) -> Result<RerankJob,
     Ok(RerankJob {
         list: "texts",
         query: body.query,
-        instruction: None,
         documents: body.texts,
-        truncate: body.truncate.unwrap_or(true),
-        side,
-        max_tokens_per_doc: None,
-        max_chunks_per_doc: 1,
+        options: RerankJob::options(None, body.truncate.unwrap_or(true), side, None, 1),
     })
 }
 
@@ -213,8 +204,8 @@ pub fn validate_request(
     Ok(ValidatedRequest {
         dialect,
         documents,
-        pairs: prepared.request.documents,
-        prefix: prepared.request.prefix,
+        pairs: prepared.score.documents,
+        prefix: prepared.score.prefix,
         truncated: prepared.truncated,
         total_tokens: prepared.total_tokens,
     })
@@ -227,13 +218,6 @@ fn with_truncation_header(mut response: Response, header: Option<String>) -> Res
             .insert(HeaderName::from_static(TRUNCATED_HEADER), value);
     }
     response
-}
-
-/// Descending by score; ties keep the lower index first.
-fn ranking(scores: &[f32]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    order
 }
 
 #[utoipa::path(
@@ -294,44 +278,17 @@ async fn cohere_rerank(
     let (job, top_n) = cohere_job(&state.options, &body)?;
     let own_name = state.model()?.info.name.clone();
     let scored = score(state, route, job).await?;
-    let relevance: Vec<f32> = scored.scores.iter().map(PairScore::probability).collect();
-    let return_documents = body.return_documents.unwrap_or(false);
-    let results = ranking(&relevance)
-        .into_iter()
-        .take(top_n.unwrap_or(usize::MAX))
-        .map(|index| RerankResult {
-            index,
-            relevance_score: relevance[index],
-            document: return_documents.then(|| echo_document(&body.documents[index])),
-        })
-        .collect();
-    let notes = truncation_notes(&scored.truncated);
-    let total = scored.total_tokens as u64;
-    let response = RerankResponse {
-        id: uuid::Uuid::new_v4().to_string(),
-        results,
-        meta: Meta {
-            api_version: ApiVersion {
-                version: version.to_string(),
-            },
-            billed_units: BilledUnits {
-                search_units: body.documents.len().div_ceil(100) as u64,
-                total_tokens: total,
-            },
-            tokens: TokenCounts {
-                input_tokens: total,
-                output_tokens: 0,
-            },
-            warnings: notes.iter().map(|(w, _)| w.clone()).collect(),
-        },
-        model: state.response_model_name(body.model.as_deref(), &own_name),
-        usage: Usage {
-            total_tokens: total,
-        },
-    };
+    let echo = |index: usize| echo_document(&body.documents[index]);
+    let response = RerankResponse::new(
+        &scored,
+        top_n,
+        body.return_documents.unwrap_or(false).then_some(echo),
+        version,
+        state.response_model_name(body.model.as_deref(), &own_name),
+    );
     Ok(with_truncation_header(
         Json(response).into_response(),
-        notes.map(|(_, h)| h),
+        truncation_header(&scored.truncated()),
     ))
 }
 
@@ -380,9 +337,15 @@ async fn tei_rerank(state: &Arc<AppState>, bytes: &[u8]) -> Result<Response, Api
     let texts = return_text.then(|| job.documents.clone());
     let scored = score(state, "/rerank", job).await?;
     let values: Vec<f32> = scored
-        .scores
+        .documents
         .iter()
-        .map(|s| if raw { s.logit_diff() } else { s.probability() })
+        .map(|d| {
+            if raw {
+                d.logits.logit_diff()
+            } else {
+                d.relevance
+            }
+        })
         .collect();
     let ranks: Vec<TeiRank> = ranking(&values)
         .into_iter()
@@ -392,7 +355,7 @@ async fn tei_rerank(state: &Arc<AppState>, bytes: &[u8]) -> Result<Response, Api
             text: texts.as_ref().map(|t| t[index].clone()),
         })
         .collect();
-    let header = truncation_notes(&scored.truncated).map(|(_, h)| h);
+    let header = truncation_header(&scored.truncated());
     Ok(with_truncation_header(Json(ranks).into_response(), header))
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tessera_engine::scheduler::{GroupScorer, Scheduler, SchedulerConfig};
-use tessera_model::PromptBuilder;
+use tessera_engine::PromptBuilder;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;

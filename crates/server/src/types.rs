@@ -6,6 +6,7 @@
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
+use tessera_engine::RerankOutput;
 use utoipa::ToSchema;
 
 /// A document: a string, or an object with a `text` field (other keys are kept and
@@ -153,6 +154,52 @@ pub struct RerankResponse {
     pub meta: Meta,
     pub model: String,
     pub usage: Usage,
+}
+
+impl RerankResponse {
+    /// The Cohere-dialect response to a scored call: results ranked and cut to
+    /// `top_n`, each with `document(index)` when given, billing from the
+    /// engine's counts, and the truncation warning.
+    pub fn new(
+        output: &RerankOutput,
+        top_n: Option<usize>,
+        document: Option<impl Fn(usize) -> Value>,
+        version: &str,
+        model: String,
+    ) -> RerankResponse {
+        let results = output
+            .top(top_n)
+            .into_iter()
+            .map(|d| RerankResult {
+                index: d.index,
+                relevance_score: d.relevance,
+                document: document.as_ref().map(|echo| echo(d.index)),
+            })
+            .collect();
+        let total = output.total_tokens as u64;
+        RerankResponse {
+            id: uuid::Uuid::new_v4().to_string(),
+            results,
+            meta: Meta {
+                api_version: ApiVersion {
+                    version: version.to_string(),
+                },
+                billed_units: BilledUnits {
+                    search_units: output.search_units(),
+                    total_tokens: total,
+                },
+                tokens: TokenCounts {
+                    input_tokens: total,
+                    output_tokens: 0,
+                },
+                warnings: output.truncation_warning().into_iter().collect(),
+            },
+            model,
+            usage: Usage {
+                total_tokens: total,
+            },
+        }
+    }
 }
 
 /// `POST /rerank` (text-embeddings-inference).

@@ -11,13 +11,11 @@ use anyhow::bail;
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_backend_cpu::Precision;
-use tessera_engine::PrefixGroup;
-
-use tessera_backend::profile::Profiler;
+use tessera_engine::{PrefixGroup, ScoreRequest};
+use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Precision, Profiler};
 
 use super::bench_report::{Format, Profile, Record};
-use crate::backends::{self, AnyReranker, BackendArgs, BackendChoice, BackendOptions};
+use crate::backends::BackendArgs;
 use crate::model_source;
 
 /// Whether progress and text results go to stdout (`--format text`) or to
@@ -274,7 +272,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         profiler: profiler.clone(),
         ..args.run_on.options()
     };
-    let measured_on = backends::load(args.run_on.backend, &loaded.file, None, cpu)?;
+    let measured_on = tessera_runtime::open(args.run_on.choice(), &loaded.file, None, &cpu)?;
     let reranker = measured_on.reranker.as_ref();
     let backend_name = reranker.backend_name();
     let on_cpu = backend_name.starts_with("cpu");
@@ -295,24 +293,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let query_ids = random_ids(args.query_tokens);
             let query = prompt.tokenizer().decode(&query_ids)?;
             let prefix = prompt.query_prefix(None, &query)?;
-            let mut passes: Vec<(Vec<u32>, Vec<Vec<u32>>)> = Vec::new();
-            let mut in_pass = 0;
-            let mut pair_tokens = Vec::with_capacity(args.docs);
-            for _ in 0..args.docs {
-                let mut doc = random_ids(args.doc_tokens);
-                doc.extend_from_slice(prompt.suffix_ids());
-                let pair = prefix.len() + doc.len();
-                if passes.is_empty() || in_pass + pair > args.batch_tokens {
-                    passes.push((prefix.clone(), Vec::new()));
-                    in_pass = 0;
-                }
-                passes.last_mut().expect("never empty").1.push(doc);
-                in_pass += pair;
-                pair_tokens.push(pair);
-            }
+            let request = ScoreRequest {
+                documents: (0..args.docs)
+                    .map(|_| {
+                        let mut doc = random_ids(args.doc_tokens);
+                        doc.extend_from_slice(prompt.suffix_ids());
+                        doc
+                    })
+                    .collect(),
+                prefix,
+            };
+            // Passes as the server's scheduler packs one request.
+            let passes = request
+                .passes(args.batch_tokens)
+                .into_iter()
+                .map(|pass| (request.prefix.clone(), request.documents[pass].to_vec()))
+                .collect();
             Workload {
                 passes,
-                pair_tokens,
+                pair_tokens: request
+                    .documents
+                    .iter()
+                    .map(|d| request.prefix.len() + d.len())
+                    .collect(),
             }
         }
     };
@@ -442,11 +445,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
              ratio is the like-for-like one)"
         );
     }
-    let reference = backends::load(
+    let reference = tessera_runtime::open(
         BackendChoice::Cpu,
         &loaded.file,
         None,
-        BackendOptions {
+        &BackendOptions {
             precision: Precision::Reference,
             ..args.run_on.options()
         },

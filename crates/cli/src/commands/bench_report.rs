@@ -5,7 +5,7 @@
 
 use clap::ValueEnum;
 use serde::Serialize;
-use tessera_backend::profile::{by_layer, by_op, OpTime};
+use tessera_runtime::profile::{by_layer, by_op, OpTime};
 
 /// How `tessera bench` writes its results on stdout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

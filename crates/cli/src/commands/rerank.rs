@@ -1,15 +1,17 @@
-//! `tessera rerank`: one query, documents from the command line or a file.
+//! `tessera rerank`: one query, documents from the command line or a file,
+//! scored through the engine's front door with the API's options, so the
+//! scores, truncation and billing equal `/v1/rerank`'s for the same request.
 
 use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde_json::{json, Value};
-use tessera_engine::RerankOptions;
-use tessera_model::TruncationSide;
+use serde_json::json;
+use tessera_engine::{RerankOptions, TruncationSide};
+use tessera_server::types::RerankResponse;
 
-use crate::backends::{self, BackendArgs};
+use crate::backends::BackendArgs;
 use crate::model_source;
 
 #[derive(Args)]
@@ -41,6 +43,13 @@ pub struct RerankArgs {
     /// Fail on a document that does not fit the context instead of truncating it.
     #[arg(long)]
     no_truncate: bool,
+    /// Cut every document to this many tokens first (the API's max_tokens_per_doc).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_tokens_per_doc: Option<u64>,
+    /// Split a document too long for the context into up to this many chunks,
+    /// each scored; the document scores its best chunk (the API's max_chunks_per_doc).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    max_chunks_per_doc: u64,
     /// Print exactly the /v1/rerank response body.
     #[arg(long)]
     json: bool,
@@ -87,54 +96,41 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
     }
     let loaded = model_source::open_warning(args.model.as_deref())?;
     let tokenizer = model_source::tokenizer_override(args.tokenizer.as_ref())?;
-    let cpu = args.run_on.options();
-    let reranker = backends::load(args.run_on.backend, &loaded.file, tokenizer, cpu)?.reranker;
+    let reranker = tessera_runtime::open(
+        args.run_on.choice(),
+        &loaded.file,
+        tokenizer,
+        &args.run_on.options(),
+    )?
+    .reranker;
+    let side = if args.truncate_left {
+        TruncationSide::Left
+    } else {
+        TruncationSide::Right
+    };
     let options = RerankOptions {
         instruction: args.instruction.clone(),
-        truncation: match (args.no_truncate, args.truncate_left) {
-            (true, _) => None,
-            (false, true) => Some(TruncationSide::Left),
-            (false, false) => Some(TruncationSide::Right),
-        },
+        truncation: (!args.no_truncate).then_some(side),
+        max_tokens_per_doc: args.max_tokens_per_doc.map(saturating_usize),
+        max_tokens_side: side,
+        max_chunks_per_doc: saturating_usize(args.max_chunks_per_doc),
         ..RerankOptions::default()
     };
     let refs: Vec<&str> = documents.iter().map(String::as_str).collect();
     let output = reranker.rerank(&args.query, &refs, &options)?;
-    let mut ranked = output.ranked();
-    ranked.truncate(args.top_n.unwrap_or(usize::MAX));
-    let truncated = output.truncated();
 
     if args.json {
-        let results: Vec<Value> = ranked
-            .iter()
-            .map(|d| {
-                let mut r = json!({"index": d.index, "relevance_score": d.relevance});
-                if args.return_documents {
-                    r["document"] = json!({"text": documents[d.index]});
-                }
-                r
-            })
-            .collect();
-        let mut meta = json!({
-            "api_version": {"version": "1"},
-            "billed_units": {"search_units": documents.len().div_ceil(100), "total_tokens": output.total_tokens},
-            "tokens": {"input_tokens": output.total_tokens, "output_tokens": 0},
-        });
-        if !truncated.is_empty() {
-            meta["warnings"] = json!([format!(
-                "documents truncated to fit the context: {truncated:?}"
-            )]);
-        }
-        let body = json!({
-            "id": uuid::Uuid::new_v4().to_string(),
-            "results": results,
-            "meta": meta,
-            "model": loaded.name,
-            "usage": {"total_tokens": output.total_tokens},
-        });
+        let echo = |index: usize| json!({ "text": documents[index] });
+        let body = RerankResponse::new(
+            &output,
+            args.top_n,
+            args.return_documents.then_some(echo),
+            "1",
+            loaded.name.clone(),
+        );
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
-        for d in &ranked {
+        for d in output.top(args.top_n) {
             let mut text: String = documents[d.index].chars().take(70).collect();
             if text.len() < documents[d.index].len() {
                 text.push('…');
@@ -146,10 +142,14 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
                 text.replace('\n', " ")
             );
         }
-        if !truncated.is_empty() {
-            eprintln!("note: documents truncated to fit the context: {truncated:?}");
+        if let Some(warning) = output.truncation_warning() {
+            eprintln!("note: {warning}");
         }
         eprintln!("{} tokens scored", output.total_tokens);
     }
     Ok(())
+}
+
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }

@@ -12,11 +12,13 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tessera_engine::scheduler::SchedulerConfig;
+use tessera_engine::DEFAULT_MAX_BATCH_TOKENS;
 use tessera_gguf::GgufFile;
-use tessera_model::{PromptBuilder, RerankTokenizer};
+use tessera_model::RerankTokenizer;
+use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions};
 use tessera_server::{ModelInfo, Server, ServerOptions};
 
-use crate::backends::{self, AnyReranker, BackendArgs, BackendChoice, BackendOptions};
+use crate::backends::BackendArgs;
 use crate::model_source;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -59,7 +61,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     run_on: BackendArgs,
     /// Tokens per forward pass (each query prefix once plus its documents).
-    #[arg(long, env = "TESSERA_MAX_BATCH_TOKENS", default_value_t = 16_384)]
+    #[arg(long, env = "TESSERA_MAX_BATCH_TOKENS", default_value_t = DEFAULT_MAX_BATCH_TOKENS)]
     max_batch_tokens: usize,
     /// Tokens queued or in progress beyond which requests get 429.
     #[arg(long, env = "TESSERA_MAX_QUEUE_TOKENS", default_value_t = 4_194_304)]
@@ -230,7 +232,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let source = model_source::open(args.model.as_deref()).map_err(StartupError::from)?;
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
-    backends::available(args.run_on.backend).map_err(StartupError::from)?;
+    tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
     let server = Server::new(options);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -266,7 +268,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
         })
     };
-    let backend = args.run_on.backend;
+    let backend = args.run_on.choice();
     let cache = args.prefix_cache_bytes;
     let warm_up = WarmUp {
         tokens: args.warm_up_tokens,
@@ -277,9 +279,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || load(source, tokenizer, backend, cpu, cache, warm_up));
     tokio::select! {
         result = loaded => {
-            let (reranker, prompt, info) = result.context("the model loader stopped")??;
+            let (reranker, info) = result.context("the model loader stopped")??;
             if !server.state().is_shutting_down() {
-                server.install_model(reranker, prompt, info)?;
+                server.install(reranker, info)?;
                 tracing::info!("ready");
             }
             serving.await.context("the server task stopped")??;
@@ -292,7 +294,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Loaded = (Box<dyn AnyReranker>, PromptBuilder, ModelInfo);
+type Loaded = (Box<dyn AnyReranker>, ModelInfo);
 
 /// The startup warm-up pass: `tokens` when given, else the batch budget on a GPU
 /// and none on the CPU (there it would only cost startup time).
@@ -323,7 +325,7 @@ fn load(
     }
     warm_pages(&source.file, &source.name);
     let spinner = terminal_spinner("building the engine");
-    let loaded = backends::load(backend, &source.file, tokenizer, cpu)
+    let loaded = tessera_runtime::open(backend, &source.file, tokenizer, &cpu)
         .with_context(|| format!("cannot load model {}", source.name))?;
     loaded.reranker.set_prefix_cache_bytes(prefix_cache_bytes);
     if let Some(spinner) = spinner {
@@ -360,8 +362,7 @@ fn load(
         seconds = started.elapsed().as_secs_f64(),
         "model loaded"
     );
-    let prompt = loaded.reranker.prompt().clone();
-    Ok((loaded.reranker, prompt, info))
+    Ok((loaded.reranker, info))
 }
 
 /// Reads every page of the mapped file once, so the load that follows (and the

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tessera_backend::BackendError;
 
 use super::{BatchReport, GroupScorer, Job, SchedulerError, ScoreOutput, Shared};
+use crate::pack::next_pass;
 use crate::{EngineError, PrefixGroup};
 
 /// A slice of one active job's documents that goes into the current batch.
@@ -83,35 +84,25 @@ fn forget(shared: &Shared, job: Job) {
         .request_dropped(job.request.documents.len() - job.cursor);
 }
 
-/// Documents of the active jobs, in order, up to the token budget; always at least
-/// one document.
+/// Documents of the active jobs, in order, up to the token budget
+/// ([`next_pass`]); always at least one document.
 fn plan_batch(active: &VecDeque<Job>, budget: usize) -> Vec<Slot> {
-    let mut slots = Vec::new();
-    let mut used = 0;
-    for (index, job) in active.iter().enumerate() {
-        let prefix = job.request.prefix.len();
-        let docs = &job.request.documents;
-        let mut end = job.cursor;
-        while end < docs.len() {
-            let cost = docs[end].len() + if end == job.cursor { prefix } else { 0 };
-            if used > 0 && used + cost > budget {
-                break;
-            }
-            used += cost;
-            end += 1;
-        }
-        if end > job.cursor {
-            slots.push(Slot {
+    let queue = active.iter().map(|job| {
+        let left = &job.request.documents[job.cursor..];
+        (job.request.prefix.len(), left.iter().map(Vec::len))
+    });
+    next_pass(queue, budget)
+        .into_iter()
+        .enumerate()
+        .map(|(index, taken)| {
+            let start = active[index].cursor;
+            Slot {
                 job: index,
-                start: job.cursor,
-                end,
-            });
-        }
-        if end < docs.len() || used >= budget {
-            break;
-        }
-    }
-    slots
+                start,
+                end: start + taken,
+            }
+        })
+        .collect()
 }
 
 fn score_batch<S: GroupScorer>(

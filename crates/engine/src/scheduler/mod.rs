@@ -21,7 +21,11 @@ use std::time::{Duration, Instant};
 use tessera_backend::Backend;
 use tokio::sync::oneshot;
 
-use crate::{Engine, EngineError, PairScore, PrefixCacheStats, PrefixGroup, Reranker};
+pub use crate::pack::ScoreRequest;
+use crate::pack::DEFAULT_MAX_BATCH_TOKENS;
+use crate::{
+    Engine, EngineError, PairScore, PrefixCacheStats, PrefixGroup, PromptBuilder, Reranker,
+};
 
 /// Anything that scores prefix groups: the engine, a loaded reranker, or a test double.
 pub trait GroupScorer {
@@ -63,9 +67,27 @@ impl<B: Backend> GroupScorer for Reranker<B> {
     }
 }
 
+/// A scorer that also knows its prompt: what a server installs, so that
+/// requests are prepared with the same prompt the model was loaded with.
+pub trait RerankModel: GroupScorer {
+    fn prompt(&self) -> &PromptBuilder;
+}
+
+impl<B: Backend> RerankModel for Reranker<B> {
+    fn prompt(&self) -> &PromptBuilder {
+        Reranker::prompt(self)
+    }
+}
+
+impl<T: RerankModel + ?Sized> RerankModel for Box<T> {
+    fn prompt(&self) -> &PromptBuilder {
+        (**self).prompt()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SchedulerConfig {
-    /// Tokens per forward pass: each group's prefix once plus its documents. A single
+    /// Tokens per forward pass, counted as [`crate::pack`] counts them. A single
     /// document larger than this still runs, alone.
     pub max_batch_tokens: usize,
     /// Tokens waiting or in progress (full pair lengths) beyond which new requests are
@@ -76,27 +98,9 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
-            max_batch_tokens: 16_384,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
             max_queue_tokens: 4_194_304,
         }
-    }
-}
-
-/// One request's work: documents (each already ending with the prompt suffix) that
-/// all follow the same query prefix.
-#[derive(Clone, Debug, Default)]
-pub struct ScoreRequest {
-    pub prefix: Vec<u32>,
-    pub documents: Vec<Vec<u32>>,
-}
-
-impl ScoreRequest {
-    /// Sum of full pair lengths: what the request occupies in the queue.
-    pub fn tokens(&self) -> usize {
-        self.documents
-            .iter()
-            .map(|d| self.prefix.len() + d.len())
-            .sum()
     }
 }
 

@@ -1,0 +1,228 @@
+//! One front door: `tessera rerank --json` and a running `tessera serve`'s
+//! `/v1/rerank` prepare, score and rank a request identically — every fixture
+//! case, the API's truncation options, and long documents split into chunks.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tessera_tests::load_reference;
+
+/// A `tessera serve` on a free port, killed when dropped.
+struct Served {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--port", "0", "--backend", "cpu"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the listening line");
+    let address = first
+        .trim()
+        .strip_prefix("tessera listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    let served = Served { child, address };
+    let started = Instant::now();
+    while request(&served.address, "GET", "/health", None).0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    served
+}
+
+/// One HTTP/1.1 exchange: status and body as JSON (`Null` when not JSON).
+fn request(address: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return (0, Value::Null);
+    };
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body.as_bytes()))
+        .expect("request sent");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("answer read");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// `tessera rerank --json` with the request's options as flags; its body, or
+/// its stderr when it fails.
+fn rerank_cli(body: &Value, dir: &std::path::Path) -> Result<Value, String> {
+    let documents = dir.join("documents.jsonl");
+    let lines: Vec<String> = body["documents"]
+        .as_array()
+        .expect("documents")
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    std::fs::write(&documents, lines.join("\n")).expect("documents written");
+    let mut args: Vec<String> = [
+        "rerank",
+        "--json",
+        "--backend",
+        "cpu",
+        "--query",
+        body["query"].as_str().expect("query"),
+        "--documents-file",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(documents.display().to_string());
+    for (field, flag) in [
+        ("instruction", "--instruction"),
+        ("top_n", "--top-n"),
+        ("max_tokens_per_doc", "--max-tokens-per-doc"),
+        ("max_chunks_per_doc", "--max-chunks-per-doc"),
+    ] {
+        match &body[field] {
+            Value::Null => {}
+            Value::String(s) => args.extend([flag.to_string(), s.clone()]),
+            other => args.extend([flag.to_string(), other.to_string()]),
+        }
+    }
+    if body["truncation_direction"] == "left" {
+        args.push("--truncate-left".into());
+    }
+    if body["truncate"] == false {
+        args.push("--no-truncate".into());
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(&args)
+        .output()
+        .expect("rerank runs");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).expect("stdout is JSON"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The two bodies rank the same documents with the same scores and bill the
+/// same tokens with the same warnings (ids differ; the model name is the
+/// server's to choose).
+fn assert_same(label: &str, cli: &Value, server: &Value) {
+    let (a, b) = (&cli["results"], &server["results"]);
+    let (a, b) = (
+        a.as_array().expect("cli results"),
+        b.as_array().expect("server results"),
+    );
+    assert_eq!(a.len(), b.len(), "{label}: result count");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["index"], y["index"], "{label}: order");
+        let (p, q) = (
+            x["relevance_score"].as_f64().expect("score"),
+            y["relevance_score"].as_f64().expect("score"),
+        );
+        assert!((p - q).abs() <= 1e-6, "{label}: {p} vs {q}");
+    }
+    for field in ["billed_units", "tokens", "warnings"] {
+        assert_eq!(
+            cli["meta"][field], server["meta"][field],
+            "{label}: {field}"
+        );
+    }
+    assert_eq!(cli["usage"], server["usage"], "{label}: usage");
+}
+
+#[test]
+fn rerank_and_the_server_agree_on_fixtures_options_and_chunked_documents() {
+    let served = serve();
+    let dir = std::env::temp_dir().join(format!("tessera-front-door-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    let mut bodies = Vec::new();
+    for case in load_reference("tiny-q8").cases {
+        let mut body = json!({"query": case.query, "documents": case.documents});
+        if let Some(instruction) = case.instruction {
+            body["instruction"] = instruction.into();
+        }
+        bodies.push(body);
+    }
+    let first = load_reference("tiny-q8").cases.remove(0);
+    bodies.push(json!({
+        "query": first.query, "documents": first.documents, "top_n": 2,
+        "max_tokens_per_doc": 5, "truncation_direction": "left",
+    }));
+    // Documents longer than one pair's context (8,192 tokens): split into
+    // chunks, each chunk a pair, the document scoring its best one.
+    let long = |words: usize, seed: usize| -> String {
+        (0..words)
+            .map(|i| format!("w{} ", (i * 7 + seed) % 101))
+            .collect()
+    };
+    let documents = json!(["a short document", long(9_000, 1), long(4_000, 2)]);
+    for (chunks, side) in [(3, "right"), (2, "left"), (1, "right")] {
+        bodies.push(json!({
+            "query": "which document repeats itself", "documents": documents,
+            "max_chunks_per_doc": chunks, "truncation_direction": side,
+        }));
+    }
+    let refused = json!({
+        "query": "q", "documents": documents, "max_chunks_per_doc": 2, "truncate": false,
+    });
+
+    let mut chunked_tokens = Vec::new();
+    for (n, body) in bodies.iter().enumerate() {
+        let (status, server) = request(&served.address, "POST", "/v1/rerank", Some(body));
+        assert_eq!(status, 200, "case {n}: {server}");
+        let cli = rerank_cli(body, &dir).unwrap_or_else(|e| panic!("case {n}: {e}"));
+        assert_same(&format!("case {n}"), &cli, &server);
+        if body["max_chunks_per_doc"].is_number() {
+            chunked_tokens.push(server["usage"]["total_tokens"].as_u64().expect("tokens"));
+        }
+    }
+    // Three chunks bill more than two, two more than one: the chunks ran.
+    assert!(
+        chunked_tokens[0] > chunked_tokens[1] && chunked_tokens[1] > chunked_tokens[2],
+        "{chunked_tokens:?}"
+    );
+    assert!(chunked_tokens[2] > 8_192, "one chunk still fills a pair");
+
+    let (status, server) = request(&served.address, "POST", "/v1/rerank", Some(&refused));
+    assert_eq!(status, 400, "{server}");
+    let message = server["message"].as_str().expect("message");
+    let cli = rerank_cli(&refused, &dir).expect_err("a document that does not fit fails");
+    // The same numbers in both: "… is N tokens long but only C fit beside the query (2 chunks of R)".
+    let numbers = message
+        .split_once(" is ")
+        .map(|(_, rest)| rest)
+        .expect("the server names the document");
+    assert!(
+        cli.contains(numbers.trim_end_matches(", and truncate is false")),
+        "{cli} vs {message}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

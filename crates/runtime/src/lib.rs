@@ -1,0 +1,370 @@
+//! Opens a model on a backend: `auto|cpu|cuda|wgpu`, with the reason an
+//! explicit choice cannot run here, and the loaded reranker behind one
+//! object-safe trait so callers do not care which backend runs it.
+//!
+//! This crate is the one place that names every backend crate; the binary
+//! parses flags into [`BackendChoice`] and [`BackendOptions`] and calls
+//! [`open`]. GPU backends are cargo features (`cuda`, `wgpu`) that build
+//! without a GPU or toolkit and load the device's libraries at run time.
+
+use std::sync::Arc;
+
+use tessera_backend::profile::Profiled;
+use tessera_backend::{Backend, BackendError};
+use tessera_backend_cpu::CpuBackend;
+pub use tessera_engine::scheduler::{GroupScorer, RerankModel};
+use tessera_engine::{EngineError, LoadError, RerankError, RerankOptions, RerankOutput, Reranker};
+use tessera_gguf::GgufFile;
+use tessera_model::{ModelConfig, RerankTokenizer};
+
+pub use tessera_backend::profile::{self, Profiler};
+pub use tessera_backend_cpu::Precision;
+pub use tessera_backend_cuda::Arithmetic;
+
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// CUDA if a device is present (a build with the `cuda` feature), else a
+    /// real (non-CPU) wgpu adapter (`wgpu` feature), else the CPU.
+    Auto,
+    /// The CPU backend ([`BackendOptions::precision`] picks its arithmetic).
+    Cpu,
+    /// Our CUDA kernels on device 0.
+    Cuda,
+    /// WGSL shaders on any wgpu adapter, a CPU one (lavapipe) included when
+    /// chosen explicitly.
+    Wgpu,
+}
+
+impl BackendChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Cuda => "cuda",
+            BackendChoice::Wgpu => "wgpu",
+        }
+    }
+}
+
+/// Options of the backends: the CPU's (used when the CPU is chosen, or `auto`
+/// falls back), the CUDA backend's arithmetic (docs/kernels.md), and a per-op
+/// profiler to wrap the backend in (`tessera bench --profile`).
+#[derive(Clone, Debug)]
+pub struct BackendOptions {
+    pub precision: Precision,
+    /// CPU worker threads; `None` uses every core.
+    pub threads: Option<usize>,
+    pub gpu_precision: Arithmetic,
+    pub profiler: Option<Arc<Profiler>>,
+}
+
+impl Default for BackendOptions {
+    /// The fast CPU arithmetic on every core, W8A8 on CUDA, no profiler.
+    fn default() -> Self {
+        BackendOptions {
+            precision: Precision::Fast,
+            threads: None,
+            gpu_precision: Arithmetic::W8A8,
+            profiler: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The chosen backend cannot run in this build or on this machine.
+    #[error("backend {backend}: {reason}")]
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+    },
+    /// The backend could not be created (no device, out of memory, ...).
+    #[error("backend {backend}: {source}")]
+    Backend {
+        backend: &'static str,
+        source: BackendError,
+    },
+    /// The model failed to load on the backend.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+impl RuntimeError {
+    fn backend(backend: &'static str) -> impl FnOnce(BackendError) -> RuntimeError {
+        move |source| RuntimeError::Backend { backend, source }
+    }
+}
+
+/// A loaded reranker on some backend.
+pub trait AnyReranker: RerankModel + Send {
+    fn rerank(
+        &self,
+        query: &str,
+        documents: &[&str],
+        options: &RerankOptions,
+    ) -> Result<RerankOutput, RerankError>;
+    fn config(&self) -> &ModelConfig;
+    /// The backend's name, e.g. `cpu-fast (avx512-vnni)`.
+    fn backend_name(&self) -> String;
+    /// Resizes the prefix cache; 0 drops every entry but the pinned system prompt.
+    fn set_prefix_cache_bytes(&self, bytes: usize);
+    /// One forward pass over `tokens` tokens of filler (`Engine::warm_up`).
+    fn warm_up(&self, tokens: usize) -> Result<(), EngineError>;
+}
+
+impl<B: Backend + Send> AnyReranker for Reranker<B>
+where
+    Reranker<B>: Send,
+{
+    fn rerank(
+        &self,
+        query: &str,
+        documents: &[&str],
+        options: &RerankOptions,
+    ) -> Result<RerankOutput, RerankError> {
+        Reranker::rerank(self, query, documents, options)
+    }
+
+    fn config(&self) -> &ModelConfig {
+        self.engine().config()
+    }
+
+    fn backend_name(&self) -> String {
+        self.engine().backend().name()
+    }
+
+    fn set_prefix_cache_bytes(&self, bytes: usize) {
+        self.engine().set_prefix_cache_bytes(bytes);
+    }
+
+    fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
+        self.engine().warm_up(tokens)
+    }
+}
+
+/// A loaded model and a human description of the device it runs on.
+pub struct Loaded {
+    pub reranker: Box<dyn AnyReranker>,
+    pub device: String,
+    /// A real GPU (CUDA, or a wgpu adapter that is not a CPU emulation).
+    pub on_gpu: bool,
+}
+
+/// The reranker on `backend`, wrapped in the profiler's [`Profiled`] when one
+/// is given.
+fn reranker_on<B: Backend + Send + 'static>(
+    backend: B,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    profiler: Option<Arc<Profiler>>,
+) -> Result<Box<dyn AnyReranker>, RuntimeError>
+where
+    Reranker<B>: Send,
+    Reranker<Profiled<B>>: Send,
+{
+    Ok(match profiler {
+        None => Box::new(Reranker::load(backend, file, tokenizer)?),
+        Some(profiler) => Box::new(Reranker::load(
+            Profiled::new(backend, profiler),
+            file,
+            tokenizer,
+        )?),
+    })
+}
+
+fn on_cpu(
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    options: &BackendOptions,
+) -> Result<Loaded, RuntimeError> {
+    let backend = CpuBackend::with_options(options.precision, options.threads)
+        .map_err(RuntimeError::backend("cpu"))?;
+    let device = format!("cpu ({} threads)", backend.threads());
+    Ok(Loaded {
+        reranker: reranker_on(backend, file, tokenizer, options.profiler.clone())?,
+        device,
+        on_gpu: false,
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn on_cuda(
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    options: &BackendOptions,
+) -> Result<Loaded, RuntimeError> {
+    use tessera_backend_cuda::{CudaBackend, CudaDevice, Device};
+    let backend = CudaBackend::new(0)
+        .and_then(|b| b.with_arithmetic(options.gpu_precision))
+        .map_err(RuntimeError::backend("cuda"))?;
+    let name = backend.name();
+    // A second handle on the same GPU, to read its memory after the backend
+    // has moved into the engine.
+    let probe = CudaDevice::new(0).map_err(RuntimeError::backend("cuda"))?;
+    let (before, total) = probe
+        .memory_in_use()
+        .map_err(RuntimeError::backend("cuda"))?;
+    let reranker = reranker_on(backend, file, tokenizer, options.profiler.clone())?;
+    // The same context's default stream: waits for the backend's work too.
+    let (after, _) = probe
+        .synchronize()
+        .and_then(|()| probe.memory_in_use())
+        .map_err(RuntimeError::backend("cuda"))?;
+    // What loading added: the weights as uploaded, plus the pinned system
+    // prompt's K/V and what its capture pass left in the pool (a few MB).
+    let resident = after.saturating_sub(before) as f64 / 1e9;
+    Ok(Loaded {
+        reranker,
+        device: format!(
+            "cuda:0 {name}, model resident {resident:.2} GB of {:.1} GB",
+            total as f64 / 1e9
+        ),
+        on_gpu: true,
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn on_cuda(
+    _: &Arc<GgufFile>,
+    _: Option<RerankTokenizer>,
+    _: &BackendOptions,
+) -> Result<Loaded, RuntimeError> {
+    Err(not_built("cuda"))
+}
+
+#[cfg(feature = "wgpu")]
+fn on_wgpu(
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    allow_cpu_adapter: bool,
+    options: &BackendOptions,
+) -> Result<Loaded, RuntimeError> {
+    let backend = tessera_backend_wgpu::WgpuBackend::new(allow_cpu_adapter)
+        .map_err(RuntimeError::backend("wgpu"))?;
+    let adapter = backend.adapter();
+    let device = format!(
+        "{} ({}, {})",
+        adapter.name, adapter.api, adapter.device_type
+    );
+    let on_gpu = !adapter.is_cpu;
+    Ok(Loaded {
+        reranker: reranker_on(backend, file, tokenizer, options.profiler.clone())?,
+        device,
+        on_gpu,
+    })
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn on_wgpu(
+    _: &Arc<GgufFile>,
+    _: Option<RerankTokenizer>,
+    _: bool,
+    _: &BackendOptions,
+) -> Result<Loaded, RuntimeError> {
+    Err(not_built("wgpu"))
+}
+
+/// A backend this build leaves out, with the command that builds it in.
+#[cfg(any(not(feature = "cuda"), not(feature = "wgpu")))]
+fn not_built(backend: &'static str) -> RuntimeError {
+    let (what, feature) = match backend {
+        "cuda" => ("CUDA", "cuda"),
+        _ => ("wgpu", "wgpu"),
+    };
+    RuntimeError::Unavailable {
+        backend,
+        reason: format!(
+            "this tessera was built without {what} support; build it with \
+             `cargo build --release -p tessera-cli --features {feature}`"
+        ),
+    }
+}
+
+/// Whether `choice` can run in this build, checked before anything is loaded:
+/// a backend that is not compiled in, or CUDA without a driver, is an error
+/// naming the backend and the build command. (`auto` always can: it falls back
+/// to the CPU.)
+pub fn available(choice: BackendChoice) -> Result<(), RuntimeError> {
+    match choice {
+        BackendChoice::Auto | BackendChoice::Cpu => Ok(()),
+        BackendChoice::Cuda => cuda_available(),
+        BackendChoice::Wgpu => wgpu_compiled(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_available() -> Result<(), RuntimeError> {
+    tessera_backend_cuda::cuda_available().map_err(RuntimeError::backend("cuda"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_available() -> Result<(), RuntimeError> {
+    Err(not_built("cuda"))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_compiled() -> Result<(), RuntimeError> {
+    Ok(())
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_compiled() -> Result<(), RuntimeError> {
+    Err(not_built("wgpu"))
+}
+
+/// Loads the model on the chosen backend; `auto` tries CUDA, then a real wgpu
+/// adapter (never lavapipe on its own), then the CPU, logging why it skipped each.
+pub fn open(
+    choice: BackendChoice,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    options: &BackendOptions,
+) -> Result<Loaded, RuntimeError> {
+    match choice {
+        BackendChoice::Cpu => on_cpu(file, tokenizer, options),
+        BackendChoice::Cuda => on_cuda(file, tokenizer, options),
+        BackendChoice::Wgpu => on_wgpu(file, tokenizer, true, options),
+        BackendChoice::Auto => {
+            match on_cuda(file, tokenizer.clone(), options) {
+                Ok(loaded) => return Ok(loaded),
+                Err(e) => tracing::info!("backend auto: no CUDA ({e})"),
+            }
+            match on_wgpu(file, tokenizer.clone(), false, options) {
+                Ok(loaded) => return Ok(loaded),
+                Err(e) => tracing::info!("backend auto: no GPU wgpu adapter ({e})"),
+            }
+            on_cpu(file, tokenizer, options)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_backend_left_out_of_the_build_says_how_to_build_it() {
+        let cases = [
+            (BackendChoice::Cuda, cfg!(feature = "cuda")),
+            (BackendChoice::Wgpu, cfg!(feature = "wgpu")),
+        ];
+        for (choice, built) in cases {
+            match available(choice) {
+                Ok(()) => assert!(built, "{} is not built in", choice.name()),
+                Err(RuntimeError::Unavailable { backend, reason }) => {
+                    assert!(!built);
+                    assert_eq!(backend, choice.name());
+                    assert!(
+                        reason.contains(&format!("--features {}", choice.name())),
+                        "{reason}"
+                    );
+                }
+                // Built in, but no driver on this machine.
+                Err(other) => assert!(built, "{other}"),
+            }
+        }
+        assert!(available(BackendChoice::Auto).is_ok());
+        assert!(available(BackendChoice::Cpu).is_ok());
+    }
+}
