@@ -163,8 +163,8 @@ impl<D: Device> KernelBackend<D> {
     }
 
     /// A temporary device copy of a small host table (token ids, positions, tiles).
-    fn upload_table<T: memory::Plain>(&self, values: &[T]) -> Result<D::Memory, BackendError> {
-        let bytes = memory::as_bytes(values);
+    fn upload_table<T: bytemuck::Pod>(&self, values: &[T]) -> Result<D::Memory, BackendError> {
+        let bytes = bytemuck::cast_slice(values);
         let mut mem = self.device.alloc(bytes.len())?;
         self.device.upload(&mut mem, 0, bytes)?;
         Ok(mem)
@@ -222,14 +222,14 @@ impl<D: Device> Backend for KernelBackend<D> {
     fn write(&self, buf: &mut Self::Buffer, data: &[f32]) -> Result<(), BackendError> {
         BackendError::check_len("write", "buffer", data.len(), buf.len)?;
         self.device
-            .upload(&mut buf.memory, 0, memory::as_bytes(data))
+            .upload(&mut buf.memory, 0, bytemuck::cast_slice(data))
     }
 
     fn read(&self, buf: &Self::Buffer, len: usize) -> Result<Vec<f32>, BackendError> {
         BackendError::check_len("read", "buffer", len, buf.len)?;
         let mut out = vec![0.0f32; len];
         self.device
-            .download(&buf.memory, 0, memory::as_bytes_mut(&mut out))?;
+            .download(&buf.memory, 0, bytemuck::cast_slice_mut(&mut out))?;
         Ok(out)
     }
 

@@ -12,27 +12,6 @@ use crate::Device;
 
 const Q8_0_BLOCK_BYTES: usize = 2 + QK8_0;
 
-/// Plain-old-data element types whose bytes can be viewed directly.
-pub(crate) trait Plain: Copy {}
-impl Plain for f32 {}
-impl Plain for u32 {}
-impl Plain for u64 {}
-impl Plain for u16 {}
-impl Plain for u8 {}
-
-pub(crate) fn as_bytes<T: Plain>(values: &[T]) -> &[u8] {
-    // SAFETY: `Plain` types have no padding and no invalid bit patterns as bytes;
-    // the view covers exactly the slice's memory.
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
-}
-
-pub(crate) fn as_bytes_mut<T: Plain>(values: &mut [T]) -> &mut [u8] {
-    // SAFETY: as above; every byte pattern is a valid value of a `Plain` type.
-    unsafe {
-        std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), std::mem::size_of_val(values))
-    }
-}
-
 /// `len` f32 values on the device.
 pub struct DeviceBuffer<M> {
     pub(crate) memory: M,
@@ -106,7 +85,11 @@ impl<M> DeviceWeight<M> {
                 }
                 let (qs, d) = split_q8_0(bytes, elements)
                     .ok_or_else(|| wrong_size(elements / QK8_0 * Q8_0_BLOCK_BYTES))?;
-                (GgmlType::Q8_0, put(&qs)?, Some(put(as_bytes(&d))?))
+                (
+                    GgmlType::Q8_0,
+                    put(&qs)?,
+                    Some(put(bytemuck::cast_slice(&d))?),
+                )
             }
             ty @ (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => {
                 let width = if ty == GgmlType::F32 { 4 } else { 2 };
@@ -114,7 +97,11 @@ impl<M> DeviceWeight<M> {
                     return Err(wrong_size(elements * width));
                 }
                 if rows == 1 && ty != GgmlType::F32 {
-                    (GgmlType::F32, put(as_bytes(&to_f32(bytes, ty)))?, None)
+                    (
+                        GgmlType::F32,
+                        put(bytemuck::cast_slice(&to_f32(bytes, ty)))?,
+                        None,
+                    )
                 } else {
                     (ty, put(bytes)?, None)
                 }

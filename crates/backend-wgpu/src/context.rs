@@ -317,7 +317,7 @@ impl Context {
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
-                contents: as_bytes(contents),
+                contents: bytemuck::cast_slice(contents),
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -345,7 +345,7 @@ impl Context {
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
-                contents: as_bytes(&words),
+                contents: bytemuck::cast_slice(&words),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
         let mut entries = vec![wgpu::BindGroupEntry {
@@ -422,7 +422,8 @@ impl Context {
         // commands recorded so far must be submitted first to keep op order.
         self.flush()?;
         if !data.is_empty() {
-            self.queue.write_buffer(buffer, 0, as_bytes(data));
+            self.queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(data));
         }
         self.check_errors()
     }
@@ -488,15 +489,3 @@ pub(crate) fn grid_1d(workgroups: usize) -> Result<(u32, u32), BackendError> {
     }
     Ok((x as u32, y as u32))
 }
-
-/// The bytes of plain 4-byte words.
-pub(crate) fn as_bytes<T: Word>(words: &[T]) -> &[u8] {
-    // SAFETY: `Word` is only implemented for u32 and f32: 4-byte plain values
-    // with no padding and no invalid bit patterns as bytes.
-    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), std::mem::size_of_val(words)) }
-}
-
-/// u32 and f32: what device buffers hold.
-pub(crate) trait Word: Copy {}
-impl Word for u32 {}
-impl Word for f32 {}

@@ -2,6 +2,7 @@
 //! types every backend shares, and the op parity kit that checks a backend's ops
 //! against plain f64 oracles.
 
+pub mod contract;
 mod error;
 mod layout;
 pub mod parity;

@@ -10,7 +10,7 @@ pub const QK8_0: usize = 32;
 
 /// One Q8_0 block, laid out exactly as ggml's `block_q8_0`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ8_0 {
     /// Scale.
     pub d: f16,
@@ -27,33 +27,16 @@ impl BlockQ8_0 {
     /// of 34, the pointer is not 2-aligned, or the host is big-endian (the scale is
     /// stored little-endian).
     pub fn slice_from_bytes(bytes: &[u8]) -> Option<&[BlockQ8_0]> {
-        if cfg!(target_endian = "big")
-            || bytes.len() % BLOCK_BYTES != 0
-            || bytes
-                .as_ptr()
-                .align_offset(std::mem::align_of::<BlockQ8_0>())
-                != 0
-        {
+        if cfg!(target_endian = "big") {
             return None;
         }
-        // SAFETY: BlockQ8_0 is repr(C) with no padding (size 34 asserted above) and
-        // every bit pattern is a valid f16 and i8; the pointer is aligned for it, the
-        // length covers exactly `len / 34` blocks, and the lifetime is the input's.
-        Some(unsafe {
-            std::slice::from_raw_parts(
-                bytes.as_ptr().cast::<BlockQ8_0>(),
-                bytes.len() / BLOCK_BYTES,
-            )
-        })
+        // Checks the length and the alignment.
+        bytemuck::try_cast_slice(bytes).ok()
     }
 
     /// The blocks' bytes in memory order (the GGUF layout on little-endian hosts).
     pub fn as_bytes(blocks: &[BlockQ8_0]) -> &[u8] {
-        // SAFETY: BlockQ8_0 has no padding bytes, so all its bytes are initialised;
-        // u8 has alignment 1 and the length is exactly the blocks' size.
-        unsafe {
-            std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks))
-        }
+        bytemuck::cast_slice(blocks)
     }
 
     /// Decodes block `i` of `bytes` without any alignment requirement; `None` when the

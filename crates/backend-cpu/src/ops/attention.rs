@@ -4,6 +4,7 @@
 //! sequence matrix.
 
 use rayon::prelude::*;
+use tessera_backend::contract::{self, AttentionLens};
 use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
 
 use super::dot;
@@ -15,8 +16,8 @@ struct RowSource {
     prefix: Option<usize>,
 }
 
-/// The op contract's checks, shared with the fast path: head counts, buffer
-/// lengths, prefix indices.
+/// The op contract's checks ([`contract::check_attention`]), shared with the
+/// fast path.
 pub(crate) fn validate(
     q: &[f32],
     k: &[f32],
@@ -26,38 +27,13 @@ pub(crate) fn validate(
     prefixes: &[KvRef<'_, Vec<f32>>],
     out: &[f32],
 ) -> Result<(), BackendError> {
-    let AttentionShape {
-        n_heads,
-        n_kv_heads,
-        head_dim: _,
-    } = shape;
-    if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-        return Err(BackendError::Invalid {
-            op: "attention",
-            detail: format!("{n_heads} query heads cannot share {n_kv_heads} KV heads"),
-        });
-    }
-    let tokens = layout.total_tokens();
-    let (qw, kvw) = (shape.q_width(), shape.kv_width());
-    BackendError::check_len("attention", "q", tokens * qw, q.len())?;
-    BackendError::check_len("attention", "k", tokens * kvw, k.len())?;
-    BackendError::check_len("attention", "v", tokens * kvw, v.len())?;
-    BackendError::check_len("attention", "out", tokens * qw, out.len())?;
-    for p in prefixes {
-        BackendError::check_len("attention", "prefix k", p.len * kvw, p.k.len())?;
-        BackendError::check_len("attention", "prefix v", p.len * kvw, p.v.len())?;
-    }
-    for seq in &layout.sequences {
-        if let Some(p) = seq.prefix {
-            if p >= prefixes.len() {
-                return Err(BackendError::Invalid {
-                    op: "attention",
-                    detail: format!("sequence names prefix {p}, only {} given", prefixes.len()),
-                });
-            }
-        }
-    }
-    Ok(())
+    let lens = AttentionLens {
+        q: q.len(),
+        k: k.len(),
+        v: v.len(),
+        out: out.len(),
+    };
+    contract::check_attention(shape, layout, lens, prefixes, Vec::len)
 }
 
 pub fn attention(

@@ -2,7 +2,7 @@
 //! computed the way Hugging Face's Qwen3 does: inv_freq and angles in f32.
 
 use rayon::prelude::*;
-use tessera_backend::BackendError;
+use tessera_backend::{contract, BackendError};
 
 pub fn rope(
     x: &mut [f32],
@@ -11,18 +11,10 @@ pub fn rope(
     head_dim: usize,
     theta: f32,
 ) -> Result<(), BackendError> {
-    if !head_dim.is_multiple_of(2) {
-        return Err(BackendError::Invalid {
-            op: "rope",
-            detail: format!("head_dim {head_dim} is odd"),
-        });
-    }
+    contract::check_rope(x.len(), positions, heads, head_dim)?;
     let width = heads * head_dim;
-    BackendError::check_len("rope", "x", positions.len() * width, x.len())?;
     let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
-        .collect();
+    let inv_freq = contract::rope_inv_freq(theta, head_dim);
     x[..positions.len() * width]
         .par_chunks_mut(width.max(1))
         .zip(positions.par_iter())

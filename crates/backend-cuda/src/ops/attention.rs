@@ -4,10 +4,10 @@
 //! kernel serves W8A8 (and head sizes the tensor-core kernel lacks); W8A16 runs
 //! the f16 tensor-core kernel (`attention_mma_d*`).
 
+use tessera_backend::contract::{self, AttentionLens};
 use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
 
 use super::{grid_yz, to_u32};
-use crate::memory::as_bytes;
 use crate::{Arithmetic, Device, DeviceBuffer, KernelArg, KernelBackend, Launch};
 
 /// (query row, head) pairs per block (`ATT_ITEMS`).
@@ -123,38 +123,19 @@ pub fn attention<D: Device>(
         n_kv_heads,
         head_dim: d,
     } = shape;
-    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
-        return Err(BackendError::Invalid {
-            op: "attention",
-            detail: format!("{n_heads} query heads cannot share {n_kv_heads} KV heads"),
-        });
-    }
+    let lens = AttentionLens {
+        q: q.len,
+        k: k.len,
+        v: v.len,
+        out: out.len,
+    };
+    contract::check_attention(shape, layout, lens, prefixes, |b| b.len)?;
     let Some(kernel) = kernel_for_head_dim(d) else {
         return Err(BackendError::Invalid {
             op: "attention",
             detail: format!("head_dim {d} is not supported (1..={MAX_HEAD_DIM})"),
         });
     };
-    let tokens = layout.total_tokens();
-    let (qw, kvw) = (shape.q_width(), shape.kv_width());
-    BackendError::check_len("attention", "q", tokens * qw, q.len)?;
-    BackendError::check_len("attention", "k", tokens * kvw, k.len)?;
-    BackendError::check_len("attention", "v", tokens * kvw, v.len)?;
-    BackendError::check_len("attention", "out", tokens * qw, out.len)?;
-    for p in prefixes {
-        BackendError::check_len("attention", "prefix k", p.len * kvw, p.k.len)?;
-        BackendError::check_len("attention", "prefix v", p.len * kvw, p.v.len)?;
-    }
-    for seq in &layout.sequences {
-        if let Some(p) = seq.prefix {
-            if p >= prefixes.len() {
-                return Err(BackendError::Invalid {
-                    op: "attention",
-                    detail: format!("sequence names prefix {p}, only {} given", prefixes.len()),
-                });
-            }
-        }
-    }
     let group = n_heads / n_kv_heads;
     // W8A16 runs attention on the f16 tensor cores too, where the head size allows.
     let mma = mma_kernel_for_head_dim(d).filter(|_| b.arithmetic() == Arithmetic::W8A16);
@@ -181,42 +162,45 @@ pub fn attention<D: Device>(
     let prefixes_on_device = b.upload_table(&prefix_addresses)?;
     // The tiles are the same for every layer of a pass: uploaded once
     // (with_tables). The prefix K/V addresses differ per layer.
-    b.with_tables(&[("attention tiles", as_bytes(&tile_table))], |tables| {
-        let grid = [
-            to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
-            grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
-            1,
-        ];
-        // Both kernels take (q, k, v, tiles, prefixes, n_heads, n_kv_heads,
-        // [d,] heads_per_block, scale, out): the f32 one also takes d, which
-        // the tensor-core ones have as a template parameter.
-        let mut args = vec![
-            KernelArg::Ptr(b.address(q)),
-            KernelArg::Ptr(b.address(k)),
-            KernelArg::Ptr(b.address(v)),
-            KernelArg::Ptr(tables[0]),
-            KernelArg::Ptr(b.device.address(&prefixes_on_device)),
-            KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
-            KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
-            KernelArg::U32(per_block as u32),
-            KernelArg::F32(1.0 / (d as f32).sqrt()),
-            KernelArg::Ptr(b.address(out)),
-        ];
-        let (block, shared) = if mma.is_some() {
-            (MMA_WARPS as u32 * 32, mma_shared_bytes(d))
-        } else {
-            args.insert(7, KernelArg::U32(d as u32));
-            (THREADS, shared_bytes(d))
-        };
-        b.device.launch(&Launch {
-            module: "attention",
-            kernel,
-            grid,
-            block: [block, 1, 1],
-            shared_bytes: shared as u32,
-            args,
-        })
-    })
+    b.with_tables(
+        &[("attention tiles", bytemuck::cast_slice(&tile_table))],
+        |tables| {
+            let grid = [
+                to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
+                grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
+                1,
+            ];
+            // Both kernels take (q, k, v, tiles, prefixes, n_heads, n_kv_heads,
+            // [d,] heads_per_block, scale, out): the f32 one also takes d, which
+            // the tensor-core ones have as a template parameter.
+            let mut args = vec![
+                KernelArg::Ptr(b.address(q)),
+                KernelArg::Ptr(b.address(k)),
+                KernelArg::Ptr(b.address(v)),
+                KernelArg::Ptr(tables[0]),
+                KernelArg::Ptr(b.device.address(&prefixes_on_device)),
+                KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
+                KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
+                KernelArg::U32(per_block as u32),
+                KernelArg::F32(1.0 / (d as f32).sqrt()),
+                KernelArg::Ptr(b.address(out)),
+            ];
+            let (block, shared) = if mma.is_some() {
+                (MMA_WARPS as u32 * 32, mma_shared_bytes(d))
+            } else {
+                args.insert(7, KernelArg::U32(d as u32));
+                (THREADS, shared_bytes(d))
+            };
+            b.device.launch(&Launch {
+                module: "attention",
+                kernel,
+                grid,
+                block: [block, 1, 1],
+                shared_bytes: shared as u32,
+                args,
+            })
+        },
+    )
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ impl<M> QuantisedRows<M> {
         let mut qs = vec![0u8; rows * self.k];
         let mut scales = vec![0.0f32; rows * self.k / QK8_0];
         device.download(&self.qs, 0, &mut qs)?;
-        device.download(&self.scales, 0, crate::memory::as_bytes_mut(&mut scales))?;
+        device.download(&self.scales, 0, bytemuck::cast_slice_mut(&mut scales))?;
         Ok((qs.into_iter().map(|q| q as i8).collect(), scales))
     }
 

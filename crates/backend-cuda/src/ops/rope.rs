@@ -1,22 +1,13 @@
 //! Rotary position embedding (`kernels/rope.cu`): one block per token.
 
-use tessera_backend::{AttentionShape, BackendError};
+use tessera_backend::{contract, AttentionShape, BackendError};
 
 use super::rms_norm::norm_weight;
 use super::{grid_yz, row_threads, to_u32};
-use crate::memory::as_bytes;
 use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
 
 /// Warps per block of the fused QK-norm + RoPE kernel: one (token, head) each.
 pub const NORM_ROPE_WARPS: usize = 4;
-
-/// The rotation frequencies as Hugging Face's Qwen3 computes them, in f32 (the
-/// CPU reference computes the same): `1 / theta^(2i / head_dim)`.
-pub fn inv_freq(theta: f32, head_dim: usize) -> Vec<f32> {
-    (0..head_dim / 2)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
-        .collect()
-}
 
 pub fn rope<D: Device>(
     b: &KernelBackend<D>,
@@ -26,19 +17,13 @@ pub fn rope<D: Device>(
     head_dim: usize,
     theta: f32,
 ) -> Result<(), BackendError> {
-    if !head_dim.is_multiple_of(2) {
-        return Err(BackendError::Invalid {
-            op: "rope",
-            detail: format!("head_dim {head_dim} is odd"),
-        });
-    }
+    contract::check_rope(x.len, positions, heads, head_dim)?;
     let width = heads * head_dim;
-    BackendError::check_len("rope", "x", positions.len() * width, x.len)?;
     if positions.is_empty() || width == 0 {
         return Ok(());
     }
     let positions_table = b.upload_table(positions)?;
-    let freq_table = b.upload_table(&inv_freq(theta, head_dim))?;
+    let freq_table = b.upload_table(&contract::rope_inv_freq(theta, head_dim))?;
     b.device.launch(&Launch {
         module: "rope",
         kernel: "rope_neox_f32",
@@ -109,11 +94,11 @@ fn with_rope_tables<D: Device, R>(
             detail: format!("head_dim {head_dim} is odd"),
         });
     }
-    let freq = inv_freq(theta, head_dim);
+    let freq = contract::rope_inv_freq(theta, head_dim);
     b.with_tables(
         &[
-            ("positions", as_bytes(positions)),
-            ("rope frequencies", as_bytes(&freq)),
+            ("positions", bytemuck::cast_slice(positions)),
+            ("rope frequencies", bytemuck::cast_slice(&freq)),
         ],
         |addresses| {
             op(&RopeTables {

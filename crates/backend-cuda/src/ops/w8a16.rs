@@ -75,18 +75,14 @@ impl<M> HalfRows<M> {
         self.check(rows, self.k)?;
         let mut tiled = vec![0u16; padded(rows) * self.k];
         let mut scales = vec![0.0f32; rows];
-        device.download(&self.values, 0, crate::memory::as_bytes_mut(&mut tiled))?;
+        device.download(&self.values, 0, bytemuck::cast_slice_mut(&mut tiled))?;
         let mut values = vec![0u16; rows * self.k];
         for row in 0..rows {
             for c in 0..self.k {
                 values[row * self.k + c] = tiled[tile_index(row, c, self.k)];
             }
         }
-        device.download(
-            &self.row_scales,
-            0,
-            crate::memory::as_bytes_mut(&mut scales),
-        )?;
+        device.download(&self.row_scales, 0, bytemuck::cast_slice_mut(&mut scales))?;
         Ok((values, scales))
     }
 

@@ -3,6 +3,7 @@
 //! sequence attends to, and each group is one dispatch with that prefix's K/V
 //! bound.
 
+use tessera_backend::contract::{self, AttentionLens};
 use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
 
 use super::u32_of;
@@ -28,12 +29,13 @@ pub fn attention(
         n_kv_heads,
         head_dim: d,
     } = shape;
-    if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-        return Err(BackendError::Invalid {
-            op: "attention",
-            detail: format!("{n_heads} query heads cannot share {n_kv_heads} KV heads"),
-        });
-    }
+    let lens = AttentionLens {
+        q: q.len,
+        k: k.len,
+        v: v.len,
+        out: out.len,
+    };
+    contract::check_attention(shape, layout, lens, prefixes, |b| b.len)?;
     if d > MAX_HEAD_DIM {
         return Err(BackendError::Invalid {
             op: "attention",
@@ -42,29 +44,15 @@ pub fn attention(
     }
     let tokens = layout.total_tokens();
     let (qw, kvw) = (shape.q_width(), shape.kv_width());
-    BackendError::check_len("attention", "q", tokens * qw, q.len)?;
-    BackendError::check_len("attention", "k", tokens * kvw, k.len)?;
-    BackendError::check_len("attention", "v", tokens * kvw, v.len)?;
-    BackendError::check_len("attention", "out", tokens * qw, out.len)?;
     u32_of("attention", "tokens × q width", tokens * qw)?;
     for p in prefixes {
-        BackendError::check_len("attention", "prefix k", p.len * kvw, p.k.len)?;
-        BackendError::check_len("attention", "prefix v", p.len * kvw, p.v.len)?;
         u32_of("attention", "prefix × kv width", p.len * kvw)?;
     }
     // Query rows per prefix (index 0: no prefix, i + 1: prefix i).
     let mut groups: Vec<Vec<u32>> = vec![Vec::new(); prefixes.len() + 1];
     for seq in &layout.sequences {
-        let group = match seq.prefix {
-            None => 0,
-            Some(p) if p < prefixes.len() => p + 1,
-            Some(p) => {
-                return Err(BackendError::Invalid {
-                    op: "attention",
-                    detail: format!("sequence names prefix {p}, only {} given", prefixes.len()),
-                })
-            }
-        };
+        // Prefix indices are checked above.
+        let group = seq.prefix.map_or(0, |p| p + 1);
         for row in seq.start..seq.start + seq.len {
             groups[group].extend([row as u32, seq.start as u32]);
         }

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tessera_backend::BackendError;
+use tessera_backend::{contract, BackendError};
 
 use super::{u32_of, ELEMENTWISE_WG};
 use crate::context::{grid_1d, Context};
@@ -39,11 +39,8 @@ impl RopeTableCache {
                 return Ok(Arc::clone(&t.buffer));
             }
         }
-        let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
-            .collect();
-        let mut words = Vec::with_capacity(positions.len() * half * 2);
+        let inv_freq = contract::rope_inv_freq(theta, head_dim);
+        let mut words = Vec::with_capacity(positions.len() * inv_freq.len() * 2);
         for &pos in positions {
             for &f in &inv_freq {
                 let (sin, cos) = (pos as f32 * f).sin_cos();
@@ -71,13 +68,7 @@ pub fn rope(
     head_dim: usize,
     theta: f32,
 ) -> Result<(), BackendError> {
-    if !head_dim.is_multiple_of(2) {
-        return Err(BackendError::Invalid {
-            op: "rope",
-            detail: format!("head_dim {head_dim} is odd"),
-        });
-    }
-    BackendError::check_len("rope", "x", positions.len() * heads * head_dim, x.len)?;
+    contract::check_rope(x.len, positions, heads, head_dim)?;
     let pairs = positions.len() * heads * head_dim / 2;
     if pairs == 0 {
         return Ok(());
