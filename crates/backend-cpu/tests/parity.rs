@@ -1,22 +1,28 @@
-//! The CPU reference backend against the parity kit's f64 oracles.
+//! The CPU backend against the parity kit's f64 oracles: the reference in f32,
+//! the fast path (int8 activations) at W8A8 tolerances on every instruction set
+//! this CPU has; and proof that the kit catches a wrong op.
 
 use tessera_backend::parity::{run_all, Tolerances};
 use tessera_backend::Backend;
-use tessera_backend_cpu::CpuBackend;
+use tessera_backend_cpu::{CpuBackend, Isa, Precision};
 
-#[test]
-fn every_op_matches_the_f64_oracle() {
-    let reports = run_all(&CpuBackend::new(), Tolerances::F32, 0x7e55e7a);
-    for report in &reports {
-        println!("{report}");
+/// The fast path on `isa`, or `None` (printed) when this CPU lacks it.
+fn fast(isa: Isa) -> Option<CpuBackend> {
+    match CpuBackend::with_isa(Precision::Fast, Some(2), isa) {
+        Ok(backend) => Some(backend),
+        Err(why) => {
+            println!("skipped: {why}");
+            None
+        }
     }
-    assert!(reports.len() >= 40, "only {} cases ran", reports.len());
-    let failed: Vec<String> = reports
-        .iter()
-        .filter(|r| !r.passed())
-        .map(|r| r.to_string())
-        .collect();
-    assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
+}
+
+tessera_backend::parity_tests! {
+    every_op_on_the_cpu_reference: Some(CpuBackend::new()), Tolerances::F32;
+    every_op_on_the_cpu_fast_avx512_vnni: fast(Isa::Avx512Vnni), Tolerances::W8A8;
+    every_op_on_the_cpu_fast_avx_vnni: fast(Isa::AvxVnni), Tolerances::W8A8;
+    every_op_on_the_cpu_fast_avx2: fast(Isa::Avx2), Tolerances::W8A8;
+    every_op_on_the_cpu_fast_scalar: fast(Isa::Scalar), Tolerances::W8A8;
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use tessera_backend::parity::{run_all, Tolerances};
+use tessera_backend::parity::Tolerances;
 use tessera_backend_cuda::{cuda_available, Arithmetic, CudaBackend};
 use tessera_engine::Reranker;
 use tessera_gguf::GgufFile;
@@ -35,33 +35,20 @@ fn without_a_driver_new_is_an_error_not_a_panic() {
     }
 }
 
-#[test]
-fn every_op_matches_the_oracles_on_the_gpu() {
-    let Some(backend) = gpu() else { return };
-    check_ops(&backend, Tolerances::W8A8);
-}
-
-#[test]
-fn every_op_matches_the_oracles_on_the_gpu_in_w8a16() {
-    let Some(backend) = gpu() else { return };
-    match backend.with_arithmetic(Arithmetic::W8A16) {
-        Ok(backend) => check_ops(&backend, Tolerances::W8A16),
-        Err(why) => println!("skipped: {why}"),
+/// The GPU in W8A16, or `None` (printed) when it has no f16 tensor cores.
+fn gpu_w8a16() -> Option<CudaBackend> {
+    match gpu()?.with_arithmetic(Arithmetic::W8A16) {
+        Ok(backend) => Some(backend),
+        Err(why) => {
+            println!("skipped: {why}");
+            None
+        }
     }
 }
 
-fn check_ops(backend: &CudaBackend, tolerances: Tolerances) {
-    println!("device: {}", tessera_backend::Backend::name(backend));
-    let reports = run_all(backend, tolerances, 7);
-    for r in &reports {
-        println!("{r}");
-    }
-    let failed: Vec<String> = reports
-        .iter()
-        .filter(|r| !r.passed())
-        .map(|r| r.to_string())
-        .collect();
-    assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
+tessera_backend::parity_tests! {
+    every_op_on_the_gpu: gpu(), Tolerances::W8A8;
+    every_op_on_the_gpu_in_w8a16: gpu_w8a16(), Tolerances::W8A16;
 }
 
 #[test]

@@ -6,55 +6,22 @@ mod common;
 
 use std::sync::Arc;
 
-use tessera_backend::parity::{run_all, Tolerances};
+use tessera_backend::parity::Tolerances;
 use tessera_backend::{Backend, HostTensor};
 use tessera_backend_wgpu::{WeightFormat, WgpuOptions};
 use tessera_gguf::GgufFile;
 
-fn run(test: &str, options: WgpuOptions, seed: u64) {
-    let Some(backend) = common::backend(test, options) else {
-        return;
-    };
-    let reports = run_all(&backend, Tolerances::F32, seed);
-    for r in &reports {
-        println!("{r}");
-    }
-    let failed: Vec<String> = reports
-        .iter()
-        .filter(|r| !r.passed())
-        .map(|r| r.to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{test}: {} of {} cases failed:\n{}",
-        failed.len(),
-        reports.len(),
-        failed.join("\n")
-    );
-}
-
-#[test]
-fn every_op_matches_the_oracle() {
-    run("parity_default", WgpuOptions::default(), 1);
-}
-
-#[test]
-fn every_op_matches_the_oracle_without_subgroups() {
-    let options = WgpuOptions {
-        use_subgroups: false,
-        ..WgpuOptions::default()
-    };
-    run("parity_no_subgroups", options, 2);
-}
-
-#[test]
-fn every_op_matches_the_oracle_with_weights_split_over_bindings() {
+tessera_backend::parity_tests! {
+    every_op_on_wgpu: common::backend("parity_default", WgpuOptions::default()), Tolerances::F32;
+    every_op_on_wgpu_without_subgroups: common::backend(
+        "parity_no_subgroups",
+        WgpuOptions { use_subgroups: false, ..WgpuOptions::default() },
+    ), Tolerances::F32;
     // 4 KiB parts: the kit's larger tables and matrices span several bindings.
-    let options = WgpuOptions {
-        max_weight_part_bytes: Some(4096),
-        ..WgpuOptions::default()
-    };
-    run("parity_split_weights", options, 3);
+    every_op_on_wgpu_with_weights_split_over_bindings: common::backend(
+        "parity_split_weights",
+        WgpuOptions { max_weight_part_bytes: Some(4096), ..WgpuOptions::default() },
+    ), Tolerances::F32;
 }
 
 #[test]

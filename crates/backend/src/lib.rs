@@ -5,6 +5,7 @@
 pub mod contract;
 mod error;
 mod layout;
+#[cfg(feature = "kit")]
 pub mod parity;
 pub mod profile;
 mod tensor;

@@ -5,6 +5,15 @@
 //!
 //! The oracles are written here from the op definitions, independent of any
 //! backend's code; GPU backends run the same cases.
+//!
+//! Two modes over the same case code, as llama.cpp's test-backend-ops has:
+//! **eval** ([`run_all`]: awkward sizes, each op checked against its oracle)
+//! and **perf** ([`run_perf`]: a model's shapes, each op timed, with its
+//! flops and bytes moved, no oracle). [`parity_tests!`](crate::parity_tests)
+//! instantiates the eval suite for one backend configuration per line.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -108,12 +117,7 @@ pub fn nmse(got: &[f32], want: &[f64]) -> f64 {
 
 /// Runs every case; the reports say which passed.
 pub fn run_all<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) -> Vec<CaseReport> {
-    let mut kit = Kit {
-        backend,
-        rng: StdRng::seed_from_u64(seed),
-        reports: Vec::new(),
-        tolerances,
-    };
+    let mut kit = Kit::new(backend, tolerances, seed, Mode::Eval);
     for &(rows, dim) in &[(1, 32), (7, 64), (33, 96), (5, 1024)] {
         kit.rms_norm(rows, dim);
     }
@@ -183,14 +187,257 @@ pub fn run_all<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) -> Ve
     kit.reports
 }
 
+/// The inputs' seed of [`parity_tests!`](crate::parity_tests).
+pub const SEED: u64 = 7;
+
+/// Every case of [`run_all`] must pass: prints each report and panics with
+/// the failures. What [`parity_tests!`](crate::parity_tests) runs.
+pub fn assert_all_pass<B: Backend>(backend: &B, tolerances: Tolerances, seed: u64) {
+    println!("backend: {}", backend.name());
+    let reports = run_all(backend, tolerances, seed);
+    for report in &reports {
+        println!("{report}");
+    }
+    assert!(reports.len() >= 40, "only {} cases ran", reports.len());
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{}: {} of {} cases failed:\n{}",
+        backend.name(),
+        failed.len(),
+        reports.len(),
+        failed.join("\n")
+    );
+}
+
+/// One eval test per backend configuration: `name: expression, tolerances;`,
+/// where the expression gives an `Option` of the backend (`None` after
+/// printing why the configuration cannot run here, e.g. no device).
+///
+/// ```ignore
+/// tessera_backend::parity_tests! {
+///     cpu_reference: Some(CpuBackend::new()), Tolerances::F32;
+/// }
+/// ```
+#[macro_export]
+macro_rules! parity_tests {
+    ($($name:ident: $backend:expr, $tolerances:expr;)+) => {$(
+        #[test]
+        fn $name() {
+            let backend = $backend;
+            match backend {
+                // One seed everywhere: every backend sees the same inputs.
+                Some(backend) => $crate::parity::assert_all_pass(
+                    &backend,
+                    $tolerances,
+                    $crate::parity::SEED,
+                ),
+                None => println!("skipped: {}", stringify!($name)),
+            }
+        }
+    )+};
+}
+
+/// The shapes of one model, for [`run_perf`].
+#[derive(Clone, Copy, Debug)]
+pub struct PerfShape {
+    pub hidden: usize,
+    pub ffn: usize,
+    pub attention: AttentionShape,
+    /// Token rows of each batched op.
+    pub tokens: usize,
+}
+
+impl PerfShape {
+    /// Qwen3-Reranker-4B: hidden 2560, FFN 9728, 32 query and 8 KV heads of 128.
+    pub fn qwen3_4b(tokens: usize) -> PerfShape {
+        PerfShape {
+            hidden: 2560,
+            ffn: 9728,
+            attention: AttentionShape {
+                n_heads: 32,
+                n_kv_heads: 8,
+                head_dim: 128,
+            },
+            tokens,
+        }
+    }
+}
+
+/// One op timed in perf mode.
+#[derive(Clone, Debug)]
+pub struct PerfReport {
+    pub op: &'static str,
+    pub case: String,
+    /// Median seconds per call (the device waited on).
+    pub seconds: f64,
+    pub calls: usize,
+    /// Useful floating-point (or integer) operations per call.
+    pub flops: f64,
+    /// Bytes an ideal kernel reads and writes per call.
+    pub bytes: f64,
+    pub failure: Option<String>,
+}
+
+impl std::fmt::Display for PerfReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(why) = &self.failure {
+            return write!(f, "{:<13} {:<34} FAILED: {why}", self.op, self.case);
+        }
+        write!(
+            f,
+            "{:<13} {:<34} {:>10.3} ms  {:>8.1} GFLOP/s  {:>7.1} GB/s  ({} calls)",
+            self.op,
+            self.case,
+            self.seconds * 1e3,
+            self.flops / self.seconds / 1e9,
+            self.bytes / self.seconds / 1e9,
+            self.calls
+        )
+    }
+}
+
+/// Perf mode: the ops of one layer at `shape`, each timed for about
+/// `budget` after one warm-up call (at least 3 calls; the median is kept).
+pub fn run_perf<B: Backend>(backend: &B, shape: PerfShape, budget: Duration) -> Vec<PerfReport> {
+    let mut kit = Kit::new(backend, Tolerances::F32, 11, Mode::Perf(budget));
+    let PerfShape {
+        hidden,
+        ffn,
+        attention,
+        tokens,
+    } = shape;
+    let (qw, kvw) = (attention.q_width(), attention.kv_width());
+    let q8 = GgmlType::Q8_0;
+    kit.rms_norm(tokens, hidden);
+    kit.rms_norm_matmuls(tokens, hidden, &[qw, kvw, kvw], q8);
+    kit.matmul(tokens, hidden, qw, q8);
+    kit.matmul(tokens, hidden, kvw, q8);
+    kit.qk_norm_rope(
+        tokens,
+        attention.n_heads,
+        attention.n_kv_heads,
+        attention.head_dim,
+    );
+    kit.rope(tokens, attention.n_heads, attention.head_dim);
+    // A prefill (one sequence) and a rerank batch (documents of 256 after a
+    // shared 64-token prefix), `tokens` query rows each.
+    kit.attention(&[tokens], &[None], attention);
+    let docs = tokens.div_ceil(256);
+    let lengths: Vec<usize> = (0..docs).map(|i| 256.min(tokens - i * 256)).collect();
+    kit.attention(&lengths, &vec![Some(64); docs], attention);
+    kit.matmul_add(tokens, qw, hidden, q8);
+    kit.rms_norm_matmuls(tokens, hidden, &[ffn, ffn], q8);
+    kit.swiglu(tokens * ffn);
+    kit.swiglu_matmul_add(tokens, ffn, hidden, q8);
+    kit.matmul(tokens, ffn, hidden, q8);
+    kit.add(tokens * hidden);
+    kit.perf.into_inner()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Eval,
+    /// Time each op for about this long; no oracle.
+    Perf(Duration),
+}
+
+/// What one call of an op costs, for perf mode's rates.
+#[derive(Clone, Copy, Debug)]
+struct Work {
+    flops: f64,
+    bytes: f64,
+}
+
+impl Work {
+    fn new(flops: usize, bytes: usize) -> Work {
+        Work {
+            flops: flops as f64,
+            bytes: bytes as f64,
+        }
+    }
+}
+
 struct Kit<'a, B: Backend> {
     backend: &'a B,
     rng: StdRng,
     reports: Vec<CaseReport>,
     tolerances: Tolerances,
+    mode: Mode,
+    perf: RefCell<Vec<PerfReport>>,
 }
 
-impl<B: Backend> Kit<'_, B> {
+impl<'a, B: Backend> Kit<'a, B> {
+    fn new(backend: &'a B, tolerances: Tolerances, seed: u64, mode: Mode) -> Kit<'a, B> {
+        Kit {
+            backend,
+            rng: StdRng::seed_from_u64(seed),
+            reports: Vec::new(),
+            tolerances,
+            mode,
+            perf: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The oracle's values in eval mode; nothing in perf mode (never computed).
+    fn oracle(&self, want: impl FnOnce() -> Vec<f64>) -> Vec<f64> {
+        match self.mode {
+            Mode::Eval => want(),
+            Mode::Perf(_) => Vec::new(),
+        }
+    }
+
+    /// Runs the op once (eval), or times it (perf) and records the rate.
+    fn run_op(
+        &self,
+        op: &'static str,
+        case: &str,
+        work: Work,
+        mut call: impl FnMut() -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let Mode::Perf(budget) = self.mode else {
+            return call();
+        };
+        let mut timed = || -> Result<f64, BackendError> {
+            let start = Instant::now();
+            call()?;
+            self.backend.synchronize()?;
+            Ok(start.elapsed().as_secs_f64())
+        };
+        let outcome = (|| {
+            timed()?;
+            let mut times = Vec::new();
+            let start = Instant::now();
+            while times.len() < 3 || (start.elapsed() < budget && times.len() < 10_000) {
+                times.push(timed()?);
+            }
+            Ok::<_, BackendError>(times)
+        })();
+        let mut report = PerfReport {
+            op,
+            case: case.to_string(),
+            seconds: f64::NAN,
+            calls: 0,
+            flops: work.flops,
+            bytes: work.bytes,
+            failure: None,
+        };
+        match outcome {
+            Ok(mut times) => {
+                times.sort_by(f64::total_cmp);
+                report.seconds = times[times.len() / 2];
+                report.calls = times.len();
+            }
+            Err(e) => report.failure = Some(e.to_string()),
+        }
+        self.perf.borrow_mut().push(report);
+        Ok(())
+    }
+
     fn random(&mut self, len: usize, scale: f32) -> Vec<f32> {
         (0..len)
             .map(|_| self.rng.random_range(-scale..scale))
@@ -233,6 +480,21 @@ impl<B: Backend> Kit<'_, B> {
         result: Result<Vec<f32>, BackendError>,
         want: &[f64],
     ) {
+        if let Mode::Perf(_) = self.mode {
+            // Timed in `run_op`; a failure before the op is recorded here.
+            if let Err(e) = result {
+                self.perf.borrow_mut().push(PerfReport {
+                    op,
+                    case,
+                    seconds: f64::NAN,
+                    calls: 0,
+                    flops: 0.0,
+                    bytes: 0.0,
+                    failure: Some(e.to_string()),
+                });
+            }
+            return;
+        }
         let report = |nmse, failure| CaseReport {
             op,
             case: case.clone(),
@@ -273,13 +535,17 @@ impl<B: Backend> Kit<'_, B> {
         let x = self.random(rows * dim, 3.0);
         let (w, w_exact) = self.weight(1, dim, GgmlType::F32, 1.5);
         let eps = 1e-6;
-        let want = oracle_rms_norm(&widen(&x), &w_exact, dim, eps);
+        let want = self.oracle(|| oracle_rms_norm(&widen(&x), &w_exact, dim, eps));
+        let case = format!("rows{rows}_dim{dim}");
         let result = (|| {
             let b = self.backend;
             let wt = b.upload_weight(&w)?;
             let xb = self.buffer(&x)?;
             let mut out = self.output(rows * dim)?;
-            b.rms_norm(&xb, &wt, rows, dim, eps as f32, &mut out)?;
+            let work = Work::new(4 * rows * dim, 8 * rows * dim);
+            self.run_op("rms_norm", &case, work, || {
+                b.rms_norm(&xb, &wt, rows, dim, eps as f32, &mut out)
+            })?;
             let mut inplace = self.buffer(&x)?;
             b.rms_norm_inplace(&mut inplace, &wt, rows, dim, eps as f32)?;
             let a = self.read_output(&out, rows * dim)?;
@@ -293,34 +559,25 @@ impl<B: Backend> Kit<'_, B> {
             Ok(a)
         })();
         let tol = self.tolerances.elementwise;
-        self.check(
-            "rms_norm",
-            format!("rows{rows}_dim{dim}"),
-            tol,
-            result,
-            &want,
-        );
+        self.check("rms_norm", case, tol, result, &want);
     }
 
     fn matmul(&mut self, rows: usize, k: usize, n: usize, ty: GgmlType) {
         let x = self.random(rows * k, 1.0);
         let (w, w_exact) = self.weight(n, k, ty, 0.5);
-        let want = oracle_matmul(&widen(&x), &w_exact, k);
+        let want = self.oracle(|| oracle_matmul(&widen(&x), &w_exact, k));
+        let case = format!("{}_{rows}x{k}_by_{n}", ty.name());
         let result = (|| {
-            let wt = self.backend.upload_weight(&w)?;
+            let b = self.backend;
+            let wt = b.upload_weight(&w)?;
             let xb = self.buffer(&x)?;
             let mut out = self.output(rows * n)?;
-            self.backend.matmul(&xb, rows, &wt, &mut out)?;
+            let work = matmul_work(rows, k, n, &w);
+            self.run_op("matmul", &case, work, || b.matmul(&xb, rows, &wt, &mut out))?;
             self.read_output(&out, rows * n)
         })();
         let tol = self.tolerances.matmul;
-        self.check(
-            "matmul",
-            format!("{}_{rows}x{k}_by_{n}", ty.name()),
-            tol,
-            result,
-            &want,
-        );
+        self.check("matmul", case, tol, result, &want);
     }
 
     fn rope(&mut self, tokens: usize, heads: usize, head_dim: usize) {
@@ -329,25 +586,23 @@ impl<B: Backend> Kit<'_, B> {
             .map(|_| self.rng.random_range(0..9000))
             .collect();
         let theta = 1e6f64;
-        let mut want = widen(&x);
-        oracle_rope(&mut want, &positions, heads, head_dim, theta);
+        let want = self.oracle(|| {
+            let mut want = widen(&x);
+            oracle_rope(&mut want, &positions, heads, head_dim, theta);
+            want
+        });
+        let case = format!("t{tokens}_h{heads}_d{head_dim}");
         let result = (|| {
-            let mut xb = self.backend.alloc(x.len() + SENTINEL_LEN)?;
-            let mut init = x.clone();
-            init.extend(std::iter::repeat_n(SENTINEL, SENTINEL_LEN));
-            self.backend.write(&mut xb, &init)?;
-            self.backend
-                .rope(&mut xb, &positions, heads, head_dim, theta as f32)?;
+            let b = self.backend;
+            let mut xb = self.with_sentinels(&x)?;
+            let work = Work::new(3 * x.len(), 8 * x.len());
+            self.run_op("rope", &case, work, || {
+                b.rope(&mut xb, &positions, heads, head_dim, theta as f32)
+            })?;
             self.read_output(&xb, x.len())
         })();
         // Angles of positions up to 9,000 carry f32 rounding (as in the reference model).
-        self.check(
-            "rope",
-            format!("t{tokens}_h{heads}_d{head_dim}"),
-            1e-8,
-            result,
-            &want,
-        );
+        self.check("rope", case, 1e-8, result, &want);
     }
 
     /// `prefix_lens[i]`: the length of sequence i's shared prefix, if any;
@@ -378,48 +633,71 @@ impl<B: Backend> Kit<'_, B> {
         }
         let layout = AttentionLayout::packed_with_prefixes(lengths, &prefix_index);
         let group = shape.n_heads / shape.n_kv_heads;
-        let mut want = vec![0.0f64; tokens * qw];
-        for seq in &layout.sequences {
-            let (p_len, pk, pv) = match seq.prefix {
-                Some(i) => (
-                    prefix_kv[i].0,
-                    prefix_kv[i].1.as_slice(),
-                    prefix_kv[i].2.as_slice(),
-                ),
-                None => (0, &[][..], &[][..]),
-            };
-            for row in seq.start..seq.start + seq.len {
-                for h in 0..shape.n_heads {
-                    let kh = h / group;
-                    // Keys: the whole prefix, then the sequence's own up to this row.
-                    let own = (seq.start..=row)
-                        .map(|j| (&k[j * kvw + kh * d..][..d], &v[j * kvw + kh * d..][..d]));
-                    let key_rows: Vec<(&[f32], &[f32])> = (0..p_len)
-                        .map(|j| (&pk[j * kvw + kh * d..][..d], &pv[j * kvw + kh * d..][..d]))
-                        .chain(own)
-                        .collect();
-                    let qv = &q[row * qw + h * d..][..d];
-                    let scores: Vec<f64> = key_rows
-                        .iter()
-                        .map(|(kr, _)| {
-                            qv.iter()
-                                .zip(*kr)
-                                .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                                .sum::<f64>()
-                                / (d as f64).sqrt()
-                        })
-                        .collect();
-                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-                    let sum: f64 = exps.iter().sum();
-                    for ((_, vr), p) in key_rows.iter().zip(&exps) {
-                        for i in 0..d {
-                            want[row * qw + h * d + i] += p / sum * f64::from(vr[i]);
+        let want = self.oracle(|| {
+            let mut want = vec![0.0f64; tokens * qw];
+            for seq in &layout.sequences {
+                let (p_len, pk, pv) = match seq.prefix {
+                    Some(i) => (
+                        prefix_kv[i].0,
+                        prefix_kv[i].1.as_slice(),
+                        prefix_kv[i].2.as_slice(),
+                    ),
+                    None => (0, &[][..], &[][..]),
+                };
+                for row in seq.start..seq.start + seq.len {
+                    for h in 0..shape.n_heads {
+                        let kh = h / group;
+                        // Keys: the whole prefix, then the sequence's own up to this row.
+                        let own = (seq.start..=row)
+                            .map(|j| (&k[j * kvw + kh * d..][..d], &v[j * kvw + kh * d..][..d]));
+                        let key_rows: Vec<(&[f32], &[f32])> = (0..p_len)
+                            .map(|j| (&pk[j * kvw + kh * d..][..d], &pv[j * kvw + kh * d..][..d]))
+                            .chain(own)
+                            .collect();
+                        let qv = &q[row * qw + h * d..][..d];
+                        let scores: Vec<f64> = key_rows
+                            .iter()
+                            .map(|(kr, _)| {
+                                qv.iter()
+                                    .zip(*kr)
+                                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                                    .sum::<f64>()
+                                    / (d as f64).sqrt()
+                            })
+                            .collect();
+                        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                        let sum: f64 = exps.iter().sum();
+                        for ((_, vr), p) in key_rows.iter().zip(&exps) {
+                            for i in 0..d {
+                                want[row * qw + h * d + i] += p / sum * f64::from(vr[i]);
+                            }
                         }
                     }
                 }
             }
-        }
+            want
+        });
+        let prefix_lens: Vec<usize> = prefix_lens.iter().map(|p| p.unwrap_or(0)).collect();
+        let case = format!(
+            "seqs{lengths:?}_pre{prefix_lens:?}_h{}_kv{}_d{d}",
+            shape.n_heads, shape.n_kv_heads
+        )
+        .replace(' ', "");
+        // Visible (query, key) pairs: each row sees its prefix and itself causally.
+        let pairs: usize = layout
+            .sequences
+            .iter()
+            .map(|seq| {
+                let p = seq.prefix.map_or(0, |i| prefix_kv[i].0);
+                seq.len * p + seq.len * (seq.len + 1) / 2
+            })
+            .sum();
+        let prefix_bytes: usize = prefix_kv.iter().map(|(len, ..)| 8 * len * kvw).sum();
+        let work = Work::new(
+            4 * d * shape.n_heads * pairs,
+            4 * tokens * (2 * qw + 2 * kvw) + prefix_bytes,
+        );
         let result = (|| {
             let (qb, kb, vb) = (self.buffer(&q)?, self.buffer(&k)?, self.buffer(&v)?);
             let mut device_prefixes = Vec::new();
@@ -431,16 +709,12 @@ impl<B: Backend> Kit<'_, B> {
                 .map(|(len, k, v)| KvRef { k, v, len: *len })
                 .collect();
             let mut out = self.output(tokens * qw)?;
-            self.backend
-                .attention(&qb, &kb, &vb, shape, &layout, &refs, &mut out)?;
+            let b = self.backend;
+            self.run_op("attention", &case, work, || {
+                b.attention(&qb, &kb, &vb, shape, &layout, &refs, &mut out)
+            })?;
             self.read_output(&out, tokens * qw)
         })();
-        let prefix_lens: Vec<usize> = prefix_lens.iter().map(|p| p.unwrap_or(0)).collect();
-        let case = format!(
-            "seqs{lengths:?}_pre{prefix_lens:?}_h{}_kv{}_d{d}",
-            shape.n_heads, shape.n_kv_heads
-        )
-        .replace(' ', "");
         let tol = self.tolerances.attention;
         self.check("attention", case, tol, result, &want);
     }
@@ -448,35 +722,42 @@ impl<B: Backend> Kit<'_, B> {
     fn swiglu(&mut self, len: usize) {
         let gate = self.random(len, 6.0);
         let up = self.random(len, 2.0);
-        let want = oracle_swiglu(&gate, &up);
+        let want = self.oracle(|| oracle_swiglu(&gate, &up));
+        let case = format!("len{len}");
         let result = (|| {
+            let b = self.backend;
             let (gb, ub) = (self.buffer(&gate)?, self.buffer(&up)?);
             let mut out = self.output(len)?;
-            self.backend.swiglu(&gb, &ub, len, &mut out)?;
+            self.run_op("swiglu", &case, Work::new(5 * len, 12 * len), || {
+                b.swiglu(&gb, &ub, len, &mut out)
+            })?;
             self.read_output(&out, len)
         })();
         let tol = self.tolerances.elementwise;
-        self.check("swiglu", format!("len{len}"), tol, result, &want);
+        self.check("swiglu", case, tol, result, &want);
     }
 
     fn add(&mut self, len: usize) {
         let x = self.random(len, 4.0);
         let y = self.random(len, 4.0);
-        let want: Vec<f64> = x
-            .iter()
-            .zip(&y)
-            .map(|(&a, &b)| f64::from(a) + f64::from(b))
-            .collect();
+        let want = self.oracle(|| {
+            x.iter()
+                .zip(&y)
+                .map(|(&a, &b)| f64::from(a) + f64::from(b))
+                .collect()
+        });
+        let case = format!("len{len}");
         let result = (|| {
-            let mut init = x.clone();
-            init.extend(std::iter::repeat_n(SENTINEL, SENTINEL_LEN));
-            let mut xb = self.buffer(&init)?;
+            let b = self.backend;
+            let mut xb = self.with_sentinels(&x)?;
             let yb = self.buffer(&y)?;
-            self.backend.add_inplace(&mut xb, &yb, len)?;
+            self.run_op("add", &case, Work::new(len, 12 * len), || {
+                b.add_inplace(&mut xb, &yb, len)
+            })?;
             self.read_output(&xb, len)
         })();
         let tol = self.tolerances.elementwise;
-        self.check("add", format!("len{len}"), tol, result, &want);
+        self.check("add", case, tol, result, &want);
     }
 
     fn embedding(&mut self, vocab: usize, dim: usize) {
@@ -548,11 +829,25 @@ impl<B: Backend> Kit<'_, B> {
         let weights: Vec<(HostTensor, Vec<f32>)> =
             ns.iter().map(|&n| self.weight(n, dim, ty, 0.5)).collect();
         let eps = 1e-6;
-        let normed = oracle_rms_norm(&widen(&x), &norm_exact, dim, eps);
-        let want: Vec<f64> = weights
-            .iter()
-            .flat_map(|(_, exact)| oracle_matmul(&normed, exact, dim))
-            .collect();
+        let want = self.oracle(|| {
+            let normed = oracle_rms_norm(&widen(&x), &norm_exact, dim, eps);
+            weights
+                .iter()
+                .flat_map(|(_, exact)| oracle_matmul(&normed, exact, dim))
+                .collect()
+        });
+        let case = format!(
+            "{}_{rows}x{dim}_by_{}",
+            ty.name(),
+            format!("{ns:?}").replace(' ', "")
+        );
+        let work = weights.iter().fold(Work::new(0, 0), |sum, (w, _)| {
+            let one = matmul_work(rows, dim, w.rows, w);
+            Work {
+                flops: sum.flops + one.flops,
+                bytes: sum.bytes + one.bytes,
+            }
+        });
         let result = (|| {
             let b = self.backend;
             let norm = b.upload_weight(&norm)?;
@@ -568,16 +863,19 @@ impl<B: Backend> Kit<'_, B> {
                 .map(|&n| self.output(rows * n))
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out_refs: Vec<&mut B::Buffer> = outs.iter_mut().collect();
-            b.rms_norm_matmuls(
-                &xb,
-                rows,
-                dim,
-                &norm,
-                eps as f32,
-                &refs,
-                &mut scratch,
-                &mut out_refs,
-            )?;
+            self.run_op("norm_matmuls", &case, work, || {
+                b.rms_norm_matmuls(
+                    &xb,
+                    rows,
+                    dim,
+                    &norm,
+                    eps as f32,
+                    &refs,
+                    &mut scratch,
+                    &mut out_refs,
+                )
+            })?;
+            drop(out_refs);
             let mut got = Vec::new();
             for (out, &n) in outs.iter().zip(ns) {
                 let values = self.read_output(out, rows * n)?;
@@ -587,14 +885,7 @@ impl<B: Backend> Kit<'_, B> {
             Ok(got)
         })();
         let tol = self.tolerance_for(ty);
-        let ns = format!("{ns:?}").replace(' ', "");
-        self.check(
-            "norm_matmuls",
-            format!("{}_{rows}x{dim}_by_{ns}", ty.name()),
-            tol,
-            result,
-            &want,
-        );
+        self.check("norm_matmuls", case, tol, result, &want);
     }
 
     fn qk_norm_rope(&mut self, tokens: usize, heads: usize, kv_heads: usize, head_dim: usize) {
@@ -611,63 +902,63 @@ impl<B: Backend> Kit<'_, B> {
             .map(|_| self.rng.random_range(0..9000))
             .collect();
         let (eps, theta) = (1e-6, 1e6);
-        let mut want_q = oracle_rms_norm(&widen(&q), &q_exact, head_dim, eps);
-        let mut want_k = oracle_rms_norm(&widen(&k), &k_exact, head_dim, eps);
-        oracle_rope(&mut want_q, &positions, heads, head_dim, theta);
-        oracle_rope(&mut want_k, &positions, kv_heads, head_dim, theta);
+        let want = self.oracle(|| {
+            let mut want_q = oracle_rms_norm(&widen(&q), &q_exact, head_dim, eps);
+            let mut want_k = oracle_rms_norm(&widen(&k), &k_exact, head_dim, eps);
+            oracle_rope(&mut want_q, &positions, heads, head_dim, theta);
+            oracle_rope(&mut want_k, &positions, kv_heads, head_dim, theta);
+            want_q.into_iter().chain(want_k).collect()
+        });
+        let case = format!("t{tokens}_h{heads}_kv{kv_heads}_d{head_dim}");
+        let elements = q.len() + k.len();
+        let work = Work::new(7 * elements, 8 * elements);
         let result = (|| {
             let b = self.backend;
             let (qn, kn) = (b.upload_weight(&q_norm)?, b.upload_weight(&k_norm)?);
             let mut qb = self.with_sentinels(&q)?;
             let mut kb = self.with_sentinels(&k)?;
-            b.qk_norm_rope(
-                &mut qb,
-                &mut kb,
-                &qn,
-                &kn,
-                &positions,
-                shape,
-                eps as f32,
-                theta as f32,
-            )?;
+            self.run_op("qk_norm_rope", &case, work, || {
+                b.qk_norm_rope(
+                    &mut qb,
+                    &mut kb,
+                    &qn,
+                    &kn,
+                    &positions,
+                    shape,
+                    eps as f32,
+                    theta as f32,
+                )
+            })?;
             let got_q = self.read_output(&qb, q.len())?;
             let mut got = self.sentinels_intact("qk_norm_rope", &got_q, q.len())?;
             got.extend(self.read_output(&kb, k.len())?);
             Ok(got)
         })();
-        let want: Vec<f64> = want_q.into_iter().chain(want_k).collect();
         // As rope: angles of positions up to 9,000 carry f32 rounding.
-        self.check(
-            "qk_norm_rope",
-            format!("t{tokens}_h{heads}_kv{kv_heads}_d{head_dim}"),
-            1e-8,
-            result,
-            &want,
-        );
+        self.check("qk_norm_rope", case, 1e-8, result, &want);
     }
 
     fn matmul_add(&mut self, rows: usize, k: usize, n: usize, ty: GgmlType) {
         let x = self.random(rows * k, 1.0);
         let residual = self.random(rows * n, 2.0);
         let (w, w_exact) = self.weight(n, k, ty, 0.5);
-        let want = add_f64(&residual, oracle_matmul(&widen(&x), &w_exact, k));
+        let want = self.oracle(|| add_f64(&residual, oracle_matmul(&widen(&x), &w_exact, k)));
+        let case = format!("{}_{rows}x{k}_by_{n}", ty.name());
+        let mut work = matmul_work(rows, k, n, &w);
+        work.bytes += (4 * rows * n) as f64;
         let result = (|| {
             let b = self.backend;
             let wt = b.upload_weight(&w)?;
             let xb = self.buffer(&x)?;
             let mut scratch = self.output(rows * n)?;
             let mut out = self.with_sentinels(&residual)?;
-            b.matmul_add(&xb, rows, &wt, n, &mut scratch, &mut out)?;
+            self.run_op("matmul_add", &case, work, || {
+                b.matmul_add(&xb, rows, &wt, n, &mut scratch, &mut out)
+            })?;
             self.read_output(&out, rows * n)
         })();
         let tol = self.tolerance_for(ty);
-        self.check(
-            "matmul_add",
-            format!("{}_{rows}x{k}_by_{n}", ty.name()),
-            tol,
-            result,
-            &want,
-        );
+        self.check("matmul_add", case, tol, result, &want);
     }
 
     fn swiglu_matmul_add(&mut self, rows: usize, ffn: usize, n: usize, ty: GgmlType) {
@@ -675,8 +966,14 @@ impl<B: Backend> Kit<'_, B> {
         let up = self.random(rows * ffn, 2.0);
         let residual = self.random(rows * n, 2.0);
         let (w, w_exact) = self.weight(n, ffn, ty, 0.5);
-        let act = oracle_swiglu(&gate, &up);
-        let want = add_f64(&residual, oracle_matmul(&act, &w_exact, ffn));
+        let want = self.oracle(|| {
+            let act = oracle_swiglu(&gate, &up);
+            add_f64(&residual, oracle_matmul(&act, &w_exact, ffn))
+        });
+        let case = format!("{}_{rows}x{ffn}_by_{n}", ty.name());
+        let mut work = matmul_work(rows, ffn, n, &w);
+        work.flops += (5 * rows * ffn) as f64;
+        work.bytes += (4 * rows * ffn + 4 * rows * n) as f64;
         let result = (|| {
             let b = self.backend;
             let wt = b.upload_weight(&w)?;
@@ -684,27 +981,23 @@ impl<B: Backend> Kit<'_, B> {
             let mut act = self.output(rows * ffn)?;
             let mut scratch = self.output(rows * n)?;
             let mut out = self.with_sentinels(&residual)?;
-            b.swiglu_matmul_add(
-                &gb,
-                &ub,
-                rows,
-                ffn,
-                &wt,
-                n,
-                &mut act,
-                &mut scratch,
-                &mut out,
-            )?;
+            self.run_op("swiglu_mm_add", &case, work, || {
+                b.swiglu_matmul_add(
+                    &gb,
+                    &ub,
+                    rows,
+                    ffn,
+                    &wt,
+                    n,
+                    &mut act,
+                    &mut scratch,
+                    &mut out,
+                )
+            })?;
             self.read_output(&out, rows * n)
         })();
         let tol = self.tolerance_for(ty);
-        self.check(
-            "swiglu_mm_add",
-            format!("{}_{rows}x{ffn}_by_{n}", ty.name()),
-            tol,
-            result,
-            &want,
-        );
+        self.check("swiglu_mm_add", case, tol, result, &want);
     }
 
     /// The matmul tolerance for int8-path weights, f32's for the others.
@@ -739,6 +1032,15 @@ impl<B: Backend> Kit<'_, B> {
         }
         Ok(values[..len].to_vec())
     }
+}
+
+/// A `rows × k` by `[n, k]` matmul: 2·rows·k·n operations; the weight's
+/// bytes as stored plus f32 activations in and out.
+fn matmul_work(rows: usize, k: usize, n: usize, weight: &HostTensor) -> Work {
+    Work::new(
+        2 * rows * k * n,
+        weight.bytes().len() + 4 * rows * k + 4 * rows * n,
+    )
 }
 
 fn widen(values: &[f32]) -> Vec<f64> {
