@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tessera_backend::{AttentionLayout, AttentionShape, Backend, HostTensor};
-use tessera_backend_cpu::{CpuBackend, Precision};
+use tessera_backend_cpu::CpuBackend;
 use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType};
 
 const TOKENS: usize = 64;
@@ -39,11 +39,8 @@ fn q8_weight(rows: usize, cols: usize) -> HostTensor {
 
 fn backends() -> [(&'static str, CpuBackend); 2] {
     [
-        ("reference", CpuBackend::new()),
-        (
-            "fast",
-            CpuBackend::with_options(Precision::Fast, None).expect("fast path"),
-        ),
+        ("reference", CpuBackend::reference()),
+        ("fast", CpuBackend::fast()),
     ]
 }
 

@@ -15,7 +15,7 @@ fn bench(c: &mut Criterion) {
     let file = Arc::new(
         GgufFile::open(tessera_tests::fixture("tiny-q8.gguf")).expect("the fixture opens"),
     );
-    let reranker = Reranker::load(CpuBackend::new(), &file, None).expect("loads");
+    let reranker = Reranker::load(CpuBackend::reference(), &file, None).expect("loads");
     let prompt = reranker.prompt();
     let prefix = prompt
         .query_prefix(None, "how do I reset my password on the mobile app")

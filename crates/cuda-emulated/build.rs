@@ -58,22 +58,9 @@ const MUTANTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn kernel_names(source: &str) -> Vec<String> {
-    source
-        .split("TESSERA_KERNEL void")
-        .skip(1)
-        .filter_map(|rest| {
-            let rest = rest.trim_start();
-            let rest = rest
-                .strip_prefix("__launch_bounds__(")
-                .and_then(|r| r.split_once(')'))
-                .map_or(rest, |(_, after)| after.trim_start());
-            let end = rest.find('(')?;
-            Some(rest[..end].trim().to_string())
-        })
-        .filter(|name| !name.is_empty())
-        .collect()
-}
+// The backend's own parser, the same file.
+#[path = "../backend-cuda/src/kernel_names.rs"]
+mod kernel_names;
 
 /// `mutant`: (macro, namespace).
 fn wrapper(
@@ -162,7 +149,10 @@ fn main() {
         |stem: &str, mutant: Option<(&str, &str)>, registry: &mut String, calls: &mut String| {
             let source = fs::read_to_string(kernels.join(format!("{stem}.cu")))
                 .expect("kernel file is readable");
-            let names = kernel_names(&source);
+            let names: Vec<String> = kernel_names::kernel_names(&source)
+                .into_iter()
+                .map(String::from)
+                .collect();
             let text = wrapper(&header, &kernels, stem, &names, mutant);
             let unit = mutant.map_or(stem, |(_, space)| space);
             let path = out.join(format!("emu_{unit}.cpp"));

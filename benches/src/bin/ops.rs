@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tessera_backend::parity::{run_perf, PerfReport, PerfShape};
 use tessera_backend::Backend;
-use tessera_backend_cpu::{CpuBackend, Precision};
+use tessera_backend_cpu::CpuBackend;
 
 struct Args {
     backend: String,
@@ -66,12 +66,8 @@ fn measure(
         (b.name(), run_perf(&b, shape, budget))
     }
     Ok(match name {
-        "cpu-fast" => on(
-            CpuBackend::with_options(Precision::Fast, None)?,
-            shape,
-            budget,
-        ),
-        "cpu-reference" => on(CpuBackend::new(), shape, budget),
+        "cpu-fast" => on(CpuBackend::fast(), shape, budget),
+        "cpu-reference" => on(CpuBackend::reference(), shape, budget),
         #[cfg(feature = "wgpu")]
         "wgpu" => on(tessera_backend_wgpu::WgpuBackend::new(true)?, shape, budget),
         #[cfg(feature = "cuda")]

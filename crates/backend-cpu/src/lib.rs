@@ -2,8 +2,10 @@
 //! against. Plain f32 arithmetic with a fixed accumulation order per output
 //! element, so a token's result never depends on what else is in the batch;
 //! Q8_0 weights stay in their file layout and are dequantised a row at a time.
-//! `Precision::Fast` (the default) swaps in int8 kernels for Q8_0 matmuls and
-//! the score head (`fast`); `CpuBackend::new()` is the reference.
+//! `Precision::Fast` swaps in int8 kernels for Q8_0 matmuls and the score head
+//! (`fast`). Which one a constructor gives is in its name:
+//! [`CpuBackend::reference`] (also [`CpuBackend::new`]) or [`CpuBackend::fast`];
+//! there is no `Default`.
 
 mod fast;
 mod ops;
@@ -29,25 +31,34 @@ pub struct CpuBackend {
     mlp_chunk_rows: usize,
 }
 
-impl Default for CpuBackend {
-    /// The fast path on the best instruction set, on the global rayon pool.
-    fn default() -> CpuBackend {
+impl CpuBackend {
+    /// `precision` on the best instruction set, on the global rayon pool.
+    fn on_global_pool(precision: Precision) -> CpuBackend {
         CpuBackend {
-            precision: Precision::Fast,
+            precision,
             isa: Isa::best(),
             pool: None,
             mlp_chunk_rows: tessera_backend::DEFAULT_MLP_CHUNK_ROWS,
         }
     }
-}
 
-impl CpuBackend {
-    /// The reference: f32 activations, the oracle of every other path.
+    /// The reference: f32 activations, the oracle of every other path; on the
+    /// global rayon pool.
+    pub fn reference() -> CpuBackend {
+        CpuBackend::on_global_pool(Precision::Reference)
+    }
+
+    /// [`CpuBackend::reference`]. (No `Default`: it would hide which
+    /// arithmetic one gets.)
+    #[allow(clippy::new_without_default)]
     pub fn new() -> CpuBackend {
-        CpuBackend {
-            precision: Precision::Reference,
-            ..CpuBackend::default()
-        }
+        CpuBackend::reference()
+    }
+
+    /// The fast path (int8 activations) on the best instruction set this CPU
+    /// has, on the global rayon pool.
+    pub fn fast() -> CpuBackend {
+        CpuBackend::on_global_pool(Precision::Fast)
     }
 
     /// `threads`: `None` runs on the global rayon pool (all cores unless the
@@ -88,10 +99,9 @@ impl CpuBackend {
             )),
         };
         Ok(CpuBackend {
-            precision,
             isa,
             pool,
-            ..CpuBackend::default()
+            ..CpuBackend::on_global_pool(precision)
         })
     }
 

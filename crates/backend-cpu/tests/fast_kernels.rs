@@ -55,7 +55,8 @@ fn backend(isa: Isa, threads: usize) -> CpuBackend {
 }
 
 fn matmul(b: &CpuBackend, x: &[f32], rows: usize, w: &CpuWeight) -> Vec<f32> {
-    // Activations and output inside larger buffers, as the engine's arenas are.
+    // Activations and output inside larger buffers, as the engine's reused
+    // MLP chunk buffers are.
     let mut xb = b.alloc(x.len() + 40).unwrap();
     b.write(&mut xb, x).unwrap();
     let len = rows * w.rows();
@@ -180,7 +181,7 @@ fn fast_path_is_within_w8a8_of_the_reference() {
     let reference = CpuBackend::new();
     let weight = reference.upload_weight(&w).unwrap();
     let want = matmul(&reference, &x, rows, &weight);
-    let got = matmul(&CpuBackend::default(), &x, rows, &weight);
+    let got = matmul(&CpuBackend::fast(), &x, rows, &weight);
     let want64: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
     let nmse = tessera_backend::parity::nmse(&got, &want64);
     println!("fast vs reference matmul: nmse {nmse:.2e}");
@@ -194,7 +195,7 @@ fn fast_path_is_within_w8a8_of_the_reference() {
 fn backends_say_what_they_run() {
     assert_eq!(CpuBackend::new().precision(), Precision::Reference);
     assert_eq!(CpuBackend::new().name(), "cpu-reference");
-    let fast = CpuBackend::default();
+    let fast = CpuBackend::fast();
     assert_eq!(fast.precision(), Precision::Fast);
     assert_eq!(fast.isa(), Isa::best());
     assert!(fast.name().starts_with("cpu-fast"));

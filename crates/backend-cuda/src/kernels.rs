@@ -43,23 +43,7 @@ pub fn module_source(stem: &str) -> Option<String> {
         .map(|(_, source)| source.replacen(INCLUDE_COMMON, COMMON, 1))
 }
 
-/// The names of the kernels a module defines (`TESSERA_KERNEL void name(`).
-pub fn kernel_names(source: &str) -> Vec<&str> {
-    source
-        .split("TESSERA_KERNEL void")
-        .skip(1)
-        .filter_map(|rest| {
-            let rest = rest.trim_start();
-            let rest = rest
-                .strip_prefix("__launch_bounds__(")
-                .and_then(|r| r.split_once(')'))
-                .map_or(rest, |(_, after)| after.trim_start());
-            let end = rest.find('(')?;
-            Some(rest[..end].trim())
-        })
-        .filter(|name| !name.is_empty())
-        .collect()
-}
+pub use crate::kernel_names::kernel_names;
 
 /// The `compute_XY` virtual architecture NVRTC targets for a device.
 pub fn nvrtc_arch(major: u32, minor: u32) -> String {

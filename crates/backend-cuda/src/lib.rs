@@ -9,6 +9,7 @@
 //! tested without a GPU.
 
 pub mod device;
+mod kernel_names;
 pub mod kernels;
 mod memory;
 pub mod ops;

@@ -73,15 +73,6 @@ impl std::fmt::Display for AdapterDescription {
     }
 }
 
-/// Lists every adapter wgpu sees (all backends compiled in), CPU ones included.
-pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
-    let instance = wgpu::Instance::new(instance_descriptor());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-        .iter()
-        .map(wgpu::Adapter::get_info)
-        .collect()
-}
-
 fn instance_descriptor() -> wgpu::InstanceDescriptor {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     desc.backends = wgpu::Backends::all();

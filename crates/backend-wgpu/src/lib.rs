@@ -15,7 +15,7 @@ mod weight;
 
 use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
 
-pub use context::{list_adapters, AdapterDescription, WgpuOptions};
+pub use context::{AdapterDescription, WgpuOptions};
 pub use weight::{WeightFormat, WgpuWeight};
 
 use context::Context;

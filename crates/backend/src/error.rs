@@ -21,6 +21,15 @@ pub enum BackendError {
     Device(String),
 }
 
+impl From<tessera_gguf::TensorError> for BackendError {
+    fn from(e: tessera_gguf::TensorError) -> BackendError {
+        BackendError::Tensor {
+            name: e.name,
+            detail: e.detail,
+        }
+    }
+}
+
 impl BackendError {
     /// Checks that a buffer of `got` elements can hold `expected`.
     pub fn check_len(

@@ -8,12 +8,11 @@ mod layout;
 #[cfg(feature = "kit")]
 pub mod parity;
 pub mod profile;
-mod tensor;
 pub mod unfused;
 
 pub use error::BackendError;
 pub use layout::{AttentionLayout, KvRef, Sequence};
-pub use tensor::HostTensor;
+pub use tessera_gguf::HostTensor;
 
 /// Parameters of the attention op that do not change between calls of one model.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,7 +39,7 @@ pub const DEFAULT_MLP_CHUNK_ROWS: usize = 512;
 /// weights are uploaded once as `Weight`s in their file layout (Q8_0, F32, F16, BF16).
 ///
 /// Every op takes explicit element counts: a buffer may be larger than the data it
-/// holds (activation arenas are sized for the largest batch and reused).
+/// holds (the engine reuses the MLP's chunk buffers for a shorter last chunk).
 pub trait Backend {
     type Buffer;
     type Weight;

@@ -38,13 +38,6 @@ pub struct PrefixGroup<'a> {
     pub documents: Vec<&'a [u32]>,
 }
 
-impl PrefixGroup<'_> {
-    /// Full length of each pair (what is billed).
-    pub fn pair_lengths(&self) -> impl Iterator<Item = usize> + '_ {
-        self.documents.iter().map(|d| self.prefix.len() + d.len())
-    }
-}
-
 /// The two logits at a sequence's last token.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PairScore {

@@ -22,8 +22,15 @@ pub enum ModelError {
     Tensor { name: String, detail: String },
     #[error("score head: {0}")]
     ScoreHead(String),
-    #[error(transparent)]
-    Backend(#[from] tessera_backend::BackendError),
+}
+
+impl From<tessera_gguf::TensorError> for ModelError {
+    fn from(e: tessera_gguf::TensorError) -> ModelError {
+        ModelError::Tensor {
+            name: e.name,
+            detail: e.detail,
+        }
+    }
 }
 
 /// The architecture hyper-parameters of a Qwen3 decoder.

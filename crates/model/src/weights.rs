@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tessera_backend::HostTensor;
+use tessera_gguf::HostTensor;
 use tessera_gguf::{GgmlType, GgufFile};
 
 use crate::config::{ModelConfig, ModelError};

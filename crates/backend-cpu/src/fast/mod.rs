@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use tessera_backend::BackendError;
 use tessera_gguf::{BlockQ8_0, GgmlType, QK8_0};
 
+use crate::ops::OutPtr;
 use crate::CpuWeight;
 pub use kernels::Isa;
 use kernels::{Activations, ROW_TILE};
@@ -76,21 +77,6 @@ thread_local! {
     static ACTIVATIONS: RefCell<QuantisedRows> = RefCell::default();
     /// A worker's packed weight group (grown, never shrunk).
     static PACKED: RefCell<Vec<PackedBlock>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The output pointer shared by tasks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint elements (their own column group) of one slice
-// that outlives the parallel loop.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    // A method (not a field access) so closures capture the whole Send + Sync wrapper.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// `out = x · wᵀ` for a Q8_0 weight, W8A8. Runs on the current rayon pool.
@@ -154,7 +140,7 @@ fn matmul_with(
         blocks,
     };
     let bytes = weight.bytes();
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = OutPtr::new(out);
     (0..n.div_ceil(GROUP_COLS))
         .into_par_iter()
         .for_each(|group| {

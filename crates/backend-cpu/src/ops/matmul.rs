@@ -4,26 +4,11 @@
 use rayon::prelude::*;
 use tessera_backend::BackendError;
 
-use super::dot;
+use super::{dot, OutPtr};
 use crate::CpuWeight;
 
 /// Weight rows per task: enough work per task, a scratch tile that stays in cache.
 const TILE_ROWS: usize = 16;
-
-/// The output pointer shared by tasks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint elements (their own output columns) of one slice
-// that outlives the parallel loop.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    // A method (not a field access) so closures capture the whole Send + Sync wrapper.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 pub fn matmul(
     x: &[f32],
@@ -34,7 +19,7 @@ pub fn matmul(
     let (n, k) = (weight.rows(), weight.cols());
     BackendError::check_len("matmul", "x", rows * k, x.len())?;
     BackendError::check_len("matmul", "out", rows * n, out.len())?;
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = OutPtr::new(out);
     (0..n.div_ceil(TILE_ROWS)).into_par_iter().for_each_init(
         || vec![0.0f32; TILE_ROWS * k],
         |tile, tile_index| {

@@ -10,6 +10,27 @@ pub mod rope;
 pub mod score_head;
 pub mod swiglu;
 
+/// An output slice's pointer shared by parallel tasks that each write their
+/// own disjoint elements (the matmuls' column groups): the one place the CPU
+/// backend lets several threads write one slice.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements of one slice that outlives the
+// parallel loop; `OutPtr::new` borrows it mutably, so nothing else reads it.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    pub(crate) fn new(out: &mut [f32]) -> OutPtr {
+        OutPtr(out.as_mut_ptr())
+    }
+
+    // A method (not a field access) so closures capture the whole Send + Sync wrapper.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Dot product with eight independent partial sums (so the compiler can
 /// vectorise it) combined in a fixed order: deterministic for a given length.
 #[inline]

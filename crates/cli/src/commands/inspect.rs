@@ -85,13 +85,20 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             println!("yes/no ids    {} / {}", id("yes"), id("no"));
             match (tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")) {
                 (Some(yes), Some(no)) => match Weights::load(file, [yes, no]) {
-                    Ok(w) => println!(
-                        "score head    {} — rows {:?} of '{}' ({})",
-                        w.score_head.source,
-                        w.score_head.rows,
-                        w.score_head.tensor.name,
-                        w.score_head.tensor.ggml_type.name()
-                    ),
+                    Ok(w) => {
+                        println!(
+                            "score head    {} — rows {:?} of '{}' ({})",
+                            w.score_head.source,
+                            w.score_head.rows,
+                            w.score_head.tensor.name,
+                            w.score_head.tensor.ggml_type.name()
+                        );
+                        // What a GPU backend uploads (the score head's two rows aside).
+                        println!(
+                            "weights       {:.2} GB used by the forward pass",
+                            w.total_bytes() as f64 / 1e9
+                        );
+                    }
                     Err(e) => println!("weights       not runnable: {e}"),
                 },
                 _ => println!("score head    unavailable: the tokenizer has no 'yes'/'no' tokens"),

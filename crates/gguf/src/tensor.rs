@@ -1,10 +1,18 @@
-//! A weight tensor as it lies in a GGUF file: zero-copy, kept alive by the file.
+//! A weight tensor as it lies in a GGUF file: zero-copy, kept alive by the
+//! file. What the model crate hands to a backend's `upload_weight`; it lives
+//! with the file format so that the model needs no compute API.
 
 use std::sync::Arc;
 
-use tessera_gguf::{GgmlType, GgufFile, GgufWriter};
+use crate::{GgmlType, GgufFile, GgufWriter};
 
-use crate::BackendError;
+/// A tensor that cannot be viewed as asked: its name and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tensor '{name}': {detail}")]
+pub struct TensorError {
+    pub name: String,
+    pub detail: String,
+}
 
 /// A 1-D or 2-D tensor of a GGUF file, viewed as `rows × cols` (cols contiguous).
 #[derive(Clone)]
@@ -30,19 +38,19 @@ impl std::fmt::Debug for HostTensor {
 
 impl HostTensor {
     /// Looks a tensor up by name; `None` when the file has no such tensor.
-    pub fn from_gguf(file: &Arc<GgufFile>, name: &str) -> Result<Option<HostTensor>, BackendError> {
+    pub fn from_gguf(file: &Arc<GgufFile>, name: &str) -> Result<Option<HostTensor>, TensorError> {
         let Some(index) = file.tensors().iter().position(|t| t.name == name) else {
             return Ok(None);
         };
         let info = &file.tensors()[index];
         if info.dims.len() > 2 && info.dims[2..].iter().any(|&d| d != 1) {
-            return Err(BackendError::Tensor {
+            return Err(TensorError {
                 name: name.to_string(),
                 detail: format!("expected at most 2 dimensions, got {:?}", info.dims),
             });
         }
         let to_usize = |v: u64| {
-            usize::try_from(v).map_err(|_| BackendError::Tensor {
+            usize::try_from(v).map_err(|_| TensorError {
                 name: name.to_string(),
                 detail: format!("dimension {v} does not fit in memory"),
             })
@@ -68,8 +76,8 @@ impl HostTensor {
         rows: usize,
         cols: usize,
         bytes: Vec<u8>,
-    ) -> Result<HostTensor, BackendError> {
-        let fail = |detail: String| BackendError::Tensor {
+    ) -> Result<HostTensor, TensorError> {
+        let fail = |detail: String| TensorError {
             name: name.to_string(),
             detail,
         };
@@ -91,11 +99,11 @@ impl HostTensor {
     }
 
     /// Checks the tensor's shape.
-    pub fn expect_shape(&self, rows: usize, cols: usize) -> Result<(), BackendError> {
+    pub fn expect_shape(&self, rows: usize, cols: usize) -> Result<(), TensorError> {
         if self.rows == rows && self.cols == cols {
             Ok(())
         } else {
-            Err(BackendError::Tensor {
+            Err(TensorError {
                 name: self.name.clone(),
                 detail: format!(
                     "expected shape [{rows}, {cols}] (rows × cols), got [{}, {}]",
