@@ -98,18 +98,6 @@ fn ratio(r: f64) -> String {
     format!("{r:.*}×", digits as usize)
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
 fn main() -> anyhow::Result<()> {
     let args = parse()?;
     let shape = PerfShape::qwen3_4b(args.tokens);
@@ -122,7 +110,7 @@ fn main() -> anyhow::Result<()> {
         "ops of one Qwen3-Reranker-4B layer, {} token rows",
         args.tokens
     );
-    println!("cpu      {}", cpu_model());
+    println!("cpu      {}", tessera_runtime::cpu_model());
     println!("backend  {name}");
     if let Some((base_name, _)) = &base {
         println!("baseline {base_name} (same run)");

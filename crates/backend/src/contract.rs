@@ -39,6 +39,18 @@ pub struct AttentionLens {
     pub out: usize,
 }
 
+impl AttentionLens {
+    /// The lengths of a backend's buffers, as `len` reads them.
+    pub fn of<B: ?Sized>(q: &B, k: &B, v: &B, out: &B, len: impl Fn(&B) -> usize) -> AttentionLens {
+        AttentionLens {
+            q: len(q),
+            k: len(k),
+            v: len(v),
+            out: len(out),
+        }
+    }
+}
+
 /// Attention over a packed layout: query heads in whole GQA groups, every
 /// buffer (and each prefix's K and V, whose lengths `len` reads) large enough
 /// for the layout, and every sequence's prefix index among `prefixes`.

@@ -4,6 +4,9 @@
 
 use std::process::Command;
 
+mod common;
+
+use common::{listening_address, request};
 use serde_json::Value;
 use tessera_tests::{fixture, load_reference};
 
@@ -273,7 +276,7 @@ fn bench_writes_a_json_record_with_a_profile() {
 /// dying, and it answers again once the connections are gone.
 #[test]
 fn serve_survives_running_out_of_descriptors() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Read;
     use std::net::TcpStream;
     use std::process::Stdio;
     use std::time::{Duration, Instant};
@@ -286,27 +289,11 @@ fn serve_survives_running_out_of_descriptors() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("serve starts");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("the listening line");
-    let address = first
-        .trim()
-        .strip_prefix("tessera listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
-    let health = |address: &str| -> Option<String> {
-        let mut stream = TcpStream::connect(address).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        Some(answer)
-    };
+    let address = listening_address(&mut child);
+    let health =
+        |address: &str| request(address, "GET", "/health", None, Duration::from_secs(2)).0 == 200;
     let ready = Instant::now();
-    while !health(&address).is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+    while !health(&address) {
         assert!(ready.elapsed() < Duration::from_secs(60), "never ready");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -323,7 +310,7 @@ fn serve_survives_running_out_of_descriptors() {
     drop(flood);
     let again = Instant::now();
     loop {
-        if health(&address).is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+        if health(&address) {
             break;
         }
         assert!(

@@ -2,13 +2,19 @@
 //! `/v1/rerank` prepare, score and rank a request identically — every fixture
 //! case, the API's truncation options, and long documents split into chunks.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tessera_tests::load_reference;
+
+use common::{listening_address, request};
+
+/// How long a request may go unanswered: the chunked cases score several
+/// 8,192-token pairs.
+const PATIENCE: Duration = Duration::from_secs(120);
 
 /// A `tessera serve` on a free port, killed when dropped.
 struct Served {
@@ -30,52 +36,14 @@ fn serve() -> Served {
         .stderr(Stdio::null())
         .spawn()
         .expect("serve starts");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("the listening line");
-    let address = first
-        .trim()
-        .strip_prefix("tessera listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
+    let address = listening_address(&mut child);
     let served = Served { child, address };
     let started = Instant::now();
-    while request(&served.address, "GET", "/health", None).0 != 200 {
+    while request(&served.address, "GET", "/health", None, PATIENCE).0 != 200 {
         assert!(started.elapsed() < Duration::from_secs(60), "never ready");
         std::thread::sleep(Duration::from_millis(100));
     }
     served
-}
-
-/// One HTTP/1.1 exchange: status and body as JSON (`Null` when not JSON).
-fn request(address: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let Ok(mut stream) = TcpStream::connect(address) else {
-        return (0, Value::Null);
-    };
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body.as_bytes()))
-        .expect("request sent");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("answer read");
-    let text = String::from_utf8_lossy(&answer);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    (status, json)
 }
 
 /// `tessera rerank --json` with the request's options as flags; its body, or
@@ -196,7 +164,7 @@ fn rerank_and_the_server_agree_on_fixtures_options_and_chunked_documents() {
 
     let mut chunked_tokens = Vec::new();
     for (n, body) in bodies.iter().enumerate() {
-        let (status, server) = request(&served.address, "POST", "/v1/rerank", Some(body));
+        let (status, server) = request(&served.address, "POST", "/v1/rerank", Some(body), PATIENCE);
         assert_eq!(status, 200, "case {n}: {server}");
         let cli = rerank_cli(body, &dir).unwrap_or_else(|e| panic!("case {n}: {e}"));
         assert_same(&format!("case {n}"), &cli, &server);
@@ -211,7 +179,13 @@ fn rerank_and_the_server_agree_on_fixtures_options_and_chunked_documents() {
     );
     assert!(chunked_tokens[2] > 8_192, "one chunk still fills a pair");
 
-    let (status, server) = request(&served.address, "POST", "/v1/rerank", Some(&refused));
+    let (status, server) = request(
+        &served.address,
+        "POST",
+        "/v1/rerank",
+        Some(&refused),
+        PATIENCE,
+    );
     assert_eq!(status, 400, "{server}");
     let message = server["message"].as_str().expect("message");
     let cli = rerank_cli(&refused, &dir).expect_err("a document that does not fit fails");

@@ -313,6 +313,20 @@ fn wgpu_compiled() -> Result<(), RuntimeError> {
     Err(not_built("wgpu"))
 }
 
+/// The CPU's model name (`/proc/cpuinfo`), or the architecture where that is
+/// not readable: the hardware a CPU measurement names.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 /// Loads the model on the chosen backend; `auto` tries CUDA, then a real wgpu
 /// adapter (never lavapipe on its own), then the CPU, logging why it skipped each.
 pub fn open(

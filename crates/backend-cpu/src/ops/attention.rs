@@ -27,12 +27,7 @@ pub(crate) fn validate(
     prefixes: &[KvRef<'_, Vec<f32>>],
     out: &[f32],
 ) -> Result<(), BackendError> {
-    let lens = AttentionLens {
-        q: q.len(),
-        k: k.len(),
-        v: v.len(),
-        out: out.len(),
-    };
+    let lens = AttentionLens::of(q, k, v, out, <[f32]>::len);
     contract::check_attention(shape, layout, lens, prefixes, Vec::len)
 }
 

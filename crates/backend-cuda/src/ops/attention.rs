@@ -123,12 +123,7 @@ pub fn attention<D: Device>(
         n_kv_heads,
         head_dim: d,
     } = shape;
-    let lens = AttentionLens {
-        q: q.len,
-        k: k.len,
-        v: v.len,
-        out: out.len,
-    };
+    let lens = AttentionLens::of(q, k, v, out, |b| b.len);
     contract::check_attention(shape, layout, lens, prefixes, |b| b.len)?;
     let Some(kernel) = kernel_for_head_dim(d) else {
         return Err(BackendError::Invalid {

@@ -29,12 +29,7 @@ pub fn attention(
         n_kv_heads,
         head_dim: d,
     } = shape;
-    let lens = AttentionLens {
-        q: q.len,
-        k: k.len,
-        v: v.len,
-        out: out.len,
-    };
+    let lens = AttentionLens::of(q, k, v, out, |b| b.len);
     contract::check_attention(shape, layout, lens, prefixes, |b| b.len)?;
     if d > MAX_HEAD_DIM {
         return Err(BackendError::Invalid {

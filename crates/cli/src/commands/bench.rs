@@ -195,18 +195,6 @@ impl Workload {
     }
 }
 
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
 /// `--prefix-study`: the rerank workload without prefix sharing, with it on a
 /// cold cache, and with it on a warm cache, on the same backend in one run.
 fn prefix_study(workload: &Workload, reranker: &dyn AnyReranker) -> anyhow::Result<()> {
@@ -330,7 +318,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         c.n_kv_heads,
         c.head_dim
     );
-    say!("cpu        {}", cpu_model());
+    say!("cpu        {}", tessera_runtime::cpu_model());
     say!("device     {}", measured_on.device);
     say!(
         "backend    {backend_name}; weights loaded in {:.2} s",
@@ -388,7 +376,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or("unknown")
             .to_string(),
         device: measured_on.device.clone(),
-        cpu: cpu_model(),
+        cpu: tessera_runtime::cpu_model(),
         backend: backend_name.clone(),
         arithmetic: if on_cpu {
             args.run_on.precision.name().to_string()
