@@ -4,7 +4,7 @@
 //! at Qwen3-Reranker-4B shapes with 64 token rows.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tessera_backend::{AttentionLayout, AttentionShape, Backend, HostTensor};
+use tessera_backend::{AttentionLayout, AttentionShape, Backend, HostTensor, Qkv};
 use tessera_backend_cpu::CpuBackend;
 use tessera_gguf::{quantize_row_q8_0, BlockQ8_0, GgmlType};
 
@@ -86,7 +86,12 @@ fn attention(c: &mut Criterion) {
         let mut out = b.alloc(tokens * shape.q_width()).expect("alloc");
         group.bench_function(BenchmarkId::from_parameter(name), |bench| {
             bench.iter(|| {
-                b.attention(&q, &k, &v, shape, &layout, &[], &mut out)
+                let qkv = Qkv {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                };
+                b.attention(qkv, shape, &layout, &[], &mut out)
                     .expect("attention")
             })
         });

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use tessera_gguf::GgmlType;
 
-use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
+use tessera_backend::{
+    AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef, Qkv,
+};
 
 pub use weight::CpuWeight;
 
@@ -239,20 +241,16 @@ impl Backend for CpuBackend {
 
     fn attention(
         &self,
-        q: &Vec<f32>,
-        k: &Vec<f32>,
-        v: &Vec<f32>,
+        qkv: Qkv<'_, Vec<f32>>,
         shape: AttentionShape,
         layout: &AttentionLayout,
         prefixes: &[KvRef<'_, Vec<f32>>],
         out: &mut Vec<f32>,
     ) -> Result<(), BackendError> {
         self.install(|| match self.precision {
-            Precision::Reference => {
-                ops::attention::attention(q, k, v, shape, layout, prefixes, out)
-            }
+            Precision::Reference => ops::attention::attention(qkv, shape, layout, prefixes, out),
             Precision::Fast => {
-                fast::attention::attention(q, k, v, shape, layout, prefixes, out, self.isa)
+                fast::attention::attention(qkv, shape, layout, prefixes, out, self.isa)
             }
         })
     }

@@ -108,15 +108,13 @@ fn kit_catches_a_wrong_op() {
         }
         fn attention(
             &self,
-            q: &Vec<f32>,
-            k: &Vec<f32>,
-            v: &Vec<f32>,
+            qkv: tessera_backend::Qkv<'_, Vec<f32>>,
             s: tessera_backend::AttentionShape,
             l: &tessera_backend::AttentionLayout,
             p: &[tessera_backend::KvRef<'_, Vec<f32>>],
             o: &mut Vec<f32>,
         ) -> Result<(), tessera_backend::BackendError> {
-            self.0.attention(q, k, v, s, l, p, o)
+            self.0.attention(qkv, s, l, p, o)
         }
         fn swiglu(
             &self,

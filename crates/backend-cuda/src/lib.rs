@@ -19,7 +19,10 @@ mod cuda;
 
 use std::sync::Mutex;
 
-use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
+use tessera_backend::{
+    AttentionLayout, AttentionShape, Backend, BackendError, GateUp, HostTensor, KvRef, Norm, Qkv,
+    Rope, Rows,
+};
 
 pub use device::{Arithmetic, Device, KernelArg, Launch, MatmulPath};
 pub use memory::{DeviceBuffer, DeviceWeight};
@@ -291,15 +294,13 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn attention(
         &self,
-        q: &Self::Buffer,
-        k: &Self::Buffer,
-        v: &Self::Buffer,
+        qkv: Qkv<'_, Self::Buffer>,
         shape: AttentionShape,
         layout: &AttentionLayout,
         prefixes: &[KvRef<'_, Self::Buffer>],
         out: &mut Self::Buffer,
     ) -> Result<(), BackendError> {
-        ops::attention::attention(self, q, k, v, shape, layout, prefixes, out)
+        ops::attention::attention(self, qkv, shape, layout, prefixes, out)
     }
 
     fn swiglu(
@@ -360,30 +361,25 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn rms_norm_matmuls(
         &self,
-        x: &Self::Buffer,
-        rows: usize,
-        dim: usize,
-        norm: &Self::Weight,
-        eps: f32,
+        x: Rows<'_, Self::Buffer>,
+        norm: Norm<'_, Self::Weight>,
         weights: &[&Self::Weight],
         normed: &mut Self::Buffer,
         outs: &mut [&mut Self::Buffer],
     ) -> Result<(), BackendError> {
-        ops::fused::rms_norm_matmuls(self, x, rows, dim, norm, eps, weights, normed, outs)
+        ops::fused::rms_norm_matmuls(self, x, norm, weights, normed, outs)
     }
 
     fn qk_norm_rope(
         &self,
         q: &mut Self::Buffer,
         k: &mut Self::Buffer,
-        q_norm: &Self::Weight,
-        k_norm: &Self::Weight,
-        positions: &[u32],
+        q_norm: Norm<'_, Self::Weight>,
+        k_norm: Norm<'_, Self::Weight>,
+        rope: Rope<'_>,
         shape: AttentionShape,
-        eps: f32,
-        theta: f32,
     ) -> Result<(), BackendError> {
-        ops::rope::qk_norm_rope(self, q, k, q_norm, k_norm, positions, shape, eps, theta)
+        ops::rope::qk_norm_rope(self, q, k, q_norm, k_norm, rope, shape)
     }
 
     fn matmul_add(
@@ -400,17 +396,14 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn swiglu_matmul_add(
         &self,
-        gate: &Self::Buffer,
-        up: &Self::Buffer,
-        rows: usize,
-        ffn: usize,
+        gate_up: GateUp<'_, Self::Buffer>,
         down: &Self::Weight,
         n: usize,
         act: &mut Self::Buffer,
         scratch: &mut Self::Buffer,
         out: &mut Self::Buffer,
     ) -> Result<(), BackendError> {
-        ops::fused::swiglu_matmul_add(self, gate, up, rows, ffn, down, n, act, scratch, out)
+        ops::fused::swiglu_matmul_add(self, gate_up, down, n, act, scratch, out)
     }
 
     fn synchronize(&self) -> Result<(), BackendError> {

@@ -12,7 +12,10 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_backend::{unfused, AttentionLayout, AttentionShape, Backend, HostTensor, KvRef};
+use tessera_backend::{
+    unfused, AttentionLayout, AttentionShape, Backend, GateUp, HostTensor, KvRef, Norm, Qkv, Rope,
+    Rows,
+};
 use tessera_backend_cuda::{cuda_available, Arithmetic, CudaBackend};
 
 mod anchors;
@@ -257,8 +260,13 @@ fn attention_on(backend: &CudaBackend, arithmetic: Arithmetic) {
         len: prefix_len,
     }];
     let seconds = time(backend, || {
+        let qkv = Qkv {
+            q: &q,
+            k: &k,
+            v: &v,
+        };
         backend
-            .attention(&q, &k, &v, shape, &layout, &prefixes, &mut out)
+            .attention(qkv, shape, &layout, &prefixes, &mut out)
             .expect("attention")
     });
     // QKᵀ and PV over the visible keys of every row.
@@ -349,76 +357,100 @@ fn time_layer_ops(b: &CudaBackend) {
         let (mut gate, mut up, mut act) = (buffer(m * ffn), buffer(m * ffn), buffer(m * ffn));
         let positions: Vec<u32> = (0..m as u32).map(|t| t % 4096).collect();
         let mut layer = |fused: bool| {
-            let eps = 1e-6;
+            let norm = |weight| Norm { weight, eps: 1e-6 };
+            let rope = Rope {
+                positions: &positions,
+                theta: 1e6,
+            };
             let result = if fused {
+                let x_rows = Rows {
+                    data: &x,
+                    rows: m,
+                    width: hidden,
+                };
                 b.rms_norm_matmuls(
-                    &x,
-                    m,
-                    hidden,
-                    &attn_norm,
-                    eps,
+                    x_rows,
+                    norm(&attn_norm),
                     &[&wq, &wk, &wv],
                     &mut normed,
                     &mut [&mut q, &mut k, &mut v],
                 )
                 .and_then(|_| {
-                    b.qk_norm_rope(
-                        &mut q, &mut k, &q_norm, &k_norm, &positions, shape, eps, 1e6,
-                    )
+                    b.qk_norm_rope(&mut q, &mut k, norm(&q_norm), norm(&k_norm), rope, shape)
                 })
                 .and_then(|_| b.matmul_add(&attn, m, &wo, hidden, &mut proj, &mut x))
                 .and_then(|_| {
+                    let x_rows = Rows {
+                        data: &x,
+                        rows: m,
+                        width: hidden,
+                    };
                     b.rms_norm_matmuls(
-                        &x,
-                        m,
-                        hidden,
-                        &ffn_norm,
-                        eps,
+                        x_rows,
+                        norm(&ffn_norm),
                         &[&wg, &wu],
                         &mut normed,
                         &mut [&mut gate, &mut up],
                     )
                 })
                 .and_then(|_| {
-                    b.swiglu_matmul_add(
-                        &gate, &up, m, ffn, &wd, hidden, &mut act, &mut proj, &mut x,
-                    )
+                    let gate_up = GateUp {
+                        gate: &gate,
+                        up: &up,
+                        rows: m,
+                        ffn,
+                    };
+                    b.swiglu_matmul_add(gate_up, &wd, hidden, &mut act, &mut proj, &mut x)
                 })
             } else {
+                let x_rows = Rows {
+                    data: &x,
+                    rows: m,
+                    width: hidden,
+                };
                 unfused::rms_norm_matmuls(
                     b,
-                    &x,
-                    m,
-                    hidden,
-                    &attn_norm,
-                    eps,
+                    x_rows,
+                    norm(&attn_norm),
                     &[&wq, &wk, &wv],
                     &mut normed,
                     &mut [&mut q, &mut k, &mut v],
                 )
                 .and_then(|_| {
                     unfused::qk_norm_rope(
-                        b, &mut q, &mut k, &q_norm, &k_norm, &positions, shape, eps, 1e6,
+                        b,
+                        &mut q,
+                        &mut k,
+                        norm(&q_norm),
+                        norm(&k_norm),
+                        rope,
+                        shape,
                     )
                 })
                 .and_then(|_| unfused::matmul_add(b, &attn, m, &wo, hidden, &mut proj, &mut x))
                 .and_then(|_| {
+                    let x_rows = Rows {
+                        data: &x,
+                        rows: m,
+                        width: hidden,
+                    };
                     unfused::rms_norm_matmuls(
                         b,
-                        &x,
-                        m,
-                        hidden,
-                        &ffn_norm,
-                        eps,
+                        x_rows,
+                        norm(&ffn_norm),
                         &[&wg, &wu],
                         &mut normed,
                         &mut [&mut gate, &mut up],
                     )
                 })
                 .and_then(|_| {
-                    unfused::swiglu_matmul_add(
-                        b, &gate, &up, m, ffn, &wd, hidden, &mut act, &mut proj, &mut x,
-                    )
+                    let gate_up = GateUp {
+                        gate: &gate,
+                        up: &up,
+                        rows: m,
+                        ffn,
+                    };
+                    unfused::swiglu_matmul_add(b, gate_up, &wd, hidden, &mut act, &mut proj, &mut x)
                 })
             };
             result.expect("layer ops");

@@ -13,7 +13,9 @@ mod ops;
 mod shaders;
 mod weight;
 
-use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
+use tessera_backend::{
+    AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef, Qkv,
+};
 
 pub use context::{AdapterDescription, WgpuOptions};
 pub use weight::{WeightFormat, WgpuWeight};
@@ -178,15 +180,13 @@ impl Backend for WgpuBackend {
 
     fn attention(
         &self,
-        q: &WgpuBuffer,
-        k: &WgpuBuffer,
-        v: &WgpuBuffer,
+        qkv: Qkv<'_, WgpuBuffer>,
         shape: AttentionShape,
         layout: &AttentionLayout,
         prefixes: &[KvRef<'_, WgpuBuffer>],
         out: &mut WgpuBuffer,
     ) -> Result<(), BackendError> {
-        ops::attention::attention(&self.ctx, q, k, v, shape, layout, prefixes, out)
+        ops::attention::attention(&self.ctx, qkv, shape, layout, prefixes, out)
     }
 
     fn swiglu(

@@ -3,7 +3,7 @@
 //! A backend calls these, then adds only what its own kernels limit (a head
 //! size a shader supports, a count that must fit 32 bits).
 
-use crate::{AttentionLayout, AttentionShape, BackendError, KvRef};
+use crate::{AttentionLayout, AttentionShape, BackendError, KvRef, Qkv};
 
 /// RoPE's rotation frequencies as Hugging Face's Qwen3 computes them, in f32:
 /// `1 / theta^(2i / head_dim)` for `i < head_dim / 2`.
@@ -40,13 +40,13 @@ pub struct AttentionLens {
 }
 
 impl AttentionLens {
-    /// The lengths of a backend's buffers, as `len` reads them.
-    pub fn of<B: ?Sized>(q: &B, k: &B, v: &B, out: &B, len: impl Fn(&B) -> usize) -> AttentionLens {
+    /// The lengths of the op's buffers, the inputs' as `len` reads them.
+    pub fn of<B>(qkv: Qkv<'_, B>, out: usize, len: impl Fn(&B) -> usize) -> AttentionLens {
         AttentionLens {
-            q: len(q),
-            k: len(k),
-            v: len(v),
-            out: len(out),
+            q: len(qkv.q),
+            k: len(qkv.k),
+            v: len(qkv.v),
+            out,
         }
     }
 }

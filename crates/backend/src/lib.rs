@@ -31,6 +31,61 @@ impl AttentionShape {
     }
 }
 
+/// `rows × width` f32 activations at the start of `data`.
+pub struct Rows<'a, B> {
+    pub data: &'a B,
+    pub rows: usize,
+    pub width: usize,
+}
+
+/// An RMSNorm: its weight (one value per element of a row) and epsilon.
+pub struct Norm<'a, W> {
+    pub weight: &'a W,
+    pub eps: f32,
+}
+
+/// The attention op's projections: q `[tokens, n_heads·d]`, k and v
+/// `[tokens, n_kv_heads·d]`.
+pub struct Qkv<'a, B> {
+    pub q: &'a B,
+    pub k: &'a B,
+    pub v: &'a B,
+}
+
+/// RoPE's position of each token and its base.
+pub struct Rope<'a> {
+    pub positions: &'a [u32],
+    pub theta: f32,
+}
+
+/// SwiGLU's inputs: gate and up, `rows × ffn` each.
+pub struct GateUp<'a, B> {
+    pub gate: &'a B,
+    pub up: &'a B,
+    pub rows: usize,
+    pub ffn: usize,
+}
+
+// Views of borrowed buffers: copyable whatever the buffer type is.
+macro_rules! copy_view {
+    ($($name:ident<$($p:ident),*>),*) => {$(
+        impl<$($p),*> Clone for $name<'_, $($p),*> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<$($p),*> Copy for $name<'_, $($p),*> {}
+    )*};
+}
+copy_view!(Rows<B>, Norm<W>, Qkv<B>, GateUp<B>);
+
+impl Clone for Rope<'_> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl Copy for Rope<'_> {}
+
 /// Token rows of the MLP processed at once unless a backend asks for more
 /// ([`Backend::mlp_chunk_rows`]).
 pub const DEFAULT_MLP_CHUNK_ROWS: usize = 512;
@@ -110,17 +165,14 @@ pub trait Backend {
         theta: f32,
     ) -> Result<(), BackendError>;
 
-    /// Causal GQA attention over packed sequences: `q` is `[tokens, n_heads·d]`,
-    /// `k`/`v` are `[tokens, n_kv_heads·d]`, `out` is `[tokens, n_heads·d]`.
-    /// Each sequence attends to its prefix's K/V (`prefixes[seq.prefix]`, all of
-    /// it) and, causally, to its own tokens; never to another sequence. Keys are
-    /// visited in order: prefix first, then the sequence's own.
-    #[allow(clippy::too_many_arguments)]
+    /// Causal GQA attention over packed sequences ([`Qkv`]), `out` is
+    /// `[tokens, n_heads·d]`. Each sequence attends to its prefix's K/V
+    /// (`prefixes[seq.prefix]`, all of it) and, causally, to its own tokens;
+    /// never to another sequence. Keys are visited in order: prefix first, then
+    /// the sequence's own.
     fn attention(
         &self,
-        q: &Self::Buffer,
-        k: &Self::Buffer,
-        v: &Self::Buffer,
+        qkv: Qkv<'_, Self::Buffer>,
         shape: AttentionShape,
         layout: &AttentionLayout,
         prefixes: &[KvRef<'_, Self::Buffer>],
@@ -186,45 +238,38 @@ pub trait Backend {
     // (`unfused::*`); a backend overrides them where one kernel can do the
     // work of several (fewer launches, activations read and written once).
 
-    /// RMSNorm of `x` (`rows × dim`, `norm` of `dim` values), then one matmul
-    /// per weight on the normalised rows: `outs[i] = rms_norm(x) · weights[i]ᵀ`.
-    /// `normed` is workspace for `rows × dim` values; its contents afterwards
-    /// are unspecified (a fusing backend may never write it).
-    #[allow(clippy::too_many_arguments)]
+    /// RMSNorm of `x` (`norm` of `x.width` values), then one matmul per weight
+    /// on the normalised rows: `outs[i] = rms_norm(x) · weights[i]ᵀ`. `normed`
+    /// is workspace for `rows × width` values; its contents afterwards are
+    /// unspecified (a fusing backend may never write it).
     fn rms_norm_matmuls(
         &self,
-        x: &Self::Buffer,
-        rows: usize,
-        dim: usize,
-        norm: &Self::Weight,
-        eps: f32,
+        x: Rows<'_, Self::Buffer>,
+        norm: Norm<'_, Self::Weight>,
         weights: &[&Self::Weight],
         normed: &mut Self::Buffer,
         outs: &mut [&mut Self::Buffer],
     ) -> Result<(), BackendError> {
-        unfused::rms_norm_matmuls(self, x, rows, dim, norm, eps, weights, normed, outs)
+        unfused::rms_norm_matmuls(self, x, norm, weights, normed, outs)
     }
 
-    /// QK-norm then RoPE, in place: q is `[tokens, n_heads, head_dim]`, k is
-    /// `[tokens, n_kv_heads, head_dim]`, token `t` at `positions[t]`.
-    #[allow(clippy::too_many_arguments)]
+    /// QK-norm (each head of q with `q_norm`, of k with `k_norm`) then RoPE, in
+    /// place: q is `[tokens, n_heads, head_dim]`, k is
+    /// `[tokens, n_kv_heads, head_dim]`, token `t` at `rope.positions[t]`.
     fn qk_norm_rope(
         &self,
         q: &mut Self::Buffer,
         k: &mut Self::Buffer,
-        q_norm: &Self::Weight,
-        k_norm: &Self::Weight,
-        positions: &[u32],
+        q_norm: Norm<'_, Self::Weight>,
+        k_norm: Norm<'_, Self::Weight>,
+        rope: Rope<'_>,
         shape: AttentionShape,
-        eps: f32,
-        theta: f32,
     ) -> Result<(), BackendError> {
-        unfused::qk_norm_rope(self, q, k, q_norm, k_norm, positions, shape, eps, theta)
+        unfused::qk_norm_rope(self, q, k, q_norm, k_norm, rope, shape)
     }
 
     /// `out[rows, n] += x · wᵀ` (a residual add). `scratch` is workspace for
     /// `rows × n` values, contents afterwards unspecified.
-    #[allow(clippy::too_many_arguments)]
     fn matmul_add(
         &self,
         x: &Self::Buffer,
@@ -237,23 +282,19 @@ pub trait Backend {
         unfused::matmul_add(self, x, rows, weight, n, scratch, out)
     }
 
-    /// `out[rows, n] += swiglu(gate, up) · downᵀ` with gate and up `rows × ffn`.
-    /// `act` (`rows × ffn`) and `scratch` (`rows × n`) are workspace, contents
+    /// `out[rows, n] += swiglu(gate, up) · downᵀ` ([`GateUp`]). `act`
+    /// (`rows × ffn`) and `scratch` (`rows × n`) are workspace, contents
     /// afterwards unspecified.
-    #[allow(clippy::too_many_arguments)]
     fn swiglu_matmul_add(
         &self,
-        gate: &Self::Buffer,
-        up: &Self::Buffer,
-        rows: usize,
-        ffn: usize,
+        gate_up: GateUp<'_, Self::Buffer>,
         down: &Self::Weight,
         n: usize,
         act: &mut Self::Buffer,
         scratch: &mut Self::Buffer,
         out: &mut Self::Buffer,
     ) -> Result<(), BackendError> {
-        unfused::swiglu_matmul_add(self, gate, up, rows, ffn, down, n, act, scratch, out)
+        unfused::swiglu_matmul_add(self, gate_up, down, n, act, scratch, out)
     }
 
     /// Waits for queued work (no-op on synchronous backends).

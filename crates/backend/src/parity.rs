@@ -19,7 +19,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_gguf::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, GgmlType};
 
-use crate::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
+use crate::{
+    AttentionLayout, AttentionShape, Backend, BackendError, GateUp, HostTensor, KvRef, Norm, Qkv,
+    Rope, Rows,
+};
 
 const SENTINEL: f32 = -7.25e9;
 const SENTINEL_LEN: usize = 37;
@@ -711,7 +714,12 @@ impl<'a, B: Backend> Kit<'a, B> {
             let mut out = self.output(tokens * qw)?;
             let b = self.backend;
             self.run_op("attention", &case, work, || {
-                b.attention(&qb, &kb, &vb, shape, &layout, &refs, &mut out)
+                let qkv = Qkv {
+                    q: &qb,
+                    k: &kb,
+                    v: &vb,
+                };
+                b.attention(qkv, shape, &layout, &refs, &mut out)
             })?;
             self.read_output(&out, tokens * qw)
         })();
@@ -864,16 +872,16 @@ impl<'a, B: Backend> Kit<'a, B> {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out_refs: Vec<&mut B::Buffer> = outs.iter_mut().collect();
             self.run_op("norm_matmuls", &case, work, || {
-                b.rms_norm_matmuls(
-                    &xb,
+                let x = Rows {
+                    data: &xb,
                     rows,
-                    dim,
-                    &norm,
-                    eps as f32,
-                    &refs,
-                    &mut scratch,
-                    &mut out_refs,
-                )
+                    width: dim,
+                };
+                let norm = Norm {
+                    weight: &norm,
+                    eps: eps as f32,
+                };
+                b.rms_norm_matmuls(x, norm, &refs, &mut scratch, &mut out_refs)
             })?;
             drop(out_refs);
             let mut got = Vec::new();
@@ -918,16 +926,13 @@ impl<'a, B: Backend> Kit<'a, B> {
             let mut qb = self.with_sentinels(&q)?;
             let mut kb = self.with_sentinels(&k)?;
             self.run_op("qk_norm_rope", &case, work, || {
-                b.qk_norm_rope(
-                    &mut qb,
-                    &mut kb,
-                    &qn,
-                    &kn,
-                    &positions,
-                    shape,
-                    eps as f32,
-                    theta as f32,
-                )
+                let eps = eps as f32;
+                let rope = Rope {
+                    positions: &positions,
+                    theta: theta as f32,
+                };
+                let (q_norm, k_norm) = (Norm { weight: &qn, eps }, Norm { weight: &kn, eps });
+                b.qk_norm_rope(&mut qb, &mut kb, q_norm, k_norm, rope, shape)
             })?;
             let got_q = self.read_output(&qb, q.len())?;
             let mut got = self.sentinels_intact("qk_norm_rope", &got_q, q.len())?;
@@ -982,17 +987,13 @@ impl<'a, B: Backend> Kit<'a, B> {
             let mut scratch = self.output(rows * n)?;
             let mut out = self.with_sentinels(&residual)?;
             self.run_op("swiglu_mm_add", &case, work, || {
-                b.swiglu_matmul_add(
-                    &gb,
-                    &ub,
+                let gate_up = GateUp {
+                    gate: &gb,
+                    up: &ub,
                     rows,
                     ffn,
-                    &wt,
-                    n,
-                    &mut act,
-                    &mut scratch,
-                    &mut out,
-                )
+                };
+                b.swiglu_matmul_add(gate_up, &wt, n, &mut act, &mut scratch, &mut out)
             })?;
             self.read_output(&out, rows * n)
         })();

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::{AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef};
+use crate::{
+    AttentionLayout, AttentionShape, Backend, BackendError, GateUp, HostTensor, KvRef, Norm, Qkv,
+    Rope, Rows,
+};
 
 /// One timed op: its kind, the layer it ran in (0 before the first layer's
 /// q/k/v projection: the embedding; the final norm and the head count with the
@@ -206,16 +209,14 @@ impl<B: Backend> Backend for Profiled<B> {
 
     fn attention(
         &self,
-        q: &Self::Buffer,
-        k: &Self::Buffer,
-        v: &Self::Buffer,
+        qkv: Qkv<'_, Self::Buffer>,
         shape: AttentionShape,
         layout: &AttentionLayout,
         prefixes: &[KvRef<'_, Self::Buffer>],
         out: &mut Self::Buffer,
     ) -> Result<(), BackendError> {
         self.timed("attention", |b| {
-            b.attention(q, k, v, shape, layout, prefixes, out)
+            b.attention(qkv, shape, layout, prefixes, out)
         })
     }
 
@@ -282,11 +283,8 @@ impl<B: Backend> Backend for Profiled<B> {
     /// Three weights are a layer's q/k/v projection: a new layer starts.
     fn rms_norm_matmuls(
         &self,
-        x: &Self::Buffer,
-        rows: usize,
-        dim: usize,
-        norm: &Self::Weight,
-        eps: f32,
+        x: Rows<'_, Self::Buffer>,
+        norm: Norm<'_, Self::Weight>,
         weights: &[&Self::Weight],
         normed: &mut Self::Buffer,
         outs: &mut [&mut Self::Buffer],
@@ -297,24 +295,20 @@ impl<B: Backend> Backend for Profiled<B> {
         } else {
             "norm + gate/up"
         };
-        self.timed(op, |b| {
-            b.rms_norm_matmuls(x, rows, dim, norm, eps, weights, normed, outs)
-        })
+        self.timed(op, |b| b.rms_norm_matmuls(x, norm, weights, normed, outs))
     }
 
     fn qk_norm_rope(
         &self,
         q: &mut Self::Buffer,
         k: &mut Self::Buffer,
-        q_norm: &Self::Weight,
-        k_norm: &Self::Weight,
-        positions: &[u32],
+        q_norm: Norm<'_, Self::Weight>,
+        k_norm: Norm<'_, Self::Weight>,
+        rope: Rope<'_>,
         shape: AttentionShape,
-        eps: f32,
-        theta: f32,
     ) -> Result<(), BackendError> {
         self.timed("qk-norm + rope", |b| {
-            b.qk_norm_rope(q, k, q_norm, k_norm, positions, shape, eps, theta)
+            b.qk_norm_rope(q, k, q_norm, k_norm, rope, shape)
         })
     }
 
@@ -334,10 +328,7 @@ impl<B: Backend> Backend for Profiled<B> {
 
     fn swiglu_matmul_add(
         &self,
-        gate: &Self::Buffer,
-        up: &Self::Buffer,
-        rows: usize,
-        ffn: usize,
+        gate_up: GateUp<'_, Self::Buffer>,
         down: &Self::Weight,
         n: usize,
         act: &mut Self::Buffer,
@@ -345,7 +336,7 @@ impl<B: Backend> Backend for Profiled<B> {
         out: &mut Self::Buffer,
     ) -> Result<(), BackendError> {
         self.timed("swiglu + down + residual", |b| {
-            b.swiglu_matmul_add(gate, up, rows, ffn, down, n, act, scratch, out)
+            b.swiglu_matmul_add(gate_up, down, n, act, scratch, out)
         })
     }
 

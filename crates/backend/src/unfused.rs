@@ -3,49 +3,42 @@
 //! against (a fused kernel must compute the same values, and the CUDA kernels
 //! the same bits).
 
-use crate::{AttentionShape, Backend, BackendError};
+use crate::{AttentionShape, Backend, BackendError, GateUp, Norm, Rope, Rows};
 
-/// RMSNorm of `rows × dim` values into `normed`, then `outs[i] = normed · weights[i]ᵀ`.
-#[allow(clippy::too_many_arguments)]
+/// RMSNorm of `x` into `normed`, then `outs[i] = normed · weights[i]ᵀ`.
 pub fn rms_norm_matmuls<B: Backend + ?Sized>(
     b: &B,
-    x: &B::Buffer,
-    rows: usize,
-    dim: usize,
-    norm: &B::Weight,
-    eps: f32,
+    x: Rows<'_, B::Buffer>,
+    norm: Norm<'_, B::Weight>,
     weights: &[&B::Weight],
     normed: &mut B::Buffer,
     outs: &mut [&mut B::Buffer],
 ) -> Result<(), BackendError> {
     check_pairs("rms_norm_matmuls", weights.len(), outs.len())?;
-    b.rms_norm(x, norm, rows, dim, eps, normed)?;
+    b.rms_norm(x.data, norm.weight, x.rows, x.width, norm.eps, normed)?;
     for (weight, out) in weights.iter().zip(outs.iter_mut()) {
-        b.matmul(normed, rows, weight, out)?;
+        b.matmul(normed, x.rows, weight, out)?;
     }
     Ok(())
 }
 
 /// QK-norm then RoPE, in place on q (`tokens × n_heads × head_dim`) and k
 /// (`tokens × n_kv_heads × head_dim`).
-#[allow(clippy::too_many_arguments)]
 pub fn qk_norm_rope<B: Backend + ?Sized>(
     b: &B,
     q: &mut B::Buffer,
     k: &mut B::Buffer,
-    q_norm: &B::Weight,
-    k_norm: &B::Weight,
-    positions: &[u32],
+    q_norm: Norm<'_, B::Weight>,
+    k_norm: Norm<'_, B::Weight>,
+    rope: Rope<'_>,
     shape: AttentionShape,
-    eps: f32,
-    theta: f32,
 ) -> Result<(), BackendError> {
-    let tokens = positions.len();
+    let tokens = rope.positions.len();
     let d = shape.head_dim;
-    b.rms_norm_inplace(q, q_norm, tokens * shape.n_heads, d, eps)?;
-    b.rms_norm_inplace(k, k_norm, tokens * shape.n_kv_heads, d, eps)?;
-    b.rope(q, positions, shape.n_heads, d, theta)?;
-    b.rope(k, positions, shape.n_kv_heads, d, theta)
+    b.rms_norm_inplace(q, q_norm.weight, tokens * shape.n_heads, d, q_norm.eps)?;
+    b.rms_norm_inplace(k, k_norm.weight, tokens * shape.n_kv_heads, d, k_norm.eps)?;
+    b.rope(q, rope.positions, shape.n_heads, d, rope.theta)?;
+    b.rope(k, rope.positions, shape.n_kv_heads, d, rope.theta)
 }
 
 /// `out += x · wᵀ` through `scratch` (room for the product).
@@ -64,19 +57,21 @@ pub fn matmul_add<B: Backend + ?Sized>(
 
 /// `out += swiglu(gate, up) · downᵀ`: the activation into `act` (`rows × ffn`),
 /// the product into `scratch` (`rows × n`), then the add.
-#[allow(clippy::too_many_arguments)]
 pub fn swiglu_matmul_add<B: Backend + ?Sized>(
     b: &B,
-    gate: &B::Buffer,
-    up: &B::Buffer,
-    rows: usize,
-    ffn: usize,
+    gate_up: GateUp<'_, B::Buffer>,
     down: &B::Weight,
     n: usize,
     act: &mut B::Buffer,
     scratch: &mut B::Buffer,
     out: &mut B::Buffer,
 ) -> Result<(), BackendError> {
+    let GateUp {
+        gate,
+        up,
+        rows,
+        ffn,
+    } = gate_up;
     b.swiglu(gate, up, rows * ffn, act)?;
     matmul_add(b, act, rows, down, n, scratch, out)
 }

@@ -10,7 +10,7 @@
 use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_backend::{unfused, Backend, HostTensor};
+use tessera_backend::{unfused, Backend, GateUp, HostTensor, Norm, Rope, Rows};
 use tessera_backend_cpu::{CpuBackend, Isa, Precision};
 use tessera_backend_cuda::ops::matmul::{quantize, QuantisedRows};
 use tessera_backend_cuda::ops::w8a16::{self, HalfRows};
@@ -95,8 +95,16 @@ fn fused_rms_norm_and_quantisation_equal_the_two_kernels() {
 
     let mut fused_out = b.alloc(x.len()).expect("alloc");
     let fused = QuantisedRows::alloc(b.device(), rows, dim).expect("alloc");
-    rms_norm::rms_norm_q8_0(&b, &xb, &w, rows, dim, 1e-6, Some(&mut fused_out), &fused)
-        .expect("fused");
+    let x_rows = Rows {
+        data: &xb,
+        rows,
+        width: dim,
+    };
+    let norm = Norm {
+        weight: &w,
+        eps: 1e-6,
+    };
+    rms_norm::rms_norm_q8_0(&b, x_rows, norm, Some(&mut fused_out), &fused).expect("fused");
 
     assert_eq!(
         b.read(&fused_out, x.len()).expect("read"),
@@ -139,7 +147,15 @@ fn fused_qk_norm_and_rope_equal_the_two_kernels() {
         .expect("rope");
     let mut fused = b.alloc(x.len()).expect("alloc");
     b.write(&mut fused, &x).expect("write");
-    rope::rms_norm_rope(&b, &mut fused, &w, &positions, heads, head_dim, 1e6, 1e-6).expect("fused");
+    let norm = Norm {
+        weight: &w,
+        eps: 1e-6,
+    };
+    let rotation = Rope {
+        positions: &positions,
+        theta: 1e6,
+    };
+    rope::rms_norm_rope(&b, &mut fused, norm, rotation, heads, head_dim).expect("fused");
     let (a, c) = (
         b.read(&separate, x.len()).unwrap(),
         b.read(&fused, x.len()).unwrap(),
@@ -234,29 +250,19 @@ fn fused_ops_equal_their_unfused_sequences_bit_for_bit() {
                 .map(|&n| b.alloc(rows * n).expect("alloc"))
                 .collect();
             let mut out_refs: Vec<_> = outs.iter_mut().collect();
+            let x = Rows {
+                data: &xb,
+                rows,
+                width: dim,
+            };
+            let norm = Norm {
+                weight: &norm,
+                eps: 1e-6,
+            };
             if fused {
-                b.rms_norm_matmuls(
-                    &xb,
-                    rows,
-                    dim,
-                    &norm,
-                    1e-6,
-                    &refs,
-                    &mut normed,
-                    &mut out_refs,
-                )
+                b.rms_norm_matmuls(x, norm, &refs, &mut normed, &mut out_refs)
             } else {
-                unfused::rms_norm_matmuls(
-                    &b,
-                    &xb,
-                    rows,
-                    dim,
-                    &norm,
-                    1e-6,
-                    &refs,
-                    &mut normed,
-                    &mut out_refs,
-                )
+                unfused::rms_norm_matmuls(&b, x, norm, &refs, &mut normed, &mut out_refs)
             }
             .expect("norm + matmuls");
             outs.iter()
@@ -298,25 +304,18 @@ fn fused_ops_equal_their_unfused_sequences_bit_for_bit() {
             let mut act = b.alloc(rows * ffn).expect("alloc");
             let mut scratch = b.alloc(rows * dim).expect("alloc");
             let mut out = upload_values(&b, &residual);
+            let gate_up = GateUp {
+                gate: &gate,
+                up: &up,
+                rows,
+                ffn,
+            };
             if fused {
-                b.swiglu_matmul_add(
-                    &gate,
-                    &up,
-                    rows,
-                    ffn,
-                    &down,
-                    dim,
-                    &mut act,
-                    &mut scratch,
-                    &mut out,
-                )
+                b.swiglu_matmul_add(gate_up, &down, dim, &mut act, &mut scratch, &mut out)
             } else {
                 unfused::swiglu_matmul_add(
                     &b,
-                    &gate,
-                    &up,
-                    rows,
-                    ffn,
+                    gate_up,
                     &down,
                     dim,
                     &mut act,

@@ -7,7 +7,9 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, KvRef};
+use tessera_backend::{
+    AttentionLayout, AttentionShape, Backend, BackendError, GateUp, KvRef, Norm, Qkv, Rope, Rows,
+};
 use tessera_model::{ModelConfig, ModelError, ScoreHeadSource, Weights};
 
 use crate::prefix_cache::{PrefixCache, PrefixCacheStats, PrefixKv, DEFAULT_PREFIX_CACHE_BYTES};
@@ -443,25 +445,33 @@ impl<B: Backend> Engine<B> {
         let mut rows = tokens;
         for (index, layer) in self.layers.iter().enumerate() {
             let last_layer = index + 1 == self.layers.len();
-            b.rms_norm_matmuls(
-                &x,
+            let norm = |weight| Norm {
+                weight,
+                eps: c.rms_eps,
+            };
+            let x_rows = Rows {
+                data: &x,
                 rows,
-                hidden,
-                &layer.attn_norm,
-                c.rms_eps,
+                width: hidden,
+            };
+            b.rms_norm_matmuls(
+                x_rows,
+                norm(&layer.attn_norm),
                 &[&layer.q, &layer.k, &layer.v],
                 &mut normed,
                 &mut [&mut q, &mut k, &mut v],
             )?;
+            let rope = Rope {
+                positions,
+                theta: c.rope_theta,
+            };
             b.qk_norm_rope(
                 &mut q,
                 &mut k,
-                &layer.q_norm,
-                &layer.k_norm,
-                positions,
+                norm(&layer.q_norm),
+                norm(&layer.k_norm),
+                rope,
                 shape,
-                c.rms_eps,
-                c.rope_theta,
             )?;
             if let Pass::CaptureKv = pass {
                 let total = parent_len + tokens;
@@ -485,7 +495,12 @@ impl<B: Backend> Engine<B> {
             }
             let layer_prefixes: Vec<KvRef<'_, B::Buffer>> =
                 prefixes.iter().map(|p| p.layer(index)).collect();
-            b.attention(&q, &k, &v, shape, layout, &layer_prefixes, &mut attn)?;
+            let qkv = Qkv {
+                q: &q,
+                k: &k,
+                v: &v,
+            };
+            b.attention(qkv, shape, layout, &layer_prefixes, &mut attn)?;
             if last_layer {
                 // Only the last token of each sequence is scored: the rest of the
                 // last layer runs on those rows alone.
@@ -497,27 +512,25 @@ impl<B: Backend> Engine<B> {
             }
             b.matmul_add(&attn, rows, &layer.o, hidden, &mut proj, &mut x)?;
             let mut mlp = |residual: &mut B::Buffer, n: usize| -> Result<(), BackendError> {
+                let residual_rows = Rows {
+                    data: &*residual,
+                    rows: n,
+                    width: hidden,
+                };
                 b.rms_norm_matmuls(
-                    residual,
-                    n,
-                    hidden,
-                    &layer.ffn_norm,
-                    c.rms_eps,
+                    residual_rows,
+                    norm(&layer.ffn_norm),
                     &[&layer.gate, &layer.up],
                     &mut normed,
                     &mut [&mut gate, &mut up],
                 )?;
-                b.swiglu_matmul_add(
-                    &gate,
-                    &up,
-                    n,
-                    c.ffn,
-                    &layer.down,
-                    hidden,
-                    &mut act,
-                    &mut proj,
-                    residual,
-                )
+                let gate_up = GateUp {
+                    gate: &gate,
+                    up: &up,
+                    rows: n,
+                    ffn: c.ffn,
+                };
+                b.swiglu_matmul_add(gate_up, &layer.down, hidden, &mut act, &mut proj, residual)
             };
             match chunk_x.as_mut() {
                 Some(chunk_x) if rows > chunk => {

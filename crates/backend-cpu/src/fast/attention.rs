@@ -14,7 +14,7 @@
 //! point enables.
 
 use rayon::prelude::*;
-use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
+use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef, Qkv};
 
 use super::Isa;
 use crate::ops::attention::validate;
@@ -48,18 +48,16 @@ struct Inputs<'a> {
     prefixes: &'a [KvRef<'a, Vec<f32>>],
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    qkv: Qkv<'_, Vec<f32>>,
     shape: AttentionShape,
     layout: &AttentionLayout,
     prefixes: &[KvRef<'_, Vec<f32>>],
     out: &mut [f32],
     isa: Isa,
 ) -> Result<(), BackendError> {
-    validate(q, k, v, shape, layout, prefixes, out)?;
+    validate(qkv, shape, layout, prefixes, out)?;
+    let Qkv { q, k, v } = qkv;
     let mut tasks = Vec::new();
     for (seq, s) in layout.sequences.iter().enumerate() {
         for kv in 0..shape.n_kv_heads {

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 use tessera_backend::contract::{self, AttentionLens};
-use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
+use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef, Qkv};
 
 use super::dot;
 
@@ -19,28 +19,25 @@ struct RowSource {
 /// The op contract's checks ([`contract::check_attention`]), shared with the
 /// fast path.
 pub(crate) fn validate(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    qkv: Qkv<'_, Vec<f32>>,
     shape: AttentionShape,
     layout: &AttentionLayout,
     prefixes: &[KvRef<'_, Vec<f32>>],
     out: &[f32],
 ) -> Result<(), BackendError> {
-    let lens = AttentionLens::of(q, k, v, out, <[f32]>::len);
+    let lens = AttentionLens::of(qkv, out.len(), Vec::len);
     contract::check_attention(shape, layout, lens, prefixes, Vec::len)
 }
 
 pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    qkv: Qkv<'_, Vec<f32>>,
     shape: AttentionShape,
     layout: &AttentionLayout,
     prefixes: &[KvRef<'_, Vec<f32>>],
     out: &mut [f32],
 ) -> Result<(), BackendError> {
-    validate(q, k, v, shape, layout, prefixes, out)?;
+    validate(qkv, shape, layout, prefixes, out)?;
+    let Qkv { q, k, v } = qkv;
     let AttentionShape {
         n_heads,
         n_kv_heads,

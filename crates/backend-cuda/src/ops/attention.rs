@@ -5,7 +5,7 @@
 //! the f16 tensor-core kernel (`attention_mma_d*`).
 
 use tessera_backend::contract::{self, AttentionLens};
-use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
+use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef, Qkv};
 
 use super::{grid_yz, to_u32};
 use crate::{Arithmetic, Device, DeviceBuffer, KernelArg, KernelBackend, Launch};
@@ -107,12 +107,9 @@ pub fn tiles(layout: &AttentionLayout, prefix_lens: &[usize], rows_per_block: us
     tiles
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn attention<D: Device>(
     b: &KernelBackend<D>,
-    q: &DeviceBuffer<D::Memory>,
-    k: &DeviceBuffer<D::Memory>,
-    v: &DeviceBuffer<D::Memory>,
+    qkv: Qkv<'_, DeviceBuffer<D::Memory>>,
     shape: AttentionShape,
     layout: &AttentionLayout,
     prefixes: &[KvRef<'_, DeviceBuffer<D::Memory>>],
@@ -123,8 +120,9 @@ pub fn attention<D: Device>(
         n_kv_heads,
         head_dim: d,
     } = shape;
-    let lens = AttentionLens::of(q, k, v, out, |b| b.len);
+    let lens = AttentionLens::of(qkv, out.len, |b| b.len);
     contract::check_attention(shape, layout, lens, prefixes, |b| b.len)?;
+    let Qkv { q, k, v } = qkv;
     let Some(kernel) = kernel_for_head_dim(d) else {
         return Err(BackendError::Invalid {
             op: "attention",

@@ -4,7 +4,7 @@
 //! residual adds happen in the matmul epilogue. Each computes the same bits as the op sequence it replaces
 //! (`tessera_backend::unfused`), which runs instead for other weight types.
 
-use tessera_backend::{unfused, BackendError};
+use tessera_backend::{unfused, BackendError, GateUp, Norm, Rows};
 use tessera_gguf::{GgmlType, QK8_0};
 
 use super::matmul::{launch_quantising, matmul_quantised, quantize};
@@ -39,20 +39,17 @@ fn check_features<M>(
 
 /// `rms_norm_q8_0` once, then every matmul on its int8 rows (`normed` is not
 /// written).
-#[allow(clippy::too_many_arguments)]
 pub fn rms_norm_matmuls<D: Device>(
     b: &KernelBackend<D>,
-    x: &Buffer<D>,
-    rows: usize,
-    dim: usize,
-    norm: &Weight<D>,
-    eps: f32,
+    x: Rows<'_, Buffer<D>>,
+    norm: Norm<'_, Weight<D>>,
     weights: &[&Weight<D>],
     normed: &mut Buffer<D>,
     outs: &mut [&mut Buffer<D>],
 ) -> Result<(), BackendError> {
+    let (rows, dim) = (x.rows, x.width);
     if !weights.iter().all(|w| int8_path(w, dim)) {
-        return unfused::rms_norm_matmuls(b, x, rows, dim, norm, eps, weights, normed, outs);
+        return unfused::rms_norm_matmuls(b, x, norm, weights, normed, outs);
     }
     unfused::check_pairs("rms_norm_matmuls", weights.len(), outs.len())?;
     if rows == 0 {
@@ -60,7 +57,7 @@ pub fn rms_norm_matmuls<D: Device>(
     }
     if b.arithmetic() == Arithmetic::W8A16 {
         return b.with_halves(rows, dim, |halves| {
-            w8a16::rms_norm_f16(b, x, norm, rows, dim, eps, halves)?;
+            w8a16::rms_norm_f16(b, x, norm, halves)?;
             for (weight, out) in weights.iter().zip(outs.iter_mut()) {
                 w8a16::matmul_half(b, halves, rows, weight, false, out)?;
             }
@@ -68,7 +65,7 @@ pub fn rms_norm_matmuls<D: Device>(
         });
     }
     b.with_quantised(rows, dim, |quantised| {
-        rms_norm_q8_0(b, x, norm, rows, dim, eps, None, quantised)?;
+        rms_norm_q8_0(b, x, norm, None, quantised)?;
         for (weight, out) in weights.iter().zip(outs.iter_mut()) {
             matmul_quantised(b, quantised, rows, weight, false, out)?;
         }
@@ -110,21 +107,23 @@ pub fn matmul_add<D: Device>(
 
 /// `swiglu_q8_0` straight into int8 blocks, then `out += act · downᵀ` in the
 /// epilogue (`act` and `scratch` unused).
-#[allow(clippy::too_many_arguments)]
 pub fn swiglu_matmul_add<D: Device>(
     b: &KernelBackend<D>,
-    gate: &Buffer<D>,
-    up: &Buffer<D>,
-    rows: usize,
-    ffn: usize,
+    gate_up: GateUp<'_, Buffer<D>>,
     down: &Weight<D>,
     n: usize,
     act: &mut Buffer<D>,
     scratch: &mut Buffer<D>,
     out: &mut Buffer<D>,
 ) -> Result<(), BackendError> {
+    let GateUp {
+        gate,
+        up,
+        rows,
+        ffn,
+    } = gate_up;
     if !int8_path(down, ffn) {
-        return unfused::swiglu_matmul_add(b, gate, up, rows, ffn, down, n, act, scratch, out);
+        return unfused::swiglu_matmul_add(b, gate_up, down, n, act, scratch, out);
     }
     check_features("swiglu_matmul_add", down, n)?;
     BackendError::check_len("swiglu_matmul_add", "gate", rows * ffn, gate.len)?;

@@ -1,6 +1,6 @@
 //! RMSNorm (`kernels/rms_norm.cu`): one block per row.
 
-use tessera_backend::BackendError;
+use tessera_backend::{BackendError, Norm, Rows};
 use tessera_gguf::GgmlType;
 
 use super::{row_threads, to_u32};
@@ -65,18 +65,20 @@ pub fn rms_norm<D: Device>(
 /// RMSNorm fused with Q8_0 quantisation of the result (`rms_norm_q8_0`): writes the
 /// int8 values `[rows, dim]` and f32 scales `[rows, dim/32]` a Q8_0 matmul reads,
 /// and (when given) the f32 result. `dim` must be a multiple of 32.
-#[allow(clippy::too_many_arguments)]
 pub fn rms_norm_q8_0<D: Device>(
     b: &KernelBackend<D>,
-    x: &DeviceBuffer<D::Memory>,
-    weight: &DeviceWeight<D::Memory>,
-    rows: usize,
-    dim: usize,
-    eps: f32,
+    x: Rows<'_, DeviceBuffer<D::Memory>>,
+    norm: Norm<'_, DeviceWeight<D::Memory>>,
     out: Option<&mut DeviceBuffer<D::Memory>>,
     quantised: &super::matmul::QuantisedRows<D::Memory>,
 ) -> Result<(), BackendError> {
-    let w = norm_weight(weight, dim)?;
+    let Rows {
+        data: x,
+        rows,
+        width: dim,
+    } = x;
+    let eps = norm.eps;
+    let w = norm_weight(norm.weight, dim)?;
     BackendError::check_len("rms_norm", "x", rows * dim, x.len)?;
     quantised.check(rows, dim)?;
     let out_address = match out {

@@ -1,6 +1,6 @@
 //! Rotary position embedding (`kernels/rope.cu`): one block per token.
 
-use tessera_backend::{contract, AttentionShape, BackendError};
+use tessera_backend::{contract, AttentionShape, BackendError, Norm, Rope};
 
 use super::rms_norm::norm_weight;
 use super::{grid_yz, row_threads, to_u32};
@@ -43,39 +43,33 @@ pub fn rope<D: Device>(
 /// QK-norm fused with RoPE (`rms_norm_rope_f32`): per head, RMSNorm with `weight`
 /// (`head_dim` values) then the rotation, in place; what `rms_norm_inplace` with
 /// rows = tokens × heads followed by `rope` computes.
-#[allow(clippy::too_many_arguments)]
 pub fn rms_norm_rope<D: Device>(
     b: &KernelBackend<D>,
     x: &mut DeviceBuffer<D::Memory>,
-    weight: &DeviceWeight<D::Memory>,
-    positions: &[u32],
+    norm: Norm<'_, DeviceWeight<D::Memory>>,
+    rope: Rope<'_>,
     heads: usize,
     head_dim: usize,
-    theta: f32,
-    eps: f32,
 ) -> Result<(), BackendError> {
-    with_rope_tables(b, positions, head_dim, theta, |tables| {
-        norm_rope_launch(b, x, weight, tables, heads, eps)
+    with_rope_tables(b, rope, head_dim, |tables| {
+        norm_rope_launch(b, x, norm, tables, heads)
     })
 }
 
 /// Both halves of the attention's QK-norm + RoPE, sharing one upload of the
 /// positions and frequencies: q with `n_heads`, k with `n_kv_heads`.
-#[allow(clippy::too_many_arguments)]
 pub fn qk_norm_rope<D: Device>(
     b: &KernelBackend<D>,
     q: &mut DeviceBuffer<D::Memory>,
     k: &mut DeviceBuffer<D::Memory>,
-    q_norm: &DeviceWeight<D::Memory>,
-    k_norm: &DeviceWeight<D::Memory>,
-    positions: &[u32],
+    q_norm: Norm<'_, DeviceWeight<D::Memory>>,
+    k_norm: Norm<'_, DeviceWeight<D::Memory>>,
+    rope: Rope<'_>,
     shape: AttentionShape,
-    eps: f32,
-    theta: f32,
 ) -> Result<(), BackendError> {
-    with_rope_tables(b, positions, shape.head_dim, theta, |tables| {
-        norm_rope_launch(b, q, q_norm, tables, shape.n_heads, eps)?;
-        norm_rope_launch(b, k, k_norm, tables, shape.n_kv_heads, eps)
+    with_rope_tables(b, rope, shape.head_dim, |tables| {
+        norm_rope_launch(b, q, q_norm, tables, shape.n_heads)?;
+        norm_rope_launch(b, k, k_norm, tables, shape.n_kv_heads)
     })
 }
 
@@ -83,11 +77,11 @@ pub fn qk_norm_rope<D: Device>(
 /// pass has the same ones: they go up once a pass (`with_tables`).
 fn with_rope_tables<D: Device, R>(
     b: &KernelBackend<D>,
-    positions: &[u32],
+    rope: Rope<'_>,
     head_dim: usize,
-    theta: f32,
     op: impl FnOnce(&RopeTables) -> Result<R, BackendError>,
 ) -> Result<R, BackendError> {
+    let Rope { positions, theta } = rope;
     if !head_dim.is_multiple_of(2) {
         return Err(BackendError::Invalid {
             op: "rope",
@@ -122,13 +116,12 @@ struct RopeTables {
 fn norm_rope_launch<D: Device>(
     b: &KernelBackend<D>,
     x: &mut DeviceBuffer<D::Memory>,
-    weight: &DeviceWeight<D::Memory>,
+    norm: Norm<'_, DeviceWeight<D::Memory>>,
     tables: &RopeTables,
     heads: usize,
-    eps: f32,
 ) -> Result<(), BackendError> {
     let (tokens, head_dim) = (tables.tokens, tables.head_dim);
-    let w = norm_weight(weight, head_dim)?;
+    let w = norm_weight(norm.weight, head_dim)?;
     BackendError::check_len("rope", "x", tokens * heads * head_dim, x.len)?;
     if tokens == 0 || heads == 0 || head_dim == 0 {
         return Ok(());
@@ -151,7 +144,7 @@ fn norm_rope_launch<D: Device>(
             KernelArg::Ptr(tables.inv_freq),
             KernelArg::U32(to_u32(heads, "rope", "heads")?),
             KernelArg::U32(to_u32(head_dim, "rope", "head_dim")?),
-            KernelArg::F32(eps),
+            KernelArg::F32(norm.eps),
         ],
     })
 }

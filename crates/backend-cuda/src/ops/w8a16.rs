@@ -3,7 +3,7 @@
 //! the norm or SwiGLU kernel that produces them: `rms_norm_f16`, `swiglu_f16`),
 //! and the tensor-core kernel turns the int8 weights into f16 on the fly.
 
-use tessera_backend::BackendError;
+use tessera_backend::{BackendError, Norm, Rows};
 use tessera_gguf::QK8_0;
 
 use super::matmul::{launch_q8_0, Q8Plan};
@@ -202,14 +202,17 @@ pub fn to_f16<D: Device>(
 /// RMSNorm writing f16 rows (`rms_norm_f16`).
 pub fn rms_norm_f16<D: Device>(
     b: &KernelBackend<D>,
-    x: &DeviceBuffer<D::Memory>,
-    weight: &DeviceWeight<D::Memory>,
-    rows: usize,
-    dim: usize,
-    eps: f32,
+    x: Rows<'_, DeviceBuffer<D::Memory>>,
+    norm: Norm<'_, DeviceWeight<D::Memory>>,
     into: &HalfRows<D::Memory>,
 ) -> Result<(), BackendError> {
-    let w = norm_weight(weight, dim)?;
+    let Rows {
+        data: x,
+        rows,
+        width: dim,
+    } = x;
+    let eps = norm.eps;
+    let w = norm_weight(norm.weight, dim)?;
     BackendError::check_len("rms_norm", "x", rows * dim, x.len)?;
     launch_row_writer(
         b,

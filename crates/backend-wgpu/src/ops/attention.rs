@@ -4,7 +4,7 @@
 //! bound.
 
 use tessera_backend::contract::{self, AttentionLens};
-use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef};
+use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef, Qkv};
 
 use super::u32_of;
 use crate::context::{Context, MAX_GRID_DIM};
@@ -13,12 +13,9 @@ use crate::WgpuBuffer;
 /// The largest head_dim the shader holds in workgroup memory.
 const MAX_HEAD_DIM: usize = 256;
 
-#[allow(clippy::too_many_arguments)]
 pub fn attention(
     ctx: &Context,
-    q: &WgpuBuffer,
-    k: &WgpuBuffer,
-    v: &WgpuBuffer,
+    qkv: Qkv<'_, WgpuBuffer>,
     shape: AttentionShape,
     layout: &AttentionLayout,
     prefixes: &[KvRef<'_, WgpuBuffer>],
@@ -29,8 +26,9 @@ pub fn attention(
         n_kv_heads,
         head_dim: d,
     } = shape;
-    let lens = AttentionLens::of(q, k, v, out, |b| b.len);
+    let lens = AttentionLens::of(qkv, out.len, |b| b.len);
     contract::check_attention(shape, layout, lens, prefixes, |b| b.len)?;
+    let Qkv { q, k, v } = qkv;
     if d > MAX_HEAD_DIM {
         return Err(BackendError::Invalid {
             op: "attention",
