@@ -46,6 +46,10 @@ for line in sys.stdin:
     else
         echo "gpu-check: the tessera binary has no 'cuda' feature yet (see $DIR/cli-build.log); carrying the test binaries only"
     fi
+    # The op kit's perf mode (benches/): every op of a 4B layer, ours against the CPU.
+    if cargo build --release -p tessera-benches --features cuda --bin ops 2>"$DIR/ops-build.log"; then
+        cp target/release/ops "$DIR/ops" && strip "$DIR/ops" || true
+    fi
     # Compiled-in fixture path of the test binaries (tests/src/lib.rs uses the
     # build machine's manifest dir); `run` links the carried tree's fixtures there.
     echo "$PWD/tests/fixtures" >"$DIR/fixtures-path"
@@ -104,6 +108,14 @@ run() {
     "$DIR/gpu" --nocapture --test-threads 1 2>&1 | tee "$out/parity.txt" || status=1
     TESSERA_GPU_BENCH=1 TESSERA_BENCH_JSON="$out/kernels.jsonl" "$DIR/gpu_bench" --nocapture --test-threads 1 2>&1 \
         | tee "$out/bench.txt" || status=1
+    # One layer's ops in both arithmetics at 512 and 4,096 token rows, the fast
+    # CPU path as the baseline at 512 (the CPU is too slow to time at 4,096).
+    if [[ -x "$DIR/ops" ]]; then
+        for backend in cuda cuda-w8a16; do
+            timeout 120 "$DIR/ops" --backend "$backend" --baseline cpu-fast --tokens 512 --seconds 0.3 2>&1
+            timeout 60 "$DIR/ops" --backend "$backend" --baseline none --tokens 4096 --seconds 0.3 2>&1
+        done | tee "$out/ops.txt" || status=1
+    fi
     if [[ -x "$DIR/tessera" ]] && "$DIR/tessera" bench --help >/dev/null 2>&1; then
         # A random Qwen3-4B-shaped Q8_0 model (≈ 4.3 GB, outside $OUT: too large
         # to come back), all 100 documents in one pass, transformers as the
