@@ -3,7 +3,9 @@
 
 mod backends;
 mod commands;
+mod hub;
 mod model_source;
+mod terminal;
 
 use clap::{Parser, Subcommand};
 

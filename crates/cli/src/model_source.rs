@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::Args;
 use tessera_gguf::GgufFile;
 use tessera_model::RerankTokenizer;
+
+use crate::hub::{self, ModelId};
 
 /// The embedded default model: a tiny random Qwen3 reranker with the real Qwen3
 /// vocabulary. It runs the whole pipeline; its scores mean nothing.
@@ -25,6 +28,38 @@ pub struct LoadedFile {
 /// terminal (`serve` logs it instead).
 pub const EMBEDDED_WARNING: &str = "no --model given: using the embedded tiny random model; \
      its scores are meaningless (pass --model PATH.gguf for real results)";
+
+/// `--model` and `--model-id`, the same on every command that loads a model.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// GGUF model file (default: the embedded tiny random model, whose scores
+    /// are meaningless).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TESSERA_MODEL",
+        conflicts_with = "model_id"
+    )]
+    pub model: Option<PathBuf>,
+    /// A GGUF on the Hugging Face Hub, REPO or REPO:FILE (without FILE: the
+    /// repository's only GGUF, or its only Q8_0 one), downloaded into the
+    /// Hugging Face cache (HF_HOME) and used from there; HF_TOKEN, HF_ENDPOINT
+    /// and HF_HUB_OFFLINE=1 are honoured.
+    #[arg(long, value_name = "REPO[:FILE]", env = "TESSERA_MODEL_ID")]
+    pub model_id: Option<ModelId>,
+}
+
+impl ModelArgs {
+    /// The model's path: `--model`, or the `--model-id` file in the cache
+    /// (downloaded first when it is not there); `None` for the embedded model.
+    pub fn path(&self) -> anyhow::Result<Option<PathBuf>> {
+        match (&self.model, &self.model_id) {
+            (Some(path), _) => Ok(Some(path.clone())),
+            (None, Some(id)) => hub::fetch(id).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
 
 /// Opens the model; the embedded one when `path` is `None` (no warning printed:
 /// see [`open_warning`] and [`EMBEDDED_WARNING`]).

@@ -560,3 +560,42 @@ fn generate_progress_into_a_pipe_has_no_carriage_returns() {
     assert!(stderr.contains("generating layer 1/"), "{stderr}");
     assert!(stderr.contains("wrote "), "{stderr}");
 }
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), the log lines
+/// written while the loading spinner turns are printed on lines of their own:
+/// the spinner's line is cleared first (`\r` + erase), never continued.
+#[test]
+fn on_a_terminal_log_lines_never_share_a_line_with_a_progress_bar() {
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("skipped: no `script` (util-linux) to give the server a terminal");
+        return;
+    }
+    let inner = format!(
+        "\"{}\" serve --port 0 --backend auto & pid=$!; sleep 3; kill $pid; wait $pid",
+        env!("CARGO_BIN_EXE_tessera")
+    );
+    let out = Command::new("script")
+        .args(["-qfec", &format!("sh -c '{inner}'"), "/dev/null"])
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("script runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("building the engine") && screen.contains("backend auto: no CUDA"),
+        "the spinner and a log line written during it: {screen:?}"
+    );
+    let mut logged = 0;
+    for line in screen.split('\n') {
+        let Some(at) = line.find("INFO") else {
+            continue;
+        };
+        // What is on the line since the cursor last went back to column 0.
+        let since_return = line[..at].rsplit('\r').next().unwrap_or("");
+        assert!(
+            !since_return.contains("building the engine") && !since_return.contains("reading "),
+            "a log line continues a progress bar's line: {line:?}"
+        );
+        logged += 1;
+    }
+    assert!(logged >= 3, "too few log lines seen: {screen:?}");
+}

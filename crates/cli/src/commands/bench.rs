@@ -3,7 +3,6 @@
 //! prefix shared) or a plain prefill workload (`--sequence-tokens`), with the
 //! reference path measured in the same run as the baseline.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -16,7 +15,7 @@ use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Precision, Pro
 
 use super::bench_report::{Format, Profile, Record};
 use crate::backends::BackendArgs;
-use crate::model_source;
+use crate::model_source::{self, ModelArgs};
 
 /// Whether progress and text results go to stdout (`--format text`) or to
 /// stderr (stdout then holds only the formatted records).
@@ -34,9 +33,8 @@ macro_rules! say {
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// GGUF model file (default: the embedded tiny random model).
-    #[arg(long, env = "TESSERA_MODEL")]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    source: ModelArgs,
     /// Documents per run.
     #[arg(long, default_value_t = 16)]
     docs: usize,
@@ -253,7 +251,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--prefix-study writes text only (--format text)");
     }
     TEXT_ON_STDOUT.store(args.format == Format::Text, Ordering::Relaxed);
-    let loaded = model_source::open_warning(args.model.as_deref())?;
+    let loaded = model_source::open_warning(args.source.path()?.as_deref())?;
     let load_start = Instant::now();
     let profiler = args.profile.then(Profiler::new);
     let cpu = BackendOptions {

@@ -6,20 +6,22 @@ use std::path::PathBuf;
 use clap::Args;
 use tessera_model::{ModelConfig, RerankTokenizer, Weights};
 
-use crate::model_source;
+use crate::model_source::{self, ModelArgs};
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// GGUF file (default: the embedded tiny random model); also `--model`.
-    #[arg(value_name = "PATH")]
+    /// GGUF file (default: the embedded tiny random model); the same as `--model`.
+    #[arg(value_name = "PATH", conflicts_with_all = ["model", "model_id"])]
     path: Option<PathBuf>,
-    /// GGUF file, as the other commands take it.
-    #[arg(long, env = "TESSERA_MODEL", conflicts_with = "path")]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    source: ModelArgs,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let path = args.path.clone().or(args.model.clone());
+    let path = match &args.path {
+        Some(path) => Some(path.clone()),
+        None => args.source.path()?,
+    };
     let loaded = model_source::open_warning(path.as_deref())?;
     let file = &loaded.file;
     let source = match &path {

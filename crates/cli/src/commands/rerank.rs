@@ -12,13 +12,12 @@ use tessera_engine::{RerankOptions, TruncationSide};
 use tessera_server::types::RerankResponse;
 
 use crate::backends::BackendArgs;
-use crate::model_source;
+use crate::model_source::{self, ModelArgs};
 
 #[derive(Args)]
 pub struct RerankArgs {
-    /// GGUF model file (default: the embedded tiny random model).
-    #[arg(long, env = "TESSERA_MODEL")]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    source: ModelArgs,
     /// tokenizer.json to use instead of the GGUF's own tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -94,7 +93,7 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
     if args.top_n == Some(0) {
         bail!("--top-n must be at least 1");
     }
-    let loaded = model_source::open_warning(args.model.as_deref())?;
+    let loaded = model_source::open_warning(args.source.path()?.as_deref())?;
     let tokenizer = model_source::tokenizer_override(args.tokenizer.as_ref())?;
     let reranker = tessera_runtime::open(
         args.run_on.choice(),

@@ -2,7 +2,6 @@
 //! while the model loads), loads the model with a progress bar on a terminal, then
 //! serves until SIGINT/SIGTERM, finishing requests in flight.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use tessera_engine::scheduler::SchedulerConfig;
 use tessera_engine::DEFAULT_MAX_BATCH_TOKENS;
 use tessera_gguf::GgufFile;
@@ -19,7 +17,8 @@ use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions};
 use tessera_server::{ModelInfo, Server, ServerOptions};
 
 use crate::backends::BackendArgs;
-use crate::model_source;
+use crate::model_source::{self, ModelArgs};
+use crate::terminal;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -29,9 +28,8 @@ pub enum LogFormat {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// GGUF model file (default: the embedded tiny random model, whose scores are meaningless).
-    #[arg(long, env = "TESSERA_MODEL")]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    source: ModelArgs,
     /// tokenizer.json to use instead of the GGUF's own tokenizer.
     #[arg(long, env = "TESSERA_TOKENIZER")]
     tokenizer: Option<PathBuf>,
@@ -160,7 +158,7 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
+        .with_writer(|| crate::terminal::LogWriter);
     // A second initialisation (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -229,7 +227,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = !options.api_keys.is_empty();
     // What can fail without the port is checked first (exit code 2, one line):
     // the model file and its format, the tokenizer override, the backend.
-    let source = model_source::open(args.model.as_deref()).map_err(StartupError::from)?;
+    let path = args.source.path().map_err(StartupError::from)?;
+    let source = model_source::open(path.as_deref()).map_err(StartupError::from)?;
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
     tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
@@ -324,16 +323,14 @@ fn load(
         tracing::warn!("{}", model_source::EMBEDDED_WARNING);
     }
     warm_pages(&source.file, &source.name);
-    let spinner = terminal_spinner("building the engine");
+    let spinner = terminal::spinner("building the engine");
     let loaded = tessera_runtime::open(backend, &source.file, tokenizer, &cpu)
         .with_context(|| format!("cannot load model {}", source.name))?;
     loaded.reranker.set_prefix_cache_bytes(prefix_cache_bytes);
-    if let Some(spinner) = spinner {
-        spinner.finish_and_clear();
-    }
+    drop(spinner);
     let tokens = warm_up.tokens(loaded.on_gpu);
     if tokens > 0 {
-        let spinner = terminal_spinner("warm-up pass");
+        let spinner = terminal::spinner("warm-up pass");
         let start = Instant::now();
         loaded.reranker.warm_up(tokens).with_context(|| {
             format!(
@@ -341,12 +338,10 @@ fn load(
                  (or --warm-up-tokens) to what the device holds"
             )
         })?;
-        if let Some(spinner) = spinner {
-            spinner.finish_and_clear();
-        }
+        drop(spinner);
         tracing::info!(
             tokens,
-            seconds = start.elapsed().as_secs_f64(),
+            seconds = seconds(start.elapsed()),
             "warm-up pass done"
         );
     }
@@ -359,10 +354,16 @@ fn load(
     tracing::info!(
         model = %info.name,
         backend = %info.backend,
-        seconds = started.elapsed().as_secs_f64(),
+        seconds = seconds(started.elapsed()),
         "model loaded"
     );
     Ok((loaded.reranker, info))
+}
+
+/// Seconds rounded to the millisecond, for log fields (`0.266`, not
+/// `0.265521812`).
+fn seconds(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e3).round() / 1e3
 }
 
 /// Reads every page of the mapped file once, so the load that follows (and the
@@ -372,18 +373,7 @@ fn warm_pages(file: &Arc<GgufFile>, name: &str) {
     const PAGE: usize = 4096;
     let bytes = file.bytes();
     let total = bytes.len() as u64;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:40}] {binary_bytes}/{binary_total_bytes} ({eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message(format!("reading {name}"));
-        bar
-    });
+    let bar = terminal::bytes_bar(total, format!("reading {name}"));
     if bar.is_none() {
         tracing::info!(model = name, mib = total >> 20, "reading the model file");
     }
@@ -393,24 +383,10 @@ fn warm_pages(file: &Arc<GgufFile>, name: &str) {
             checksum ^= chunk[offset];
         }
         if let Some(bar) = &bar {
-            bar.inc(chunk.len() as u64);
+            bar.bar().inc(chunk.len() as u64);
         }
     }
     std::hint::black_box(checksum);
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-}
-
-fn terminal_spinner(message: &str) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        tracing::info!("{message}");
-        return None;
-    }
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_message(message.to_string());
-    spinner.enable_steady_tick(Duration::from_millis(100));
-    Some(spinner)
 }
 
 #[cfg(test)]
