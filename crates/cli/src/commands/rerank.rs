@@ -19,7 +19,7 @@ pub struct RerankArgs {
     #[command(flatten)]
     source: ModelArgs,
     /// tokenizer.json to use instead of the GGUF's own tokenizer.
-    #[arg(long)]
+    #[arg(long, value_name = "PATH", env = "TESSERA_TOKENIZER")]
     tokenizer: Option<PathBuf>,
     /// The query the documents are ranked against.
     #[arg(long)]

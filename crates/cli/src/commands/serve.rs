@@ -31,7 +31,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     source: ModelArgs,
     /// tokenizer.json to use instead of the GGUF's own tokenizer.
-    #[arg(long, env = "TESSERA_TOKENIZER")]
+    #[arg(long, value_name = "PATH", env = "TESSERA_TOKENIZER")]
     tokenizer: Option<PathBuf>,
     /// Address to listen on (0.0.0.0 for every interface).
     #[arg(long, env = "TESSERA_HOST", default_value = "127.0.0.1")]
