@@ -599,3 +599,57 @@ fn on_a_terminal_log_lines_never_share_a_line_with_a_progress_bar() {
     }
     assert!(logged >= 3, "too few log lines seen: {screen:?}");
 }
+
+/// `--replicas` runs that many CPU engines behind one queue (`/info` says so);
+/// on any other backend it is refused before the port opens.
+#[test]
+fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let refused = tessera(&[
+        "serve",
+        "--replicas",
+        "2",
+        "--backend",
+        "auto",
+        "--port",
+        "0",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--backend cpu"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("listening"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "serve",
+            "--replicas",
+            "2",
+            "--backend",
+            "cpu",
+            "--port",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let address = listening_address(&mut child);
+    let patience = Duration::from_secs(5);
+    let started = Instant::now();
+    while request(&address, "GET", "/health", None, patience).0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, info) = request(&address, "GET", "/info", None, patience);
+    let body = serde_json::json!({"query": "q", "documents": ["a", "b", "c"]});
+    let (status, _) = request(&address, "POST", "/v1/rerank", Some(&body), patience);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+    assert!(
+        info.to_string().contains("2 replicas"),
+        "/info names the replicas: {info}"
+    );
+}

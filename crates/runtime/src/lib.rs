@@ -313,6 +313,41 @@ fn wgpu_compiled() -> Result<(), RuntimeError> {
     Err(not_built("wgpu"))
 }
 
+/// `replicas` copies of the model on the CPU, the worker threads split evenly
+/// between them (each its own pool): one compute thread each behind one queue
+/// gives several batches in flight, which a CPU with many cores fills better
+/// than one batch at a time. More than one replica needs the CPU backend.
+pub fn open_replicas(
+    choice: BackendChoice,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    options: &BackendOptions,
+    replicas: usize,
+) -> Result<Vec<Loaded>, RuntimeError> {
+    if replicas <= 1 {
+        return Ok(vec![open(choice, file, tokenizer, options)?]);
+    }
+    if choice != BackendChoice::Cpu {
+        return Err(RuntimeError::Unavailable {
+            backend: choice.name(),
+            reason: format!(
+                "{replicas} replicas need --backend cpu (one process drives one GPU for now)"
+            ),
+        });
+    }
+    let threads = options
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let per_replica = (threads / replicas).max(1);
+    let each = BackendOptions {
+        threads: Some(per_replica),
+        ..options.clone()
+    };
+    (0..replicas)
+        .map(|_| on_cpu(file, tokenizer.clone(), &each))
+        .collect()
+}
+
 /// The CPU's model name (`/proc/cpuinfo`), or the architecture where that is
 /// not readable: the hardware a CPU measurement names.
 pub fn cpu_model() -> String {

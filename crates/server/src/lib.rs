@@ -76,8 +76,20 @@ impl Server {
     where
         M: RerankModel + Send + 'static,
     {
-        let prompt = model.prompt().clone();
-        self.state.install_model(model, prompt, info)
+        self.install_all(vec![model], info)
+    }
+
+    /// The same model on several devices (or CPU replicas): one compute thread
+    /// each, one queue; a request goes to whichever device is idle.
+    pub fn install_all<M>(&self, models: Vec<M>, info: ModelInfo) -> std::io::Result<()>
+    where
+        M: RerankModel + Send + 'static,
+    {
+        let prompt = models
+            .first()
+            .map(|m| m.prompt().clone())
+            .ok_or_else(|| std::io::Error::other("no model to install"))?;
+        self.state.install_replicas(models, prompt, info)
     }
 
     pub fn router(&self) -> Router {

@@ -15,6 +15,11 @@ use tessera_engine::scheduler::{BatchReport, SchedulerObserver, SchedulerStats};
 use tessera_engine::PrefixCacheStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    pub device: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
     pub status: u16,
@@ -40,6 +45,10 @@ pub struct Metrics {
     connections: Gauge,
     header_timeouts: Counter,
     accept_errors: Counter,
+    device_batches: Family<DeviceLabels, Counter>,
+    device_busy_seconds: Family<DeviceLabels, Counter<f64, AtomicU64>>,
+    device_tokens: Family<DeviceLabels, Counter>,
+    device_in_rotation: Family<DeviceLabels, Gauge>,
     prefix: PrefixMetrics,
 }
 
@@ -55,7 +64,8 @@ struct PrefixMetrics {
     entries: Gauge,
     bytes: Gauge,
     capacity_bytes: Gauge,
-    last: Mutex<PrefixCacheStats>,
+    /// Each device's last report (each device has its own cache).
+    last: Mutex<Vec<PrefixCacheStats>>,
 }
 
 impl PrefixMetrics {
@@ -112,8 +122,12 @@ impl PrefixMetrics {
         }
     }
 
-    fn update(&self, now: &PrefixCacheStats) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+    fn update(&self, device: usize, now: &PrefixCacheStats) {
+        let mut all = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() <= device {
+            all.resize(device + 1, PrefixCacheStats::default());
+        }
+        let last = &mut all[device];
         self.hits.inc_by(now.hits.saturating_sub(last.hits));
         self.misses.inc_by(now.misses.saturating_sub(last.misses));
         self.evictions
@@ -122,11 +136,14 @@ impl PrefixMetrics {
             .inc_by(now.computed_tokens.saturating_sub(last.computed_tokens));
         self.reused_tokens
             .inc_by(now.reused_tokens.saturating_sub(last.reused_tokens));
-        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-        self.entries.set(gauge(now.entries));
-        self.bytes.set(gauge(now.bytes));
-        self.capacity_bytes.set(gauge(now.capacity_bytes));
         *last = *now;
+        // The gauges sum the devices' caches.
+        let gauge = |f: fn(&PrefixCacheStats) -> usize| {
+            i64::try_from(all.iter().map(f).sum::<usize>()).unwrap_or(i64::MAX)
+        };
+        self.entries.set(gauge(|s| s.entries));
+        self.bytes.set(gauge(|s| s.bytes));
+        self.capacity_bytes.set(gauge(|s| s.capacity_bytes));
     }
 }
 
@@ -246,6 +263,30 @@ impl Metrics {
             "Failed accepts of new connections (e.g. out of file descriptors)",
             accept_errors.clone(),
         );
+        let device_batches = Family::<DeviceLabels, Counter>::default();
+        registry.register(
+            "tessera_device_batches",
+            "Forward passes by device (replica)",
+            device_batches.clone(),
+        );
+        let device_busy_seconds = Family::<DeviceLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "tessera_device_busy_seconds",
+            "Seconds each device spent computing batches",
+            device_busy_seconds.clone(),
+        );
+        let device_tokens = Family::<DeviceLabels, Counter>::default();
+        registry.register(
+            "tessera_device_tokens",
+            "Tokens each device computed",
+            device_tokens.clone(),
+        );
+        let device_in_rotation = Family::<DeviceLabels, Gauge>::default();
+        registry.register(
+            "tessera_device_in_rotation",
+            "1 while a device takes work, 0 once it was taken out after failing",
+            device_in_rotation.clone(),
+        );
         let prefix = PrefixMetrics::default();
         prefix.register(&mut registry);
         Metrics {
@@ -268,6 +309,10 @@ impl Metrics {
             connections,
             header_timeouts,
             accept_errors,
+            device_batches,
+            device_busy_seconds,
+            device_tokens,
+            device_in_rotation,
             prefix,
         }
     }
@@ -328,11 +373,24 @@ impl Default for Metrics {
 
 impl SchedulerObserver for Metrics {
     fn batch_done(&self, report: &BatchReport) {
+        let device = DeviceLabels {
+            device: report.device.to_string(),
+        };
+        self.device_batches.get_or_create(&device).inc();
+        self.device_busy_seconds
+            .get_or_create(&device)
+            .inc_by(report.elapsed.as_secs_f64());
+        self.device_in_rotation.get_or_create(&device).set(1);
+        if !report.failed {
+            self.device_tokens
+                .get_or_create(&device)
+                .inc_by(report.tokens as u64);
+        }
         self.batch_documents.observe(report.documents as f64);
         self.batch_tokens.observe(report.tokens as f64);
         self.batch_seconds.observe(report.elapsed.as_secs_f64());
         if let Some(stats) = &report.prefix_cache {
-            self.prefix.update(stats);
+            self.prefix.update(report.device, stats);
         }
         if report.failed {
             self.batch_failures.inc();
@@ -344,5 +402,19 @@ impl SchedulerObserver for Metrics {
     fn request_dropped(&self, documents_left: usize) {
         self.dropped_requests.inc();
         self.dropped_documents.inc_by(documents_left as u64);
+    }
+
+    fn device_retired(&self, device: usize, failure: &str) {
+        tracing::error!(
+            device,
+            failure,
+            "device {device} failed its last batches in a row: taken out of rotation; \
+             the other devices serve its requests"
+        );
+        self.device_in_rotation
+            .get_or_create(&DeviceLabels {
+                device: device.to_string(),
+            })
+            .set(0);
     }
 }

@@ -31,6 +31,22 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
             format!("device failing: the last batches all failed ({failure})"),
         )
     } else if state.is_ready() {
+        let out: Vec<String> = state
+            .model()
+            .map(|model| model.scheduler.devices())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.retired)
+            .map(|d| format!("device {} out of rotation: {}", d.index, d.failure))
+            .collect();
+        if !out.is_empty() {
+            let detail = Some(out.join("; "));
+            let health = Health {
+                status: "degraded".into(),
+                detail,
+            };
+            return (StatusCode::OK, Json(health)).into_response();
+        }
         (StatusCode::OK, "ok".to_string())
     } else if state.compute_stopped() {
         (
@@ -40,7 +56,11 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "loading".to_string())
     };
-    (status, Json(Health { status: text })).into_response()
+    let health = Health {
+        status: text,
+        detail: None,
+    };
+    (status, Json(health)).into_response()
 }
 
 fn served_names(state: &AppState, own: &str) -> Vec<String> {

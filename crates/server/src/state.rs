@@ -97,12 +97,26 @@ impl AppState {
     where
         S: GroupScorer + Send + 'static,
     {
+        self.install_replicas(vec![scorer], prompt, info)
+    }
+
+    /// One compute thread per scorer (device or replica), all fed by one
+    /// queue; the scorers must be the same model (they share `prompt`).
+    pub fn install_replicas<S>(
+        &self,
+        scorers: Vec<S>,
+        prompt: PromptBuilder,
+        info: ModelInfo,
+    ) -> std::io::Result<()>
+    where
+        S: GroupScorer + Send + 'static,
+    {
         if self.model.get().is_some() {
             return Err(std::io::Error::other("a model is already installed"));
         }
         let observer =
             Arc::clone(&self.metrics) as Arc<dyn tessera_engine::scheduler::SchedulerObserver>;
-        let scheduler = Scheduler::spawn(scorer, self.options.scheduler, Some(observer))?;
+        let scheduler = Scheduler::spawn_replicas(scorers, self.options.scheduler, Some(observer))?;
         let loaded = LoadedModel {
             info,
             prompt,

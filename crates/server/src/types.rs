@@ -253,7 +253,12 @@ pub struct Token {
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`, `degraded` (some device out of rotation, the others serving),
+    /// `loading`, `shutting down`, or why the server cannot serve.
     pub status: String,
+    /// With `degraded`: which devices are out and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

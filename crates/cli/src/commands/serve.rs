@@ -80,6 +80,12 @@ pub struct ServeArgs {
     /// at startup. Default: --max-batch-tokens on a GPU, 0 (none) on the CPU.
     #[arg(long, env = "TESSERA_WARM_UP_TOKENS")]
     warm_up_tokens: Option<usize>,
+    /// Copies of the model on the CPU (--backend cpu), the threads split evenly
+    /// between them: one queue feeds them, each takes the next batch when idle,
+    /// each keeps its own prefix cache (--prefix-cache-bytes each). A replica
+    /// that fails 3 batches in a row is taken out of rotation while another serves.
+    #[arg(long, env = "TESSERA_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    replicas: u16,
     /// Longest a request waits for its scores (queue and compute) before a 503:
     /// seconds, or with an ms/s/m suffix.
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
@@ -232,6 +238,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
     tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
+    if args.replicas > 1 && args.run_on.choice() != BackendChoice::Cpu {
+        return Err(StartupError(format!(
+            "--replicas {} needs --backend cpu (one process drives one GPU for now)",
+            args.replicas
+        ))
+        .into());
+    }
     let server = Server::new(options);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -274,13 +287,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_batch_tokens: args.max_batch_tokens.max(1),
     };
     let cpu = args.run_on.options();
-    let loaded =
-        tokio::task::spawn_blocking(move || load(source, tokenizer, backend, cpu, cache, warm_up));
+    let replicas = usize::from(args.replicas);
+    let loaded = tokio::task::spawn_blocking(move || {
+        load(source, tokenizer, backend, cpu, replicas, cache, warm_up)
+    });
     tokio::select! {
         result = loaded => {
-            let (reranker, info) = result.context("the model loader stopped")??;
+            let (rerankers, info) = result.context("the model loader stopped")??;
             if !server.state().is_shutting_down() {
-                server.install(reranker, info)?;
+                server.install_all(rerankers, info)?;
                 tracing::info!("ready");
             }
             serving.await.context("the server task stopped")??;
@@ -293,7 +308,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Loaded = (Box<dyn AnyReranker>, ModelInfo);
+type Loaded = (Vec<Box<dyn AnyReranker>>, ModelInfo);
 
 /// The startup warm-up pass: `tokens` when given, else the batch budget on a GPU
 /// and none on the CPU (there it would only cost startup time).
@@ -314,6 +329,7 @@ fn load(
     tokenizer: Option<RerankTokenizer>,
     backend: BackendChoice,
     cpu: BackendOptions,
+    replicas: usize,
     prefix_cache_bytes: usize,
     warm_up: WarmUp,
 ) -> anyhow::Result<Loaded> {
@@ -324,20 +340,25 @@ fn load(
     }
     warm_pages(&source.file, &source.name);
     let spinner = terminal::spinner("building the engine");
-    let loaded = tessera_runtime::open(backend, &source.file, tokenizer, &cpu)
+    let all = tessera_runtime::open_replicas(backend, &source.file, tokenizer, &cpu, replicas)
         .with_context(|| format!("cannot load model {}", source.name))?;
-    loaded.reranker.set_prefix_cache_bytes(prefix_cache_bytes);
+    for loaded in &all {
+        loaded.reranker.set_prefix_cache_bytes(prefix_cache_bytes);
+    }
     drop(spinner);
-    let tokens = warm_up.tokens(loaded.on_gpu);
+    let first = &all[0];
+    let tokens = warm_up.tokens(first.on_gpu);
     if tokens > 0 {
         let spinner = terminal::spinner("warm-up pass");
         let start = Instant::now();
-        loaded.reranker.warm_up(tokens).with_context(|| {
-            format!(
-                "the warm-up pass of {tokens} tokens failed: lower --max-batch-tokens \
-                 (or --warm-up-tokens) to what the device holds"
-            )
-        })?;
+        for loaded in &all {
+            loaded.reranker.warm_up(tokens).with_context(|| {
+                format!(
+                    "the warm-up pass of {tokens} tokens failed: lower --max-batch-tokens \
+                     (or --warm-up-tokens) to what the device holds"
+                )
+            })?;
+        }
         drop(spinner);
         tracing::info!(
             tokens,
@@ -345,10 +366,14 @@ fn load(
             "warm-up pass done"
         );
     }
+    let device = match all.len() {
+        1 => first.device.clone(),
+        n => format!("{} × {n} replicas", first.device),
+    };
     let info = ModelInfo {
         name: source.name,
-        backend: loaded.reranker.backend_name(),
-        device: loaded.device,
+        backend: first.reranker.backend_name(),
+        device,
         placeholder,
     };
     tracing::info!(
@@ -357,7 +382,7 @@ fn load(
         seconds = seconds(started.elapsed()),
         "model loaded"
     );
-    Ok((loaded.reranker, info))
+    Ok((all.into_iter().map(|l| l.reranker).collect(), info))
 }
 
 /// Seconds rounded to the millisecond, for log fields (`0.266`, not

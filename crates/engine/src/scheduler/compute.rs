@@ -1,5 +1,6 @@
-//! The compute thread's loop: take queued requests, fill a batch up to the token
-//! budget, score it, hand finished requests their results.
+//! A compute thread's loop (one per device): take queued requests, fill a batch
+//! up to the token budget, score it, hand finished requests their results; when
+//! the device is taken out of rotation, hand what it holds back to the queue.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -8,7 +9,9 @@ use std::time::Instant;
 
 use tessera_backend::BackendError;
 
-use super::{BatchReport, GroupScorer, Job, SchedulerError, ScoreOutput, Shared};
+use super::{
+    BatchReport, GroupScorer, Job, SchedulerError, ScoreOutput, Shared, DEVICE_FAILURES_UNHEALTHY,
+};
 use crate::pack::next_pass;
 use crate::{EngineError, PrefixGroup};
 
@@ -19,17 +22,41 @@ struct Slot {
     end: usize,
 }
 
-pub(super) fn run<S: GroupScorer>(shared: &Shared, scorer: &S) {
+pub(super) fn run<S: GroupScorer>(shared: &Shared, scorer: &S, device: usize) {
     // Jobs taken off the shared queue; the front one may be partly done.
     let mut active: VecDeque<Job> = VecDeque::new();
     loop {
+        if shared.devices[device].retired.load(Ordering::Acquire) {
+            hand_back(shared, active);
+            return;
+        }
         drop_abandoned(shared, &mut active);
         if !refill(shared, &mut active) {
             return;
         }
         let slots = plan_batch(&active, shared.config.max_batch_tokens);
-        score_batch(shared, scorer, &mut active, &slots);
+        score_batch(shared, scorer, device, &mut active, &slots);
     }
+}
+
+/// A retired device's jobs go back to the front of the queue, in order, for
+/// the devices still serving.
+fn hand_back(shared: &Shared, active: VecDeque<Job>) {
+    let mut state = shared.lock();
+    for job in active.into_iter().rev() {
+        state.jobs.push_front(job);
+    }
+    drop(state);
+    shared.wake.notify_all();
+}
+
+/// Whether another device than `device` still serves.
+fn another_serves(shared: &Shared, device: usize) -> bool {
+    shared.devices.iter().enumerate().any(|(i, slot)| {
+        i != device
+            && !slot.retired.load(Ordering::Acquire)
+            && slot.failures.load(Ordering::Acquire) < DEVICE_FAILURES_UNHEALTHY
+    })
 }
 
 /// Moves queued jobs into `active` until there is a batch's worth of work; blocks
@@ -108,6 +135,7 @@ fn plan_batch(active: &VecDeque<Job>, budget: usize) -> Vec<Slot> {
 fn score_batch<S: GroupScorer>(
     shared: &Shared,
     scorer: &S,
+    device: usize,
     active: &mut VecDeque<Job>,
     slots: &[Slot],
 ) {
@@ -147,18 +175,29 @@ fn score_batch<S: GroupScorer>(
         Ok(Err(error)) => Err(Failure::Model(error.to_string())),
         Err(_) => Err(Failure::Model("the scorer panicked".to_string())),
     };
+    let slot = &shared.devices[device];
+    let mut retired = None;
     match &result {
         Err(Failure::Device(message)) => {
-            *shared
-                .last_device_failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = message.clone();
-            shared.device_failures.fetch_add(1, Ordering::AcqRel);
+            *slot.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = message.clone();
+            let failures = slot.failures.fetch_add(1, Ordering::AcqRel) + 1;
+            // Out of rotation while another device serves; the last one keeps
+            // trying (and the server reports it failing).
+            if failures >= DEVICE_FAILURES_UNHEALTHY && another_serves(shared, device) {
+                slot.retired.store(true, Ordering::Release);
+                retired = Some(message.clone());
+            }
         }
-        _ => shared.device_failures.store(0, Ordering::Release),
+        _ => slot.failures.store(0, Ordering::Release),
     }
+    slot.batches.fetch_add(1, Ordering::AcqRel);
+    slot.busy_nanos.fetch_add(
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::AcqRel,
+    );
     shared.batches.fetch_add(1, Ordering::AcqRel);
     shared.observer.batch_done(&BatchReport {
+        device,
         groups: slots.len(),
         documents,
         tokens,
@@ -166,6 +205,9 @@ fn score_batch<S: GroupScorer>(
         failed: result.is_err(),
         prefix_cache: scorer.prefix_cache_stats(),
     });
+    if let Some(failure) = retired {
+        shared.observer.device_retired(device, &failure);
+    }
     if result.is_ok() && elapsed.as_secs_f64() > 0.0 {
         let rate = tokens as f64 / elapsed.as_secs_f64();
         let old = shared.tokens_per_second();

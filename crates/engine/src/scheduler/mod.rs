@@ -1,19 +1,23 @@
-//! Dynamic batching on one compute thread: a bounded queue measured in tokens,
-//! batches filled up to a token budget from whatever is queued, and results sent
-//! back through a oneshot per request.
+//! Dynamic batching on one compute thread per device (replica): one bounded
+//! queue measured in tokens, batches filled up to a token budget from whatever
+//! is queued by whichever device is idle, and results sent back through a
+//! oneshot per request.
 //!
-//! The thread that scores owns the model (it is moved there and never shared), so
-//! async callers only tokenize, [`Scheduler::submit`] and await. A request's documents
-//! may be spread over several batches; its scores are reassembled in document order.
-//! A request whose [`Pending`] is dropped (its client went away) is skipped before it
-//! is computed.
+//! Each compute thread owns its model (moved there and never shared), so async
+//! callers only tokenize, [`Scheduler::submit`] and await. A request's documents
+//! may be spread over several batches, on one device: the device that takes a
+//! request keeps it until it is answered. Its scores are reassembled in document
+//! order. A request whose [`Pending`] is dropped (its client went away) is
+//! skipped before it is computed. A device that fails
+//! [`DEVICE_FAILURES_UNHEALTHY`] batches in a row while another still serves is
+//! taken out of rotation: the requests it holds go back to the queue.
 
 mod compute;
 #[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -148,6 +152,8 @@ pub enum SchedulerError {
 /// What one batch did, for metrics.
 #[derive(Clone, Debug)]
 pub struct BatchReport {
+    /// The device (replica) that ran it, from 0.
+    pub device: usize,
     pub groups: usize,
     pub documents: usize,
     /// Tokens of the batch as budgeted (prefix once per group plus documents).
@@ -163,6 +169,9 @@ pub trait SchedulerObserver: Send + Sync {
     fn batch_done(&self, _report: &BatchReport) {}
     /// A request was abandoned by its caller; `documents_left` were never computed.
     fn request_dropped(&self, _documents_left: usize) {}
+    /// Device `device` failed its last batches in a row and was taken out of
+    /// rotation (another still serves); `failure` is the last error.
+    fn device_retired(&self, _device: usize, _failure: &str) {}
 }
 
 struct NoObserver;
@@ -215,6 +224,32 @@ struct QueueState {
     closed: bool,
 }
 
+/// One device's counters and state.
+#[derive(Default)]
+struct DeviceSlot {
+    /// Batches in a row the device failed (0 after any batch that did not), and
+    /// the last such failure.
+    failures: AtomicUsize,
+    last_failure: Mutex<String>,
+    /// Taken out of rotation: its thread has stopped taking work.
+    retired: AtomicBool,
+    batches: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+/// A device as [`Scheduler::devices`] reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceStatus {
+    pub index: usize,
+    /// Out of rotation after failing; `failure` says why.
+    pub retired: bool,
+    /// The last failure while it failed the batches in a row (empty otherwise).
+    pub failure: String,
+    pub batches: u64,
+    /// Seconds spent computing batches.
+    pub busy_seconds: f64,
+}
+
 struct Shared {
     config: SchedulerConfig,
     state: Mutex<QueueState>,
@@ -226,10 +261,7 @@ struct Shared {
     batches: AtomicU64,
     /// f64 bits of the smoothed tokens/s.
     throughput: AtomicU64,
-    /// Batches in a row the device failed (0 after any batch that did not), and
-    /// the last such failure.
-    device_failures: AtomicUsize,
-    last_device_failure: Mutex<String>,
+    devices: Vec<DeviceSlot>,
     observer: Arc<dyn SchedulerObserver>,
 }
 
@@ -259,7 +291,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct Scheduler {
     shared: Arc<Shared>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 /// A submitted request's result. Dropping it abandons the request: work not yet
@@ -293,6 +325,24 @@ impl Scheduler {
     where
         S: GroupScorer + Send + 'static,
     {
+        Scheduler::spawn_replicas(vec![scorer], config, observer)
+    }
+
+    /// One compute thread per scorer (a device, or a replica on the CPU), all
+    /// fed by one queue; device `i` is `scorers[i]`. At least one scorer.
+    pub fn spawn_replicas<S>(
+        scorers: Vec<S>,
+        config: SchedulerConfig,
+        observer: Option<Arc<dyn SchedulerObserver>>,
+    ) -> std::io::Result<Scheduler>
+    where
+        S: GroupScorer + Send + 'static,
+    {
+        if scorers.is_empty() {
+            return Err(std::io::Error::other(
+                "a scheduler needs at least one scorer",
+            ));
+        }
         let shared = Arc::new(Shared {
             config: SchedulerConfig {
                 max_batch_tokens: config.max_batch_tokens.max(1),
@@ -309,17 +359,34 @@ impl Scheduler {
             dropped: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             throughput: AtomicU64::new(0f64.to_bits()),
-            device_failures: AtomicUsize::new(0),
-            last_device_failure: Mutex::new(String::new()),
+            devices: scorers.iter().map(|_| DeviceSlot::default()).collect(),
             observer: observer.unwrap_or_else(|| Arc::new(NoObserver)),
         });
-        let worker = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("tessera-compute".into())
-            .spawn(move || compute::run(&worker, &scorer))?;
+        let several = scorers.len() > 1;
+        let mut threads = Vec::with_capacity(scorers.len());
+        for (device, scorer) in scorers.into_iter().enumerate() {
+            let worker = Arc::clone(&shared);
+            let name = if several {
+                format!("tessera-compute-{device}")
+            } else {
+                "tessera-compute".into()
+            };
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || compute::run(&worker, &scorer, device));
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    // Stop the threads already started before reporting.
+                    shared.lock().closed = true;
+                    shared.wake.notify_all();
+                    return Err(e);
+                }
+            }
+        }
         Ok(Scheduler {
             shared,
-            thread: Arc::new(Mutex::new(Some(thread))),
+            threads: Arc::new(Mutex::new(threads)),
         })
     }
 
@@ -389,23 +456,51 @@ impl Scheduler {
         }
     }
 
-    /// The device's last failure when it failed the last
-    /// [`DEVICE_FAILURES_UNHEALTHY`] batches in a row (none succeeded since):
-    /// the server then reports itself unhealthy. `None` while batches succeed.
+    /// When no device serves any more — each failed its last
+    /// [`DEVICE_FAILURES_UNHEALTHY`] batches in a row or was taken out of
+    /// rotation — the last failure: the server then reports itself unhealthy.
+    /// `None` while any device serves.
     pub fn device_failing(&self) -> Option<String> {
-        let s = &self.shared;
-        (s.device_failures.load(Ordering::Acquire) >= DEVICE_FAILURES_UNHEALTHY).then(|| {
-            s.last_device_failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        })
+        let devices = self.devices();
+        devices
+            .iter()
+            .all(|d| !d.failure.is_empty())
+            .then(|| devices.last().map(|d| d.failure.clone()))
+            .flatten()
     }
 
-    /// Whether the compute thread still runs.
+    /// Every device's state and counters, in device order.
+    pub fn devices(&self) -> Vec<DeviceStatus> {
+        self.shared
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let retired = slot.retired.load(Ordering::Acquire);
+                let failing = slot.failures.load(Ordering::Acquire) >= DEVICE_FAILURES_UNHEALTHY;
+                let failure = if retired || failing {
+                    slot.last_failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                } else {
+                    String::new()
+                };
+                DeviceStatus {
+                    index,
+                    retired,
+                    failure,
+                    batches: slot.batches.load(Ordering::Acquire),
+                    busy_seconds: slot.busy_nanos.load(Ordering::Acquire) as f64 / 1e9,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether any compute thread still runs.
     pub fn is_running(&self) -> bool {
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
-        thread.as_ref().is_some_and(|t| !t.is_finished())
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        threads.iter().any(|t| !t.is_finished())
     }
 
     /// Refuses new requests from now on; queued ones are still computed.
@@ -418,8 +513,8 @@ impl Scheduler {
     /// compute thread (and the model it owns) is gone. Blocks: call it off async workers.
     pub fn shutdown(&self) {
         self.close();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
             // A panic there has already been reported to the waiting requests.
             let _ = thread.join();
         }

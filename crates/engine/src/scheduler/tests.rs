@@ -234,3 +234,136 @@ fn scorer_errors_and_panics_reach_the_caller_and_the_thread_survives() {
     assert_eq!(scheduler.stats().queued_tokens, 0);
     scheduler.shutdown();
 }
+
+/// Scores like [`EchoScorer`], counting its batches; or fails every batch as a
+/// device error.
+struct Replica {
+    batches: Arc<AtomicUsize>,
+    broken: bool,
+}
+
+impl GroupScorer for Replica {
+    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        // Long enough that concurrent requests find the other replica idle.
+        std::thread::sleep(Duration::from_millis(5));
+        if self.broken {
+            return Err(EngineError::Backend(tessera_backend::BackendError::Device(
+                "the device fell off the bus".into(),
+            )));
+        }
+        Ok(groups
+            .iter()
+            .map(|g| g.documents.iter().map(|d| echo(g.prefix, d)).collect())
+            .collect())
+    }
+}
+
+fn replicas(broken: [bool; 2]) -> (Scheduler, [Arc<AtomicUsize>; 2]) {
+    let counts = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let scorers = broken
+        .iter()
+        .zip(&counts)
+        .map(|(&broken, batches)| Replica {
+            batches: Arc::clone(batches),
+            broken,
+        })
+        .collect();
+    let scheduler = Scheduler::spawn_replicas(scorers, config(8, 10_000), None).expect("spawn");
+    (scheduler, counts)
+}
+
+#[test]
+fn replicas_share_one_queue_and_both_compute() {
+    let (scheduler, counts) = replicas([false, false]);
+    let pending: Vec<Pending> = (0..40)
+        .map(|i| scheduler.submit(request(i, 2, 3)).expect("queued"))
+        .collect();
+    for (i, p) in pending.into_iter().enumerate() {
+        let output = p.blocking_wait().expect("scored");
+        let want: Vec<PairScore> = request(i as u32, 2, 3)
+            .documents
+            .iter()
+            .map(|d| echo(&[i as u32; 4], d))
+            .collect();
+        assert_eq!(output.scores, want, "request {i}");
+    }
+    let [a, b] = counts.map(|c| c.load(Ordering::SeqCst));
+    assert!(
+        a > 0 && b > 0,
+        "both replicas computed: {a} and {b} batches"
+    );
+    let devices = scheduler.devices();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(
+        devices[0].batches as usize + devices[1].batches as usize,
+        a + b
+    );
+    assert!(devices.iter().all(|d| !d.retired && d.busy_seconds > 0.0));
+    scheduler.shutdown();
+}
+
+#[test]
+fn a_failing_device_leaves_rotation_and_the_other_serves_its_requests() {
+    let (scheduler, counts) = replicas([true, false]);
+    let mut device_errors = 0;
+    for i in 0..200 {
+        match scheduler
+            .submit(request(i, 1, 3))
+            .expect("queued")
+            .blocking_wait()
+        {
+            Ok(_) => {}
+            Err(SchedulerError::Device(message)) => {
+                assert!(message.contains("fell off"));
+                device_errors += 1;
+            }
+            Err(other) => panic!("{other}"),
+        }
+        if scheduler.devices()[0].retired {
+            break;
+        }
+    }
+    let devices = scheduler.devices();
+    assert!(
+        devices[0].retired,
+        "device 0 still in rotation: {devices:?}"
+    );
+    assert!(devices[0].failure.contains("fell off"));
+    assert_eq!(device_errors, DEVICE_FAILURES_UNHEALTHY);
+    assert!(scheduler.device_failing().is_none(), "device 1 serves");
+    // From now on only device 1 computes, and every request succeeds.
+    let broken_batches = counts[0].load(Ordering::SeqCst);
+    for i in 0..20 {
+        let output = scheduler
+            .submit(request(i, 2, 3))
+            .expect("queued")
+            .blocking_wait();
+        assert!(output.is_ok(), "{output:?}");
+    }
+    assert_eq!(counts[0].load(Ordering::SeqCst), broken_batches);
+    assert!(scheduler.is_running());
+    scheduler.shutdown();
+}
+
+#[test]
+fn the_last_device_is_never_retired_but_reported_failing() {
+    let (scheduler, _) = replicas([true, true]);
+    for i in 0..(4 * DEVICE_FAILURES_UNHEALTHY as u32) {
+        let result = scheduler
+            .submit(request(i, 1, 3))
+            .expect("queued")
+            .blocking_wait();
+        assert!(matches!(result, Err(SchedulerError::Device(_))));
+    }
+    let devices = scheduler.devices();
+    assert_eq!(
+        devices.iter().filter(|d| d.retired).count(),
+        1,
+        "one left in rotation: {devices:?}"
+    );
+    assert!(scheduler
+        .device_failing()
+        .is_some_and(|m| m.contains("fell off")));
+    scheduler.shutdown();
+}
