@@ -53,6 +53,14 @@ pub fn cuda_available() -> Result<(), BackendError> {
     Ok(())
 }
 
+/// How many GPUs the driver sees (after [`cuda_available`]).
+pub fn cuda_device_count() -> Result<usize, BackendError> {
+    cuda_available()?;
+    let count =
+        CudaContext::device_count().map_err(|e| device_error("cannot count the GPUs", e))?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
 /// The driver's CUDA version, e.g. "13.0" ("?" if it does not say).
 fn driver_version() -> String {
     let mut version: std::ffi::c_int = 0;

@@ -28,7 +28,7 @@ pub use device::{Arithmetic, Device, KernelArg, Launch, MatmulPath};
 pub use memory::{DeviceBuffer, DeviceWeight};
 
 #[cfg(feature = "cuda")]
-pub use cuda::{cuda_available, CudaBackend, CudaDevice};
+pub use cuda::{cuda_available, cuda_device_count, CudaBackend, CudaDevice};
 
 /// Token rows the engine gives the MLP at once on this backend: large enough
 /// that every projection of the 4B shapes fills an H100 (the 2560-wide down

@@ -601,7 +601,8 @@ fn on_a_terminal_log_lines_never_share_a_line_with_a_progress_bar() {
 }
 
 /// `--replicas` runs that many CPU engines behind one queue (`/info` says so);
-/// on any other backend it is refused before the port opens.
+/// on any other backend it is refused before the port opens, as is `--devices`
+/// where CUDA cannot run.
 #[test]
 fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
     use std::process::Stdio;
@@ -620,6 +621,25 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--backend cpu"), "{stderr}");
     assert!(!String::from_utf8_lossy(&refused.stdout).contains("listening"));
+    // --devices is CUDA's: here (no GPU) it says why it cannot run, before listening.
+    let gpus = tessera(&["serve", "--devices", "all", "--port", "0"]);
+    assert_eq!(gpus.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&gpus.stderr);
+    assert!(stderr.contains("backend cuda"), "{stderr}");
+    let cpu = tessera(&[
+        "serve",
+        "--devices",
+        "0,1",
+        "--backend",
+        "cpu",
+        "--port",
+        "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&cpu.stderr);
+    assert!(
+        stderr.contains("--devices is for the CUDA backend"),
+        "{stderr}"
+    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args([

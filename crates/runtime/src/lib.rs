@@ -194,14 +194,25 @@ fn on_cuda(
     tokenizer: Option<RerankTokenizer>,
     options: &BackendOptions,
 ) -> Result<Loaded, RuntimeError> {
+    on_gpu_number(0, file, tokenizer, options)
+}
+
+/// The model on CUDA device `ordinal`.
+#[cfg(feature = "cuda")]
+fn on_gpu_number(
+    ordinal: usize,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    options: &BackendOptions,
+) -> Result<Loaded, RuntimeError> {
     use tessera_backend_cuda::{CudaBackend, CudaDevice, Device};
-    let backend = CudaBackend::new(0)
+    let backend = CudaBackend::new(ordinal)
         .and_then(|b| b.with_arithmetic(options.gpu_precision))
         .map_err(RuntimeError::backend("cuda"))?;
     let name = backend.name();
     // A second handle on the same GPU, to read its memory after the backend
     // has moved into the engine.
-    let probe = CudaDevice::new(0).map_err(RuntimeError::backend("cuda"))?;
+    let probe = CudaDevice::new(ordinal).map_err(RuntimeError::backend("cuda"))?;
     let (before, total) = probe
         .memory_in_use()
         .map_err(RuntimeError::backend("cuda"))?;
@@ -217,7 +228,7 @@ fn on_cuda(
     Ok(Loaded {
         reranker,
         device: format!(
-            "cuda:0 {name}, model resident {resident:.2} GB of {:.1} GB",
+            "cuda:{ordinal} {name}, model resident {resident:.2} GB of {:.1} GB",
             total as f64 / 1e9
         ),
         on_gpu: true,
@@ -346,6 +357,85 @@ pub fn open_replicas(
     (0..replicas)
         .map(|_| on_cpu(file, tokenizer.clone(), &each))
         .collect()
+}
+
+/// Which GPUs `--devices` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Devices {
+    /// Every GPU the driver sees.
+    All,
+    /// These ordinals, in this order.
+    List(Vec<usize>),
+}
+
+impl std::str::FromStr for Devices {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Devices, String> {
+        if text.trim().eq_ignore_ascii_case("all") {
+            return Ok(Devices::All);
+        }
+        let mut list = Vec::new();
+        for part in text.split(',') {
+            let n: usize = part
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected all or GPU numbers like 0,1,3; got {text:?}"))?;
+            if list.contains(&n) {
+                return Err(format!("GPU {n} is named twice in {text:?}"));
+            }
+            list.push(n);
+        }
+        Ok(Devices::List(list))
+    }
+}
+
+/// The model on each of `devices` (CUDA), one engine per GPU with the weights
+/// loaded on each.
+pub fn open_devices(
+    devices: &Devices,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    options: &BackendOptions,
+) -> Result<Vec<Loaded>, RuntimeError> {
+    open_gpus(devices, file, tokenizer, options)
+}
+
+#[cfg(feature = "cuda")]
+fn open_gpus(
+    devices: &Devices,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    options: &BackendOptions,
+) -> Result<Vec<Loaded>, RuntimeError> {
+    let ordinals = match devices {
+        Devices::All => {
+            let count =
+                tessera_backend_cuda::cuda_device_count().map_err(RuntimeError::backend("cuda"))?;
+            if count == 0 {
+                return Err(RuntimeError::Unavailable {
+                    backend: "cuda",
+                    reason: "the driver sees no GPU".into(),
+                });
+            }
+            (0..count).collect()
+        }
+        Devices::List(list) => list.clone(),
+    };
+    ordinals
+        .into_iter()
+        .map(|ordinal| on_gpu_number(ordinal, file, tokenizer.clone(), options))
+        .collect()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_gpus(
+    _: &Devices,
+    _: &Arc<GgufFile>,
+    _: Option<RerankTokenizer>,
+    _: &BackendOptions,
+) -> Result<Vec<Loaded>, RuntimeError> {
+    Err(not_built("cuda"))
 }
 
 /// The CPU's model name (`/proc/cpuinfo`), or the architecture where that is

@@ -13,7 +13,7 @@ use tessera_engine::scheduler::SchedulerConfig;
 use tessera_engine::DEFAULT_MAX_BATCH_TOKENS;
 use tessera_gguf::GgufFile;
 use tessera_model::RerankTokenizer;
-use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions};
+use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Devices};
 use tessera_server::{ModelInfo, Server, ServerOptions};
 
 use crate::backends::BackendArgs;
@@ -86,6 +86,16 @@ pub struct ServeArgs {
     /// that fails 3 batches in a row is taken out of rotation while another serves.
     #[arg(long, env = "TESSERA_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     replicas: u16,
+    /// GPUs to serve from (CUDA): all, or their numbers (0,1,3). One engine per
+    /// GPU with the weights on each, one queue feeding them; a GPU that fails 3
+    /// batches in a row is taken out of rotation while another serves.
+    #[arg(
+        long,
+        env = "TESSERA_DEVICES",
+        value_name = "all|N,N,...",
+        conflicts_with = "replicas"
+    )]
+    devices: Option<Devices>,
     /// Longest a request waits for its scores (queue and compute) before a 503:
     /// seconds, or with an ms/s/m suffix.
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
@@ -238,6 +248,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
     tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
+    if args.devices.is_some()
+        && !matches!(
+            args.run_on.choice(),
+            BackendChoice::Cuda | BackendChoice::Auto
+        )
+    {
+        return Err(StartupError(format!(
+            "--devices is for the CUDA backend, not --backend {}",
+            args.run_on.choice().name()
+        ))
+        .into());
+    }
+    if args.devices.is_some() {
+        tessera_runtime::available(BackendChoice::Cuda).map_err(|e| StartupError(e.to_string()))?;
+    }
     if args.replicas > 1 && args.run_on.choice() != BackendChoice::Cpu {
         return Err(StartupError(format!(
             "--replicas {} needs --backend cpu (one process drives one GPU for now)",
@@ -287,9 +312,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_batch_tokens: args.max_batch_tokens.max(1),
     };
     let cpu = args.run_on.options();
-    let replicas = usize::from(args.replicas);
+    let placement = match args.devices {
+        Some(devices) => Placement::Gpus(devices),
+        None => Placement::Replicas(usize::from(args.replicas)),
+    };
     let loaded = tokio::task::spawn_blocking(move || {
-        load(source, tokenizer, backend, cpu, replicas, cache, warm_up)
+        load(source, tokenizer, backend, cpu, placement, cache, warm_up)
     });
     tokio::select! {
         result = loaded => {
@@ -310,6 +338,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 type Loaded = (Vec<Box<dyn AnyReranker>>, ModelInfo);
 
+/// Where the engines go: N replicas on the chosen backend (N > 1: the CPU), or
+/// one per named GPU.
+enum Placement {
+    Replicas(usize),
+    Gpus(Devices),
+}
+
 /// The startup warm-up pass: `tokens` when given, else the batch budget on a GPU
 /// and none on the CPU (there it would only cost startup time).
 struct WarmUp {
@@ -329,7 +364,7 @@ fn load(
     tokenizer: Option<RerankTokenizer>,
     backend: BackendChoice,
     cpu: BackendOptions,
-    replicas: usize,
+    placement: Placement,
     prefix_cache_bytes: usize,
     warm_up: WarmUp,
 ) -> anyhow::Result<Loaded> {
@@ -340,8 +375,15 @@ fn load(
     }
     warm_pages(&source.file, &source.name);
     let spinner = terminal::spinner("building the engine");
-    let all = tessera_runtime::open_replicas(backend, &source.file, tokenizer, &cpu, replicas)
-        .with_context(|| format!("cannot load model {}", source.name))?;
+    let all = match &placement {
+        Placement::Replicas(n) => {
+            tessera_runtime::open_replicas(backend, &source.file, tokenizer, &cpu, *n)
+        }
+        Placement::Gpus(devices) => {
+            tessera_runtime::open_devices(devices, &source.file, tokenizer, &cpu)
+        }
+    }
+    .with_context(|| format!("cannot load model {}", source.name))?;
     for loaded in &all {
         loaded.reranker.set_prefix_cache_bytes(prefix_cache_bytes);
     }
@@ -366,9 +408,14 @@ fn load(
             "warm-up pass done"
         );
     }
-    let device = match all.len() {
-        1 => first.device.clone(),
-        n => format!("{} × {n} replicas", first.device),
+    let device = match (&placement, all.len()) {
+        (_, 1) => first.device.clone(),
+        (Placement::Replicas(_), n) => format!("{} × {n} replicas", first.device),
+        (Placement::Gpus(_), _) => all
+            .iter()
+            .map(|l| l.device.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
     };
     let info = ModelInfo {
         name: source.name,
