@@ -29,6 +29,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Write a random Qwen3 reranker GGUF with the real vocabulary (tests, benchmarks).
     Generate(commands::generate::GenerateArgs),
+    /// Ask a running server's /health; exit 0 when it serves (container health checks).
+    Health(commands::health::HealthArgs),
 }
 
 /// Output piped into a reader that stops early (`tessera inspect | head`) ends
@@ -59,6 +61,7 @@ fn main() {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Health(args) => commands::health::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -600,7 +600,8 @@ fn on_a_terminal_log_lines_never_share_a_line_with_a_progress_bar() {
     assert!(logged >= 3, "too few log lines seen: {screen:?}");
 }
 
-/// `--replicas` runs that many CPU engines behind one queue (`/info` says so);
+/// `--replicas` runs that many CPU engines behind one queue (`/info` says so,
+/// `tessera health` sees it serving);
 /// on any other backend it is refused before the port opens, as is `--devices`
 /// where CUDA cannot run.
 #[test]
@@ -665,7 +666,19 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
     let (_, info) = request(&address, "GET", "/info", None, patience);
     let body = serde_json::json!({"query": "q", "documents": ["a", "b", "c"]});
     let (status, _) = request(&address, "POST", "/v1/rerank", Some(&body), patience);
+    // The container health check: 0 while it serves, 1 once nothing answers.
+    let port = address.rsplit(':').next().expect("port");
+    let healthy = tessera(&["health", "--host", "127.0.0.1", "--port", port]);
     let _ = child.kill();
+    let _ = child.wait();
+    let gone = tessera(&["health", "--host", "127.0.0.1", "--port", port]);
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    assert!(String::from_utf8_lossy(&healthy.stdout).starts_with("200"));
+    assert_eq!(gone.status.code(), Some(1));
     let _ = child.wait();
     assert_eq!(status, 200);
     assert!(

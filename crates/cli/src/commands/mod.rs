@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_report;
 pub mod generate;
+pub mod health;
 pub mod inspect;
 pub mod rerank;
 pub mod serve;
