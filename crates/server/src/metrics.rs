@@ -64,6 +64,10 @@ struct PrefixMetrics {
     entries: Gauge,
     bytes: Gauge,
     capacity_bytes: Gauge,
+    /// Per device: its cache's hits and misses, and what it holds.
+    device_hits: Family<DeviceLabels, Counter>,
+    device_misses: Family<DeviceLabels, Counter>,
+    device_bytes: Family<DeviceLabels, Gauge>,
     /// Each device's last report (each device has its own cache).
     last: Mutex<Vec<PrefixCacheStats>>,
 }
@@ -120,6 +124,21 @@ impl PrefixMetrics {
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
+        registry.register(
+            "tessera_device_prefix_cache_hits",
+            "Query prefixes served from each device's cache",
+            self.device_hits.clone(),
+        );
+        registry.register(
+            "tessera_device_prefix_cache_misses",
+            "Query prefixes each device computed",
+            self.device_misses.clone(),
+        );
+        registry.register(
+            "tessera_device_prefix_cache_bytes",
+            "Bytes of K/V held by each device's prefix cache",
+            self.device_bytes.clone(),
+        );
     }
 
     fn update(&self, device: usize, now: &PrefixCacheStats) {
@@ -128,6 +147,18 @@ impl PrefixMetrics {
             all.resize(device + 1, PrefixCacheStats::default());
         }
         let last = &mut all[device];
+        let labels = DeviceLabels {
+            device: device.to_string(),
+        };
+        self.device_hits
+            .get_or_create(&labels)
+            .inc_by(now.hits.saturating_sub(last.hits));
+        self.device_misses
+            .get_or_create(&labels)
+            .inc_by(now.misses.saturating_sub(last.misses));
+        self.device_bytes
+            .get_or_create(&labels)
+            .set(i64::try_from(now.bytes).unwrap_or(i64::MAX));
         self.hits.inc_by(now.hits.saturating_sub(last.hits));
         self.misses.inc_by(now.misses.saturating_sub(last.misses));
         self.evictions

@@ -110,6 +110,14 @@ async fn two_replicas_score_as_one_and_both_compute() {
             batches.is_some_and(|b| b >= 1.0),
             "device {device} computed nothing:\n{metrics}"
         );
+        // Each device has its own prefix cache: each computed the query's
+        // prefix once, then served it from its cache.
+        let series = |name: &str| metric(&metrics, &format!("{name}{{device=\"{device}\"}}"));
+        assert!(
+            series("tessera_device_prefix_cache_misses_total").is_some_and(|m| m >= 1.0),
+            "{metrics}"
+        );
+        assert!(series("tessera_device_prefix_cache_bytes").is_some_and(|b| b > 0.0));
     }
 }
 
