@@ -30,6 +30,9 @@ pub struct WgpuOptions {
     /// Caps the bytes of one activation buffer below the adapter's binding limit
     /// (tests use it to make the engine split a batch into several passes).
     pub max_activation_bytes: Option<u64>,
+    /// Which usable adapter, counted in preference order (discrete GPUs first,
+    /// CPU adapters last; see [`adapter_count`]); `None` is the first.
+    pub adapter: Option<usize>,
 }
 
 impl Default for WgpuOptions {
@@ -39,8 +42,51 @@ impl Default for WgpuOptions {
             use_subgroups: true,
             max_weight_part_bytes: None,
             max_activation_bytes: None,
+            adapter: None,
         }
     }
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// The adapters that can run the shaders, in preference order, and a
+/// description of every adapter seen (for errors).
+fn usable_adapters(allow_cpu_adapter: bool) -> (Vec<wgpu::Adapter>, Vec<String>) {
+    let instance = wgpu::Instance::new(instance_descriptor());
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let seen = adapters
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+        })
+        .collect();
+    let mut usable: Vec<wgpu::Adapter> = adapters
+        .into_iter()
+        .filter(|a| {
+            let info = a.get_info();
+            (allow_cpu_adapter || info.device_type != wgpu::DeviceType::Cpu)
+                && a.get_downlevel_capabilities()
+                    .flags
+                    .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        })
+        .collect();
+    // Stable: adapters of one kind keep the order the instance lists them in.
+    usable.sort_by_key(|a| rank(a.get_info().device_type));
+    (usable, seen)
+}
+
+/// How many adapters can run the shaders (`WgpuOptions::adapter` counts them).
+pub fn adapter_count(allow_cpu_adapter: bool) -> usize {
+    usable_adapters(allow_cpu_adapter).0.len()
 }
 
 /// What the chosen adapter is, for logs and for `auto` backend selection.
@@ -111,43 +157,21 @@ fn device_error(what: &str, e: impl std::fmt::Display) -> BackendError {
 
 impl Context {
     pub fn new(options: &WgpuOptions) -> Result<Context, BackendError> {
-        let instance = wgpu::Instance::new(instance_descriptor());
-        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        let rank = |t: wgpu::DeviceType| match t {
-            wgpu::DeviceType::DiscreteGpu => 0,
-            wgpu::DeviceType::IntegratedGpu => 1,
-            wgpu::DeviceType::VirtualGpu => 2,
-            wgpu::DeviceType::Other => 3,
-            wgpu::DeviceType::Cpu => 4,
-        };
-        let seen: Vec<String> = adapters
-            .iter()
-            .map(|a| {
-                let i = a.get_info();
-                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
-            })
-            .collect();
-        let adapter = adapters
-            .into_iter()
-            .filter(|a| {
-                let info = a.get_info();
-                (options.allow_cpu_adapter || info.device_type != wgpu::DeviceType::Cpu)
-                    && a.get_downlevel_capabilities()
-                        .flags
-                        .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
-            })
-            .min_by_key(|a| rank(a.get_info().device_type))
-            .ok_or_else(|| {
-                BackendError::Device(format!(
-                    "no usable wgpu adapter (CPU adapters {}); adapters seen: [{}]",
-                    if options.allow_cpu_adapter {
-                        "allowed"
-                    } else {
-                        "excluded"
-                    },
-                    seen.join(", ")
-                ))
-            })?;
+        let (mut usable, seen) = usable_adapters(options.allow_cpu_adapter);
+        let index = options.adapter.unwrap_or(0);
+        if index >= usable.len() {
+            return Err(BackendError::Device(format!(
+                "no usable wgpu adapter number {index}: {} usable (CPU adapters {}); adapters seen: [{}]",
+                usable.len(),
+                if options.allow_cpu_adapter {
+                    "allowed"
+                } else {
+                    "excluded"
+                },
+                seen.join(", ")
+            )));
+        }
+        let adapter = usable.swap_remove(index);
         let info = adapter.get_info();
         let subgroups =
             options.use_subgroups && adapter.features().contains(wgpu::Features::SUBGROUP);

@@ -17,7 +17,7 @@ use tessera_backend::{
     AttentionLayout, AttentionShape, Backend, BackendError, HostTensor, KvRef, Qkv,
 };
 
-pub use context::{AdapterDescription, WgpuOptions};
+pub use context::{adapter_count, AdapterDescription, WgpuOptions};
 pub use weight::{WeightFormat, WgpuWeight};
 
 use context::Context;

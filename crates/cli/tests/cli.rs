@@ -638,7 +638,7 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
     ]);
     let stderr = String::from_utf8_lossy(&cpu.stderr);
     assert!(
-        stderr.contains("--devices is for the CUDA backend"),
+        stderr.contains("--devices is for the CUDA or wgpu backend"),
         "{stderr}"
     );
 

@@ -79,11 +79,13 @@ pub enum RuntimeError {
         backend: &'static str,
         reason: String,
     },
-    /// The backend could not be created (no device, out of memory, ...).
-    #[error("backend {backend}: {source}")]
+    /// The backend could not be created (no device, out of memory, ...). The
+    /// message carries the backend's error (not as a `source`, so a printed
+    /// chain says it once).
+    #[error("backend {backend}: {error}")]
     Backend {
         backend: &'static str,
-        source: BackendError,
+        error: BackendError,
     },
     /// The model failed to load on the backend.
     #[error(transparent)]
@@ -92,7 +94,7 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     fn backend(backend: &'static str) -> impl FnOnce(BackendError) -> RuntimeError {
-        move |source| RuntimeError::Backend { backend, source }
+        move |error| RuntimeError::Backend { backend, error }
     }
 }
 
@@ -390,15 +392,78 @@ impl std::str::FromStr for Devices {
     }
 }
 
-/// The model on each of `devices` (CUDA), one engine per GPU with the weights
-/// loaded on each.
+/// The model on each of `devices`, one engine per device with the weights
+/// loaded on each: CUDA GPUs (`Cuda`, or `Auto`), or wgpu adapters (`Wgpu`,
+/// counted as [`BackendOptions`]' adapter numbering: GPUs first, CPU adapters
+/// last).
 pub fn open_devices(
+    choice: BackendChoice,
     devices: &Devices,
     file: &Arc<GgufFile>,
     tokenizer: Option<RerankTokenizer>,
     options: &BackendOptions,
 ) -> Result<Vec<Loaded>, RuntimeError> {
-    open_gpus(devices, file, tokenizer, options)
+    match choice {
+        BackendChoice::Wgpu => open_adapters(devices, file, tokenizer, options),
+        BackendChoice::Cuda | BackendChoice::Auto => open_gpus(devices, file, tokenizer, options),
+        BackendChoice::Cpu => Err(RuntimeError::Unavailable {
+            backend: "cpu",
+            reason: "devices are GPUs (CUDA) or wgpu adapters; on the CPU use replicas".into(),
+        }),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn open_adapters(
+    devices: &Devices,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    options: &BackendOptions,
+) -> Result<Vec<Loaded>, RuntimeError> {
+    use tessera_backend_wgpu::{adapter_count, WgpuBackend, WgpuOptions};
+    let numbers: Vec<usize> = match devices {
+        Devices::All => (0..adapter_count(true)).collect(),
+        Devices::List(list) => list.clone(),
+    };
+    if numbers.is_empty() {
+        return Err(RuntimeError::Unavailable {
+            backend: "wgpu",
+            reason: "no usable wgpu adapter".into(),
+        });
+    }
+    numbers
+        .into_iter()
+        .map(|adapter| {
+            let wgpu_options = WgpuOptions {
+                allow_cpu_adapter: true,
+                adapter: Some(adapter),
+                ..WgpuOptions::default()
+            };
+            let backend =
+                WgpuBackend::with_options(&wgpu_options).map_err(RuntimeError::backend("wgpu"))?;
+            let info = backend.adapter();
+            let device = format!(
+                "wgpu:{adapter} {} ({}, {})",
+                info.name, info.api, info.device_type
+            );
+            let on_gpu = !info.is_cpu;
+            Ok(Loaded {
+                reranker: reranker_on(backend, file, tokenizer.clone(), options.profiler.clone())?,
+                device,
+                on_gpu,
+            })
+        })
+        .collect()
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn open_adapters(
+    _: &Devices,
+    _: &Arc<GgufFile>,
+    _: Option<RerankTokenizer>,
+    _: &BackendOptions,
+) -> Result<Vec<Loaded>, RuntimeError> {
+    Err(not_built("wgpu"))
 }
 
 #[cfg(feature = "cuda")]

@@ -86,8 +86,9 @@ pub struct ServeArgs {
     /// that fails 3 batches in a row is taken out of rotation while another serves.
     #[arg(long, env = "TESSERA_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     replicas: u16,
-    /// GPUs to serve from (CUDA): all, or their numbers (0,1,3). One engine per
-    /// GPU with the weights on each, one queue feeding them; a GPU that fails 3
+    /// Devices to serve from: all, or their numbers (0,1,3) — CUDA GPUs, or with
+    /// --backend wgpu the usable adapters (GPUs first). One engine per device
+    /// with the weights on each, one queue feeding them; a device that fails 3
     /// batches in a row is taken out of rotation while another serves.
     #[arg(
         long,
@@ -248,20 +249,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
     tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
-    if args.devices.is_some()
-        && !matches!(
-            args.run_on.choice(),
-            BackendChoice::Cuda | BackendChoice::Auto
-        )
-    {
-        return Err(StartupError(format!(
-            "--devices is for the CUDA backend, not --backend {}",
-            args.run_on.choice().name()
-        ))
-        .into());
-    }
     if args.devices.is_some() {
-        tessera_runtime::available(BackendChoice::Cuda).map_err(|e| StartupError(e.to_string()))?;
+        let gpu_backend = match args.run_on.choice() {
+            BackendChoice::Cpu => {
+                return Err(StartupError(
+                    "--devices is for the CUDA or wgpu backend; on the CPU use --replicas".into(),
+                )
+                .into())
+            }
+            BackendChoice::Wgpu => BackendChoice::Wgpu,
+            BackendChoice::Cuda | BackendChoice::Auto => BackendChoice::Cuda,
+        };
+        tessera_runtime::available(gpu_backend).map_err(|e| StartupError(e.to_string()))?;
     }
     if args.replicas > 1 && args.run_on.choice() != BackendChoice::Cpu {
         return Err(StartupError(format!(
@@ -380,7 +379,7 @@ fn load(
             tessera_runtime::open_replicas(backend, &source.file, tokenizer, &cpu, *n)
         }
         Placement::Gpus(devices) => {
-            tessera_runtime::open_devices(devices, &source.file, tokenizer, &cpu)
+            tessera_runtime::open_devices(backend, devices, &source.file, tokenizer, &cpu)
         }
     }
     .with_context(|| format!("cannot load model {}", source.name))?;
