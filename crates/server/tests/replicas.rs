@@ -69,6 +69,17 @@ async fn rerank(client: &reqwest::Client, base: &str, i: usize) -> (u16, Value) 
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_score_as_one_and_both_compute() {
     let base = serve(vec![Box::new(load_reranker()), Box::new(load_reranker())]).await;
@@ -93,14 +104,7 @@ async fn two_replicas_score_as_one_and_both_compute() {
             assert!((got - expected).abs() <= 1e-6, "{got} vs {expected}");
         }
     }
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&client, &base).await;
     for device in ["0", "1"] {
         let batches = metric(
             &metrics,
@@ -162,14 +166,7 @@ async fn a_failing_replica_leaves_rotation_and_health_says_degraded() {
             .is_some_and(|d| d.contains("device 0") && d.contains("fell off")),
         "{health}"
     );
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&client, &base).await;
     assert_eq!(
         metric(&metrics, "tessera_device_in_rotation{device=\"0\"}"),
         Some(0.0),
