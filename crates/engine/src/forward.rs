@@ -102,11 +102,15 @@ enum Pass {
     /// The K/V of every layer for the (single) sequence's tokens, appended to
     /// its prefix's; the last layer stops once its K/V exist.
     CaptureKv,
+    /// The final norm's output at the last row of each sequence (the pooled
+    /// hidden state of an embedding model).
+    Embed,
 }
 
 enum PassOutput<B: Backend> {
     Scores(Vec<PairScore>),
     Kv(PrefixKv<B>),
+    Hidden(Vec<Vec<f32>>),
 }
 
 impl<B: Backend> Engine<B> {
@@ -226,7 +230,7 @@ impl<B: Backend> Engine<B> {
         let prefixes: Vec<&PrefixKv<B>> = parent.into_iter().collect();
         match self.run(own, &positions, &layout, &prefixes, Pass::CaptureKv)? {
             PassOutput::Kv(kv) => Ok(kv),
-            PassOutput::Scores(_) => unreachable!("a capture pass returns K/V"),
+            _ => unreachable!("a capture pass returns K/V"),
         }
     }
 
@@ -398,6 +402,27 @@ impl<B: Backend> Engine<B> {
         Ok(self.score_groups(&groups)?.into_iter().flatten().collect())
     }
 
+    /// Each sequence's hidden state at its last token after the final norm —
+    /// what an embedding model pools (before any L2 normalisation) — from one
+    /// forward pass over all of them, packed without padding. The score head
+    /// of a reranker is this vector's dot product with its yes/no rows.
+    pub fn embed(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
+        for (index, sequence) in sequences.iter().enumerate() {
+            self.check_sequence(index, 0, sequence)?;
+        }
+        if sequences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
+        let ids: Vec<u32> = sequences.concat();
+        let positions: Vec<u32> = lengths.iter().flat_map(|&n| 0..n as u32).collect();
+        let layout = AttentionLayout::packed(&lengths);
+        match self.run(&ids, &positions, &layout, &[], Pass::Embed)? {
+            PassOutput::Hidden(rows) => Ok(rows),
+            _ => unreachable!("an embed pass returns hidden states"),
+        }
+    }
+
     /// Runs the layers over packed sequences whose tokens sit at `positions`.
     fn run(
         &self,
@@ -559,6 +584,14 @@ impl<B: Backend> Engine<B> {
             std::mem::swap(&mut x, &mut normed);
         }
         b.rms_norm(&x, &self.output_norm, n_seq, hidden, c.rms_eps, &mut normed)?;
+        if let Pass::Embed = pass {
+            let rows = b.read(&normed, n_seq * hidden)?;
+            return Ok(PassOutput::Hidden(
+                rows.chunks_exact(hidden.max(1))
+                    .map(<[f32]>::to_vec)
+                    .collect(),
+            ));
+        }
         let mut logits = b.alloc(n_seq * 2)?;
         let head = self.head.as_ref().unwrap_or(&self.embedding);
         b.score_head(&normed, n_seq, head, self.head_rows, &mut logits)?;
