@@ -686,3 +686,58 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
         "/info names the replicas: {info}"
     );
 }
+
+/// The model's kind comes from the file (`qwen3.pooling_type`): `inspect` names
+/// it, and an embedding model given to rerank or serve is refused with that
+/// reason (serve before it listens), not scored through a borrowed head.
+#[test]
+fn an_embedding_model_is_named_as_such_and_not_reranked() {
+    let path = std::env::temp_dir().join(format!("tessera-embedding-{}.gguf", std::process::id()));
+    let path_text = path.display().to_string();
+    let generated = tessera(&[
+        "generate",
+        "--shape",
+        "tiny",
+        "--kind",
+        "embedding",
+        "--out",
+        &path_text,
+    ]);
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+
+    let inspect = tessera(&["inspect", &path_text]);
+    let stdout = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        stdout.contains("kind          embedding (pooling: last)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pooled"), "{stdout}");
+    assert!(!stdout.contains("score head"), "{stdout}");
+
+    let rerank = tessera(&[
+        "rerank",
+        "--model",
+        &path_text,
+        "--backend",
+        "cpu",
+        "--query",
+        "q",
+        "a doc",
+    ]);
+    assert!(!rerank.status.success());
+    let stderr = String::from_utf8_lossy(&rerank.stderr);
+    assert!(
+        stderr.contains("embedding model (pooling: last)"),
+        "{stderr}"
+    );
+
+    let serve = tessera(&["serve", "--model", &path_text, "--port", "0"]);
+    assert_eq!(serve.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("embedding model"));
+    assert!(!String::from_utf8_lossy(&serve.stdout).contains("listening"));
+    let _ = std::fs::remove_file(&path);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tessera_backend::Backend;
 use tessera_gguf::GgufFile;
 use tessera_model::prompt::PromptError;
-use tessera_model::{PromptBuilder, RerankTokenizer, Weights};
+use tessera_model::{ModelKind, PromptBuilder, RerankTokenizer, Weights};
 
 use crate::pack::ScoreRequest;
 use crate::request::{prepare, PreparedRequest, RequestError, RerankOptions, RerankOutput};
@@ -34,6 +34,9 @@ impl<B: Backend> Reranker<B> {
         file: &Arc<GgufFile>,
         tokenizer: Option<RerankTokenizer>,
     ) -> Result<Reranker<B>, LoadError> {
+        if let (ModelKind::Embedding, pooling) = ModelKind::from_gguf(file)? {
+            return Err(LoadError::WrongKind { pooling });
+        }
         let tokenizer = match tokenizer {
             Some(t) => t,
             None => RerankTokenizer::from_gguf(file)?,
@@ -113,6 +116,11 @@ pub enum LoadError {
     Tokenizer(#[from] tessera_model::TokenizerError),
     #[error("the tokenizer has no token '{0}' (needed for the score head)")]
     MissingToken(String),
+    #[error(
+        "this GGUF is an embedding model (pooling: {pooling}), not a reranker: it has no \
+         yes/no score head to rerank with"
+    )]
+    WrongKind { pooling: &'static str },
     #[error(transparent)]
     Model(#[from] tessera_model::ModelError),
     #[error("prompt: {0}")]

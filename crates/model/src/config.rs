@@ -33,6 +33,47 @@ impl From<tessera_gguf::TensorError> for ModelError {
     }
 }
 
+/// What a Qwen3 GGUF is for, from `qwen3.pooling_type` as llama.cpp's
+/// converter writes it (0 none, 1 mean, 2 cls, 3 last, 4 rank).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A reranker: yes/no logits at the last token (pooling `rank`, or no
+    /// pooling key at all: older reranker conversions).
+    Reranker,
+    /// An embedding model: the last token's hidden state (pooling `last`).
+    Embedding,
+}
+
+impl ModelKind {
+    /// The kind and the pooling's name; an error for a pooling this runtime
+    /// does not serve (mean or CLS pooling, i.e. not a Qwen3 reranker or
+    /// Qwen3-Embedding model).
+    pub fn from_gguf(file: &GgufFile) -> Result<(ModelKind, &'static str), ModelError> {
+        let key = "qwen3.pooling_type";
+        if file.get(key).is_none() {
+            return Ok((ModelKind::Reranker, "rank (no pooling_type key)"));
+        }
+        match file.get_u64(key)? {
+            4 => Ok((ModelKind::Reranker, "rank")),
+            3 => Ok((ModelKind::Embedding, "last")),
+            other => Err(ModelError::BadValue {
+                key: key.to_string(),
+                value: other.to_string(),
+                reason: "only rank (4, a Qwen3 reranker) and last (3, a Qwen3 embedding \
+                         model) pooling are served"
+                    .into(),
+            }),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Reranker => "reranker",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+}
+
 /// The architecture hyper-parameters of a Qwen3 decoder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {

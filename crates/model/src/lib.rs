@@ -7,7 +7,7 @@ pub mod prompt;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{ModelConfig, ModelError};
+pub use config::{ModelConfig, ModelError, ModelKind};
 pub use prompt::{PairTokens, PromptBuilder, PromptError, TruncationSide};
 pub use tokenizer::{RerankTokenizer, TokenizerError, TokenizerSummary};
 pub use weights::{LayerWeights, ScoreHead, ScoreHeadSource, Weights};

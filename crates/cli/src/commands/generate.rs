@@ -40,6 +40,16 @@ pub struct GenerateArgs {
     /// Where to write the GGUF file.
     #[arg(long)]
     out: PathBuf,
+    /// What the model is for: a reranker (a yes/no `cls.output.weight` head,
+    /// pooling rank) or an embedding model (no head, pooling last).
+    #[arg(long, value_enum, default_value = "reranker")]
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    Reranker,
+    Embedding,
 }
 
 struct Dims {
@@ -141,11 +151,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         MetaValue::F32(1e-6),
     );
     w.add_metadata("qwen3.rope.freq_base", MetaValue::F32(1e6));
-    w.add_metadata("qwen3.pooling_type", MetaValue::U32(4)); // rank
-    w.add_metadata(
-        "qwen3.classifier.output_labels",
-        MetaValue::Array(MetaArray::String(vec!["yes".into(), "no".into()])),
-    );
+    match args.kind {
+        Kind::Reranker => {
+            w.add_metadata("qwen3.pooling_type", MetaValue::U32(4)); // rank
+            w.add_metadata(
+                "qwen3.classifier.output_labels",
+                MetaValue::Array(MetaArray::String(vec!["yes".into(), "no".into()])),
+            );
+        }
+        Kind::Embedding => w.add_metadata("qwen3.pooling_type", MetaValue::U32(3)), // last
+    }
     for (key, value) in source.metadata() {
         if key.starts_with("tokenizer.") {
             w.add_metadata(key.clone(), value.clone());
@@ -228,7 +243,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         GgmlType::F32,
         norm_weight(&mut rng, d.hidden),
     )?;
-    w.add_tensor("cls.output.weight", vec![h, 2], GgmlType::Q8_0, cls)?;
+    if args.kind == Kind::Reranker {
+        w.add_tensor("cls.output.weight", vec![h, 2], GgmlType::Q8_0, cls)?;
+    }
     w.write_file(&args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use tessera_model::{ModelConfig, RerankTokenizer, Weights};
+use tessera_model::{ModelConfig, ModelKind, RerankTokenizer, Weights};
 
 use crate::model_source::{self, ModelArgs};
 
@@ -42,6 +42,12 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         "architecture  {}",
         file.get_str("general.architecture").unwrap_or("(missing)")
     );
+    let kind = ModelKind::from_gguf(file);
+    match &kind {
+        Ok((kind, pooling)) => println!("kind          {} (pooling: {pooling})", kind.name()),
+        Err(e) => println!("kind          not servable: {e}"),
+    }
+    let embedding = matches!(kind, Ok((ModelKind::Embedding, _)));
     match ModelConfig::from_gguf(file) {
         Ok(c) => {
             println!(
@@ -87,6 +93,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             println!("yes/no ids    {} / {}", id("yes"), id("no"));
             match (tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")) {
                 (Some(yes), Some(no)) => match Weights::load(file, [yes, no]) {
+                    Ok(w) if embedding => println!(
+                        "pooled        the last token's hidden state after the final norm, {} values",
+                        w.config.hidden
+                    ),
                     Ok(w) => {
                         println!(
                             "score head    {} — rows {:?} of '{}' ({})",

@@ -246,6 +246,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // the model file and its format, the tokenizer override, the backend.
     let path = args.source.path().map_err(StartupError::from)?;
     let source = model_source::open(path.as_deref()).map_err(StartupError::from)?;
+    match tessera_model::ModelKind::from_gguf(&source.file) {
+        Ok((tessera_model::ModelKind::Reranker, _)) => {}
+        Ok((_, pooling)) => {
+            return Err(StartupError(format!(
+                "cannot serve model {}: it is an embedding model (pooling: {pooling}); this \
+                 server serves rerankers (/v1/rerank)",
+                source.name
+            ))
+            .into())
+        }
+        Err(e) => {
+            return Err(StartupError(format!("cannot serve model {}: {e}", source.name)).into())
+        }
+    }
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
     tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
