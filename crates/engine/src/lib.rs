@@ -5,6 +5,7 @@
 //!
 //! [`Backend`]: tessera_backend::Backend
 
+mod embed;
 mod forward;
 pub mod pack;
 mod prefix_cache;
@@ -12,6 +13,7 @@ pub mod request;
 mod rerank;
 pub mod scheduler;
 
+pub use embed::{normalise, EmbedError, EmbedOptions, Embedder, Embedding};
 pub use forward::{Engine, EngineError, PairScore, PrefixGroup};
 pub use pack::{ScoreRequest, DEFAULT_MAX_BATCH_TOKENS};
 pub use prefix_cache::{PrefixCacheStats, DEFAULT_PREFIX_CACHE_BYTES};

@@ -121,6 +121,11 @@ pub enum LoadError {
          yes/no score head to rerank with"
     )]
     WrongKind { pooling: &'static str },
+    #[error(
+        "this GGUF is a reranker (pooling: {pooling}), not an embedding model: it pools \
+         yes/no logits, not a vector"
+    )]
+    NotEmbedding { pooling: &'static str },
     #[error(transparent)]
     Model(#[from] tessera_model::ModelError),
     #[error("prompt: {0}")]
