@@ -7,6 +7,17 @@ use super::{row_threads, to_u32};
 use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
 
 /// The norm weight as an f32 vector of `dim` (checked).
+/// The checked operands of an RMSNorm kernel over `x`: its buffer, rows and
+/// width, the norm weight's device memory, and epsilon.
+pub(crate) fn norm_operands<'a, M>(
+    x: Rows<'a, DeviceBuffer<M>>,
+    norm: Norm<'a, DeviceWeight<M>>,
+) -> Result<(&'a DeviceBuffer<M>, usize, usize, &'a M, f32), BackendError> {
+    let w = norm_weight(norm.weight, x.width)?;
+    BackendError::check_len("rms_norm", "x", x.rows * x.width, x.data.len)?;
+    Ok((x.data, x.rows, x.width, w, norm.eps))
+}
+
 pub(crate) fn norm_weight<M>(weight: &DeviceWeight<M>, dim: usize) -> Result<&M, BackendError> {
     if weight.rows * weight.cols != dim {
         return Err(BackendError::Invalid {
@@ -72,14 +83,7 @@ pub fn rms_norm_q8_0<D: Device>(
     out: Option<&mut DeviceBuffer<D::Memory>>,
     quantised: &super::matmul::QuantisedRows<D::Memory>,
 ) -> Result<(), BackendError> {
-    let Rows {
-        data: x,
-        rows,
-        width: dim,
-    } = x;
-    let eps = norm.eps;
-    let w = norm_weight(norm.weight, dim)?;
-    BackendError::check_len("rms_norm", "x", rows * dim, x.len)?;
+    let (x, rows, dim, w, eps) = norm_operands(x, norm)?;
     quantised.check(rows, dim)?;
     let out_address = match out {
         Some(out) => {

@@ -7,7 +7,7 @@ use tessera_backend::{BackendError, Norm, Rows};
 use tessera_gguf::QK8_0;
 
 use super::matmul::{launch_q8_0, Q8Plan};
-use super::rms_norm::norm_weight;
+use super::rms_norm::norm_operands;
 use super::{grid_yz, to_u32};
 use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
 
@@ -206,14 +206,7 @@ pub fn rms_norm_f16<D: Device>(
     norm: Norm<'_, DeviceWeight<D::Memory>>,
     into: &HalfRows<D::Memory>,
 ) -> Result<(), BackendError> {
-    let Rows {
-        data: x,
-        rows,
-        width: dim,
-    } = x;
-    let eps = norm.eps;
-    let w = norm_weight(norm.weight, dim)?;
-    BackendError::check_len("rms_norm", "x", rows * dim, x.len)?;
+    let (x, rows, dim, w, eps) = norm_operands(x, norm)?;
     launch_row_writer(
         b,
         ("rms_norm", "rms_norm_f16"),
