@@ -94,8 +94,6 @@ pub struct PreparedRequest {
     pub truncated: Vec<usize>,
     /// Per document, the full lengths of its pairs: what is billed for it.
     pub document_tokens: Vec<usize>,
-    /// Sum of the full lengths of every scored pair: what is billed.
-    pub total_tokens: usize,
 }
 
 /// Tokenizes and lays out one call. Errors are the caller's.
@@ -170,7 +168,6 @@ pub fn prepare(
         },
         chunks,
         truncated,
-        total_tokens: document_tokens.iter().sum(),
         document_tokens,
     })
 }
@@ -210,6 +207,11 @@ pub struct RerankOutput {
 }
 
 impl PreparedRequest {
+    /// Sum of the full lengths of every scored pair: what is billed.
+    pub fn total_tokens(&self) -> usize {
+        self.document_tokens.iter().sum()
+    }
+
     /// Documents in the call.
     pub fn documents(&self) -> usize {
         self.chunks.len()
@@ -242,7 +244,7 @@ impl PreparedRequest {
             .collect();
         RerankOutput {
             documents,
-            total_tokens: self.total_tokens,
+            total_tokens: self.total_tokens(),
         }
     }
 }
@@ -336,7 +338,6 @@ mod tests {
             chunks: vec![0..3, 3..4],
             truncated: vec![1],
             document_tokens: vec![42, 12],
-            total_tokens: 54,
         };
         let output = prepared.output(&[score(-1.0), score(2.0), score(0.5), score(1.0)]);
         assert_eq!(output.documents[0].logits, score(2.0));

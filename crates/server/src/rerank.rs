@@ -201,13 +201,14 @@ pub fn validate_request(
     let job = job.map_err(|e| e.in_dialect(dialect))?;
     let documents = job.documents.len();
     let prepared = prepare(prompt, &job).map_err(|e| e.in_dialect(dialect))?;
+    let total_tokens = prepared.total_tokens();
     Ok(ValidatedRequest {
         dialect,
         documents,
         pairs: prepared.score.documents,
         prefix: prepared.score.prefix,
         truncated: prepared.truncated,
-        total_tokens: prepared.total_tokens,
+        total_tokens,
     })
 }
 
