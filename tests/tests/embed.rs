@@ -68,7 +68,7 @@ fn embeddings_reproduce_the_score_head_and_do_not_depend_on_the_batch() {
     let embeddings = engine.embed(&sequences).expect("embed");
     let scores = engine.score(&sequences).expect("score");
     assert_eq!(embeddings.len(), sequences.len());
-    let head = &weights.score_head;
+    let head = weights.score_head.as_ref().expect("a reranker has a head");
     let (yes, no) = (
         tensor_row(&head.tensor, head.rows[0]),
         tensor_row(&head.tensor, head.rows[1]),

@@ -49,6 +49,7 @@ fn scores(file: &Arc<GgufFile>) -> (ScoreHeadSource, Vec<f32>) {
     let source = tessera_model::Weights::load(file, [9693, 2152])
         .expect("weights")
         .score_head
+        .expect("a reranker has a head")
         .source;
     let docs = [
         "To reset your password, click forgot password on the login screen.",

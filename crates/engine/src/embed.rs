@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use tessera_backend::Backend;
 use tessera_gguf::GgufFile;
-use tessera_model::{ModelKind, RerankTokenizer, TokenizerError, TruncationSide, Weights};
+use tessera_model::{
+    ModelConfig, ModelKind, RerankTokenizer, TokenizerError, TruncationSide, Weights,
+};
 
 use crate::pack::{next_pass, DEFAULT_MAX_BATCH_TOKENS};
 use crate::{Engine, EngineError, LoadError};
@@ -47,6 +49,20 @@ pub struct Embedding {
     pub truncated: bool,
 }
 
+/// One input: text, or token ids a client tokenised itself (OpenAI's
+/// `input` may be either).
+#[derive(Clone, Copy, Debug)]
+pub enum EmbedInput<'a> {
+    Text(&'a str),
+    Tokens(&'a [u32]),
+}
+
+impl<'a> From<&'a str> for EmbedInput<'a> {
+    fn from(text: &'a str) -> Self {
+        EmbedInput::Text(text)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     #[error("input {index}: cannot tokenize: {source}")]
@@ -60,80 +76,138 @@ pub enum EmbedError {
         tokens: usize,
         max: usize,
     },
+    #[error("input {index}: token id {id} is not in the vocabulary (ids are below {rows})")]
+    TokenOutOfRange { index: usize, id: u32, rows: usize },
+    #[error("input {index} is empty (an array of token ids needs at least one)")]
+    EmptyTokens { index: usize },
     #[error("dimensions must be between 1 and {max} (the model's width), got {requested}")]
     Dimensions { requested: usize, max: usize },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
 
-/// A loaded Qwen3 embedding model.
-pub struct Embedder<B: Backend> {
-    engine: Engine<B>,
+/// How inputs become the token sequences an embedding model pools: the
+/// backend-free half of an [`Embedder`], which a server keeps on its request
+/// threads while the model runs on its compute thread.
+#[derive(Clone)]
+pub struct EmbedFormat {
     tokenizer: Arc<RerankTokenizer>,
     end_of_text: u32,
     /// Tokens one input may have, the end-of-text token included.
     max_tokens: usize,
+    width: usize,
+    /// Rows of the embedding matrix: token ids must be below.
+    vocabulary: usize,
 }
 
-impl<B: Backend> Embedder<B> {
-    /// Loads an embedding GGUF (pooling `last`); a reranker is refused.
-    pub fn load(
-        backend: B,
-        file: &Arc<GgufFile>,
-        tokenizer: Option<RerankTokenizer>,
-    ) -> Result<Embedder<B>, LoadError> {
-        let (kind, pooling) = ModelKind::from_gguf(file)?;
-        if kind != ModelKind::Embedding {
-            return Err(LoadError::NotEmbedding { pooling });
-        }
-        let tokenizer = match tokenizer {
-            Some(t) => t,
-            None => RerankTokenizer::from_gguf(file)?,
-        };
+/// Inputs tokenised and cut, ready to be computed, and what each will cost.
+#[derive(Clone, Debug)]
+pub struct PreparedEmbeddings {
+    /// Each input's ids, the end-of-text token last.
+    pub sequences: Vec<Vec<u32>>,
+    pub truncated: Vec<bool>,
+    /// Components kept of each vector (`dimensions`, or the full width).
+    pub keep: usize,
+    /// Scale the kept components to unit length (true from [`EmbedFormat::prepare`]).
+    pub normalize: bool,
+}
+
+impl PreparedEmbeddings {
+    /// Tokens computed, the end-of-text tokens included: what is billed.
+    pub fn total_tokens(&self) -> usize {
+        self.sequences.iter().map(Vec::len).sum()
+    }
+
+    /// The pooled vectors (as the model returns them, in input order) cut to
+    /// `keep` components and (with `normalize`) scaled to unit length.
+    pub fn finish(&self, vectors: Vec<Vec<f32>>) -> Vec<Embedding> {
+        vectors
+            .into_iter()
+            .zip(self.sequences.iter().zip(&self.truncated))
+            .map(|(mut values, (ids, &truncated))| {
+                values.truncate(self.keep);
+                if self.normalize {
+                    normalise(&mut values);
+                }
+                Embedding {
+                    values,
+                    tokens: ids.len(),
+                    truncated,
+                }
+            })
+            .collect()
+    }
+}
+
+impl EmbedFormat {
+    /// The format of an embedding model with `config`, whose token matrix has
+    /// `vocabulary` rows.
+    pub fn new(
+        tokenizer: Arc<RerankTokenizer>,
+        config: &ModelConfig,
+        vocabulary: usize,
+    ) -> Result<EmbedFormat, LoadError> {
         let end_of_text = tokenizer
             .token_to_id("<|endoftext|>")
             .ok_or_else(|| LoadError::MissingToken("<|endoftext|>".into()))?;
-        // An embedding model has no score head; the rows named here are never
-        // used by the embed pass.
-        let weights = Weights::load(file, [end_of_text, end_of_text])?;
-        let max_tokens = weights
-            .config
-            .context_length
-            .min(tessera_model::prompt::DEFAULT_MAX_PAIR_TOKENS);
-        let engine = Engine::new(backend, &weights)?;
-        Ok(Embedder {
-            engine,
-            tokenizer: Arc::new(tokenizer),
+        Ok(EmbedFormat {
+            tokenizer,
             end_of_text,
-            max_tokens,
+            max_tokens: config
+                .context_length
+                .min(tessera_model::prompt::DEFAULT_MAX_PAIR_TOKENS),
+            width: config.hidden,
+            vocabulary,
         })
     }
 
-    pub fn engine(&self) -> &Engine<B> {
-        &self.engine
+    pub fn tokenizer(&self) -> &Arc<RerankTokenizer> {
+        &self.tokenizer
     }
 
     /// The vector's full width (the largest `dimensions`).
     pub fn width(&self) -> usize {
-        self.engine.config().hidden
+        self.width
+    }
+
+    /// Tokens one input may have, the end-of-text token included.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
     }
 
     /// The token ids an input is embedded from: the (instructed) text, cut to
-    /// the context, then the end-of-text token; and whether it was cut.
+    /// the context, then the end-of-text token; and whether it was cut. Token
+    /// ids given as input are taken as the text's tokens (no instruction).
     pub fn input_ids(
         &self,
         index: usize,
-        text: &str,
+        input: EmbedInput<'_>,
         options: &EmbedOptions,
     ) -> Result<(Vec<u32>, bool), EmbedError> {
-        let text = match &options.instruction {
-            Some(task) => format!("Instruct: {task}\nQuery:{text}"),
-            None => text.to_string(),
+        let mut ids = match input {
+            EmbedInput::Text(text) => {
+                let text = match &options.instruction {
+                    Some(task) => format!("Instruct: {task}\nQuery:{text}"),
+                    None => text.to_string(),
+                };
+                self.tokenizer
+                    .encode(&text)
+                    .map_err(|source| EmbedError::Tokenizer { index, source })?
+            }
+            EmbedInput::Tokens(ids) => {
+                if ids.is_empty() {
+                    return Err(EmbedError::EmptyTokens { index });
+                }
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocabulary) {
+                    return Err(EmbedError::TokenOutOfRange {
+                        index,
+                        id,
+                        rows: self.vocabulary,
+                    });
+                }
+                ids.to_vec()
+            }
         };
-        let mut ids = self
-            .tokenizer
-            .encode(&text)
-            .map_err(|source| EmbedError::Tokenizer { index, source })?;
         let room = self.max_tokens - 1;
         let mut truncated = false;
         if ids.len() > room {
@@ -156,6 +230,95 @@ impl<B: Backend> Embedder<B> {
         Ok((ids, truncated))
     }
 
+    /// Every input tokenised and cut, with `dimensions` checked: the
+    /// embedding call's preparation, before any model runs.
+    pub fn prepare(
+        &self,
+        inputs: &[EmbedInput<'_>],
+        options: &EmbedOptions,
+    ) -> Result<PreparedEmbeddings, EmbedError> {
+        let keep = match options.dimensions {
+            None => self.width,
+            Some(n) if (1..=self.width).contains(&n) => n,
+            Some(n) => {
+                return Err(EmbedError::Dimensions {
+                    requested: n,
+                    max: self.width,
+                })
+            }
+        };
+        let mut sequences = Vec::with_capacity(inputs.len());
+        let mut truncated = Vec::with_capacity(inputs.len());
+        for (index, &input) in inputs.iter().enumerate() {
+            let (ids, cut) = self.input_ids(index, input, options)?;
+            sequences.push(ids);
+            truncated.push(cut);
+        }
+        Ok(PreparedEmbeddings {
+            sequences,
+            truncated,
+            keep,
+            normalize: true,
+        })
+    }
+}
+
+/// A loaded Qwen3 embedding model.
+pub struct Embedder<B: Backend> {
+    engine: Engine<B>,
+    format: EmbedFormat,
+}
+
+impl<B: Backend> Embedder<B> {
+    /// Loads an embedding GGUF (pooling `last`); a reranker is refused.
+    pub fn load(
+        backend: B,
+        file: &Arc<GgufFile>,
+        tokenizer: Option<RerankTokenizer>,
+    ) -> Result<Embedder<B>, LoadError> {
+        let (kind, pooling) = ModelKind::from_gguf(file)?;
+        if kind != ModelKind::Embedding {
+            return Err(LoadError::NotEmbedding { pooling });
+        }
+        let tokenizer = match tokenizer {
+            Some(t) => t,
+            None => RerankTokenizer::from_gguf(file)?,
+        };
+        let weights = Weights::load_without_head(file)?;
+        let format = EmbedFormat::new(
+            Arc::new(tokenizer),
+            &weights.config,
+            weights.token_embd.rows,
+        )?;
+        let engine = Engine::new(backend, &weights)?;
+        Ok(Embedder { engine, format })
+    }
+
+    pub fn engine(&self) -> &Engine<B> {
+        &self.engine
+    }
+
+    /// How inputs are tokenised for this model.
+    pub fn format(&self) -> &EmbedFormat {
+        &self.format
+    }
+
+    /// The vector's full width (the largest `dimensions`).
+    pub fn width(&self) -> usize {
+        self.format.width()
+    }
+
+    /// [`EmbedFormat::input_ids`] of a text.
+    pub fn input_ids(
+        &self,
+        index: usize,
+        text: &str,
+        options: &EmbedOptions,
+    ) -> Result<(Vec<u32>, bool), EmbedError> {
+        self.format
+            .input_ids(index, EmbedInput::Text(text), options)
+    }
+
     /// Every input's unit vector, in order, in passes of at most
     /// [`DEFAULT_MAX_BATCH_TOKENS`] tokens (one longer input alone).
     pub fn embed(
@@ -163,24 +326,12 @@ impl<B: Backend> Embedder<B> {
         inputs: &[impl AsRef<str>],
         options: &EmbedOptions,
     ) -> Result<Vec<Embedding>, EmbedError> {
-        let width = self.width();
-        let keep = match options.dimensions {
-            None => width,
-            Some(n) if (1..=width).contains(&n) => n,
-            Some(n) => {
-                return Err(EmbedError::Dimensions {
-                    requested: n,
-                    max: width,
-                })
-            }
-        };
-        let mut sequences = Vec::with_capacity(inputs.len());
-        let mut truncated = Vec::with_capacity(inputs.len());
-        for (index, text) in inputs.iter().enumerate() {
-            let (ids, cut) = self.input_ids(index, text.as_ref(), options)?;
-            sequences.push(ids);
-            truncated.push(cut);
-        }
+        let inputs: Vec<EmbedInput<'_>> = inputs
+            .iter()
+            .map(|t| EmbedInput::Text(t.as_ref()))
+            .collect();
+        let prepared = self.format.prepare(&inputs, options)?;
+        let sequences = &prepared.sequences;
         let mut vectors = Vec::with_capacity(sequences.len());
         let mut start = 0;
         while start < sequences.len() {
@@ -193,19 +344,7 @@ impl<B: Backend> Embedder<B> {
             vectors.extend(self.engine.embed(&pass)?);
             start += taken;
         }
-        Ok(vectors
-            .into_iter()
-            .zip(sequences.iter().zip(truncated))
-            .map(|(mut values, (ids, truncated))| {
-                values.truncate(keep);
-                normalise(&mut values);
-                Embedding {
-                    values,
-                    tokens: ids.len(),
-                    truncated,
-                }
-            })
-            .collect())
+        Ok(prepared.finish(vectors))
     }
 }
 

@@ -30,6 +30,8 @@ pub enum EngineError {
     },
     #[error("sequence {index}: token id {id} is outside the embedding table ({rows} rows)")]
     TokenOutOfRange { index: usize, id: u32, rows: usize },
+    #[error("this is an embedding model: it has no score head to rerank with")]
+    NoScoreHead,
 }
 
 /// Documents that share one query prefix: each sequence is `prefix ++ document`,
@@ -89,9 +91,9 @@ pub struct Engine<B: Backend> {
     embedding_rows: usize,
     layers: Vec<LayerOnDevice<B::Weight>>,
     output_norm: B::Weight,
-    /// `None`: the head rows are in the embedding table.
-    head: Option<B::Weight>,
-    head_rows: [usize; 2],
+    /// The score head: its matrix (`None`: the rows are in the embedding
+    /// table) and the yes/no rows. `None` for an embedding model.
+    head: Option<(Option<B::Weight>, [usize; 2])>,
     cache: RefCell<PrefixCache<B>>,
 }
 
@@ -136,9 +138,10 @@ impl<B: Backend> Engine<B> {
         let embedding = up(&weights.token_embd)?;
         let output_norm = up(&weights.output_norm)?;
         // A head taken from the embedding matrix shares its upload.
-        let head = match weights.score_head.source {
-            ScoreHeadSource::TiedEmbedding => None,
-            _ => Some(up(&weights.score_head.tensor)?),
+        let head = match &weights.score_head {
+            None => None,
+            Some(h) if h.source == ScoreHeadSource::TiedEmbedding => Some((None, h.rows)),
+            Some(h) => Some((Some(up(&h.tensor)?), h.rows)),
         };
         Ok(Engine {
             config: weights.config.clone(),
@@ -147,7 +150,6 @@ impl<B: Backend> Engine<B> {
             layers,
             output_norm,
             head,
-            head_rows: weights.score_head.rows,
             backend,
             cache: RefCell::new(PrefixCache::new(DEFAULT_PREFIX_CACHE_BYTES)),
         })
@@ -593,8 +595,11 @@ impl<B: Backend> Engine<B> {
             ));
         }
         let mut logits = b.alloc(n_seq * 2)?;
-        let head = self.head.as_ref().unwrap_or(&self.embedding);
-        b.score_head(&normed, n_seq, head, self.head_rows, &mut logits)?;
+        let Some((head, rows)) = &self.head else {
+            return Err(EngineError::NoScoreHead);
+        };
+        let head = head.as_ref().unwrap_or(&self.embedding);
+        b.score_head(&normed, n_seq, head, *rows, &mut logits)?;
         let logits = b.read(&logits, n_seq * 2)?;
         Ok(PassOutput::Scores(
             logits

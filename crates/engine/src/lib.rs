@@ -13,7 +13,10 @@ pub mod request;
 mod rerank;
 pub mod scheduler;
 
-pub use embed::{normalise, EmbedError, EmbedOptions, Embedder, Embedding};
+pub use embed::{
+    normalise, EmbedError, EmbedFormat, EmbedInput, EmbedOptions, Embedder, Embedding,
+    PreparedEmbeddings,
+};
 pub use forward::{Engine, EngineError, PairScore, PrefixGroup};
 pub use pack::{ScoreRequest, DEFAULT_MAX_BATCH_TOKENS};
 pub use prefix_cache::{PrefixCacheStats, DEFAULT_PREFIX_CACHE_BYTES};

@@ -72,6 +72,14 @@ impl ModelKind {
             ModelKind::Embedding => "embedding",
         }
     }
+
+    /// The name with its article, for sentences: "a reranker", "an embedding".
+    pub fn article(self) -> &'static str {
+        match self {
+            ModelKind::Reranker => "a reranker",
+            ModelKind::Embedding => "an embedding",
+        }
+    }
 }
 
 /// The architecture hyper-parameters of a Qwen3 decoder.

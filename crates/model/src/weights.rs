@@ -55,14 +55,16 @@ pub struct LayerWeights {
     pub ffn_down: HostTensor,
 }
 
-/// Every tensor a reranker forward pass needs, zero-copy views of the file.
+/// Every tensor a forward pass needs, zero-copy views of the file.
 #[derive(Clone, Debug)]
 pub struct Weights {
     pub config: ModelConfig,
     pub token_embd: HostTensor,
     pub layers: Vec<LayerWeights>,
     pub output_norm: HostTensor,
-    pub score_head: ScoreHead,
+    /// A reranker's yes/no head; `None` for an embedding model, which pools
+    /// the final norm's hidden state instead.
+    pub score_head: Option<ScoreHead>,
 }
 
 const MATRIX_TYPES: [GgmlType; 4] = [GgmlType::Q8_0, GgmlType::F32, GgmlType::F16, GgmlType::BF16];
@@ -117,6 +119,21 @@ impl Weights {
     /// Resolves every tensor of a Qwen3 reranker. `yes_no` are the token ids of
     /// "yes" and "no", used when the head is taken from a vocabulary matrix.
     pub fn load(file: &Arc<GgufFile>, yes_no: [u32; 2]) -> Result<Weights, ModelError> {
+        let mut weights = Weights::load_without_head(file)?;
+        let r = Resolver { file };
+        weights.score_head = Some(resolve_score_head(
+            file,
+            &r,
+            &weights.config,
+            weights.token_embd.clone(),
+            yes_no,
+        )?);
+        Ok(weights)
+    }
+
+    /// Resolves the decoder's tensors without a score head: an embedding
+    /// model's (a classifier or output matrix in the file is not used).
+    pub fn load_without_head(file: &Arc<GgufFile>) -> Result<Weights, ModelError> {
         let config = ModelConfig::from_gguf(file)?;
         let r = Resolver { file };
         let c = &config;
@@ -143,13 +160,12 @@ impl Weights {
             });
         }
         let output_norm = r.tensor("output_norm.weight", 1, c.hidden, &NORM_TYPES)?;
-        let score_head = resolve_score_head(file, &r, c, embd.clone(), yes_no)?;
         Ok(Weights {
             config,
             token_embd: embd,
             layers,
             output_norm,
-            score_head,
+            score_head: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Opens a model on a backend: `auto|cpu|cuda|wgpu`, with the reason an
-//! explicit choice cannot run here, and the loaded reranker behind one
-//! object-safe trait so callers do not care which backend runs it.
+//! explicit choice cannot run here, and the loaded model — a reranker or an
+//! embedding model, as the file says — behind object-safe traits so callers do
+//! not care which backend runs it.
 //!
 //! This crate is the one place that names every backend crate; the binary
 //! parses flags into [`BackendChoice`] and [`BackendOptions`] and calls
@@ -12,10 +13,13 @@ use std::sync::Arc;
 use tessera_backend::profile::Profiled;
 use tessera_backend::{Backend, BackendError};
 use tessera_backend_cpu::CpuBackend;
-pub use tessera_engine::scheduler::{GroupScorer, RerankModel};
-use tessera_engine::{EngineError, LoadError, RerankError, RerankOptions, RerankOutput, Reranker};
+pub use tessera_engine::scheduler::{EmbedModel, GroupScorer, RerankModel};
+use tessera_engine::{
+    EmbedError, EmbedFormat, EmbedOptions, Embedder, Embedding, EngineError, LoadError,
+    RerankError, RerankOptions, RerankOutput, Reranker,
+};
 use tessera_gguf::GgufFile;
-use tessera_model::{ModelConfig, RerankTokenizer};
+use tessera_model::{ModelConfig, ModelKind, RerankTokenizer};
 
 pub use tessera_backend::profile::{self, Profiler};
 pub use tessera_backend_cpu::Precision;
@@ -90,6 +94,13 @@ pub enum RuntimeError {
     /// The model failed to load on the backend.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The file holds another kind of model than the caller needs.
+    #[error("{what} is {} model; {needed}", found.article())]
+    WrongKind {
+        what: String,
+        found: ModelKind,
+        needed: String,
+    },
 }
 
 impl RuntimeError {
@@ -145,33 +156,144 @@ where
     }
 }
 
+/// A loaded embedding model on some backend.
+pub trait AnyEmbedder: EmbedModel + Send {
+    /// How its inputs are tokenised (what a server prepares requests with).
+    fn format(&self) -> &EmbedFormat;
+    fn embed(&self, inputs: &[&str], options: &EmbedOptions) -> Result<Vec<Embedding>, EmbedError>;
+    fn config(&self) -> &ModelConfig;
+    fn backend_name(&self) -> String;
+    /// One forward pass over `tokens` tokens of filler (`Engine::warm_up`).
+    fn warm_up(&self, tokens: usize) -> Result<(), EngineError>;
+}
+
+impl<B: Backend + Send> AnyEmbedder for Embedder<B>
+where
+    Embedder<B>: Send,
+{
+    fn format(&self) -> &EmbedFormat {
+        Embedder::format(self)
+    }
+
+    fn embed(&self, inputs: &[&str], options: &EmbedOptions) -> Result<Vec<Embedding>, EmbedError> {
+        Embedder::embed(self, inputs, options)
+    }
+
+    fn config(&self) -> &ModelConfig {
+        self.engine().config()
+    }
+
+    fn backend_name(&self) -> String {
+        self.engine().backend().name()
+    }
+
+    fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
+        self.engine().warm_up(tokens)
+    }
+}
+
+/// A loaded model of either kind: the file's `pooling_type` decides which.
+pub enum AnyModel {
+    Reranker(Box<dyn AnyReranker>),
+    Embedder(Box<dyn AnyEmbedder>),
+}
+
+impl AnyModel {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            AnyModel::Reranker(_) => ModelKind::Reranker,
+            AnyModel::Embedder(_) => ModelKind::Embedding,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        match self {
+            AnyModel::Reranker(m) => m.config(),
+            AnyModel::Embedder(m) => m.config(),
+        }
+    }
+
+    /// The backend's name, e.g. `cpu-fast (avx512-vnni)`.
+    pub fn backend_name(&self) -> String {
+        match self {
+            AnyModel::Reranker(m) => m.backend_name(),
+            AnyModel::Embedder(m) => m.backend_name(),
+        }
+    }
+
+    /// One forward pass over `tokens` tokens of filler.
+    pub fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
+        match self {
+            AnyModel::Reranker(m) => m.warm_up(tokens),
+            AnyModel::Embedder(m) => m.warm_up(tokens),
+        }
+    }
+
+    /// The reranker, or [`RuntimeError::WrongKind`] naming `what` (the file).
+    pub fn into_reranker(self, what: &str) -> Result<Box<dyn AnyReranker>, RuntimeError> {
+        match self {
+            AnyModel::Reranker(m) => Ok(m),
+            AnyModel::Embedder(_) => Err(RuntimeError::WrongKind {
+                what: what.to_string(),
+                found: ModelKind::Embedding,
+                needed: "reranking needs a reranker (pooling rank or none)".into(),
+            }),
+        }
+    }
+
+    /// The embedding model, or [`RuntimeError::WrongKind`] naming `what`.
+    pub fn into_embedder(self, what: &str) -> Result<Box<dyn AnyEmbedder>, RuntimeError> {
+        match self {
+            AnyModel::Embedder(m) => Ok(m),
+            AnyModel::Reranker(_) => Err(RuntimeError::WrongKind {
+                what: what.to_string(),
+                found: ModelKind::Reranker,
+                needed: "embeddings need an embedding model (pooling last)".into(),
+            }),
+        }
+    }
+}
+
 /// A loaded model and a human description of the device it runs on.
 pub struct Loaded {
-    pub reranker: Box<dyn AnyReranker>,
+    pub model: AnyModel,
     pub device: String,
     /// A real GPU (CUDA, or a wgpu adapter that is not a CPU emulation).
     pub on_gpu: bool,
 }
 
-/// The reranker on `backend`, wrapped in the profiler's [`Profiled`] when one
-/// is given.
-fn reranker_on<B: Backend + Send + 'static>(
+/// The file's model, of the kind it declares, on `backend`, wrapped in the
+/// profiler's [`Profiled`] when one is given.
+fn model_on<B: Backend + Send + 'static>(
     backend: B,
     file: &Arc<GgufFile>,
     tokenizer: Option<RerankTokenizer>,
     profiler: Option<Arc<Profiler>>,
-) -> Result<Box<dyn AnyReranker>, RuntimeError>
+) -> Result<AnyModel, RuntimeError>
 where
     Reranker<B>: Send,
     Reranker<Profiled<B>>: Send,
+    Embedder<B>: Send,
+    Embedder<Profiled<B>>: Send,
 {
-    Ok(match profiler {
-        None => Box::new(Reranker::load(backend, file, tokenizer)?),
-        Some(profiler) => Box::new(Reranker::load(
+    let (kind, _) = ModelKind::from_gguf(file).map_err(LoadError::from)?;
+    Ok(match (kind, profiler) {
+        (ModelKind::Reranker, None) => {
+            AnyModel::Reranker(Box::new(Reranker::load(backend, file, tokenizer)?))
+        }
+        (ModelKind::Reranker, Some(profiler)) => AnyModel::Reranker(Box::new(Reranker::load(
             Profiled::new(backend, profiler),
             file,
             tokenizer,
-        )?),
+        )?)),
+        (ModelKind::Embedding, None) => {
+            AnyModel::Embedder(Box::new(Embedder::load(backend, file, tokenizer)?))
+        }
+        (ModelKind::Embedding, Some(profiler)) => AnyModel::Embedder(Box::new(Embedder::load(
+            Profiled::new(backend, profiler),
+            file,
+            tokenizer,
+        )?)),
     })
 }
 
@@ -184,7 +306,7 @@ fn on_cpu(
         .map_err(RuntimeError::backend("cpu"))?;
     let device = format!("cpu ({} threads)", backend.threads());
     Ok(Loaded {
-        reranker: reranker_on(backend, file, tokenizer, options.profiler.clone())?,
+        model: model_on(backend, file, tokenizer, options.profiler.clone())?,
         device,
         on_gpu: false,
     })
@@ -218,7 +340,7 @@ fn on_gpu_number(
     let (before, total) = probe
         .memory_in_use()
         .map_err(RuntimeError::backend("cuda"))?;
-    let reranker = reranker_on(backend, file, tokenizer, options.profiler.clone())?;
+    let model = model_on(backend, file, tokenizer, options.profiler.clone())?;
     // The same context's default stream: waits for the backend's work too.
     let (after, _) = probe
         .synchronize()
@@ -228,7 +350,7 @@ fn on_gpu_number(
     // prompt's K/V and what its capture pass left in the pool (a few MB).
     let resident = after.saturating_sub(before) as f64 / 1e9;
     Ok(Loaded {
-        reranker,
+        model,
         device: format!(
             "cuda:{ordinal} {name}, model resident {resident:.2} GB of {:.1} GB",
             total as f64 / 1e9
@@ -262,7 +384,7 @@ fn on_wgpu(
     );
     let on_gpu = !adapter.is_cpu;
     Ok(Loaded {
-        reranker: reranker_on(backend, file, tokenizer, options.profiler.clone())?,
+        model: model_on(backend, file, tokenizer, options.profiler.clone())?,
         device,
         on_gpu,
     })
@@ -448,7 +570,7 @@ fn open_adapters(
             );
             let on_gpu = !info.is_cpu;
             Ok(Loaded {
-                reranker: reranker_on(backend, file, tokenizer.clone(), options.profiler.clone())?,
+                model: model_on(backend, file, tokenizer.clone(), options.profiler.clone())?,
                 device,
                 on_gpu,
             })

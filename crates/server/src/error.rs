@@ -1,6 +1,6 @@
 //! Errors as clients see them: a status, a message naming the field at fault, and
-//! the body shape of the route's dialect (Cohere `{id, message}` or TEI
-//! `{error, error_type}`).
+//! the body shape of the route's dialect (Cohere `{id, message}`, TEI
+//! `{error, error_type}`, or OpenAI `{error: {message, type, param, code}}`).
 
 use std::time::Duration;
 
@@ -16,14 +16,17 @@ use utoipa::ToSchema;
 pub enum Dialect {
     /// `/v1/rerank`, `/v2/rerank` and every other route but the TEI ones.
     Cohere,
-    /// `/rerank` and `/tokenize` (text-embeddings-inference).
+    /// `/rerank`, `/embed` and `/tokenize` (text-embeddings-inference).
     Tei,
+    /// `/v1/embeddings` (OpenAI).
+    OpenAi,
 }
 
 impl Dialect {
     pub fn of_path(path: &str) -> Dialect {
         match path {
-            "/rerank" | "/tokenize" => Dialect::Tei,
+            "/rerank" | "/embed" | "/tokenize" => Dialect::Tei,
+            "/v1/embeddings" => Dialect::OpenAi,
             _ => Dialect::Cohere,
         }
     }
@@ -66,6 +69,60 @@ pub struct TeiError {
     pub error: String,
     /// One of `empty`, `validation`, `tokenizer`, `overloaded`, `backend`, `unhealthy`.
     pub error_type: String,
+}
+
+/// OpenAI's error body: `{"error": {...}}`.
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiError {
+    pub error: OpenAiErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `rate_limit_error`,
+    /// `server_error`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+impl OpenAiError {
+    fn new(status: StatusCode, message: String) -> OpenAiError {
+        let (kind, code) = match status.as_u16() {
+            401 => ("authentication_error", Some("invalid_api_key")),
+            404 => ("invalid_request_error", Some("model_not_found")),
+            429 => ("rate_limit_error", Some("rate_limit_exceeded")),
+            500..=599 => ("server_error", None),
+            _ => ("invalid_request_error", None),
+        };
+        // Messages start with the field's path when a field is at fault
+        // (`dimensions: must be ...`, `input[2]: ...`).
+        let param = message
+            .split_once(": ")
+            .map(|(head, _)| head)
+            .filter(|head| {
+                !head.is_empty()
+                    && head
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c))
+            })
+            .map(str::to_string);
+        let code = match (status.as_u16(), &param) {
+            (404, Some(p)) if p != "model" => None,
+            _ => code,
+        };
+        OpenAiError {
+            error: OpenAiErrorDetail {
+                message,
+                kind: kind.to_string(),
+                param,
+                code: code.map(str::to_string),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,6 +288,7 @@ impl IntoResponse for Failure {
                 error_type: kind.as_str().to_string(),
             })
             .into_response(),
+            Dialect::OpenAi => Json(OpenAiError::new(status, message)).into_response(),
         };
         *response.status_mut() = status;
         let headers = response.headers_mut();

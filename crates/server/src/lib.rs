@@ -1,13 +1,15 @@
-//! The HTTP server: Cohere v1/v2 and text-embeddings-inference rerank dialects over
-//! one scheduler, with bearer-key auth, body and queue limits, errors in each
-//! dialect's shape, Prometheus metrics and a generated OpenAPI document.
+//! The HTTP server: Cohere v1/v2 and text-embeddings-inference rerank dialects,
+//! and OpenAI and TEI embeddings, with bearer-key auth, body and queue limits,
+//! errors in each dialect's shape, Prometheus metrics and a generated OpenAPI
+//! document. One server hosts a reranker, an embedding model, or both.
 //!
-//! Handlers only validate and tokenize (on blocking threads); the model runs on the
-//! scheduler's single compute thread. Start one with [`Server::new`],
-//! [`Server::install_model`] and [`Server::serve`].
+//! Handlers only validate and tokenize (on blocking threads); each model runs on
+//! its scheduler's compute threads. Start one with [`Server::new`],
+//! [`Server::install`] (and [`Server::install_embedder`]) and [`Server::serve`].
 
 mod auth;
 mod edge;
+pub mod embed;
 pub mod error;
 mod json;
 pub mod metrics;
@@ -28,15 +30,15 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use tessera_engine::scheduler::{GroupScorer, RerankModel};
-use tessera_engine::PromptBuilder;
+use tessera_engine::scheduler::{EmbedModel, GroupScorer, RerankModel};
+use tessera_engine::{EmbedFormat, PromptBuilder};
 use tokio::net::TcpListener;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 pub use error::{ApiError, Dialect};
 pub use rerank::{validate_request, ValidatedRequest, TRUNCATED_HEADER};
-pub use state::{AppState, ModelInfo, ServerOptions};
+pub use state::{AppState, Hosted, ModelInfo, ServerOptions};
 
 /// A rerank server: its state and its routes.
 #[derive(Clone)]
@@ -92,6 +94,24 @@ impl Server {
         self.state.install_replicas(models, prompt, info)
     }
 
+    /// Moves the embedding model (one per device or replica) onto its compute
+    /// threads; `/v1/embeddings` and `/embed` answer from now on. The server
+    /// must have been created hosting one ([`ServerOptions::hosts`]).
+    pub fn install_embedder<M>(
+        &self,
+        models: Vec<M>,
+        format: EmbedFormat,
+        info: ModelInfo,
+    ) -> std::io::Result<()>
+    where
+        M: EmbedModel + Send + 'static,
+    {
+        if models.is_empty() {
+            return Err(std::io::Error::other("no embedding model to install"));
+        }
+        self.state.install_embedder(models, format, info)
+    }
+
     pub fn router(&self) -> Router {
         let state = Arc::clone(&self.state);
         Router::new()
@@ -107,6 +127,11 @@ impl Server {
                 "/rerank",
                 post(rerank::rerank_tei).fallback(routes::post_only),
             )
+            .route(
+                "/v1/embeddings",
+                post(embed::embeddings).fallback(routes::post_only),
+            )
+            .route("/embed", post(embed::embed_tei).fallback(routes::post_only))
             .route(
                 "/tokenize",
                 post(routes::tokenize).fallback(routes::post_only),

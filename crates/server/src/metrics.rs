@@ -20,6 +20,12 @@ pub struct DeviceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// `reranker` or `embedding`.
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
     pub status: u16,
@@ -49,6 +55,11 @@ pub struct Metrics {
     device_busy_seconds: Family<DeviceLabels, Counter<f64, AtomicU64>>,
     device_tokens: Family<DeviceLabels, Counter>,
     device_in_rotation: Family<DeviceLabels, Gauge>,
+    model_batches: Family<ModelLabels, Counter>,
+    model_busy_seconds: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    model_tokens: Family<ModelLabels, Counter>,
+    model_failures: Family<ModelLabels, Counter>,
+    inputs_embedded: Counter,
     prefix: PrefixMetrics,
 }
 
@@ -318,6 +329,36 @@ impl Metrics {
             "1 while a device takes work, 0 once it was taken out after failing",
             device_in_rotation.clone(),
         );
+        let model_batches = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "tessera_model_batches",
+            "Forward passes by model (reranker, embedding)",
+            model_batches.clone(),
+        );
+        let model_busy_seconds = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "tessera_model_busy_seconds",
+            "Seconds each model's devices spent computing batches",
+            model_busy_seconds.clone(),
+        );
+        let model_tokens = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "tessera_model_tokens",
+            "Tokens computed by each model (failed batches excluded)",
+            model_tokens.clone(),
+        );
+        let model_failures = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "tessera_model_batch_failures",
+            "Failed forward passes by model",
+            model_failures.clone(),
+        );
+        let inputs_embedded = Counter::default();
+        registry.register(
+            "tessera_inputs_embedded",
+            "Inputs answered with an embedding",
+            inputs_embedded.clone(),
+        );
         let prefix = PrefixMetrics::default();
         prefix.register(&mut registry);
         Metrics {
@@ -344,6 +385,11 @@ impl Metrics {
             device_busy_seconds,
             device_tokens,
             device_in_rotation,
+            model_batches,
+            model_busy_seconds,
+            model_tokens,
+            model_failures,
+            inputs_embedded,
             prefix,
         }
     }
@@ -380,6 +426,30 @@ impl Metrics {
         self.inference_seconds.observe(inference.as_secs_f64());
     }
 
+    pub fn record_embedded(&self, inputs: usize, queue: Duration, inference: Duration) {
+        self.inputs_embedded.inc_by(inputs as u64);
+        self.queue_seconds.observe(queue.as_secs_f64());
+        self.inference_seconds.observe(inference.as_secs_f64());
+    }
+
+    /// A batch of `model` (its per-model counters).
+    fn model_batch_done(&self, model: &str, report: &BatchReport) {
+        let labels = ModelLabels {
+            model: model.to_string(),
+        };
+        self.model_batches.get_or_create(&labels).inc();
+        self.model_busy_seconds
+            .get_or_create(&labels)
+            .inc_by(report.elapsed.as_secs_f64());
+        if report.failed {
+            self.model_failures.get_or_create(&labels).inc();
+        } else {
+            self.model_tokens
+                .get_or_create(&labels)
+                .inc_by(report.tokens as u64);
+        }
+    }
+
     /// The exposition text; queue gauges are read from the scheduler now.
     pub fn render(&self, stats: Option<SchedulerStats>) -> String {
         if let Some(stats) = stats {
@@ -402,8 +472,42 @@ impl Default for Metrics {
     }
 }
 
+/// The embedding model's scheduler observer: the per-model counters, the
+/// batch histograms and failures (with `model="embedding"`); the per-device
+/// and prefix-cache series describe the reranker's devices only.
+pub struct EmbeddingObserver(pub std::sync::Arc<Metrics>);
+
+impl SchedulerObserver for EmbeddingObserver {
+    fn batch_done(&self, report: &BatchReport) {
+        let metrics = &self.0;
+        metrics.model_batch_done("embedding", report);
+        metrics.batch_documents.observe(report.documents as f64);
+        metrics.batch_tokens.observe(report.tokens as f64);
+        metrics.batch_seconds.observe(report.elapsed.as_secs_f64());
+        if report.failed {
+            metrics.batch_failures.inc();
+        } else {
+            metrics.inference_tokens.inc_by(report.tokens as u64);
+        }
+    }
+
+    fn request_dropped(&self, documents_left: usize) {
+        self.0.request_dropped(documents_left);
+    }
+
+    fn device_retired(&self, device: usize, failure: &str) {
+        tracing::error!(
+            device,
+            failure,
+            "embedding device {device} failed its last batches in a row: taken out of \
+             rotation; the other devices serve its requests"
+        );
+    }
+}
+
 impl SchedulerObserver for Metrics {
     fn batch_done(&self, report: &BatchReport) {
+        self.model_batch_done("reranker", report);
         let device = DeviceLabels {
             device: report.device.to_string(),
         };

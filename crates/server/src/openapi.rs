@@ -3,23 +3,26 @@
 
 use utoipa::OpenApi;
 
-use crate::error::{CohereError, TeiError};
+use crate::error::{CohereError, OpenAiError, OpenAiErrorDetail, TeiError};
 use crate::types::{
-    ApiVersion, BilledUnits, CohereModel, DocumentInput, Health, Info, Limits, Meta, ModelCard,
-    ModelList, RerankRequest, RerankResponse, RerankResult, TeiRank, TeiRerankRequest, Token,
-    TokenCounts, TokenizeInputs, TokenizeRequest, Usage,
+    ApiVersion, BilledUnits, CohereModel, DocumentInput, EmbeddingData, EmbeddingUsage,
+    EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, Health, Info, Limits, Meta, ModelCard,
+    ModelList, RerankRequest, RerankResponse, RerankResult, TeiEmbedRequest, TeiRank,
+    TeiRerankRequest, Token, TokenCounts, TokenizeInputs, TokenizeRequest, Usage,
 };
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Tessera rerank API",
-        description = "Cohere-compatible reranking (v1, v2) and the text-embeddings-inference dialect, serving a Qwen3 reranker."
+        description = "Cohere-compatible reranking (v1, v2), OpenAI-compatible embeddings, and the text-embeddings-inference dialect of both, serving a Qwen3 reranker and a Qwen3 embedding model."
     ),
     paths(
         crate::rerank::rerank_v1,
         crate::rerank::rerank_v2,
         crate::rerank::rerank_tei,
+        crate::embed::embeddings,
+        crate::embed::embed_tei,
         crate::routes::health,
         crate::routes::models,
         crate::routes::info,
@@ -31,7 +34,8 @@ use crate::types::{
         RerankRequest, DocumentInput, RerankResponse, RerankResult, Meta, ApiVersion,
         BilledUnits, TokenCounts, Usage, TeiRerankRequest, TeiRank, TokenizeRequest,
         TokenizeInputs, Token, Health, ModelList, ModelCard, CohereModel, Info, Limits,
-        CohereError, TeiError
+        CohereError, TeiError, EmbeddingsRequest, EmbeddingsResponse, EmbeddingData,
+        EmbeddingVector, EmbeddingUsage, TeiEmbedRequest, OpenAiError, OpenAiErrorDetail
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

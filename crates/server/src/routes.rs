@@ -12,7 +12,8 @@ use crate::error::{ApiError, Dialect, ErrorKind};
 use crate::json::{json_body, parse};
 use crate::state::AppState;
 use crate::types::{
-    CohereModel, Health, Info, Limits, ModelCard, ModelList, Token, TokenizeInputs, TokenizeRequest,
+    CohereModel, EmbeddingModelInfo, Health, Info, Limits, ModelCard, ModelList, Token,
+    TokenizeInputs, TokenizeRequest,
 };
 
 #[utoipa::path(get, path = "/health", tag = "server",
@@ -20,9 +21,14 @@ use crate::types::{
               (status = 503, description = "Loading or shutting down", body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let device_failing = state
-        .model()
-        .ok()
-        .and_then(|model| model.scheduler.device_failing());
+        .loaded_reranker()
+        .and_then(|model| model.scheduler.device_failing())
+        .or_else(|| {
+            state
+                .loaded_embedder()
+                .and_then(|model| model.scheduler.device_failing())
+                .map(|failure| format!("embedding model: {failure}"))
+        });
     let (status, text) = if state.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())
     } else if let Some(failure) = device_failing {
@@ -31,14 +37,26 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
             format!("device failing: the last batches all failed ({failure})"),
         )
     } else if state.is_ready() {
-        let out: Vec<String> = state
-            .model()
+        let reranker = state
+            .loaded_reranker()
             .map(|model| model.scheduler.devices())
             .unwrap_or_default()
             .into_iter()
             .filter(|d| d.retired)
-            .map(|d| format!("device {} out of rotation: {}", d.index, d.failure))
-            .collect();
+            .map(|d| format!("device {} out of rotation: {}", d.index, d.failure));
+        let embedder = state
+            .loaded_embedder()
+            .map(|model| model.scheduler.devices())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.retired)
+            .map(|d| {
+                format!(
+                    "embedding model's device {} out of rotation: {}",
+                    d.index, d.failure
+                )
+            });
+        let out: Vec<String> = reranker.chain(embedder).collect();
         if !out.is_empty() {
             let detail = Some(out.join("; "));
             let health = Health {
@@ -63,42 +81,70 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     (status, Json(health)).into_response()
 }
 
-fn served_names(state: &AppState, own: &str) -> Vec<String> {
-    if state.options.served_model_names.is_empty() {
+fn served_names(configured: &[String], own: &str) -> Vec<String> {
+    if configured.is_empty() {
         vec![own.to_string()]
     } else {
-        state.options.served_model_names.clone()
+        configured.to_vec()
     }
 }
 
 #[utoipa::path(get, path = "/v1/models", tag = "server",
-    responses((status = 200, description = "Served model names", body = ModelList)))]
+    responses((status = 200, description = "Served model names, each with its kind", body = ModelList),
+              (status = 503, description = "A hosted model is still loading")))]
 pub async fn models(State(state): State<Arc<AppState>>) -> Response {
-    let model = match state.model() {
-        Ok(model) => model,
-        Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
-    };
-    let context_length = model.prompt.max_pair_tokens();
-    let names = served_names(&state, &model.info.name);
+    let hosts = state.options.hosts;
+    // (names, kind, endpoints, context length) of each hosted model.
+    let mut entries: Vec<(Vec<String>, &str, Vec<String>, usize)> = Vec::new();
+    if hosts.reranker {
+        let model = match state.model() {
+            Ok(model) => model,
+            Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
+        };
+        entries.push((
+            served_names(&state.options.served_model_names, &model.info.name),
+            "reranker",
+            vec!["rerank".into()],
+            model.prompt.max_pair_tokens(),
+        ));
+    }
+    if hosts.embedder {
+        let model = match state.embedder() {
+            Ok(model) => model,
+            Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
+        };
+        entries.push((
+            served_names(
+                &state.options.embedding_served_model_names,
+                &model.info.name,
+            ),
+            "embedding",
+            vec!["embed".into()],
+            model.format.max_tokens(),
+        ));
+    }
+    let cards = entries.iter().flat_map(|(names, kind, _, _)| {
+        names.iter().map(|name| ModelCard {
+            id: name.clone(),
+            object: "model".into(),
+            created: 0,
+            owned_by: "tessera".into(),
+            kind: kind.to_string(),
+        })
+    });
+    let cohere = entries
+        .iter()
+        .flat_map(|(names, _, endpoints, context_length)| {
+            names.iter().map(|name| CohereModel {
+                name: name.clone(),
+                endpoints: endpoints.clone(),
+                context_length: *context_length,
+            })
+        });
     Json(ModelList {
         object: "list".into(),
-        data: names
-            .iter()
-            .map(|name| ModelCard {
-                id: name.clone(),
-                object: "model".into(),
-                created: 0,
-                owned_by: "tessera".into(),
-            })
-            .collect(),
-        models: names
-            .iter()
-            .map(|name| CohereModel {
-                name: name.clone(),
-                endpoints: vec!["rerank".into()],
-                context_length,
-            })
-            .collect(),
+        data: cards.collect(),
+        models: cohere.collect(),
     })
     .into_response()
 }
@@ -106,14 +152,60 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Response {
 #[utoipa::path(get, path = "/info", tag = "server",
     responses((status = 200, description = "Model, backend, device, limits, version", body = Info)))]
 pub async fn info(State(state): State<Arc<AppState>>) -> Response {
+    let options = &state.options;
+    let embedding = if options.hosts.embedder {
+        match state.embedder() {
+            Ok(model) => Some(EmbeddingModelInfo {
+                model_id: model.info.name.clone(),
+                served_model_names: served_names(
+                    &options.embedding_served_model_names,
+                    &model.info.name,
+                ),
+                backend: model.info.backend.clone(),
+                device: model.info.device.clone(),
+                dimensions: model.format.width(),
+                max_input_tokens: model.format.max_tokens(),
+            }),
+            Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
+        }
+    } else {
+        None
+    };
+    if !options.hosts.reranker {
+        // Only an embedding model: the top-level fields describe it.
+        let Some(embedding) = embedding else {
+            return ApiError::not_ready()
+                .in_dialect(Dialect::Cohere)
+                .into_response();
+        };
+        let placeholder = state.loaded_embedder().is_some_and(|m| m.info.placeholder);
+        return Json(Info {
+            model_id: embedding.model_id,
+            served_model_names: embedding.served_model_names,
+            placeholder_model: placeholder,
+            model_type: "embedding".into(),
+            backend: embedding.backend,
+            device: embedding.device,
+            limits: Limits {
+                max_pair_tokens: embedding.max_input_tokens,
+                max_documents: options.max_documents,
+                max_body_bytes: options.max_body_bytes,
+                max_batch_tokens: options.scheduler.max_batch_tokens,
+                max_queue_tokens: options.scheduler.max_queue_tokens,
+            },
+            auth_required: !options.api_keys.is_empty(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            embedding_model: None,
+        })
+        .into_response();
+    }
     let model = match state.model() {
         Ok(model) => model,
         Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
     };
-    let options = &state.options;
     Json(Info {
         model_id: model.info.name.clone(),
-        served_model_names: served_names(&state, &model.info.name),
+        served_model_names: served_names(&options.served_model_names, &model.info.name),
         placeholder_model: model.info.placeholder,
         model_type: "reranker".into(),
         backend: model.info.backend.clone(),
@@ -127,6 +219,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
         },
         auth_required: !options.api_keys.is_empty(),
         version: env!("CARGO_PKG_VERSION").into(),
+        embedding_model: embedding,
     })
     .into_response()
 }
@@ -134,7 +227,21 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "server",
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let stats = state.model().ok().map(|m| m.scheduler.stats());
+    // The models' queues share one token budget: `queued_tokens` is their sum
+    // either way; requests and throughput add up.
+    let reranker = state.loaded_reranker().map(|m| m.scheduler.stats());
+    let embedder = state.loaded_embedder().map(|m| m.scheduler.stats());
+    let stats = match (reranker, embedder) {
+        (Some(r), Some(e)) => Some(tessera_engine::scheduler::SchedulerStats {
+            queued_requests: r.queued_requests + e.queued_requests,
+            completed_requests: r.completed_requests + e.completed_requests,
+            dropped_requests: r.dropped_requests + e.dropped_requests,
+            batches: r.batches + e.batches,
+            tokens_per_second: r.tokens_per_second + e.tokens_per_second,
+            ..r
+        }),
+        (one, other) => one.or(other),
+    };
     (
         [(
             header::CONTENT_TYPE,
@@ -179,7 +286,12 @@ pub async fn tokenize(State(state): State<Arc<AppState>>, request: Request) -> R
 }
 
 fn tokenize_all(state: &AppState, inputs: &[String]) -> Result<Vec<Vec<Token>>, ApiError> {
-    let tokenizer = state.model()?.prompt.tokenizer().inner();
+    // Either model's tokenizer: the reranker's when it hosts one.
+    let tokenizer = match state.loaded_reranker() {
+        Some(model) => model.prompt.tokenizer().inner(),
+        None if !state.options.hosts.reranker => state.embedder()?.format.tokenizer().inner(),
+        None => return Err(ApiError::not_ready()),
+    };
     let added = tokenizer.get_added_vocabulary();
     inputs
         .iter()

@@ -1,23 +1,33 @@
-//! What every handler shares: the options, the loaded model (absent while it
-//! loads), metrics, and whether shutdown has begun.
+//! What every handler shares: the options, the loaded models (a reranker, an
+//! embedding model, or both; absent while they load), metrics, and whether
+//! shutdown has begun.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tessera_engine::scheduler::{GroupScorer, Scheduler, SchedulerConfig};
-use tessera_engine::PromptBuilder;
+use axum::http::StatusCode;
+use tessera_engine::scheduler::{
+    EmbedModel, Embeds, GroupScorer, QueueBudget, Scheduler, SchedulerConfig, SchedulerObserver,
+};
+use tessera_engine::{EmbedFormat, PromptBuilder};
 
-use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::error::{ApiError, ErrorKind};
+use crate::metrics::{EmbeddingObserver, Metrics};
 
 /// Server limits and identity; every field has a command-line flag.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
     /// Accepted bearer keys; empty ⇒ no authentication.
     pub api_keys: Vec<String>,
-    /// Names clients may send as `model`; empty ⇒ any name is accepted.
+    /// Names clients may send as `model` to the reranker; empty ⇒ any name
+    /// is accepted.
     pub served_model_names: Vec<String>,
+    /// The same for the embedding model (`/v1/embeddings`, `/embed`).
+    pub embedding_served_model_names: Vec<String>,
+    /// Which models this server hosts: the routes of a model it does not host
+    /// answer 404 naming what it serves; those of one still loading, 503.
+    pub hosts: Hosted,
     pub max_documents: usize,
     pub max_body_bytes: usize,
     pub scheduler: SchedulerConfig,
@@ -41,6 +51,8 @@ impl Default for ServerOptions {
         ServerOptions {
             api_keys: Vec::new(),
             served_model_names: Vec::new(),
+            embedding_served_model_names: Vec::new(),
+            hosts: Hosted::default(),
             max_documents: 10_000,
             max_body_bytes: 32 << 20,
             scheduler: SchedulerConfig::default(),
@@ -48,6 +60,23 @@ impl Default for ServerOptions {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
+        }
+    }
+}
+
+/// The models a server hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hosted {
+    pub reranker: bool,
+    pub embedder: bool,
+}
+
+impl Default for Hosted {
+    /// A reranker only.
+    fn default() -> Self {
+        Hosted {
+            reranker: true,
+            embedder: false,
         }
     }
 }
@@ -69,10 +98,20 @@ pub struct LoadedModel {
     pub scheduler: Scheduler,
 }
 
+/// The embedding model: how its inputs are tokenised, and its queue.
+pub struct LoadedEmbedder {
+    pub info: ModelInfo,
+    pub format: EmbedFormat,
+    pub scheduler: Scheduler<Vec<f32>>,
+}
+
 pub struct AppState {
     pub options: ServerOptions,
     pub metrics: Arc<Metrics>,
     model: OnceLock<LoadedModel>,
+    embedder: OnceLock<LoadedEmbedder>,
+    /// Queued tokens of both models, bounded by `max_queue_tokens` together.
+    budget: QueueBudget,
     shutting_down: AtomicBool,
 }
 
@@ -82,6 +121,8 @@ impl AppState {
             options,
             metrics: Arc::new(Metrics::new()),
             model: OnceLock::new(),
+            embedder: OnceLock::new(),
+            budget: QueueBudget::new(),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -114,9 +155,13 @@ impl AppState {
         if self.model.get().is_some() {
             return Err(std::io::Error::other("a model is already installed"));
         }
-        let observer =
-            Arc::clone(&self.metrics) as Arc<dyn tessera_engine::scheduler::SchedulerObserver>;
-        let scheduler = Scheduler::spawn_replicas(scorers, self.options.scheduler, Some(observer))?;
+        let observer = Arc::clone(&self.metrics) as Arc<dyn SchedulerObserver>;
+        let scheduler = Scheduler::spawn_in(
+            &self.budget,
+            scorers,
+            self.options.scheduler,
+            Some(observer),
+        )?;
         let loaded = LoadedModel {
             info,
             prompt,
@@ -129,17 +174,119 @@ impl AppState {
         Ok(())
     }
 
+    /// Moves the embedding model (one per device or replica) onto compute
+    /// threads fed by its own queue, whose tokens count against the same
+    /// `max_queue_tokens` as the reranker's. Installed once.
+    pub fn install_embedder<M>(
+        &self,
+        models: Vec<M>,
+        format: EmbedFormat,
+        info: ModelInfo,
+    ) -> std::io::Result<()>
+    where
+        M: EmbedModel + Send + 'static,
+    {
+        if self.embedder.get().is_some() {
+            return Err(std::io::Error::other(
+                "an embedding model is already installed",
+            ));
+        }
+        let observer: Arc<dyn SchedulerObserver> =
+            Arc::new(EmbeddingObserver(Arc::clone(&self.metrics)));
+        let scorers = models.into_iter().map(Embeds).collect();
+        let scheduler = Scheduler::spawn_in(
+            &self.budget,
+            scorers,
+            self.options.scheduler,
+            Some(observer),
+        )?;
+        let loaded = LoadedEmbedder {
+            info,
+            format,
+            scheduler,
+        };
+        if let Err(lost) = self.embedder.set(loaded) {
+            lost.scheduler.shutdown();
+            return Err(std::io::Error::other(
+                "an embedding model is already installed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The reranker: 404 when this server hosts none, 503 while it loads.
     pub fn model(&self) -> Result<&LoadedModel, ApiError> {
+        if !self.options.hosts.reranker {
+            return Err(self.not_hosted("a reranker", "/v1/rerank"));
+        }
         self.model.get().ok_or_else(ApiError::not_ready)
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.model.get().is_some_and(|m| m.scheduler.is_running())
+    /// The embedding model: 404 when this server hosts none, 503 while it loads.
+    pub fn embedder(&self) -> Result<&LoadedEmbedder, ApiError> {
+        if !self.options.hosts.embedder {
+            return Err(self.not_hosted("an embedding model", "/v1/embeddings"));
+        }
+        self.embedder.get().ok_or_else(ApiError::not_ready)
     }
 
-    /// Whether a model was installed and its compute thread has since stopped.
+    /// The reranker if this server hosts one and it is loaded.
+    pub fn loaded_reranker(&self) -> Option<&LoadedModel> {
+        self.model.get()
+    }
+
+    /// The embedding model if this server hosts one and it is loaded.
+    pub fn loaded_embedder(&self) -> Option<&LoadedEmbedder> {
+        self.embedder.get()
+    }
+
+    fn not_hosted(&self, what: &str, route: &str) -> ApiError {
+        let mut serves = Vec::new();
+        if self.options.hosts.reranker {
+            let name = self
+                .model
+                .get()
+                .map_or("(loading)", |m| m.info.name.as_str());
+            serves.push(format!("reranker '{name}' (POST /v1/rerank)"));
+        }
+        if self.options.hosts.embedder {
+            let name = self
+                .embedder
+                .get()
+                .map_or("(loading)", |m| m.info.name.as_str());
+            serves.push(format!("embedding model '{name}' (POST /v1/embeddings)"));
+        }
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorKind::Validation,
+            format!(
+                "model: this server hosts no {} ({route}); it serves {}",
+                what.trim_start_matches("a ").trim_start_matches("an "),
+                serves.join(" and ")
+            ),
+        )
+    }
+
+    /// Every hosted model is loaded and computing.
+    pub fn is_ready(&self) -> bool {
+        let hosts = self.options.hosts;
+        let reranker =
+            !hosts.reranker || self.model.get().is_some_and(|m| m.scheduler.is_running());
+        let embedder = !hosts.embedder
+            || self
+                .embedder
+                .get()
+                .is_some_and(|m| m.scheduler.is_running());
+        (hosts.reranker || hosts.embedder) && reranker && embedder
+    }
+
+    /// Whether a model was installed and its compute threads have since stopped.
     pub fn compute_stopped(&self) -> bool {
         self.model.get().is_some_and(|m| !m.scheduler.is_running())
+            || self
+                .embedder
+                .get()
+                .is_some_and(|m| !m.scheduler.is_running())
     }
 
     pub fn begin_shutdown(&self) {
@@ -150,8 +297,14 @@ impl AppState {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Stops the compute thread after what it holds is answered. Blocking.
+    /// Stops the compute threads after what they hold is answered. Blocking.
     pub fn stop_model(&self) {
+        if let Some(model) = self.model.get() {
+            model.scheduler.close();
+        }
+        if let Some(embedder) = self.embedder.get() {
+            embedder.scheduler.shutdown();
+        }
         if let Some(model) = self.model.get() {
             model.scheduler.shutdown();
         }
@@ -171,24 +324,41 @@ impl AppState {
     pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
         self.options.check_model(requested)
     }
+
+    /// [`Self::response_model_name`] for the embedding model.
+    pub fn embedding_model_name(&self, requested: Option<&str>, own: &str) -> String {
+        let served = &self.options.embedding_served_model_names;
+        match requested {
+            Some(name) if served.iter().any(|s| s == name) || served.is_empty() => name.to_string(),
+            _ => served.first().cloned().unwrap_or_else(|| own.to_string()),
+        }
+    }
 }
 
 impl ServerOptions {
     /// With served names configured, a `model` naming none of them is a 404.
     pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
-        let served = &self.served_model_names;
-        match requested {
-            Some(name) if !served.is_empty() && !served.iter().any(|s| s == name) => {
-                Err(ApiError::new(
-                    axum::http::StatusCode::NOT_FOUND,
-                    crate::error::ErrorKind::Validation,
-                    format!(
-                        "model: '{name}' is not served here; available: {}",
-                        served.join(", ")
-                    ),
-                ))
-            }
-            _ => Ok(()),
+        check_served(&self.served_model_names, requested)
+    }
+
+    /// [`Self::check_model`] against the embedding model's served names.
+    pub fn check_embedding_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
+        check_served(&self.embedding_served_model_names, requested)
+    }
+}
+
+fn check_served(served: &[String], requested: Option<&str>) -> Result<(), ApiError> {
+    match requested {
+        Some(name) if !served.is_empty() && !served.iter().any(|s| s == name) => {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorKind::Validation,
+                format!(
+                    "model: '{name}' is not served here; available: {}",
+                    served.join(", ")
+                ),
+            ))
         }
+        _ => Ok(()),
     }
 }

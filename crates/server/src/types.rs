@@ -267,6 +267,8 @@ pub struct ModelCard {
     pub object: String,
     pub created: u64,
     pub owned_by: String,
+    /// `reranker` or `embedding` (an extension of OpenAI's shape).
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -305,4 +307,98 @@ pub struct Info {
     pub limits: Limits,
     pub auth_required: bool,
     pub version: String,
+    /// The embedding model, when this server hosts one beside the reranker
+    /// (when it hosts only that, the fields above describe it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<EmbeddingModelInfo>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EmbeddingModelInfo {
+    pub model_id: String,
+    pub served_model_names: Vec<String>,
+    pub backend: String,
+    pub device: String,
+    /// The vector's full width (the largest `dimensions`).
+    pub dimensions: usize,
+    /// Tokens one input may have, the end-of-text token included.
+    pub max_input_tokens: usize,
+}
+
+/// `POST /v1/embeddings` (OpenAI). Unknown fields (`user` among them) are
+/// ignored.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+pub struct EmbeddingsRequest {
+    /// A string, an array of strings, an array of token ids, or an array of
+    /// arrays of token ids.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Keep the first N components of each vector, renormalised
+    /// (1 ..= the model's width).
+    #[serde(default)]
+    pub dimensions: Option<i64>,
+    /// `float` (default) or `base64` (little-endian f32).
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    /// Extension: the task of a query, embedded as
+    /// `Instruct: {instruction}\nQuery:{input}` (documents go without).
+    #[serde(default)]
+    pub instruction: Option<String>,
+    /// Extension: default true; false makes a too-long input a 400.
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    /// Extension: `right` (default) or `left`.
+    #[serde(default)]
+    pub truncation_direction: Option<String>,
+}
+
+/// One vector: numbers, or (`encoding_format: base64`) its little-endian f32
+/// bytes in base64.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EmbeddingData {
+    pub object: String,
+    pub index: usize,
+    pub embedding: EmbeddingVector,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EmbeddingsResponse {
+    pub object: String,
+    pub data: Vec<EmbeddingData>,
+    pub model: String,
+    pub usage: EmbeddingUsage,
+}
+
+/// `POST /embed` (text-embeddings-inference).
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+pub struct TeiEmbedRequest {
+    /// A string or an array of strings.
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    /// Default true: unit vectors; false returns the pooled hidden state as it is.
+    #[serde(default)]
+    pub normalize: Option<bool>,
+    /// Default true (the server's rule); false makes a too-long input a 400.
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    /// `right` (default) or `left`.
+    #[serde(default)]
+    pub truncation_direction: Option<String>,
+    #[serde(default)]
+    pub dimensions: Option<i64>,
 }

@@ -259,7 +259,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ..args.run_on.options()
     };
     let measured_on = tessera_runtime::open(args.run_on.choice(), &loaded.file, None, &cpu)?;
-    let reranker = measured_on.reranker.as_ref();
+    let device = measured_on.device;
+    let measured = measured_on.model.into_reranker(&loaded.name)?;
+    let reranker = measured.as_ref();
     let backend_name = reranker.backend_name();
     let on_cpu = backend_name.starts_with("cpu");
     let load_time = load_start.elapsed();
@@ -317,7 +319,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         c.head_dim
     );
     say!("cpu        {}", tessera_runtime::cpu_model());
-    say!("device     {}", measured_on.device);
+    say!("device     {}", device);
     say!(
         "backend    {backend_name}; weights loaded in {:.2} s",
         load_time.as_secs_f64()
@@ -373,7 +375,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         commit: option_env!("TESSERA_GIT_COMMIT")
             .unwrap_or("unknown")
             .to_string(),
-        device: measured_on.device.clone(),
+        device: device.clone(),
         cpu: tessera_runtime::cpu_model(),
         backend: backend_name.clone(),
         arithmetic: if on_cpu {
@@ -439,8 +441,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             precision: Precision::Reference,
             ..args.run_on.options()
         },
-    )?;
-    let base_time = baseline.measure(reference.reranker.as_ref(), 1, false, "reference")?;
+    )?
+    .model
+    .into_reranker(&loaded.name)?;
+    let base_time = baseline.measure(reference.as_ref(), 1, false, "reference")?;
     let (base_tokens, base_docs) = rate(&baseline, base_time);
     say!(
         "summary    {label} {tokens_per_s:.1} tokens/s {docs_per_s:.2} docs/s | reference {base_tokens:.1} tokens/s {base_docs:.2} docs/s | {label}/reference {:.2}×",

@@ -92,19 +92,25 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             };
             println!("yes/no ids    {} / {}", id("yes"), id("no"));
             match (tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")) {
-                (Some(yes), Some(no)) => match Weights::load(file, [yes, no]) {
+                (Some(yes), Some(no)) => match if embedding {
+                    Weights::load_without_head(file)
+                } else {
+                    Weights::load(file, [yes, no])
+                } {
                     Ok(w) if embedding => println!(
                         "pooled        the last token's hidden state after the final norm, {} values",
                         w.config.hidden
                     ),
                     Ok(w) => {
-                        println!(
-                            "score head    {} — rows {:?} of '{}' ({})",
-                            w.score_head.source,
-                            w.score_head.rows,
-                            w.score_head.tensor.name,
-                            w.score_head.tensor.ggml_type.name()
-                        );
+                        if let Some(head) = &w.score_head {
+                            println!(
+                                "score head    {} — rows {:?} of '{}' ({})",
+                                head.source,
+                                head.rows,
+                                head.tensor.name,
+                                head.tensor.ggml_type.name()
+                            );
+                        }
                         // What a GPU backend uploads (the score head's two rows aside).
                         println!(
                             "weights       {:.2} GB used by the forward pass",

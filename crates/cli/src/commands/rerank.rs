@@ -101,7 +101,8 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
         tokenizer,
         &args.run_on.options(),
     )?
-    .reranker;
+    .model
+    .into_reranker(&loaded.name)?;
     let side = if args.truncate_left {
         TruncationSide::Left
     } else {

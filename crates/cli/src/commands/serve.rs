@@ -1,6 +1,7 @@
-//! `tessera serve`: the rerank HTTP server. Binds first (so `/health` answers 503
-//! while the model loads), loads the model with a progress bar on a terminal, then
-//! serves until SIGINT/SIGTERM, finishing requests in flight.
+//! `tessera serve`: the HTTP server, hosting a reranker, an embedding model, or
+//! both. Binds first (so `/health` answers 503 while the models load), loads
+//! them with a progress bar on a terminal, then serves until SIGINT/SIGTERM,
+//! finishing requests in flight.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,11 +13,12 @@ use clap::{Args, ValueEnum};
 use tessera_engine::scheduler::SchedulerConfig;
 use tessera_engine::DEFAULT_MAX_BATCH_TOKENS;
 use tessera_gguf::GgufFile;
-use tessera_model::RerankTokenizer;
-use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Devices};
-use tessera_server::{ModelInfo, Server, ServerOptions};
+use tessera_model::{ModelKind, RerankTokenizer};
+use tessera_runtime::{AnyModel, BackendChoice, BackendOptions, Devices};
+use tessera_server::{Hosted, ModelInfo, Server, ServerOptions};
 
 use crate::backends::BackendArgs;
+use crate::hub::{self, ModelId};
 use crate::model_source::{self, ModelArgs};
 use crate::terminal;
 
@@ -30,9 +32,32 @@ pub enum LogFormat {
 pub struct ServeArgs {
     #[command(flatten)]
     source: ModelArgs,
-    /// tokenizer.json to use instead of the GGUF's own tokenizer.
+    /// tokenizer.json to use instead of the GGUF's own tokenizer (of --model).
     #[arg(long, value_name = "PATH", env = "TESSERA_TOKENIZER")]
     tokenizer: Option<PathBuf>,
+    /// A Qwen3 embedding GGUF (pooling last) to host beside the reranker:
+    /// POST /v1/embeddings (OpenAI) and /embed (TEI). (A --model that is itself
+    /// an embedding model is served alone.)
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TESSERA_EMBEDDING_MODEL",
+        conflicts_with = "embedding_model_id"
+    )]
+    embedding_model: Option<PathBuf>,
+    /// The embedding model from the Hugging Face Hub, REPO or REPO:FILE, as
+    /// --model-id.
+    #[arg(long, value_name = "REPO[:FILE]", env = "TESSERA_EMBEDDING_MODEL_ID")]
+    embedding_model_id: Option<ModelId>,
+    /// Model name clients must send to the embedding routes; repeat for
+    /// aliases (env: comma-separated). None ⇒ any name (echoed back).
+    #[arg(
+        long = "embedding-served-model-name",
+        value_name = "NAME",
+        env = "TESSERA_EMBEDDING_SERVED_MODEL_NAMES",
+        value_delimiter = ','
+    )]
+    embedding_served_model_names: Vec<String>,
     /// Address to listen on (0.0.0.0 for every interface).
     #[arg(long, env = "TESSERA_HOST", default_value = "127.0.0.1")]
     host: String,
@@ -216,7 +241,52 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The names a client may send, empty ones dropped.
+fn names(list: &[String]) -> Vec<String> {
+    list.iter().filter(|n| !n.is_empty()).cloned().collect()
+}
+
+/// A model file's kind, or the startup error naming it.
+fn kind_of(source: &model_source::LoadedFile) -> Result<ModelKind, StartupError> {
+    ModelKind::from_gguf(&source.file)
+        .map(|(kind, _)| kind)
+        .map_err(|e| StartupError(format!("cannot serve model {}: {e}", source.name)))
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // What can fail without the port is checked first (exit code 2, one line):
+    // the model files and their kinds, the tokenizer override, the backend.
+    let path = args.source.path().map_err(StartupError::from)?;
+    let source = model_source::open(path.as_deref()).map_err(StartupError::from)?;
+    let embedding_path = match (&args.embedding_model, &args.embedding_model_id) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(id)) => Some(hub::fetch(id).map_err(StartupError::from)?),
+        (None, None) => None,
+    };
+    let (reranker_source, embedder_source) = match (kind_of(&source)?, embedding_path) {
+        (ModelKind::Reranker, None) => (Some(source), None),
+        (ModelKind::Embedding, None) => (None, Some(source)),
+        (ModelKind::Reranker, Some(path)) => {
+            let embedder = model_source::open(Some(&path)).map_err(StartupError::from)?;
+            if kind_of(&embedder)? != ModelKind::Embedding {
+                return Err(StartupError(format!(
+                    "--embedding-model {}: it is a reranker, not an embedding model (pooling \
+                     last); pass rerankers as --model",
+                    path.display()
+                ))
+                .into());
+            }
+            (Some(source), Some(embedder))
+        }
+        (ModelKind::Embedding, Some(_)) => {
+            return Err(StartupError(format!(
+                "--model {} is itself an embedding model; pass a reranker as --model and the \
+                 embedding model as --embedding-model",
+                source.name
+            ))
+            .into())
+        }
+    };
     let options = ServerOptions {
         api_keys: args
             .api_keys
@@ -224,12 +294,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|k| !k.is_empty())
             .cloned()
             .collect(),
-        served_model_names: args
-            .served_model_names
-            .iter()
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .collect(),
+        served_model_names: names(&args.served_model_names),
+        embedding_served_model_names: names(&args.embedding_served_model_names),
+        hosts: Hosted {
+            reranker: reranker_source.is_some(),
+            embedder: embedder_source.is_some(),
+        },
         max_documents: args.max_documents.max(1),
         max_body_bytes: args.max_body_bytes,
         scheduler: SchedulerConfig {
@@ -242,24 +312,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
     };
     let auth = !options.api_keys.is_empty();
-    // What can fail without the port is checked first (exit code 2, one line):
-    // the model file and its format, the tokenizer override, the backend.
-    let path = args.source.path().map_err(StartupError::from)?;
-    let source = model_source::open(path.as_deref()).map_err(StartupError::from)?;
-    match tessera_model::ModelKind::from_gguf(&source.file) {
-        Ok((tessera_model::ModelKind::Reranker, _)) => {}
-        Ok((_, pooling)) => {
-            return Err(StartupError(format!(
-                "cannot serve model {}: it is an embedding model (pooling: {pooling}); this \
-                 server serves rerankers (/v1/rerank)",
-                source.name
-            ))
-            .into())
-        }
-        Err(e) => {
-            return Err(StartupError(format!("cannot serve model {}: {e}", source.name)).into())
-        }
-    }
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
     tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
@@ -329,14 +381,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(devices) => Placement::Gpus(devices),
         None => Placement::Replicas(usize::from(args.replicas)),
     };
-    let loaded = tokio::task::spawn_blocking(move || {
-        load(source, tokenizer, backend, cpu, placement, cache, warm_up)
+    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Models> {
+        let mut models = Models::default();
+        if let Some(source) = reranker_source {
+            let (all, info) = load(source, tokenizer, backend, &cpu, &placement, cache, warm_up)?;
+            let what = info.name.clone();
+            let rerankers = all
+                .into_iter()
+                .map(|m| m.into_reranker(&what))
+                .collect::<Result<Vec<_>, _>>()?;
+            models.reranker = Some((rerankers, info));
+        }
+        if let Some(source) = embedder_source {
+            let (all, info) = load(source, None, backend, &cpu, &placement, cache, warm_up)?;
+            let what = info.name.clone();
+            let embedders = all
+                .into_iter()
+                .map(|m| m.into_embedder(&what))
+                .collect::<Result<Vec<_>, _>>()?;
+            models.embedder = Some((embedders, info));
+        }
+        Ok(models)
     });
     tokio::select! {
         result = loaded => {
-            let (rerankers, info) = result.context("the model loader stopped")??;
+            let models = result.context("the model loader stopped")??;
             if !server.state().is_shutting_down() {
-                server.install_all(rerankers, info)?;
+                if let Some((embedders, info)) = models.embedder {
+                    let format = embedders[0].format().clone();
+                    server.install_embedder(embedders, format, info)?;
+                }
+                if let Some((rerankers, info)) = models.reranker {
+                    server.install_all(rerankers, info)?;
+                }
                 tracing::info!("ready");
             }
             serving.await.context("the server task stopped")??;
@@ -349,10 +426,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Loaded = (Vec<Box<dyn AnyReranker>>, ModelInfo);
+/// The hosted models, each on every device (or replica), with its description.
+#[derive(Default)]
+struct Models {
+    reranker: Option<(Vec<Box<dyn tessera_runtime::AnyReranker>>, ModelInfo)>,
+    embedder: Option<(Vec<Box<dyn tessera_runtime::AnyEmbedder>>, ModelInfo)>,
+}
 
 /// Where the engines go: N replicas on the chosen backend (N > 1: the CPU), or
-/// one per named GPU.
+/// one per named GPU. Every hosted model is placed the same way.
 enum Placement {
     Replicas(usize),
     Gpus(Devices),
@@ -360,6 +442,7 @@ enum Placement {
 
 /// The startup warm-up pass: `tokens` when given, else the batch budget on a GPU
 /// and none on the CPU (there it would only cost startup time).
+#[derive(Clone, Copy)]
 struct WarmUp {
     tokens: Option<usize>,
     max_batch_tokens: usize,
@@ -372,15 +455,16 @@ impl WarmUp {
     }
 }
 
+/// One model file on every device of `placement`, warmed up.
 fn load(
     source: model_source::LoadedFile,
     tokenizer: Option<RerankTokenizer>,
     backend: BackendChoice,
-    cpu: BackendOptions,
-    placement: Placement,
+    cpu: &BackendOptions,
+    placement: &Placement,
     prefix_cache_bytes: usize,
     warm_up: WarmUp,
-) -> anyhow::Result<Loaded> {
+) -> anyhow::Result<(Vec<AnyModel>, ModelInfo)> {
     let started = Instant::now();
     let placeholder = source.embedded;
     if placeholder {
@@ -388,17 +472,19 @@ fn load(
     }
     warm_pages(&source.file, &source.name);
     let spinner = terminal::spinner("building the engine");
-    let all = match &placement {
+    let all = match placement {
         Placement::Replicas(n) => {
-            tessera_runtime::open_replicas(backend, &source.file, tokenizer, &cpu, *n)
+            tessera_runtime::open_replicas(backend, &source.file, tokenizer, cpu, *n)
         }
         Placement::Gpus(devices) => {
-            tessera_runtime::open_devices(backend, devices, &source.file, tokenizer, &cpu)
+            tessera_runtime::open_devices(backend, devices, &source.file, tokenizer, cpu)
         }
     }
     .with_context(|| format!("cannot load model {}", source.name))?;
     for loaded in &all {
-        loaded.reranker.set_prefix_cache_bytes(prefix_cache_bytes);
+        if let AnyModel::Reranker(reranker) = &loaded.model {
+            reranker.set_prefix_cache_bytes(prefix_cache_bytes);
+        }
     }
     drop(spinner);
     let first = &all[0];
@@ -407,7 +493,7 @@ fn load(
         let spinner = terminal::spinner("warm-up pass");
         let start = Instant::now();
         for loaded in &all {
-            loaded.reranker.warm_up(tokens).with_context(|| {
+            loaded.model.warm_up(tokens).with_context(|| {
                 format!(
                     "the warm-up pass of {tokens} tokens failed: lower --max-batch-tokens \
                      (or --warm-up-tokens) to what the device holds"
@@ -421,7 +507,7 @@ fn load(
             "warm-up pass done"
         );
     }
-    let device = match (&placement, all.len()) {
+    let device = match (placement, all.len()) {
         (_, 1) => first.device.clone(),
         (Placement::Replicas(_), n) => format!("{} × {n} replicas", first.device),
         (Placement::Gpus(_), _) => all
@@ -432,17 +518,18 @@ fn load(
     };
     let info = ModelInfo {
         name: source.name,
-        backend: first.reranker.backend_name(),
+        backend: first.model.backend_name(),
         device,
         placeholder,
     };
     tracing::info!(
         model = %info.name,
+        kind = first.model.kind().name(),
         backend = %info.backend,
         seconds = seconds(started.elapsed()),
         "model loaded"
     );
-    Ok((all.into_iter().map(|l| l.reranker).collect(), info))
+    Ok((all.into_iter().map(|l| l.model).collect(), info))
 }
 
 /// Seconds rounded to the millisecond, for log fields (`0.266`, not

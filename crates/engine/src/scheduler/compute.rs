@@ -10,7 +10,7 @@ use std::time::Instant;
 use tessera_backend::BackendError;
 
 use super::{
-    BatchReport, GroupScorer, Job, SchedulerError, ScoreOutput, Shared, DEVICE_FAILURES_UNHEALTHY,
+    BatchReport, Compute, Job, SchedulerError, ScoreOutput, Shared, DEVICE_FAILURES_UNHEALTHY,
 };
 use crate::pack::next_pass;
 use crate::{EngineError, PrefixGroup};
@@ -22,9 +22,9 @@ struct Slot {
     end: usize,
 }
 
-pub(super) fn run<S: GroupScorer>(shared: &Shared, scorer: &S, device: usize) {
+pub(super) fn run<S: Compute>(shared: &Shared<S::Item>, scorer: &S, device: usize) {
     // Jobs taken off the shared queue; the front one may be partly done.
-    let mut active: VecDeque<Job> = VecDeque::new();
+    let mut active: VecDeque<Job<S::Item>> = VecDeque::new();
     loop {
         if shared.devices[device].retired.load(Ordering::Acquire) {
             hand_back(shared, active);
@@ -41,7 +41,7 @@ pub(super) fn run<S: GroupScorer>(shared: &Shared, scorer: &S, device: usize) {
 
 /// A retired device's jobs go back to the front of the queue, in order, for
 /// the devices still serving.
-fn hand_back(shared: &Shared, active: VecDeque<Job>) {
+fn hand_back<T>(shared: &Shared<T>, active: VecDeque<Job<T>>) {
     let mut state = shared.lock();
     for job in active.into_iter().rev() {
         state.jobs.push_front(job);
@@ -51,7 +51,7 @@ fn hand_back(shared: &Shared, active: VecDeque<Job>) {
 }
 
 /// Whether another device than `device` still serves.
-fn another_serves(shared: &Shared, device: usize) -> bool {
+fn another_serves<T>(shared: &Shared<T>, device: usize) -> bool {
     shared.devices.iter().enumerate().any(|(i, slot)| {
         i != device
             && !slot.retired.load(Ordering::Acquire)
@@ -61,7 +61,7 @@ fn another_serves(shared: &Shared, device: usize) -> bool {
 
 /// Moves queued jobs into `active` until there is a batch's worth of work; blocks
 /// while there is none. `false` once closed and everything is answered.
-fn refill(shared: &Shared, active: &mut VecDeque<Job>) -> bool {
+fn refill<T>(shared: &Shared<T>, active: &mut VecDeque<Job<T>>) -> bool {
     let budget = shared.config.max_batch_tokens;
     let mut have: usize = active.iter().map(Job::tokens_left).sum();
     let mut state = shared.lock();
@@ -87,7 +87,7 @@ fn refill(shared: &Shared, active: &mut VecDeque<Job>) -> bool {
     }
 }
 
-fn drop_abandoned(shared: &Shared, active: &mut VecDeque<Job>) {
+fn drop_abandoned<T>(shared: &Shared<T>, active: &mut VecDeque<Job<T>>) {
     let mut kept = VecDeque::with_capacity(active.len());
     for job in active.drain(..) {
         if job.abandoned() {
@@ -100,7 +100,7 @@ fn drop_abandoned(shared: &Shared, active: &mut VecDeque<Job>) {
 }
 
 /// Releases an abandoned job's queue tokens.
-fn forget(shared: &Shared, job: Job) {
+fn forget<T>(shared: &Shared<T>, job: Job<T>) {
     shared
         .queued_tokens
         .fetch_sub(job.tokens_left(), Ordering::AcqRel);
@@ -113,7 +113,7 @@ fn forget(shared: &Shared, job: Job) {
 
 /// Documents of the active jobs, in order, up to the token budget
 /// ([`next_pass`]); always at least one document.
-fn plan_batch(active: &VecDeque<Job>, budget: usize) -> Vec<Slot> {
+fn plan_batch<T>(active: &VecDeque<Job<T>>, budget: usize) -> Vec<Slot> {
     let queue = active.iter().map(|job| {
         let left = &job.request.documents[job.cursor..];
         (job.request.prefix.len(), left.iter().map(Vec::len))
@@ -132,11 +132,11 @@ fn plan_batch(active: &VecDeque<Job>, budget: usize) -> Vec<Slot> {
         .collect()
 }
 
-fn score_batch<S: GroupScorer>(
-    shared: &Shared,
+fn score_batch<S: Compute>(
+    shared: &Shared<S::Item>,
     scorer: &S,
     device: usize,
-    active: &mut VecDeque<Job>,
+    active: &mut VecDeque<Job<S::Item>>,
     slots: &[Slot],
 ) {
     let groups: Vec<PrefixGroup<'_>> = slots
@@ -158,7 +158,7 @@ fn score_batch<S: GroupScorer>(
         .sum();
     let documents: usize = slots.iter().map(|s| s.end - s.start).sum();
     let started = Instant::now();
-    let outcome = catch_unwind(AssertUnwindSafe(|| scorer.score_groups(&groups)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| scorer.compute(&groups)));
     let elapsed = started.elapsed();
     drop(groups);
 
@@ -267,7 +267,7 @@ enum Failure {
     Model(String),
 }
 
-fn answer(shared: &Shared, job: Job, error: Option<Failure>) {
+fn answer<T>(shared: &Shared<T>, job: Job<T>, error: Option<Failure>) {
     shared
         .queued_tokens
         .fetch_sub(job.tokens_left(), Ordering::AcqRel);

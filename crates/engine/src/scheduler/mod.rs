@@ -83,6 +83,73 @@ impl<B: Backend> RerankModel for Reranker<B> {
     }
 }
 
+/// What a compute thread runs: groups of sequences in, one item per sequence
+/// out. Every [`GroupScorer`] computes scores; an [`EmbedModel`] behind
+/// [`Embeds`] computes vectors.
+pub trait Compute {
+    type Item: Send + 'static;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Self::Item>>, EngineError>;
+
+    /// The prefix cache's counters, when the model has one.
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        None
+    }
+}
+
+impl<S: GroupScorer + ?Sized> Compute for S {
+    type Item = PairScore;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        self.score_groups(groups)
+    }
+
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        GroupScorer::prefix_cache_stats(self)
+    }
+}
+
+/// Anything that pools whole token sequences into vectors: the embedding
+/// engine, a loaded embedder, or a test double.
+pub trait EmbedModel {
+    /// One vector per sequence, in order ([`Engine::embed`]).
+    fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError>;
+}
+
+impl<T: EmbedModel + ?Sized> EmbedModel for Box<T> {
+    fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
+        (**self).embed_sequences(sequences)
+    }
+}
+
+impl<B: Backend> EmbedModel for crate::Embedder<B> {
+    fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.engine().embed(sequences)
+    }
+}
+
+/// An [`EmbedModel`] on a compute thread: a request's "documents" are whole
+/// input sequences (its prefix, if any, is prepended to each), and each comes
+/// back as its pooled vector, not yet normalised.
+pub struct Embeds<M>(pub M);
+
+impl<M: EmbedModel> Compute for Embeds<M> {
+    type Item = Vec<f32>;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        let joined: Vec<Vec<u32>> = groups
+            .iter()
+            .flat_map(|g| g.documents.iter().map(|d| [g.prefix, d].concat()))
+            .collect();
+        let sequences: Vec<&[u32]> = joined.iter().map(Vec::as_slice).collect();
+        let mut vectors = self.0.embed_sequences(&sequences)?.into_iter();
+        Ok(groups
+            .iter()
+            .map(|g| vectors.by_ref().take(g.documents.len()).collect())
+            .collect())
+    }
+}
+
 impl<T: RerankModel + ?Sized> RerankModel for Box<T> {
     fn prompt(&self) -> &PromptBuilder {
         (**self).prompt()
@@ -108,10 +175,10 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Scores of one request, in document order, and where its time went.
+/// Scores (or vectors) of one request, in document order, and where its time went.
 #[derive(Clone, Debug)]
-pub struct ScoreOutput {
-    pub scores: Vec<PairScore>,
+pub struct ScoreOutput<T = PairScore> {
+    pub scores: Vec<T>,
     /// From submission to the start of its first batch.
     pub queue_time: Duration,
     /// Sum of the durations of the batches it took part in.
@@ -190,22 +257,22 @@ pub struct SchedulerStats {
     pub tokens_per_second: f64,
 }
 
-type Reply = oneshot::Sender<Result<ScoreOutput, SchedulerError>>;
+type Reply<T> = oneshot::Sender<Result<ScoreOutput<T>, SchedulerError>>;
 
 /// A request in the queue or on the compute thread.
-struct Job {
+struct Job<T> {
     request: ScoreRequest,
     /// Documents already scored.
     cursor: usize,
-    scores: Vec<PairScore>,
-    reply: Reply,
+    scores: Vec<T>,
+    reply: Reply<T>,
     submitted: Instant,
     started: Option<Instant>,
     compute_time: Duration,
     batches: usize,
 }
 
-impl Job {
+impl<T> Job<T> {
     fn abandoned(&self) -> bool {
         self.reply.is_closed()
     }
@@ -219,8 +286,8 @@ impl Job {
     }
 }
 
-struct QueueState {
-    jobs: VecDeque<Job>,
+struct QueueState<T> {
+    jobs: VecDeque<Job<T>>,
     closed: bool,
 }
 
@@ -250,11 +317,13 @@ pub struct DeviceStatus {
     pub busy_seconds: f64,
 }
 
-struct Shared {
+struct Shared<T> {
     config: SchedulerConfig,
-    state: Mutex<QueueState>,
+    state: Mutex<QueueState<T>>,
     wake: Condvar,
-    queued_tokens: AtomicUsize,
+    /// Tokens queued or in progress: this scheduler's and those of every
+    /// scheduler spawned in the same [`QueueBudget`].
+    queued_tokens: Arc<AtomicUsize>,
     queued_requests: AtomicUsize,
     completed: AtomicU64,
     dropped: AtomicU64,
@@ -265,8 +334,8 @@ struct Shared {
     observer: Arc<dyn SchedulerObserver>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, QueueState<T>> {
         // A poisoned lock only means a panic elsewhere; the queue itself stays valid.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -287,43 +356,65 @@ impl Shared {
     }
 }
 
-/// Handle to the queue and its compute thread; cheap to clone.
-#[derive(Clone)]
-pub struct Scheduler {
-    shared: Arc<Shared>,
+/// The admission limit's count of queued tokens, shared by schedulers that
+/// serve different models in one server: `max_queue_tokens` then bounds their
+/// sum, so one model's backlog refuses work for the other too (they share the
+/// memory the queue protects).
+#[derive(Clone, Debug, Default)]
+pub struct QueueBudget(Arc<AtomicUsize>);
+
+impl QueueBudget {
+    pub fn new() -> QueueBudget {
+        QueueBudget::default()
+    }
+}
+
+/// Handle to the queue and its compute threads; cheap to clone. `T` is what
+/// the model computes per sequence: scores, or vectors ([`Embeds`]).
+pub struct Scheduler<T = PairScore> {
+    shared: Arc<Shared<T>>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl<T> Clone for Scheduler<T> {
+    fn clone(&self) -> Self {
+        Scheduler {
+            shared: Arc::clone(&self.shared),
+            threads: Arc::clone(&self.threads),
+        }
+    }
 }
 
 /// A submitted request's result. Dropping it abandons the request: work not yet
 /// started is skipped.
-pub struct Pending {
-    reply: oneshot::Receiver<Result<ScoreOutput, SchedulerError>>,
+pub struct Pending<T = PairScore> {
+    reply: oneshot::Receiver<Result<ScoreOutput<T>, SchedulerError>>,
 }
 
-impl Pending {
-    pub async fn wait(self) -> Result<ScoreOutput, SchedulerError> {
+impl<T> Pending<T> {
+    pub async fn wait(self) -> Result<ScoreOutput<T>, SchedulerError> {
         self.reply
             .await
             .unwrap_or(Err(SchedulerError::ComputeThreadGone))
     }
 
     /// For callers outside an async runtime.
-    pub fn blocking_wait(self) -> Result<ScoreOutput, SchedulerError> {
+    pub fn blocking_wait(self) -> Result<ScoreOutput<T>, SchedulerError> {
         self.reply
             .blocking_recv()
             .unwrap_or(Err(SchedulerError::ComputeThreadGone))
     }
 }
 
-impl Scheduler {
+impl<T: Send + 'static> Scheduler<T> {
     /// Moves `scorer` onto a new compute thread, which owns it until shutdown.
     pub fn spawn<S>(
         scorer: S,
         config: SchedulerConfig,
         observer: Option<Arc<dyn SchedulerObserver>>,
-    ) -> std::io::Result<Scheduler>
+    ) -> std::io::Result<Scheduler<T>>
     where
-        S: GroupScorer + Send + 'static,
+        S: Compute<Item = T> + Send + 'static,
     {
         Scheduler::spawn_replicas(vec![scorer], config, observer)
     }
@@ -334,9 +425,23 @@ impl Scheduler {
         scorers: Vec<S>,
         config: SchedulerConfig,
         observer: Option<Arc<dyn SchedulerObserver>>,
-    ) -> std::io::Result<Scheduler>
+    ) -> std::io::Result<Scheduler<T>>
     where
-        S: GroupScorer + Send + 'static,
+        S: Compute<Item = T> + Send + 'static,
+    {
+        Scheduler::spawn_in(&QueueBudget::new(), scorers, config, observer)
+    }
+
+    /// [`Self::spawn_replicas`] counting its queued tokens in `budget`, which
+    /// other schedulers (other models) share.
+    pub fn spawn_in<S>(
+        budget: &QueueBudget,
+        scorers: Vec<S>,
+        config: SchedulerConfig,
+        observer: Option<Arc<dyn SchedulerObserver>>,
+    ) -> std::io::Result<Scheduler<T>>
+    where
+        S: Compute<Item = T> + Send + 'static,
     {
         if scorers.is_empty() {
             return Err(std::io::Error::other(
@@ -353,7 +458,7 @@ impl Scheduler {
                 closed: false,
             }),
             wake: Condvar::new(),
-            queued_tokens: AtomicUsize::new(0),
+            queued_tokens: Arc::clone(&budget.0),
             queued_requests: AtomicUsize::new(0),
             completed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -394,8 +499,14 @@ impl Scheduler {
         self.shared.config
     }
 
+    /// The budget this scheduler counts its queued tokens in, for another
+    /// model's scheduler to share ([`Self::spawn_in`]).
+    pub fn budget(&self) -> QueueBudget {
+        QueueBudget(Arc::clone(&self.shared.queued_tokens))
+    }
+
     /// Queues a request, or refuses it at once when the queue is full or closed.
-    pub fn submit(&self, request: ScoreRequest) -> Result<Pending, SchedulerError> {
+    pub fn submit(&self, request: ScoreRequest) -> Result<Pending<T>, SchedulerError> {
         let (reply, receiver) = oneshot::channel();
         let pending = Pending { reply: receiver };
         if request.documents.is_empty() {

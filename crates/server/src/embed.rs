@@ -1,0 +1,490 @@
+//! The embedding routes: OpenAI's `/v1/embeddings` and TEI's `/embed`. Each
+//! checks its dialect's body, then one shared path prepares the inputs with the
+//! engine's embedding front door on a blocking thread, queues them for the
+//! embedding model's compute threads and awaits the vectors.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::Value;
+use tessera_engine::scheduler::ScoreRequest;
+use tessera_engine::{EmbedError, EmbedInput, EmbedOptions, Embedding};
+
+use crate::error::{ApiError, Dialect, ErrorKind};
+use crate::json::{json_body, parse};
+use crate::prepare::{parse_side, truncation_header};
+use crate::state::AppState;
+use crate::types::{
+    EmbeddingData, EmbeddingUsage, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse,
+    TeiEmbedRequest,
+};
+
+/// The indices of inputs cut to the model's context, comma-separated.
+pub const TRUNCATED_INPUTS_HEADER: &str = "x-truncated-inputs";
+
+/// What a client sent: texts, or token ids it tokenised itself.
+#[derive(Debug)]
+enum Inputs {
+    Texts(Vec<String>),
+    Tokens(Vec<Vec<u32>>),
+}
+
+impl Inputs {
+    fn len(&self) -> usize {
+        match self {
+            Inputs::Texts(t) => t.len(),
+            Inputs::Tokens(t) => t.len(),
+        }
+    }
+}
+
+/// A checked embedding request, ready to prepare.
+struct EmbedJob {
+    /// The request's name for its inputs (`input`, `inputs`), for messages.
+    field: &'static str,
+    inputs: Inputs,
+    options: EmbedOptions,
+    normalize: bool,
+}
+
+/// The vectors of a request in input order, what they cost, and which inputs
+/// were cut.
+struct Embedded {
+    vectors: Vec<Embedding>,
+    tokens: usize,
+    truncated: Vec<usize>,
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn token_ids(field: &str, items: &[Value]) -> Result<Vec<u32>, ApiError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "{field}[{i}]: a token id is an integer from 0 to 4294967295, got {n}"
+                    ))
+                }),
+            other => Err(ApiError::wrong_type(format!(
+                "{field}[{i}]: expected a token id (an integer), got {}",
+                kind_of(other)
+            ))),
+        })
+        .collect()
+}
+
+/// OpenAI's `input`: a string, an array of strings, an array of token ids
+/// (one input), or an array of arrays of token ids.
+fn openai_inputs(value: &Value) -> Result<Inputs, ApiError> {
+    const SHAPES: &str = "a string, an array of strings, an array of token ids or an array of \
+                          arrays of token ids";
+    let items = match value {
+        Value::String(text) => return Ok(Inputs::Texts(vec![text.clone()])),
+        Value::Array(items) => items,
+        other => {
+            return Err(ApiError::wrong_type(format!(
+                "input: expected {SHAPES}, got {}",
+                kind_of(other)
+            )))
+        }
+    };
+    let Some(first) = items.first() else {
+        return Err(ApiError::empty("input must not be empty"));
+    };
+    match first {
+        Value::String(_) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(text) => Ok(text.clone()),
+                other => Err(ApiError::wrong_type(format!(
+                    "input[{i}]: expected a string like input[0], got {}",
+                    kind_of(other)
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Inputs::Texts),
+        Value::Number(_) => Ok(Inputs::Tokens(vec![token_ids("input", items)?])),
+        Value::Array(_) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::Array(ids) => token_ids(&format!("input[{i}]"), ids),
+                other => Err(ApiError::wrong_type(format!(
+                    "input[{i}]: expected an array of token ids like input[0], got {}",
+                    kind_of(other)
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Inputs::Tokens),
+        other => Err(ApiError::wrong_type(format!(
+            "input[0]: expected a string, a token id or an array of token ids, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+/// TEI's `inputs`: a string or an array of strings.
+fn tei_inputs(value: &Value) -> Result<Inputs, ApiError> {
+    match value {
+        Value::String(text) => Ok(Inputs::Texts(vec![text.clone()])),
+        Value::Array(items) if items.is_empty() => Err(ApiError::empty("inputs must not be empty")),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(text) => Ok(text.clone()),
+                other => Err(ApiError::wrong_type(format!(
+                    "inputs[{i}]: expected a string, got {}",
+                    kind_of(other)
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Inputs::Texts),
+        other => Err(ApiError::wrong_type(format!(
+            "inputs: expected a string or an array of strings, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+/// `dimensions` as a count; its upper bound (the model's width) is checked
+/// when the inputs are prepared.
+fn dimensions(value: Option<i64>) -> Result<Option<usize>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Some(n) => Err(ApiError::invalid(format!(
+            "dimensions: must be at least 1, got {n}"
+        ))),
+    }
+}
+
+fn check_count(state: &AppState, field: &str, count: usize) -> Result<(), ApiError> {
+    let max = state.options.max_documents;
+    if count > max {
+        return Err(ApiError::invalid(format!(
+            "{field}: {count} items, more than the maximum of {max} (--max-documents)"
+        )));
+    }
+    Ok(())
+}
+
+/// The engine's preparation error in the route's words.
+fn prepare_error(field: &str, error: EmbedError) -> ApiError {
+    match error {
+        EmbedError::Tokenizer { index, source } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Tokenizer,
+            format!("{field}[{index}]: cannot tokenize: {source}"),
+        ),
+        EmbedError::TooLong { index, tokens, max } => ApiError::invalid(format!(
+            "{field}[{index}]: {tokens} tokens (with the end-of-text token), more than the \
+             {max} the model takes; shorten it or send truncate: true"
+        )),
+        EmbedError::TokenOutOfRange { index, id, rows } => ApiError::invalid(format!(
+            "{field}[{index}]: token id {id} is not in the vocabulary (ids are below {rows})"
+        )),
+        EmbedError::EmptyTokens { index } => ApiError::empty(format!(
+            "{field}[{index}]: an array of token ids must not be empty"
+        )),
+        EmbedError::Dimensions { requested, max } => ApiError::invalid(format!(
+            "dimensions: must be between 1 and {max} (the model's width), got {requested}"
+        )),
+        EmbedError::Engine(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Backend,
+            e.to_string(),
+        ),
+    }
+}
+
+/// Milliseconds rounded to the microsecond, for log fields.
+fn millis(duration: std::time::Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Prepares off the async workers, queues, awaits. Dropping the returned
+/// future (the client went away) abandons the queued work.
+async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embedded, ApiError> {
+    let model = state.embedder()?;
+    let started = Instant::now();
+    let worker = Arc::clone(state);
+    let normalize = job.normalize;
+    let inputs = job.inputs.len();
+    let mut prepared = tokio::task::spawn_blocking(move || {
+        let format = &worker.embedder()?.format;
+        let borrowed: Vec<EmbedInput<'_>> = match &job.inputs {
+            Inputs::Texts(texts) => texts.iter().map(|t| EmbedInput::Text(t)).collect(),
+            Inputs::Tokens(ids) => ids.iter().map(|t| EmbedInput::Tokens(t)).collect(),
+        };
+        format
+            .prepare(&borrowed, &job.options)
+            .map_err(|e| prepare_error(job.field, e))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Tokenizer,
+            format!("the tokenizer task failed: {e}"),
+        )
+    })??;
+    prepared.normalize = normalize;
+    let tokenize_time = started.elapsed();
+    state.metrics.record_tokenize(tokenize_time);
+
+    let pending = model.scheduler.submit(ScoreRequest {
+        prefix: Vec::new(),
+        documents: prepared.sequences.clone(),
+    })?;
+    let deadline = state.options.request_timeout;
+    let output = tokio::time::timeout(deadline, pending.wait())
+        .await
+        .map_err(|_| ApiError::timed_out(deadline))??;
+    if output.scores.len() != prepared.sequences.len() {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Backend,
+            format!(
+                "the model returned {} vectors for {} inputs",
+                output.scores.len(),
+                prepared.sequences.len()
+            ),
+        ));
+    }
+    let tokens = prepared.total_tokens();
+    let truncated: Vec<usize> = (0..prepared.truncated.len())
+        .filter(|&i| prepared.truncated[i])
+        .collect();
+    let vectors = prepared.finish(output.scores);
+    state
+        .metrics
+        .record_embedded(inputs, output.queue_time, output.compute_time);
+    tracing::info!(
+        route,
+        inputs,
+        tokens,
+        truncated = truncated.len(),
+        tokenize_ms = millis(tokenize_time),
+        queue_ms = millis(output.queue_time),
+        inference_ms = millis(output.compute_time),
+        batches = output.batches,
+        "embedded"
+    );
+    Ok(Embedded {
+        vectors,
+        tokens,
+        truncated,
+    })
+}
+
+fn with_truncation_header(mut response: Response, truncated: &[usize]) -> Response {
+    if let Some(value) = truncation_header(truncated).and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(TRUNCATED_INPUTS_HEADER), value);
+    }
+    response
+}
+
+/// A vector's little-endian f32 bytes in base64, as OpenAI sends them.
+pub fn base64_f32(values: &[f32]) -> String {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[utoipa::path(
+    post, path = "/v1/embeddings", tag = "embeddings",
+    request_body = EmbeddingsRequest,
+    responses(
+        (status = 200, description = "One vector per input, in input order", body = EmbeddingsResponse,
+         headers(("x-truncated-inputs" = String, description = "Indices of inputs cut to the context"))),
+        (status = 400, description = "Invalid value", body = crate::error::OpenAiError),
+        (status = 401, description = "Missing or wrong API key", body = crate::error::OpenAiError),
+        (status = 404, description = "No embedding model here, or an unknown model name", body = crate::error::OpenAiError),
+        (status = 422, description = "Field of the wrong type", body = crate::error::OpenAiError),
+        (status = 429, description = "Overloaded; see Retry-After", body = crate::error::OpenAiError),
+        (status = 503, description = "Not ready or shutting down", body = crate::error::OpenAiError),
+    )
+)]
+pub async fn embeddings(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let result = async {
+        let bytes = json_body(request).await?;
+        let body: EmbeddingsRequest = parse(&bytes)?;
+        openai_embeddings(&state, body).await
+    }
+    .await;
+    result.unwrap_or_else(|e| e.in_dialect(Dialect::OpenAi).into_response())
+}
+
+async fn openai_embeddings(
+    state: &Arc<AppState>,
+    body: EmbeddingsRequest,
+) -> Result<Response, ApiError> {
+    let own_name = state.embedder()?.info.name.clone();
+    state.options.check_embedding_model(body.model.as_deref())?;
+    let inputs = openai_inputs(&body.input)?;
+    check_count(state, "input", inputs.len())?;
+    let base64 = match body.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "encoding_format: expected \"float\" or \"base64\", got {other:?}"
+            )))
+        }
+    };
+    let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
+    let instruction = match body.instruction {
+        Some(task) if task.trim().is_empty() => {
+            return Err(ApiError::invalid(
+                "instruction: must not be empty (leave it out for documents)",
+            ))
+        }
+        other => other,
+    };
+    let job = EmbedJob {
+        field: "input",
+        inputs,
+        options: EmbedOptions {
+            instruction,
+            dimensions: dimensions(body.dimensions)?,
+            truncation: body.truncate.unwrap_or(true).then_some(side),
+        },
+        normalize: true,
+    };
+    let embedded = embed(state, "/v1/embeddings", job).await?;
+    let response = EmbeddingsResponse {
+        object: "list".into(),
+        data: embedded
+            .vectors
+            .into_iter()
+            .enumerate()
+            .map(|(index, e)| EmbeddingData {
+                object: "embedding".into(),
+                index,
+                embedding: if base64 {
+                    EmbeddingVector::Base64(base64_f32(&e.values))
+                } else {
+                    EmbeddingVector::Float(e.values)
+                },
+            })
+            .collect(),
+        model: state.embedding_model_name(body.model.as_deref(), &own_name),
+        usage: EmbeddingUsage {
+            prompt_tokens: embedded.tokens,
+            total_tokens: embedded.tokens,
+        },
+    };
+    Ok(with_truncation_header(
+        Json(response).into_response(),
+        &embedded.truncated,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/embed", tag = "embeddings",
+    request_body = TeiEmbedRequest,
+    responses(
+        (status = 200, description = "One vector per input, in input order", body = Vec<Vec<f32>>),
+        (status = 400, description = "Invalid value", body = crate::error::TeiError),
+        (status = 404, description = "No embedding model here", body = crate::error::TeiError),
+        (status = 422, description = "Field of the wrong type", body = crate::error::TeiError),
+        (status = 429, description = "Overloaded; see Retry-After", body = crate::error::TeiError),
+    )
+)]
+pub async fn embed_tei(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let result = async {
+        let bytes = json_body(request).await?;
+        let body: TeiEmbedRequest = parse(&bytes)?;
+        state.embedder()?;
+        let inputs = tei_inputs(&body.inputs)?;
+        check_count(&state, "inputs", inputs.len())?;
+        let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
+        let job = EmbedJob {
+            field: "inputs",
+            inputs,
+            options: EmbedOptions {
+                instruction: None,
+                dimensions: dimensions(body.dimensions)?,
+                truncation: body.truncate.unwrap_or(true).then_some(side),
+            },
+            normalize: body.normalize.unwrap_or(true),
+        };
+        let embedded = embed(&state, "/embed", job).await?;
+        let vectors: Vec<Vec<f32>> = embedded.vectors.into_iter().map(|e| e.values).collect();
+        Ok::<_, ApiError>(with_truncation_header(
+            Json(vectors).into_response(),
+            &embedded.truncated,
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|e| e.in_dialect(Dialect::Tei).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn openai_input_shapes() {
+        match openai_inputs(&json!("one")).expect("string") {
+            Inputs::Texts(t) => assert_eq!(t, ["one"]),
+            other => panic!("{other:?}"),
+        }
+        match openai_inputs(&json!([1, 2, 3])).expect("ids") {
+            Inputs::Tokens(t) => assert_eq!(t, [vec![1, 2, 3]]),
+            other => panic!("{other:?}"),
+        }
+        match openai_inputs(&json!([[1], [2, 3]])).expect("arrays") {
+            Inputs::Tokens(t) => assert_eq!(t, [vec![1], vec![2, 3]]),
+            other => panic!("{other:?}"),
+        }
+        let mixed = openai_inputs(&json!(["a", 2])).unwrap_err();
+        assert_eq!(mixed.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(mixed.message.starts_with("input[1]: "), "{}", mixed.message);
+        let negative = openai_inputs(&json!([[1], [-4]])).unwrap_err();
+        assert_eq!(negative.status, StatusCode::BAD_REQUEST);
+        assert!(
+            negative.message.starts_with("input[1][0]: "),
+            "{}",
+            negative.message
+        );
+        assert_eq!(
+            openai_inputs(&json!([])).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            openai_inputs(&json!({"text": "x"})).unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+
+    #[test]
+    fn base64_is_little_endian_f32() {
+        // 1.0f32 = 0x3f800000 → bytes 00 00 80 3f.
+        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+        assert_eq!(base64_f32(&[]), "");
+    }
+}
