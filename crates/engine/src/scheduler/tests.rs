@@ -367,3 +367,71 @@ fn the_last_device_is_never_retired_but_reported_failing() {
         .is_some_and(|m| m.contains("fell off")));
     scheduler.shutdown();
 }
+
+/// "Embeds" a sequence as its ids as floats: the vector shows exactly which
+/// tokens were computed together.
+struct EchoEmbedder;
+
+impl EmbedModel for EchoEmbedder {
+    fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
+        Ok(sequences
+            .iter()
+            .map(|s| s.iter().map(|&id| id as f32).collect())
+            .collect())
+    }
+}
+
+#[test]
+fn an_embedding_model_gets_whole_sequences_back_in_order_across_batches() {
+    let scheduler = Scheduler::spawn(Embeds(EchoEmbedder), config(5, 1000), None).expect("spawn");
+    let request = ScoreRequest {
+        prefix: vec![9],
+        documents: vec![vec![1, 2], vec![3], vec![4, 5, 6], vec![7]],
+    };
+    let output = scheduler.submit(request).expect("queued").blocking_wait();
+    let output = output.expect("embedded");
+    // The prefix is prepended to each sequence; a budget of 5 tokens takes
+    // several batches, reassembled in input order.
+    assert_eq!(
+        output.scores,
+        [
+            vec![9.0, 1.0, 2.0],
+            vec![9.0, 3.0],
+            vec![9.0, 4.0, 5.0, 6.0],
+            vec![9.0, 7.0]
+        ]
+    );
+    assert!(output.batches >= 2, "{} batches", output.batches);
+    scheduler.shutdown();
+}
+
+#[test]
+fn schedulers_in_one_budget_refuse_work_when_their_sum_is_full() {
+    let (scorer, open) = EchoScorer::gated();
+    let budget = QueueBudget::new();
+    let scores = Scheduler::spawn_in(&budget, vec![scorer], config(64, 50), None).expect("spawn");
+    let vectors = Scheduler::spawn_in(&budget, vec![Embeds(EchoEmbedder)], config(64, 50), None)
+        .expect("spawn");
+    // 3 × (4 + 8) = 36 tokens held by the gated scorer.
+    let held = scores.submit(request(1, 3, 8)).expect("queued");
+    wait_until(|| scores.stats().queued_tokens == 36);
+    let too_many = ScoreRequest {
+        prefix: Vec::new(),
+        documents: vec![vec![1; 15]],
+    };
+    match vectors.submit(too_many) {
+        Err(SchedulerError::Overloaded { queued, .. }) => assert_eq!(queued, 36),
+        other => panic!("the shared budget should refuse: {:?}", other.map(|_| ())),
+    }
+    let fits = ScoreRequest {
+        prefix: Vec::new(),
+        documents: vec![vec![1; 14]],
+    };
+    let vector = vectors.submit(fits).expect("fits beside").blocking_wait();
+    assert_eq!(vector.expect("embedded").scores[0].len(), 14);
+    open.send(()).expect("open");
+    held.blocking_wait().expect("scored");
+    wait_until(|| budget.0.load(Ordering::Acquire) == 0);
+    scores.shutdown();
+    vectors.shutdown();
+}

@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tessera_backend_cpu::CpuBackend;
 use tessera_engine::scheduler::GroupScorer;
-use tessera_engine::{EngineError, PairScore, PrefixGroup, Reranker};
+use tessera_engine::{Embedder, EngineError, PairScore, PrefixGroup, Reranker};
 use tessera_gguf::GgufFile;
 use tessera_model::{PromptBuilder, RerankTokenizer};
-use tessera_server::{ModelInfo, Server, ServerOptions};
+use tessera_server::{Hosted, ModelInfo, Server, ServerOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -28,6 +28,12 @@ pub const DOCS: [&str; 3] = [
 pub fn load_reranker() -> Reranker<CpuBackend> {
     let file = GgufFile::open(tessera_tests::fixture("tiny-q8.gguf")).expect("fixture opens");
     Reranker::load(CpuBackend::new(), &Arc::new(file), None).expect("fixture loads")
+}
+
+/// The tiny Qwen3 embedding fixture on the CPU reference backend.
+pub fn load_embedder() -> Embedder<CpuBackend> {
+    let file = GgufFile::open(tessera_tests::fixture("tiny-embed-q8.gguf")).expect("fixture opens");
+    Embedder::load(CpuBackend::new(), &Arc::new(file), None).expect("fixture loads")
 }
 
 /// A prompt builder over the fixture's tokenizer with a small pair limit, so that
@@ -136,6 +142,38 @@ pub async fn start_with<S: GroupScorer + Send + 'static>(
             .install_model(scorer, prompt, info())
             .expect("model installs");
     }
+    serve(server).await
+}
+
+/// A server hosting the tiny reranker, the tiny embedding model, or both
+/// (`options.hosts` is set to match).
+pub async fn start_models(
+    mut options: ServerOptions,
+    reranker: Option<Reranker<CpuBackend>>,
+    embedder: Option<Embedder<CpuBackend>>,
+) -> TestServer {
+    options.hosts = Hosted {
+        reranker: reranker.is_some(),
+        embedder: embedder.is_some(),
+    };
+    let server = Server::new(options);
+    if let Some(reranker) = reranker {
+        server.install(reranker, info()).expect("reranker installs");
+    }
+    if let Some(embedder) = embedder {
+        let format = embedder.format().clone();
+        let info = ModelInfo {
+            name: "tiny-embed-q8".into(),
+            ..info()
+        };
+        server
+            .install_embedder(vec![embedder], format, info)
+            .expect("embedder installs");
+    }
+    serve(server).await
+}
+
+async fn serve(server: Server) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
