@@ -688,10 +688,13 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
 }
 
 /// The model's kind comes from the file (`qwen3.pooling_type`): `inspect` names
-/// it, and an embedding model given to rerank or serve is refused with that
-/// reason (serve before it listens), not scored through a borrowed head.
+/// it; `rerank` refuses an embedding model with that reason, not scoring it
+/// through a borrowed head; `serve` hosts it (alone, or beside a reranker with
+/// `--embedding-model`) and refuses kinds in the wrong place before it listens.
 #[test]
-fn an_embedding_model_is_named_as_such_and_not_reranked() {
+fn an_embedding_model_is_named_as_such_served_for_embeddings_and_not_reranked() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
     let path = std::env::temp_dir().join(format!("tessera-embedding-{}.gguf", std::process::id()));
     let path_text = path.display().to_string();
     let generated = tessera(&[
@@ -735,9 +738,65 @@ fn an_embedding_model_is_named_as_such_and_not_reranked() {
         "{stderr}"
     );
 
-    let serve = tessera(&["serve", "--model", &path_text, "--port", "0"]);
-    assert_eq!(serve.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&serve.stderr).contains("embedding model"));
-    assert!(!String::from_utf8_lossy(&serve.stdout).contains("listening"));
+    let reranker = fixture("tiny-q8.gguf").display().to_string();
+    let refusals = [
+        (
+            vec![
+                "--model",
+                path_text.as_str(),
+                "--embedding-model",
+                path_text.as_str(),
+            ],
+            "is itself an embedding model",
+        ),
+        (
+            vec!["--embedding-model", reranker.as_str()],
+            "it is a reranker, not an embedding model",
+        ),
+    ];
+    for (args, reason) in refusals {
+        let mut all = vec!["serve", "--port", "0"];
+        all.extend(args);
+        let serve = tessera(&all);
+        assert_eq!(serve.status.code(), Some(2), "{all:?}");
+        let stderr = String::from_utf8_lossy(&serve.stderr);
+        assert!(stderr.contains(reason), "{all:?}: {stderr}");
+        assert!(!String::from_utf8_lossy(&serve.stdout).contains("listening"));
+    }
+
+    // The default reranker and the embedding model in one server.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "serve",
+            "--embedding-model",
+            &path_text,
+            "--embedding-served-model-name",
+            "Qwen/Qwen3-Embedding-8B",
+            "--backend",
+            "cpu",
+            "--port",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let address = listening_address(&mut child);
+    let patience = Duration::from_secs(5);
+    let started = Instant::now();
+    while request(&address, "GET", "/health", None, patience).0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = serde_json::json!({"input": ["a", "b"], "model": "Qwen/Qwen3-Embedding-8B"});
+    let embedded = request(&address, "POST", "/v1/embeddings", Some(&body), patience);
+    let body = serde_json::json!({"query": "q", "documents": ["a", "b"]});
+    let reranked = request(&address, "POST", "/v1/rerank", Some(&body), patience);
+    let _ = child.kill();
+    let _ = child.wait();
     let _ = std::fs::remove_file(&path);
+    assert_eq!(embedded.0, 200, "{}", embedded.1);
+    assert_eq!(embedded.1["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(embedded.1["model"], "Qwen/Qwen3-Embedding-8B");
+    assert_eq!(reranked.0, 200, "{}", reranked.1);
 }

@@ -73,6 +73,14 @@ impl ModelKind {
         }
     }
 
+    /// The pooling this runtime serves the kind with (`qwen3.pooling_type`).
+    pub fn pooling(self) -> &'static str {
+        match self {
+            ModelKind::Reranker => "rank",
+            ModelKind::Embedding => "last",
+        }
+    }
+
     /// The name with its article, for sentences: "a reranker", "an embedding".
     pub fn article(self) -> &'static str {
         match self {

@@ -95,7 +95,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     Load(#[from] LoadError),
     /// The file holds another kind of model than the caller needs.
-    #[error("{what} is {} model; {needed}", found.article())]
+    #[error("{what} is {} model (pooling: {}); {needed}", found.article(), found.pooling())]
     WrongKind {
         what: String,
         found: ModelKind,
