@@ -302,7 +302,11 @@ impl<B: Backend> Engine<B> {
             return Ok(());
         }
         let stats = self.prefix_cache_stats();
-        let result = self.score(&sequences).map(|_| ());
+        // An embedding model has no head to score with: its pass pools.
+        let result = match self.head {
+            Some(_) => self.score(&sequences).map(|_| ()),
+            None => self.embed(&sequences).map(|_| ()),
+        };
         self.cache.borrow_mut().stats = stats;
         result
     }
@@ -405,16 +409,29 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Each sequence's hidden state at its last token after the final norm —
-    /// what an embedding model pools (before any L2 normalisation) — from one
-    /// forward pass over all of them, packed without padding. The score head
-    /// of a reranker is this vector's dot product with its yes/no rows.
+    /// what an embedding model pools (before any L2 normalisation) — from
+    /// forward passes over them packed without padding (one, unless the
+    /// backend's activation limit needs more). The score head of a reranker is
+    /// this vector's dot product with its yes/no rows.
     pub fn embed(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
         for (index, sequence) in sequences.iter().enumerate() {
             self.check_sequence(index, 0, sequence)?;
         }
-        if sequences.is_empty() {
-            return Ok(Vec::new());
+        // Passes within the backend's activation limit (a vector does not
+        // depend on its batch).
+        let limit = self.max_pass_tokens().unwrap_or(usize::MAX);
+        let mut vectors = Vec::with_capacity(sequences.len());
+        let mut start = 0;
+        while start < sequences.len() {
+            let lengths = sequences[start..].iter().map(|s| s.len());
+            let taken = crate::pack::next_pass([(0, lengths)], limit)[0];
+            vectors.extend(self.embed_pass(&sequences[start..start + taken])?);
+            start += taken;
         }
+        Ok(vectors)
+    }
+
+    fn embed_pass(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
         let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
         let ids: Vec<u32> = sequences.concat();
         let positions: Vec<u32> = lengths.iter().flat_map(|&n| 0..n as u32).collect();
