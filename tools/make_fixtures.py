@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate every file under tests/fixtures/ (tiny Qwen3 reranker GGUFs + reference data).
+"""Regenerate every file under tests/fixtures/ (tiny Qwen3 reranker and embedding GGUFs + reference data).
 
 What it does
   1. Rebuilds the Qwen3 Hugging Face fast tokenizer from the real Qwen vocabulary
@@ -14,6 +14,9 @@ What it does
      transformers (float32, eager attention) in three variants -- fp32, w8a32, w8a8 --
      and writes tests/fixtures/<stem>.json.
   4. Writes tests/fixtures/tokenizer_cases.json (strings and their reference ids).
+  5. Builds tests/fixtures/tiny-embed-q8.gguf, a tiny random Qwen3 written as the converter
+     writes Qwen3-Embedding (pooling LAST, no score head), and its reference unit vectors in
+     the same three variants (tools/embed_fixture.py).
   Every GGUF is read back and checked against the weights the references used.
 
 How to run (from the repository root; needs PyPI only, no Hugging Face hub access):
@@ -35,6 +38,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if __name__ == "__main__":   # tools/embed_fixture.py imports this module: give it this one
+    sys.modules.setdefault("make_fixtures", sys.modules[__name__])
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -48,6 +53,15 @@ ROOT = Path(__file__).resolve().parent.parent
 VOCAB_ROWS = 151936          # embedding rows of Qwen3-Reranker-4B (config.vocab_size)
 YES_ID, NO_ID = 9693, 2152   # "yes" / "no" in the Qwen3 vocabulary
 BOS_ID, EOS_ID, PAD_ID = 151643, 151645, 151643
+END_OF_TEXT_ID = 151643       # <|endoftext|>
+# What gguf.SpecialVocab reads from each kind's tokenizer files (special ids, add_*_token flags).
+# Qwen3-Embedding's tokenizer.json appends <|endoftext|> with a TemplateProcessing post-processor,
+# so SpecialVocab makes it the EOS (add_eos_token = true) and moves <|im_end|> to EOT.
+SPECIAL_VOCAB = {
+    "reranker": ({"eos": EOS_ID, "pad": PAD_ID, "bos": BOS_ID}, {"bos": False}),
+    "embedding": ({"eos": END_OF_TEXT_ID, "pad": PAD_ID, "eot": EOS_ID, "bos": BOS_ID},
+                  {"eos": True, "sep": False, "bos": False}),
+}
 CONTEXT_LENGTH = 40960
 ROPE_THETA = 1_000_000.0
 RMS_EPS = 1e-6
@@ -194,6 +208,9 @@ class Spec:
     lin_std: float = 0.12
     out_std: float = 0.6           # untied output.weight
     logit_std: float = 1.6         # target std of yes-no logit differences over all pairs
+    kind: str = "reranker"         # or "embedding" (tools/embed_fixture.py)
+    vocab_rows: int = VOCAB_ROWS   # config.vocab_size: embedding rows, GGUF vocabulary length
+    context_length: int = CONTEXT_LENGTH
 
 
 SPECS = [
@@ -439,16 +456,17 @@ class Tok:
         return list(ids)
 
 
-def gguf_vocab(tok: Tok) -> tuple[list[str], list[int], str]:
-    """Same rules as convert_hf_to_gguf.py get_vocab_base() + does_token_look_special()."""
+def gguf_vocab(tok: Tok, rows: int = VOCAB_ROWS) -> tuple[list[str], list[int], str]:
+    """Same rules as convert_hf_to_gguf.py get_vocab_base() + does_token_look_special();
+    `rows` is config.json's vocab_size (the list is padded to it with [PAD{i}])."""
     t = tok.hf
     vocab = t.get_vocab()
-    assert max(vocab.values()) < VOCAB_ROWS
+    assert max(vocab.values()) < rows
     reverse = {i: s for s, i in vocab.items()}
     added = t.get_added_vocab()
     added_dec = t.added_tokens_decoder
     tokens, types = [], []
-    for i in range(VOCAB_ROWS):
+    for i in range(rows):
         if i not in reverse:
             tokens.append(f"[PAD{i}]")
             types.append(int(gguf.TokenType.UNUSED))
@@ -477,10 +495,10 @@ def gguf_vocab(tok: Tok) -> tuple[list[str], list[int], str]:
 # --------------------------------------------------------------------------------------
 def hf_config(spec: Spec) -> Qwen3Config:
     cfg = Qwen3Config(
-        vocab_size=VOCAB_ROWS, hidden_size=spec.hidden, intermediate_size=spec.ffn,
+        vocab_size=spec.vocab_rows, hidden_size=spec.hidden, intermediate_size=spec.ffn,
         num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
         num_key_value_heads=spec.kv_heads, head_dim=spec.head_dim, hidden_act="silu",
-        max_position_embeddings=CONTEXT_LENGTH, rms_norm_eps=RMS_EPS, rope_theta=ROPE_THETA,
+        max_position_embeddings=spec.context_length, rms_norm_eps=RMS_EPS, rope_theta=ROPE_THETA,
         tie_word_embeddings=spec.tied, attention_bias=False, use_sliding_window=False,
         bos_token_id=BOS_ID, eos_token_id=EOS_ID,
     )
@@ -500,7 +518,7 @@ def random_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
     def norm_w(n, lo, hi):
         return rng.uniform(lo, hi, size=n).astype(np.float32)
 
-    w["model.embed_tokens.weight"] = normal((VOCAB_ROWS, H), spec.emb_std)
+    w["model.embed_tokens.weight"] = normal((spec.vocab_rows, H), spec.emb_std)
     for i in range(spec.layers):
         p = f"model.layers.{i}."
         w[p + "input_layernorm.weight"] = norm_w(H, 0.7, 1.3)
@@ -516,7 +534,7 @@ def random_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
         w[p + "mlp.down_proj.weight"] = normal((H, spec.ffn), spec.lin_std)
     w["model.norm.weight"] = norm_w(H, 0.7, 1.3)
     if not spec.tied:
-        w["lm_head.weight"] = normal((VOCAB_ROWS, H), spec.out_std)
+        w["lm_head.weight"] = normal((spec.vocab_rows, H), spec.out_std)
     return w
 
 
@@ -585,16 +603,7 @@ class Scorer:
     def set_act_quant(self, on: bool):
         for h in self.hooks:
             h.remove()
-        self.hooks = []
-        if not on:
-            return
-        names = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-        for name, mod in self.model.model.layers.named_modules():
-            if isinstance(mod, torch.nn.Linear):
-                assert name.rsplit(".", 1)[-1] in names, name
-                self.hooks.append(mod.register_forward_pre_hook(
-                    lambda _m, args: (q8_0_act(args[0]),) + tuple(args[1:])))
-        assert len(self.hooks) == 7 * self.spec.layers
+        self.hooks = act_quant_hooks(self.model.model.layers, self.spec.layers) if on else []
 
     @torch.no_grad()
     def last_hidden(self, ids: list[int]) -> torch.Tensor:
@@ -612,6 +621,20 @@ class Scorer:
             h = q8_0_act(h)
         lg = torch.from_numpy(rows) @ h
         return float(lg[0]), float(lg[1])
+
+
+def act_quant_hooks(layers: torch.nn.Module, n_layers: int) -> list:
+    """Quantise the input of every decoder-layer matmul (q, k, v, o, gate, up, down) with
+    q8_0_act; returns the hook handles (remove them to switch it off)."""
+    hooks = []
+    names = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    for name, mod in layers.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            assert name.rsplit(".", 1)[-1] in names, name
+            hooks.append(mod.register_forward_pre_hook(
+                lambda _m, args: (q8_0_act(args[0]),) + tuple(args[1:])))
+    assert len(hooks) == 7 * n_layers
+    return hooks
 
 
 def sigmoid64(x: float) -> float:
@@ -697,10 +720,10 @@ def write_gguf(path: Path, spec: Spec, w: dict[str, np.ndarray], tok: Tok,
     total, shared, expert, n_expert = writer.get_total_parameter_count()
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(spec.name)
-    writer.add_basename("Tessera-Tiny-Qwen3-Reranker")
+    writer.add_basename("Tessera-Tiny-Qwen3-" + ("Embedding" if spec.kind == "embedding" else "Reranker"))
     writer.add_size_label(gguf.size_label(total, shared, expert, n_expert))
     writer.add_block_count(spec.layers)
-    writer.add_context_length(CONTEXT_LENGTH)
+    writer.add_context_length(spec.context_length)
     writer.add_embedding_length(spec.hidden)
     writer.add_feed_forward_length(spec.ffn)
     writer.add_head_count(spec.heads)
@@ -710,6 +733,10 @@ def write_gguf(path: Path, spec: Spec, w: dict[str, np.ndarray], tok: Tok,
     writer.add_key_length(spec.head_dim)
     writer.add_value_length(spec.head_dim)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if spec.q8 else gguf.LlamaFileType.ALL_F32)
+    # Qwen2Model.set_gguf_parameters -> _try_set_pooling_type: sentence-transformers' pooling
+    # module, when the checkpoint has one (Qwen3-Embedding: last token).
+    if (pooling := sentence_transformers_pooling(tok.dir)) is not None:
+        writer.add_pooling_type(pooling)
     if spec.cls:
         writer.add_pooling_type(gguf.PoolingType.RANK)
         writer.add_classifier_output_labels(["yes", "no"])
@@ -723,8 +750,9 @@ def write_gguf(path: Path, spec: Spec, w: dict[str, np.ndarray], tok: Tok,
     writer.add_token_list(tokens)
     writer.add_token_types(toktypes)
     special = gguf.SpecialVocab(tok.dir, load_merges=True)
-    assert special.special_token_ids == {"eos": EOS_ID, "pad": PAD_ID, "bos": BOS_ID}, special.special_token_ids
-    assert special.add_special_token == {"bos": False}, special.add_special_token
+    want_ids, want_add = SPECIAL_VOCAB[spec.kind]
+    assert special.special_token_ids == want_ids, special.special_token_ids
+    assert special.add_special_token == want_add, special.add_special_token
     assert special.chat_template == QWEN3_CHAT_TEMPLATE
     special.add_to_gguf(writer, quiet=True)
 
@@ -733,6 +761,26 @@ def write_gguf(path: Path, spec: Spec, w: dict[str, np.ndarray], tok: Tok,
     writer.write_tensors_to_file()
     writer.close()
     return types
+
+
+def sentence_transformers_pooling(model_dir: Path) -> gguf.PoolingType | None:
+    """The pooling of a sentence-transformers checkpoint (modules.json -> the Pooling module's
+    config.json), read as the converter's _try_set_pooling_type reads it; None without one."""
+    modules = model_dir / "modules.json"
+    if not modules.is_file():
+        return None
+    path = next((m["path"] for m in json.loads(modules.read_text(encoding="utf-8"))
+                 if m["type"] == "sentence_transformers.models.Pooling"), None)
+    if path is None:
+        return None
+    pooling = json.loads((model_dir / path / "config.json").read_text(encoding="utf-8"))
+    if pooling["pooling_mode_mean_tokens"]:
+        return gguf.PoolingType.MEAN
+    if pooling["pooling_mode_cls_token"]:
+        return gguf.PoolingType.CLS
+    if pooling["pooling_mode_lasttoken"]:
+        return gguf.PoolingType.LAST
+    raise NotImplementedError("only MEAN, CLS and LAST pooling")
 
 
 def check_gguf(path: Path, spec: Spec, expected: dict[str, np.ndarray], vocab) -> None:
@@ -749,7 +797,7 @@ def check_gguf(path: Path, spec: Spec, expected: dict[str, np.ndarray], vocab) -
     assert field("tokenizer.ggml.pre") == "qwen2"
     assert field("tokenizer.ggml.add_bos_token") is False
     toks = field("tokenizer.ggml.tokens")
-    assert len(toks) == VOCAB_ROWS and toks == vocab[0]
+    assert len(toks) == spec.vocab_rows and toks == vocab[0]
     assert field("tokenizer.ggml.token_type") == vocab[1]
     assert toks[YES_ID] == "yes" and toks[NO_ID] == "no"
     if spec.alignment is not None:
@@ -801,21 +849,17 @@ def memory_tensors(spec: Spec, w: dict[str, np.ndarray]) -> tuple[dict[str, np.n
     return t, qtypes, f
 
 
-def numpy_scores(model: tuple[dict, dict, dict], ids_list: list[list[int]], act_quant: bool) -> list[float]:
+def numpy_last_hidden(model: tuple[dict, dict, dict], ids_list: list[list[int]],
+                      act_quant: bool) -> list[np.ndarray]:
     """An independent forward pass over stored tensors (see gguf_file_tensors), written the way ggml computes
     it (NeoX rope, GQA head h -> kv head h // (n_head / n_head_kv), Q/K RMS norm per head,
-    SwiGLU, RMS norm with eps inside the sqrt), in float32 numpy.  Used only as a cross-check
-    of the transformers references."""
+    SwiGLU, RMS norm with eps inside the sqrt), in float32 numpy: each sequence's final-normed
+    hidden state at its last token, [1, hidden].  Used only as a cross-check of the transformers
+    references."""
     t, qtypes, f = model
     n_layer, n_head, n_kv = f["qwen3.block_count"], f["qwen3.attention.head_count"], f["qwen3.attention.head_count_kv"]
     hd, eps, base = f["qwen3.attention.key_length"], f["qwen3.attention.layer_norm_rms_epsilon"], f["qwen3.rope.freq_base"]
     eps = np.float32(eps)
-    if "cls.output.weight" in t:
-        head = t["cls.output.weight"]
-        head_name_ = "cls.output.weight"
-    else:
-        head_name_ = "output.weight" if "output.weight" in t else "token_embd.weight"
-        head = t[head_name_][[YES_ID, NO_ID]]
 
     def rms(x, w):
         return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)).astype(np.float32) * w
@@ -859,9 +903,23 @@ def numpy_scores(model: tuple[dict, dict, dict], ids_list: list[list[int]], act_
             g = mm(xn, p + "ffn_gate.weight")
             u = mm(xn, p + "ffn_up.weight")
             x = x + mm((g / (1 + np.exp(-g))) * u, p + "ffn_down.weight")
-        hl = rms(x[-1:], t["output_norm.weight"])
-        lg = mm(hl, head_name_)[0] if head_name_ == "cls.output.weight" else (
-            (q8_0_act_np(hl) if act_quant and qtypes[head_name_] == QT.Q8_0 else hl) @ head.T)[0]
+        out.append(rms(x[-1:], t["output_norm.weight"]))
+    return out
+
+
+def numpy_scores(model: tuple[dict, dict, dict], ids_list: list[list[int]], act_quant: bool) -> list[float]:
+    """P(yes) of numpy_last_hidden's states through the model's score head (its input quantised
+    too, with act_quant, when the head is Q8_0)."""
+    t, qtypes, _ = model
+    if "cls.output.weight" in t:
+        head_name_ = "cls.output.weight"
+        head = t[head_name_]
+    else:
+        head_name_ = "output.weight" if "output.weight" in t else "token_embd.weight"
+        head = t[head_name_][[YES_ID, NO_ID]]
+    out = []
+    for hl in numpy_last_hidden(model, ids_list, act_quant):
+        lg = ((q8_0_act_np(hl) if act_quant and qtypes[head_name_] == QT.Q8_0 else hl) @ head.T)[0]
         out.append(sigmoid64(float(lg[0]) - float(lg[1])))
     return out
 
@@ -1170,9 +1228,13 @@ def main():
         written += [r["gguf"], r["json"]]
         summary.append(r)
     written.append(make_tokenizer_cases(tok, out_dir))
+    print("building the embedding fixture ...")
+    import embed_fixture
+    embed = embed_fixture.make(tok, scratch, out_dir)
+    written += [embed["gguf"], embed["json"]]
 
     total = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
-    assert total <= 45 * 1024 * 1024, total
+    assert total <= 56 * 1024 * 1024, total
     print()
     for r in summary:
         print(f"{r['gguf'].name}: seed {r['seed']}")
@@ -1181,6 +1243,7 @@ def main():
                 s = [p[v] for p in pairs]
                 print(f"  case {ci} {v:6s} min {min(s):.4f} max {max(s):.4f}  " +
                       " ".join(f"{x:.4f}" for x in s))
+    print(f"{embed['gguf'].name}: seed {embed['seed']}")
     print()
     for p in written:
         print(f"wrote {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}  ({p.stat().st_size:,} bytes)")

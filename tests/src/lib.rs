@@ -1,11 +1,18 @@
 //! Shared helpers of the integration tests: fixture paths and the reference
 //! files written by `tools/make_fixtures.py`.
 
+mod embed_reference;
+
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use tessera_backend::Backend;
 use tessera_engine::{RerankOptions, Reranker};
+
+pub use embed_reference::{
+    check_embeddings, cosine, load_embed_reference, max_abs_diff, to_f64, EmbedBounds, EmbedCase,
+    EmbedReference, EMBED_FIXTURE,
+};
 
 /// Path of a committed fixture file.
 pub fn fixture(name: &str) -> PathBuf {
