@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use tessera_backend_cpu::CpuBackend;
-use tessera_engine::{normalise, EmbedError, EmbedOptions, Embedder, LoadError};
+use tessera_engine::{normalise, EmbedError, EmbedInput, EmbedOptions, Embedder, LoadError};
 use tessera_gguf::{GgufFile, GgufWriter, MetaValue};
 use tessera_model::TruncationSide;
 use tessera_tests::fixture;
@@ -147,5 +147,65 @@ fn a_reranker_is_not_loaded_as_an_embedding_model() {
         Err(LoadError::NotEmbedding { pooling }) => assert_eq!(pooling, "rank"),
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("a reranker loaded as an embedding model"),
+    }
+}
+
+/// Instructed queries share the instruction's tokens as a prefix computed once
+/// — only as far as every query's own tokens agree with them: in Italian the
+/// prompt's final `:` merges with the query's first letter (`:D`), so the
+/// shared part stops before it. The vectors equal those of the whole sequences.
+#[test]
+fn instructed_queries_share_only_their_common_token_prefix() {
+    let file = embedding_model();
+    let embedder = Embedder::load(CpuBackend::reference(), &file, None).expect("loads");
+    let task = "Given a web search query, retrieve relevant passages that answer the query";
+    let options = EmbedOptions {
+        instruction: Some(task.into()),
+        ..EmbedOptions::default()
+    };
+    let format = embedder.format();
+    let prompt = format
+        .tokenizer()
+        .encode(&format!("Instruct: {task}\nQuery:"))
+        .expect("prompt ids");
+    let english = format
+        .prepare(&[EmbedInput::Text("how do I reset my password")], &options)
+        .expect("prepared");
+    assert_eq!(english.shared, prompt.len(), "the whole prompt is shared");
+    let queries = ["how do I reset my password", "Dove si trova Roma?"];
+    let inputs: Vec<EmbedInput<'_>> = queries.iter().map(|q| EmbedInput::Text(q)).collect();
+    let mixed = format.prepare(&inputs, &options).expect("prepared");
+    let colon_d = format.tokenizer().token_to_id(":D").expect("a `:D` token");
+    assert!(
+        mixed.sequences[1].contains(&colon_d),
+        "{:?}",
+        mixed.sequences[1]
+    );
+    assert_eq!(
+        mixed.shared,
+        prompt.len() - 1,
+        "the merged `:` is not shared"
+    );
+    let request = mixed.score_request();
+    assert_eq!(request.prefix, prompt[..prompt.len() - 1]);
+    for (document, whole) in request.documents.iter().zip(&mixed.sequences) {
+        assert_eq!([&request.prefix[..], document].concat(), *whole);
+    }
+
+    let shared = embedder.embed(&queries, &options).expect("embeds");
+    let sequences: Vec<&[u32]> = mixed.sequences.iter().map(Vec::as_slice).collect();
+    let whole = embedder.engine().embed(&sequences).expect("whole");
+    for (s, mut w) in shared.iter().zip(whole) {
+        normalise(&mut w);
+        let cosine: f64 = s
+            .values
+            .iter()
+            .zip(&w)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum();
+        assert!(cosine >= 0.999_999, "cosine {cosine}");
+        for (a, b) in s.values.iter().zip(&w) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
     }
 }

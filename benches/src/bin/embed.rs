@@ -2,7 +2,10 @@
 //! N inputs of T random tokens embedded (each a whole sequence, the
 //! end-of-text token counted in T), and N documents of T tokens reranked
 //! behind one shared 32-token query prefix; both in passes of the default
-//! batch budget. The rerank run is the baseline of the ratio.
+//! batch budget. The rerank run is the baseline of the ratio. Then the
+//! question of sharing a query instruction's tokens: N queries of Q random
+//! tokens after the default instruction's prompt, embedded whole against the
+//! prompt computed once (and kept in the prefix cache) with the queries after it.
 //!
 //!     cargo run --release -p tessera-benches --bin embed -- \
 //!         --reranker R.gguf --embedder E.gguf [options]
@@ -11,6 +14,7 @@
 //! `--inputs N`   inputs and documents (default 100)
 //! `--tokens T`   tokens of each (default 256)
 //! `--runs K`     timed runs of each, after one warm-up (default 3)
+//! `--query-tokens Q`  tokens of each instructed query (default 24)
 //!
 //! Make a pair of one shape with `tessera generate --shape 0.6b --kind
 //! reranker|embedding` (their weights differ; the work per token does not).
@@ -32,6 +36,7 @@ struct Args {
     inputs: usize,
     tokens: usize,
     runs: usize,
+    query_tokens: usize,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -43,6 +48,7 @@ fn parse() -> anyhow::Result<Args> {
         inputs: 100,
         tokens: 256,
         runs: 3,
+        query_tokens: 24,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +67,7 @@ fn parse() -> anyhow::Result<Args> {
             "--inputs" => args.inputs = value()?.parse().context("--inputs")?,
             "--tokens" => args.tokens = value()?.parse().context("--tokens")?,
             "--runs" => args.runs = value()?.parse().context("--runs")?,
+            "--query-tokens" => args.query_tokens = value()?.parse().context("--query-tokens")?,
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown argument {other:?} (see the file's header)"),
         }
@@ -158,6 +165,60 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     })?;
 
+    // Instructed queries: the prompt's tokens, then each query's, then the
+    // end-of-text token.
+    let prompt = embedder
+        .format()
+        .tokenizer()
+        .encode(
+            "Instruct: Given a web search query, retrieve relevant passages that answer the \
+             query\nQuery:",
+        )
+        .context("tokenizing the instruction")?;
+    let queries: Vec<Vec<u32>> = (0..args.inputs)
+        .map(|_| {
+            let mut ids: Vec<u32> = (0..args.query_tokens).map(|_| next_id()).collect();
+            ids.push(151_643);
+            ids
+        })
+        .collect();
+    let whole: Vec<Vec<u32>> = queries.iter().map(|q| [&prompt[..], q].concat()).collect();
+    let whole_time = time(args.runs, || {
+        let pass: Vec<&[u32]> = whole.iter().map(Vec::as_slice).collect();
+        embedder.embed_sequences(&pass)?;
+        Ok(())
+    })?;
+    let shared_time = time(args.runs, || {
+        let group = PrefixGroup {
+            prefix: &prompt,
+            documents: queries.iter().map(Vec::as_slice).collect(),
+        };
+        embedder.embed_groups(&[group])?;
+        Ok(())
+    })?;
+    // The two agree (the shared path is what the server runs).
+    let pass: Vec<&[u32]> = whole.iter().take(4).map(Vec::as_slice).collect();
+    let a = embedder.embed_sequences(&pass)?;
+    let group = PrefixGroup {
+        prefix: &prompt,
+        documents: queries.iter().take(4).map(Vec::as_slice).collect(),
+    };
+    let b = embedder.embed_groups(&[group])?.remove(0);
+    let cosine = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            let dot: f64 = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| f64::from(*p) * f64::from(*q))
+                .sum();
+            let nx: f64 = x.iter().map(|p| f64::from(*p).powi(2)).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|q| f64::from(*q).powi(2)).sum::<f64>().sqrt();
+            dot / (nx * ny)
+        })
+        .fold(1.0f64, f64::min);
+
     let tokens = (args.inputs * args.tokens) as f64;
     println!(
         "{} inputs × {} tokens, hidden {}, {} layers",
@@ -186,5 +247,28 @@ fn main() -> anyhow::Result<()> {
          document tokens; its prefix cache keeps it after the warm-up run)",
         args.inputs * args.tokens
     );
+    println!();
+    let billed = (args.inputs * (prompt.len() + args.query_tokens + 1)) as f64;
+    println!(
+        "{} instructed queries: {}-token prompt + {} tokens + end-of-text",
+        args.inputs,
+        prompt.len(),
+        args.query_tokens
+    );
+    println!(
+        "{:<8} {:>9} {:>12} {:>12} {:>9}",
+        "queries", "s", "queries/s", "billed t/s", "speed-up"
+    );
+    for (work, seconds) in [("whole", whole_time), ("shared", shared_time)] {
+        println!(
+            "{:<8} {:>9.3} {:>12.1} {:>12.0} {:>8.2}×",
+            work,
+            seconds,
+            args.inputs as f64 / seconds,
+            billed / seconds,
+            whole_time / seconds
+        );
+    }
+    println!("lowest cosine, shared against whole: {cosine:.9}");
     Ok(())
 }

@@ -15,7 +15,7 @@ use tessera_model::{
 };
 
 use crate::pack::{next_pass, DEFAULT_MAX_BATCH_TOKENS};
-use crate::{Engine, EngineError, LoadError};
+use crate::{Engine, EngineError, LoadError, PrefixGroup};
 
 /// How one embedding call treats its inputs.
 #[derive(Clone, Debug)]
@@ -110,9 +110,32 @@ pub struct PreparedEmbeddings {
     pub keep: usize,
     /// Scale the kept components to unit length (true from [`EmbedFormat::prepare`]).
     pub normalize: bool,
+    /// Leading tokens every sequence shares: the instruction's, as far as
+    /// each input's own tokens agree with it (the prompt's final `:` may merge
+    /// with a query's first letter), and never an input's last token. 0
+    /// without an instruction.
+    pub shared: usize,
 }
 
 impl PreparedEmbeddings {
+    /// The sequences as the scheduler takes them: the shared instruction
+    /// tokens as the prefix (computed once, and kept in the prefix cache),
+    /// each input's remaining tokens as a document.
+    pub fn score_request(&self) -> crate::ScoreRequest {
+        crate::ScoreRequest {
+            prefix: self
+                .sequences
+                .first()
+                .map(|s| s[..self.shared].to_vec())
+                .unwrap_or_default(),
+            documents: self
+                .sequences
+                .iter()
+                .map(|s| s[self.shared..].to_vec())
+                .collect(),
+        }
+    }
+
     /// Tokens computed, the end-of-text tokens included: what is billed.
     pub fn total_tokens(&self) -> usize {
         self.sequences.iter().map(Vec::len).sum()
@@ -247,18 +270,40 @@ impl EmbedFormat {
                 })
             }
         };
-        let mut sequences = Vec::with_capacity(inputs.len());
+        let mut sequences: Vec<Vec<u32>> = Vec::with_capacity(inputs.len());
         let mut truncated = Vec::with_capacity(inputs.len());
         for (index, &input) in inputs.iter().enumerate() {
             let (ids, cut) = self.input_ids(index, input, options)?;
             sequences.push(ids);
             truncated.push(cut);
         }
+        // The instruction's own tokens, and how far every text input agrees
+        // with them (tokenised whole, a query may merge with the prompt's
+        // last token: only the common token prefix is shared).
+        let texts_only = inputs.iter().all(|i| matches!(i, EmbedInput::Text(_)));
+        let shared = match &options.instruction {
+            Some(task) if texts_only && !sequences.is_empty() => {
+                let prompt = self
+                    .tokenizer
+                    .encode(&format!("Instruct: {task}\nQuery:"))
+                    .map_err(|source| EmbedError::Tokenizer { index: 0, source })?;
+                sequences
+                    .iter()
+                    .map(|ids| {
+                        let agree = prompt.iter().zip(ids).take_while(|(a, b)| a == b).count();
+                        agree.min(ids.len() - 1)
+                    })
+                    .min()
+                    .unwrap_or(0)
+            }
+            _ => 0,
+        };
         Ok(PreparedEmbeddings {
             sequences,
             truncated,
             keep,
             normalize: true,
+            shared,
         })
     }
 }
@@ -331,17 +376,22 @@ impl<B: Backend> Embedder<B> {
             .map(|t| EmbedInput::Text(t.as_ref()))
             .collect();
         let prepared = self.format.prepare(&inputs, options)?;
-        let sequences = &prepared.sequences;
-        let mut vectors = Vec::with_capacity(sequences.len());
+        // As the server runs it: the shared instruction tokens once per pass.
+        let request = prepared.score_request();
+        let documents = &request.documents;
+        let mut vectors = Vec::with_capacity(documents.len());
         let mut start = 0;
-        while start < sequences.len() {
-            let lengths = sequences[start..].iter().map(Vec::len);
-            let taken = next_pass([(0, lengths)], DEFAULT_MAX_BATCH_TOKENS)[0];
-            let pass: Vec<&[u32]> = sequences[start..start + taken]
-                .iter()
-                .map(Vec::as_slice)
-                .collect();
-            vectors.extend(self.engine.embed(&pass)?);
+        while start < documents.len() {
+            let lengths = documents[start..].iter().map(Vec::len);
+            let taken = next_pass([(request.prefix.len(), lengths)], DEFAULT_MAX_BATCH_TOKENS)[0];
+            let group = PrefixGroup {
+                prefix: &request.prefix,
+                documents: documents[start..start + taken]
+                    .iter()
+                    .map(Vec::as_slice)
+                    .collect(),
+            };
+            vectors.extend(self.engine.embed_groups(&[group])?.into_iter().flatten());
             start += taken;
         }
         Ok(prepared.finish(vectors))

@@ -97,6 +97,15 @@ pub struct Engine<B: Backend> {
     cache: RefCell<PrefixCache<B>>,
 }
 
+/// A pass's per-sequence results split back into their groups.
+fn regroup<T>(groups: &[PrefixGroup<'_>], items: Vec<T>) -> Vec<Vec<T>> {
+    let mut flat = items.into_iter();
+    groups
+        .iter()
+        .map(|g| flat.by_ref().take(g.documents.len()).collect())
+        .collect()
+}
+
 /// What a pass over the layers produces.
 enum Pass {
     /// Yes/no logits at the last row of each sequence.
@@ -247,12 +256,32 @@ impl<B: Backend> Engine<B> {
         &self,
         groups: &[PrefixGroup<'_>],
     ) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        self.in_passes(groups, |pass| self.score_pass(pass))
+    }
+
+    /// Each document's pooled vector ([`Self::embed`]) with its group's prefix
+    /// before it, the prefix's K/V computed once and kept in the prefix cache,
+    /// as [`Self::score_groups`] shares a query's.
+    pub fn embed_groups(
+        &self,
+        groups: &[PrefixGroup<'_>],
+    ) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        self.in_passes(groups, |pass| self.embed_pass(pass))
+    }
+
+    /// `pass` over `groups` in as many passes as the backend's activation
+    /// limit needs (a sequence's result does not depend on its batch).
+    fn in_passes<T>(
+        &self,
+        groups: &[PrefixGroup<'_>],
+        pass: impl Fn(&[PrefixGroup<'_>]) -> Result<Vec<Vec<T>>, EngineError>,
+    ) -> Result<Vec<Vec<T>>, EngineError> {
         let Some(limit) = self.max_pass_tokens() else {
-            return self.score_pass(groups);
+            return pass(groups);
         };
-        let mut results: Vec<Vec<PairScore>> = groups.iter().map(|_| Vec::new()).collect();
+        let mut results: Vec<Vec<T>> = groups.iter().map(|_| Vec::new()).collect();
         // Passes filled by the one packer; `first` is the first group with
-        // documents left, `cursors` how many of each group are scored.
+        // documents left, `cursors` how many of each group are done.
         let mut cursors = vec![0; groups.len()];
         let mut first = 0;
         while first < groups.len() {
@@ -265,20 +294,20 @@ impl<B: Backend> Engine<B> {
                 .zip(&cursors[first..])
                 .map(|(g, &c)| (g.prefix.len(), g.documents[c..].iter().map(|d| d.len())));
             let counts = crate::pack::next_pass(queue, limit);
-            let mut pass = Vec::with_capacity(counts.len());
+            let mut part = Vec::with_capacity(counts.len());
             let mut members = Vec::with_capacity(counts.len());
             for (offset, &taken) in counts.iter().enumerate() {
                 let index = first + offset;
                 let start = cursors[index];
-                pass.push(PrefixGroup {
+                part.push(PrefixGroup {
                     prefix: groups[index].prefix,
                     documents: groups[index].documents[start..start + taken].to_vec(),
                 });
                 members.push(index);
                 cursors[index] += taken;
             }
-            for (index, scores) in members.into_iter().zip(self.score_pass(&pass)?) {
-                results[index].extend(scores);
+            for (index, items) in members.into_iter().zip(pass(&part)?) {
+                results[index].extend(items);
             }
         }
         Ok(results)
@@ -321,8 +350,32 @@ impl<B: Backend> Engine<B> {
             .map(|elements| (elements / widest).max(1))
     }
 
-    /// One forward pass over every document of every group.
+    /// One score pass over every document of every group.
     fn score_pass(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        match self.grouped_pass(groups, Pass::Score)? {
+            None => Ok(groups.iter().map(|_| Vec::new()).collect()),
+            Some(PassOutput::Scores(scores)) => Ok(regroup(groups, scores)),
+            Some(_) => unreachable!("a score pass returns scores"),
+        }
+    }
+
+    /// One embed pass over every document of every group.
+    fn embed_pass(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        match self.grouped_pass(groups, Pass::Embed)? {
+            None => Ok(groups.iter().map(|_| Vec::new()).collect()),
+            Some(PassOutput::Hidden(rows)) => Ok(regroup(groups, rows)),
+            Some(_) => unreachable!("an embed pass returns hidden states"),
+        }
+    }
+
+    /// One forward pass over every document of every group, each after its
+    /// group's prefix (from the cache, or computed and cached); `None` when
+    /// there are no documents.
+    fn grouped_pass(
+        &self,
+        groups: &[PrefixGroup<'_>],
+        pass: Pass,
+    ) -> Result<Option<PassOutput<B>>, EngineError> {
         let mut index = 0;
         for group in groups {
             self.check_ids(index, group.prefix)?;
@@ -359,20 +412,12 @@ impl<B: Backend> Engine<B> {
             }
         }
         if lengths.is_empty() {
-            return Ok(groups.iter().map(|_| Vec::new()).collect());
+            return Ok(None);
         }
         let layout = AttentionLayout::packed_with_prefixes(&lengths, &seq_prefix);
         let prefix_refs: Vec<&PrefixKv<B>> = prefixes.iter().map(|p| p.as_ref()).collect();
-        let PassOutput::Scores(scores) =
-            self.run(&ids, &positions, &layout, &prefix_refs, Pass::Score)?
-        else {
-            unreachable!("a score pass returns scores")
-        };
-        let mut flat = scores.into_iter();
-        Ok(groups
-            .iter()
-            .map(|g| flat.by_ref().take(g.documents.len()).collect())
-            .collect())
+        self.run(&ids, &positions, &layout, &prefix_refs, pass)
+            .map(Some)
     }
 
     fn check_sequence(
@@ -414,32 +459,11 @@ impl<B: Backend> Engine<B> {
     /// backend's activation limit needs more). The score head of a reranker is
     /// this vector's dot product with its yes/no rows.
     pub fn embed(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
-        for (index, sequence) in sequences.iter().enumerate() {
-            self.check_sequence(index, 0, sequence)?;
-        }
-        // Passes within the backend's activation limit (a vector does not
-        // depend on its batch).
-        let limit = self.max_pass_tokens().unwrap_or(usize::MAX);
-        let mut vectors = Vec::with_capacity(sequences.len());
-        let mut start = 0;
-        while start < sequences.len() {
-            let lengths = sequences[start..].iter().map(|s| s.len());
-            let taken = crate::pack::next_pass([(0, lengths)], limit)[0];
-            vectors.extend(self.embed_pass(&sequences[start..start + taken])?);
-            start += taken;
-        }
-        Ok(vectors)
-    }
-
-    fn embed_pass(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
-        let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-        let ids: Vec<u32> = sequences.concat();
-        let positions: Vec<u32> = lengths.iter().flat_map(|&n| 0..n as u32).collect();
-        let layout = AttentionLayout::packed(&lengths);
-        match self.run(&ids, &positions, &layout, &[], Pass::Embed)? {
-            PassOutput::Hidden(rows) => Ok(rows),
-            _ => unreachable!("an embed pass returns hidden states"),
-        }
+        let group = PrefixGroup {
+            prefix: &[],
+            documents: sequences.to_vec(),
+        };
+        Ok(self.embed_groups(&[group])?.into_iter().flatten().collect())
     }
 
     /// Runs the layers over packed sequences whose tokens sit at `positions`.

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::Value;
-use tessera_engine::scheduler::ScoreRequest;
 use tessera_engine::{EmbedError, EmbedInput, EmbedOptions, Embedding};
 
 use crate::error::{ApiError, Dialect, ErrorKind};
@@ -108,7 +107,7 @@ fn openai_inputs(value: &Value) -> Result<Inputs, ApiError> {
         }
     };
     let Some(first) = items.first() else {
-        return Err(ApiError::empty("input must not be empty"));
+        return Err(ApiError::empty("input: must not be empty"));
     };
     match first {
         Value::String(_) => items
@@ -253,10 +252,7 @@ async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embe
     let tokenize_time = started.elapsed();
     state.metrics.record_tokenize(tokenize_time);
 
-    let pending = model.scheduler.submit(ScoreRequest {
-        prefix: Vec::new(),
-        documents: prepared.sequences.clone(),
-    })?;
+    let pending = model.scheduler.submit(prepared.score_request())?;
     let deadline = state.options.request_timeout;
     let output = tokio::time::timeout(deadline, pending.wait())
         .await

@@ -27,6 +27,7 @@ impl Dialect {
         match path {
             "/rerank" | "/embed" | "/tokenize" => Dialect::Tei,
             "/v1/embeddings" => Dialect::OpenAi,
+            p if p.starts_with("/v1/models/") => Dialect::OpenAi,
             _ => Dialect::Cohere,
         }
     }
@@ -277,6 +278,14 @@ impl IntoResponse for Failure {
             retry_after,
             allow,
         } = self.error;
+        // OpenAI answers a field of the wrong type with a 400, and its SDK
+        // raises BadRequestError only for that status.
+        let status = match self.dialect {
+            Dialect::OpenAi if status == StatusCode::UNPROCESSABLE_ENTITY => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => status,
+        };
         let mut response = match self.dialect {
             Dialect::Cohere => Json(CohereError {
                 id: uuid::Uuid::new_v4().to_string(),

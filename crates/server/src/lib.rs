@@ -138,6 +138,10 @@ impl Server {
             )
             .route("/health", get(routes::health).fallback(routes::get_only))
             .route("/v1/models", get(routes::models).fallback(routes::get_only))
+            .route(
+                "/v1/models/{*id}",
+                get(routes::model).fallback(routes::get_only),
+            )
             .route("/info", get(routes::info).fallback(routes::get_only))
             .route("/metrics", get(routes::metrics).fallback(routes::get_only))
             .route(

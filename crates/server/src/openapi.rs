@@ -25,6 +25,7 @@ use crate::types::{
         crate::embed::embed_tei,
         crate::routes::health,
         crate::routes::models,
+        crate::routes::model,
         crate::routes::info,
         crate::routes::metrics,
         crate::routes::tokenize,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -89,64 +89,99 @@ fn served_names(configured: &[String], own: &str) -> Vec<String> {
     }
 }
 
-#[utoipa::path(get, path = "/v1/models", tag = "server",
-    responses((status = 200, description = "Served model names, each with its kind", body = ModelList),
-              (status = 503, description = "A hosted model is still loading")))]
-pub async fn models(State(state): State<Arc<AppState>>) -> Response {
+/// Every served name of every hosted model: its OpenAI card and its Cohere
+/// entry; 503 while a hosted model loads.
+fn model_cards(state: &AppState) -> Result<Vec<(ModelCard, CohereModel)>, ApiError> {
     let hosts = state.options.hosts;
-    // (names, kind, endpoints, context length) of each hosted model.
-    let mut entries: Vec<(Vec<String>, &str, Vec<String>, usize)> = Vec::new();
+    // (names, kind, endpoint, context length) of each hosted model.
+    let mut entries: Vec<(Vec<String>, &str, &str, usize)> = Vec::new();
     if hosts.reranker {
-        let model = match state.model() {
-            Ok(model) => model,
-            Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
-        };
+        let model = state.model()?;
         entries.push((
             served_names(&state.options.served_model_names, &model.info.name),
             "reranker",
-            vec!["rerank".into()],
+            "rerank",
             model.prompt.max_pair_tokens(),
         ));
     }
     if hosts.embedder {
-        let model = match state.embedder() {
-            Ok(model) => model,
-            Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
-        };
+        let model = state.embedder()?;
         entries.push((
             served_names(
                 &state.options.embedding_served_model_names,
                 &model.info.name,
             ),
             "embedding",
-            vec!["embed".into()],
+            "embed",
             model.format.max_tokens(),
         ));
     }
-    let cards = entries.iter().flat_map(|(names, kind, _, _)| {
-        names.iter().map(|name| ModelCard {
-            id: name.clone(),
-            object: "model".into(),
-            created: 0,
-            owned_by: "tessera".into(),
-            kind: kind.to_string(),
-        })
-    });
-    let cohere = entries
-        .iter()
-        .flat_map(|(names, _, endpoints, context_length)| {
-            names.iter().map(|name| CohereModel {
-                name: name.clone(),
-                endpoints: endpoints.clone(),
-                context_length: *context_length,
+    Ok(entries
+        .into_iter()
+        .flat_map(|(names, kind, endpoint, context_length)| {
+            names.into_iter().map(move |name| {
+                let card = ModelCard {
+                    id: name.clone(),
+                    object: "model".into(),
+                    created: 0,
+                    owned_by: "tessera".into(),
+                    kind: kind.to_string(),
+                };
+                let cohere = CohereModel {
+                    name,
+                    endpoints: vec![endpoint.to_string()],
+                    context_length,
+                };
+                (card, cohere)
             })
-        });
-    Json(ModelList {
-        object: "list".into(),
-        data: cards.collect(),
-        models: cohere.collect(),
-    })
-    .into_response()
+        })
+        .collect())
+}
+
+#[utoipa::path(get, path = "/v1/models", tag = "server",
+    responses((status = 200, description = "Served model names, each with its kind", body = ModelList),
+              (status = 503, description = "A hosted model is still loading")))]
+pub async fn models(State(state): State<Arc<AppState>>) -> Response {
+    match model_cards(&state) {
+        Ok(cards) => {
+            let (data, models) = cards.into_iter().unzip();
+            Json(ModelList {
+                object: "list".into(),
+                data,
+                models,
+            })
+            .into_response()
+        }
+        Err(e) => e.in_dialect(Dialect::Cohere).into_response(),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "server",
+    params(("id" = String, Path, description = "A served model name (`/` raw or as %2F)")),
+    responses((status = 200, description = "That model's card", body = ModelCard),
+              (status = 404, description = "Not a served name", body = crate::error::OpenAiError)))]
+pub async fn model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let found = model_cards(&state).and_then(|cards| {
+        let names: Vec<String> = cards.iter().map(|(card, _)| card.id.clone()).collect();
+        cards
+            .into_iter()
+            .map(|(card, _)| card)
+            .find(|card| card.id == id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorKind::Validation,
+                    format!(
+                        "model: '{id}' is not served here; available: {}",
+                        names.join(", ")
+                    ),
+                )
+            })
+    });
+    match found {
+        Ok(card) => Json(card).into_response(),
+        Err(e) => e.in_dialect(Dialect::OpenAi).into_response(),
+    }
 }
 
 #[utoipa::path(get, path = "/info", tag = "server",

@@ -198,12 +198,24 @@ async fn errors_are_in_openais_shape_and_name_the_field() {
             Some("dimensions"),
             "between 1 and",
         ),
-        (json!({"input": []}), 400, None, "must not be empty"),
+        (
+            json!({"input": []}),
+            400,
+            Some("input"),
+            "must not be empty",
+        ),
+        // A wrong type is a 400 in OpenAI's dialect (a 422 in the others).
         (
             json!({"input": ["a", 3]}),
-            422,
+            400,
             Some("input[1]"),
             "expected a string",
+        ),
+        (
+            json!({"input": "x", "dimensions": "8"}),
+            400,
+            Some("dimensions"),
+            "invalid type",
         ),
         (
             json!({"input": [[1], [-2]]}),

@@ -1,8 +1,10 @@
-//! `tessera generate`: a random Qwen3 reranker GGUF of any shape, with the real
-//! Qwen3 vocabulary and prompt metadata copied from the embedded model, written
-//! the way llama.cpp writes a reranker conversion (Q8_0 matrices, F32 norms,
-//! `cls.output.weight`, `qwen3.pooling_type` = rank). For benchmarks and tests:
-//! its scores mean nothing.
+//! `tessera generate`: a random Qwen3 reranker or embedding GGUF of any shape,
+//! with the real Qwen3 vocabulary and prompt metadata copied from the embedded
+//! model, written the way llama.cpp writes the conversion (Q8_0 matrices, F32
+//! norms; a reranker with `cls.output.weight` and `qwen3.pooling_type` = rank,
+//! an embedding model with no head and pooling last). Qwen3-Reranker-N and
+//! Qwen3-Embedding-N share Qwen3-N's shape. For benchmarks and tests: its
+//! outputs mean nothing.
 
 use std::path::PathBuf;
 
@@ -24,6 +26,10 @@ pub enum Shape {
     /// Qwen3-4B: hidden 2560, 36 layers, 32/8 heads, head_dim 128, FFN 9728.
     #[value(name = "4b")]
     Qwen3_4b,
+    /// Qwen3-8B: hidden 4096, 36 layers, 32/8 heads, head_dim 128, FFN 12288
+    /// (Qwen3-Embedding-8B).
+    #[value(name = "8b")]
+    Qwen3_8b,
 }
 
 #[derive(Args)]
@@ -89,6 +95,14 @@ fn dims(shape: Shape) -> Dims {
             kv_heads: 8,
             head_dim: 128,
             ffn: 9728,
+        },
+        Shape::Qwen3_8b => Dims {
+            hidden: 4096,
+            layers: 36,
+            heads: 32,
+            kv_heads: 8,
+            head_dim: 128,
+            ffn: 12288,
         },
     }
 }

@@ -114,11 +114,40 @@ impl<S: GroupScorer + ?Sized> Compute for S {
 pub trait EmbedModel {
     /// One vector per sequence, in order ([`Engine::embed`]).
     fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError>;
+
+    /// One vector per `prefix ++ document`, by group ([`Engine::embed_groups`]:
+    /// a shared prefix is computed once). By default each sequence is joined
+    /// and embedded whole.
+    fn embed_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        let joined: Vec<Vec<u32>> = groups
+            .iter()
+            .flat_map(|g| g.documents.iter().map(|d| [g.prefix, d].concat()))
+            .collect();
+        let sequences: Vec<&[u32]> = joined.iter().map(Vec::as_slice).collect();
+        let mut vectors = self.embed_sequences(&sequences)?.into_iter();
+        Ok(groups
+            .iter()
+            .map(|g| vectors.by_ref().take(g.documents.len()).collect())
+            .collect())
+    }
+
+    /// The prefix cache's counters, when the model has one.
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        None
+    }
 }
 
 impl<T: EmbedModel + ?Sized> EmbedModel for Box<T> {
     fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
         (**self).embed_sequences(sequences)
+    }
+
+    fn embed_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        (**self).embed_groups(groups)
+    }
+
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        (**self).prefix_cache_stats()
     }
 }
 
@@ -126,27 +155,31 @@ impl<B: Backend> EmbedModel for crate::Embedder<B> {
     fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
         self.engine().embed(sequences)
     }
+
+    fn embed_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        self.engine().embed_groups(groups)
+    }
+
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        Some(self.engine().prefix_cache_stats())
+    }
 }
 
-/// An [`EmbedModel`] on a compute thread: a request's "documents" are whole
-/// input sequences (its prefix, if any, is prepended to each), and each comes
-/// back as its pooled vector, not yet normalised.
+/// An [`EmbedModel`] on a compute thread: a request's documents are its
+/// inputs' token sequences after its prefix (a common token prefix of its
+/// inputs, computed once, or none), and each comes back as its pooled vector,
+/// not yet normalised.
 pub struct Embeds<M>(pub M);
 
 impl<M: EmbedModel> Compute for Embeds<M> {
     type Item = Vec<f32>;
 
     fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
-        let joined: Vec<Vec<u32>> = groups
-            .iter()
-            .flat_map(|g| g.documents.iter().map(|d| [g.prefix, d].concat()))
-            .collect();
-        let sequences: Vec<&[u32]> = joined.iter().map(Vec::as_slice).collect();
-        let mut vectors = self.0.embed_sequences(&sequences)?.into_iter();
-        Ok(groups
-            .iter()
-            .map(|g| vectors.by_ref().take(g.documents.len()).collect())
-            .collect())
+        self.0.embed_groups(groups)
+    }
+
+    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
+        self.0.prefix_cache_stats()
     }
 }
 
