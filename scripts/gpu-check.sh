@@ -47,8 +47,11 @@ for line in sys.stdin:
         echo "gpu-check: the tessera binary has no 'cuda' feature yet (see $DIR/cli-build.log); carrying the test binaries only"
     fi
     # The op kit's perf mode (benches/): every op of a 4B layer, ours against the CPU.
-    if cargo build --release -p tessera-benches --features cuda --bin ops 2>"$DIR/ops-build.log"; then
-        cp target/release/ops "$DIR/ops" && strip "$DIR/ops" || true
+    # And embedding beside rerank on one model shape (benches/src/bin/embed.rs).
+    if cargo build --release -p tessera-benches --features cuda --bin ops --bin embed 2>"$DIR/ops-build.log"; then
+        for bin in ops embed; do
+            cp "target/release/$bin" "$DIR/$bin" && strip "$DIR/$bin" || true
+        done
     fi
     # Compiled-in fixture path of the test binaries (tests/src/lib.rs uses the
     # build machine's manifest dir); `run` links the carried tree's fixtures there.
@@ -129,6 +132,15 @@ run() {
                 --format json 2>&1 >>"$out/end-to-end.jsonl" \
                 | tee -a "$out/end-to-end.txt" || status=1
         done
+        # Embedding beside rerank, 100 × 256 tokens, and instructed queries with
+        # and without the shared instruction prefix, on the same 4B shape.
+        if [[ -x "$DIR/embed" ]]; then
+            local embedder=${TMPDIR:-/tmp}/tessera-qwen3-4b-random-embed-q8.gguf
+            "$DIR/tessera" generate --shape 4b --kind embedding --out "$embedder" 2>&1 | tail -1
+            timeout 180 "$DIR/embed" --reranker "$model" --embedder "$embedder" --backend cuda --runs 5 2>&1 \
+                | tee "$out/embed.txt" || status=1
+            rm -f "$embedder"
+        fi
         # Served over HTTP: 4 clients × 2 requests × 100 documents, per arithmetic.
         for precision in w8a8 w8a16; do
             timeout 240 python3 scripts/load.py throughput --binary "$DIR/tessera" --clients 4 --requests 2 \
@@ -188,6 +200,7 @@ run() {
         echo "-- benchmarks"
         grep -E "^(matmul|attention|layer_ops|device|  cuBLAS)|anchors|skipped" "$out/bench.txt" || true
         grep -vE "^profile    (L[0-9]|op )" "$out/end-to-end.txt"
+        [[ -f $out/embed.txt ]] && { echo "-- embedding beside rerank"; cat "$out/embed.txt"; }
         grep -E "tokens/s|ms" "$out/torch-baseline.txt" || true
         echo "-- served over HTTP (scripts/load.py throughput)"
         grep -E "^throughput|served|FAIL" "$out/served.txt" 2>/dev/null || echo "not run"
