@@ -606,8 +606,7 @@ fn on_a_terminal_log_lines_never_share_a_line_with_a_progress_bar() {
 /// where CUDA cannot run.
 #[test]
 fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let refused = tessera(&[
         "serve",
@@ -642,35 +641,16 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
         "{stderr}"
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "serve",
-            "--replicas",
-            "2",
-            "--backend",
-            "cpu",
-            "--port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let address = listening_address(&mut child);
+    let served = common::serve(&["--replicas", "2", "--backend", "cpu"]);
+    let address = served.address.clone();
     let patience = Duration::from_secs(5);
-    let started = Instant::now();
-    while request(&address, "GET", "/health", None, patience).0 != 200 {
-        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let (_, info) = request(&address, "GET", "/info", None, patience);
     let body = serde_json::json!({"query": "q", "documents": ["a", "b", "c"]});
     let (status, _) = request(&address, "POST", "/v1/rerank", Some(&body), patience);
     // The container health check: 0 while it serves, 1 once nothing answers.
     let port = address.rsplit(':').next().expect("port");
     let healthy = tessera(&["health", "--host", "127.0.0.1", "--port", port]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     let gone = tessera(&["health", "--host", "127.0.0.1", "--port", port]);
     assert!(
         healthy.status.success(),
@@ -679,7 +659,6 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
     );
     assert!(String::from_utf8_lossy(&healthy.stdout).starts_with("200"));
     assert_eq!(gone.status.code(), Some(1));
-    let _ = child.wait();
     assert_eq!(status, 200);
     assert!(
         info.to_string().contains("2 replicas"),
@@ -693,8 +672,7 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
 /// `--embedding-model`) and refuses kinds in the wrong place before it listens.
 #[test]
 fn an_embedding_model_is_named_as_such_served_for_embeddings_and_not_reranked() {
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let path = std::env::temp_dir().join(format!("tessera-embedding-{}.gguf", std::process::id()));
     let path_text = path.display().to_string();
     let generated = tessera(&[
@@ -765,35 +743,20 @@ fn an_embedding_model_is_named_as_such_served_for_embeddings_and_not_reranked() 
     }
 
     // The default reranker and the embedding model in one server.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "serve",
-            "--embedding-model",
-            &path_text,
-            "--embedding-served-model-name",
-            "Qwen/Qwen3-Embedding-8B",
-            "--backend",
-            "cpu",
-            "--port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let address = listening_address(&mut child);
-    let patience = Duration::from_secs(5);
-    let started = Instant::now();
-    while request(&address, "GET", "/health", None, patience).0 != 200 {
-        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let served = common::serve(&[
+        "--embedding-model",
+        &path_text,
+        "--embedding-served-model-name",
+        "Qwen/Qwen3-Embedding-8B",
+        "--backend",
+        "cpu",
+    ]);
+    let (address, patience) = (&served.address, Duration::from_secs(5));
     let body = serde_json::json!({"input": ["a", "b"], "model": "Qwen/Qwen3-Embedding-8B"});
-    let embedded = request(&address, "POST", "/v1/embeddings", Some(&body), patience);
+    let embedded = request(address, "POST", "/v1/embeddings", Some(&body), patience);
     let body = serde_json::json!({"query": "q", "documents": ["a", "b"]});
-    let reranked = request(&address, "POST", "/v1/rerank", Some(&body), patience);
-    let _ = child.kill();
-    let _ = child.wait();
+    let reranked = request(address, "POST", "/v1/rerank", Some(&body), patience);
+    drop(served);
     let _ = std::fs::remove_file(&path);
     assert_eq!(embedded.0, 200, "{}", embedded.1);
     assert_eq!(embedded.1["data"].as_array().map(Vec::len), Some(2));

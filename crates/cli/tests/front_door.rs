@@ -4,47 +4,17 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tessera_tests::load_reference;
 
-use common::{listening_address, request};
+use common::{request, serve};
 
 /// How long a request may go unanswered: the chunked cases score several
 /// 8,192-token pairs.
 const PATIENCE: Duration = Duration::from_secs(120);
-
-/// A `tessera serve` on a free port, killed when dropped.
-struct Served {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve() -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--port", "0", "--backend", "cpu"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let address = listening_address(&mut child);
-    let served = Served { child, address };
-    let started = Instant::now();
-    while request(&served.address, "GET", "/health", None, PATIENCE).0 != 200 {
-        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    served
-}
 
 /// `tessera rerank --json` with the request's options as flags; its body, or
 /// its stderr when it fails.
@@ -127,7 +97,7 @@ fn assert_same(label: &str, cli: &Value, server: &Value) {
 
 #[test]
 fn rerank_and_the_server_agree_on_fixtures_options_and_chunked_documents() {
-    let served = serve();
+    let served = serve(&["--backend", "cpu"]);
     let dir = std::env::temp_dir().join(format!("tessera-front-door-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
 

@@ -17,6 +17,7 @@ use tessera_engine::{EmbedError, EmbedInput, EmbedOptions, Embedding};
 use crate::error::{ApiError, Dialect, ErrorKind};
 use crate::json::{json_body, parse};
 use crate::prepare::{parse_side, truncation_header};
+use crate::rerank::millis;
 use crate::state::AppState;
 use crate::types::{
     EmbeddingData, EmbeddingUsage, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse,
@@ -217,11 +218,6 @@ fn prepare_error(field: &str, error: EmbedError) -> ApiError {
     }
 }
 
-/// Milliseconds rounded to the microsecond, for log fields.
-fn millis(duration: std::time::Duration) -> f64 {
-    (duration.as_secs_f64() * 1e6).round() / 1e3
-}
-
 /// Prepares off the async workers, queues, awaits. Dropping the returned
 /// future (the client went away) abandons the queued work.
 async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embedded, ApiError> {
@@ -241,13 +237,7 @@ async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embe
             .map_err(|e| prepare_error(job.field, e))
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Tokenizer,
-            format!("the tokenizer task failed: {e}"),
-        )
-    })??;
+    .map_err(ApiError::task_failed)??;
     prepared.normalize = normalize;
     let tokenize_time = started.elapsed();
     state.metrics.record_tokenize(tokenize_time);
@@ -315,10 +305,9 @@ pub fn base64_f32(values: &[f32]) -> String {
     responses(
         (status = 200, description = "One vector per input, in input order", body = EmbeddingsResponse,
          headers(("x-truncated-inputs" = String, description = "Indices of inputs cut to the context"))),
-        (status = 400, description = "Invalid value", body = crate::error::OpenAiError),
+        (status = 400, description = "Invalid value, or a field of the wrong type", body = crate::error::OpenAiError),
         (status = 401, description = "Missing or wrong API key", body = crate::error::OpenAiError),
         (status = 404, description = "No embedding model here, or an unknown model name", body = crate::error::OpenAiError),
-        (status = 422, description = "Field of the wrong type", body = crate::error::OpenAiError),
         (status = 429, description = "Overloaded; see Retry-After", body = crate::error::OpenAiError),
         (status = 503, description = "Not ready or shutting down", body = crate::error::OpenAiError),
     )

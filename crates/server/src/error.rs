@@ -182,6 +182,16 @@ impl ApiError {
         )
     }
 
+    /// 500: a tokenizing task on the blocking pool failed (panicked or was
+    /// cancelled); the request itself may have been fine.
+    pub fn task_failed(error: tokio::task::JoinError) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Tokenizer,
+            format!("the tokenizer task failed: {error}"),
+        )
+    }
+
     pub fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> ApiError {
         ApiError {
             allow: Some(allow),

@@ -26,7 +26,7 @@ pub const TRUNCATED_HEADER: &str = "x-truncated-documents";
 
 /// Milliseconds rounded to the microsecond, for log fields (`0.023`, not
 /// `0.022954000000000002`).
-fn millis(duration: std::time::Duration) -> f64 {
+pub(crate) fn millis(duration: std::time::Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
@@ -46,13 +46,7 @@ async fn score(
         prepare(&model.prompt, &job)
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Tokenizer,
-            format!("the tokenizer task failed: {e}"),
-        )
-    })??;
+    .map_err(ApiError::task_failed)??;
     let tokenize_time = started.elapsed();
     state.metrics.record_tokenize(tokenize_time);
 

@@ -305,13 +305,7 @@ pub async fn tokenize(State(state): State<Arc<AppState>>, request: Request) -> R
         let worker = Arc::clone(&state);
         tokio::task::spawn_blocking(move || tokenize_all(&worker, &inputs))
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorKind::Tokenizer,
-                    format!("the tokenizer task failed: {e}"),
-                )
-            })?
+            .map_err(ApiError::task_failed)?
     }
     .await;
     match result {

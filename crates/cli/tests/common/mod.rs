@@ -1,10 +1,10 @@
-//! What the binary's tests share: the address a `tessera serve` prints, and a
-//! plain HTTP/1.1 exchange over a socket (no client library).
+//! What the binary's tests share: a `tessera serve` child and the address it
+//! prints, and a plain HTTP/1.1 exchange over a socket (no client library).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Child;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -19,6 +19,46 @@ pub fn listening_address(child: &mut Child) -> String {
         .strip_prefix("tessera listening on http://")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_string()
+}
+
+/// A `tessera serve` on a free port, killed when dropped.
+pub struct Served {
+    pub child: Child,
+    pub address: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tessera serve --port 0 ARGS` (its log dropped), once `/health` answers 200.
+pub fn serve(args: &[&str]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let address = listening_address(&mut child);
+    let served = Served { child, address };
+    let started = Instant::now();
+    while request(
+        &served.address,
+        "GET",
+        "/health",
+        None,
+        Duration::from_secs(5),
+    )
+    .0 != 200
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    served
 }
 
 /// One request with `Connection: close`: the status (0 when the server could
