@@ -163,6 +163,8 @@ pub trait AnyEmbedder: EmbedModel + Send {
     fn embed(&self, inputs: &[&str], options: &EmbedOptions) -> Result<Vec<Embedding>, EmbedError>;
     fn config(&self) -> &ModelConfig;
     fn backend_name(&self) -> String;
+    /// Resizes the prefix cache (instructions' tokens shared by queries).
+    fn set_prefix_cache_bytes(&self, bytes: usize);
     /// One forward pass over `tokens` tokens of filler (`Engine::warm_up`).
     fn warm_up(&self, tokens: usize) -> Result<(), EngineError>;
 }
@@ -185,6 +187,10 @@ where
 
     fn backend_name(&self) -> String {
         self.engine().backend().name()
+    }
+
+    fn set_prefix_cache_bytes(&self, bytes: usize) {
+        self.engine().set_prefix_cache_bytes(bytes);
     }
 
     fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
@@ -218,6 +224,14 @@ impl AnyModel {
         match self {
             AnyModel::Reranker(m) => m.backend_name(),
             AnyModel::Embedder(m) => m.backend_name(),
+        }
+    }
+
+    /// Resizes the model's prefix cache.
+    pub fn set_prefix_cache_bytes(&self, bytes: usize) {
+        match self {
+            AnyModel::Reranker(m) => m.set_prefix_cache_bytes(bytes),
+            AnyModel::Embedder(m) => m.set_prefix_cache_bytes(bytes),
         }
     }
 

@@ -96,7 +96,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_MAX_BODY_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
     max_body_bytes: usize,
     /// Bytes of query-prefix K/V kept across requests (LRU; the system prompt's
-    /// is always kept). 0 shares prefixes only within a batch.
+    /// is always kept), per model and device: the reranker's query prefixes,
+    /// the embedding model's instruction prompts. 0 shares prefixes only within
+    /// a batch.
     #[arg(long, env = "TESSERA_PREFIX_CACHE_BYTES", default_value = "512MiB", value_parser = parse_cache_bytes)]
     prefix_cache_bytes: usize,
     /// Tokens of the warm-up pass run before the server reports ready: compiles
@@ -482,9 +484,7 @@ fn load(
     }
     .with_context(|| format!("cannot load model {}", source.name))?;
     for loaded in &all {
-        if let AnyModel::Reranker(reranker) = &loaded.model {
-            reranker.set_prefix_cache_bytes(prefix_cache_bytes);
-        }
+        loaded.model.set_prefix_cache_bytes(prefix_cache_bytes);
     }
     drop(spinner);
     let first = &all[0];
