@@ -1,5 +1,6 @@
-//! `tessera`: rerank documents with a Qwen3 reranker GGUF from the command line,
-//! inspect a GGUF, benchmark the forward pass, generate random test models.
+//! `tessera`: serve a Qwen3 reranker (and embedding model) GGUF over HTTP, rerank
+//! or embed from the command line, inspect a GGUF, benchmark the forward pass,
+//! generate random test models.
 
 mod backends;
 mod commands;
@@ -10,7 +11,11 @@ mod terminal;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Qwen3 reranker inference runtime")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Qwen3 reranker and embedding inference runtime"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,16 +23,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the rerank HTTP API (Cohere v1/v2 and TEI dialects).
+    /// Serve the rerank HTTP API (Cohere v1/v2 and TEI dialects), and with an
+    /// embedding model /v1/embeddings (OpenAI) and /embed (TEI).
     Serve(commands::serve::ServeArgs),
     /// Score documents against a query and print them ranked.
     Rerank(commands::rerank::RerankArgs),
+    /// Embed texts with a Qwen3 embedding GGUF and print the vectors.
+    Embed(commands::embed::EmbedArgs),
     /// Print a GGUF's architecture, hyper-parameters, tensors, tokenizer and score head.
     Inspect(commands::inspect::InspectArgs),
     /// Measure forward-pass throughput (tokens/s) on any backend, beside the CPU
     /// reference path.
     Bench(commands::bench::BenchArgs),
-    /// Write a random Qwen3 reranker GGUF with the real vocabulary (tests, benchmarks).
+    /// Write a random Qwen3 reranker or embedding GGUF with the real vocabulary
+    /// (tests, benchmarks).
     Generate(commands::generate::GenerateArgs),
     /// Ask a running server's /health; exit 0 when it serves (container health checks).
     Health(commands::health::HealthArgs),
@@ -58,6 +67,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::run(args),
         Command::Rerank(args) => commands::rerank::run(args),
+        Command::Embed(args) => commands::embed::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Generate(args) => commands::generate::run(args),

@@ -170,3 +170,76 @@ fn rerank_and_the_server_agree_on_fixtures_options_and_chunked_documents() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tessera embed --json` and `/v1/embeddings` of a server hosting the
+/// embedding fixture alone give the same body: vectors (documents, and
+/// instructed queries with `dimensions`), billing and model name.
+#[test]
+fn embed_and_the_server_agree_on_vectors_and_billing() {
+    let model = tessera_tests::fixture("tiny-embed-q8.gguf")
+        .display()
+        .to_string();
+    let served = serve(&["--model", &model, "--backend", "cpu"]);
+    let texts = [
+        "To reset your password, click forgot password on the login screen.",
+        "Dove si trova Roma?",
+        "",
+    ];
+    let task = "Given a web search query, retrieve relevant passages that answer the query";
+    for (instruction, dimensions) in [(None, None), (Some(task), Some(8))] {
+        let mut args = vec!["embed", "--json", "--backend", "cpu", "--model", &model];
+        let dims = dimensions.map(|d: u32| d.to_string());
+        if let Some(task) = instruction {
+            args.extend(["--instruction", task]);
+        }
+        if let Some(d) = &dims {
+            args.extend(["--dimensions", d]);
+        }
+        args.push("--");
+        args.extend(texts);
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(&args)
+            .output()
+            .expect("embed runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cli: Value = serde_json::from_slice(&out.stdout).expect("JSON body");
+        let body = json!({"input": texts, "instruction": instruction, "dimensions": dimensions});
+        let (status, server) = request(
+            &served.address,
+            "POST",
+            "/v1/embeddings",
+            Some(&body),
+            PATIENCE,
+        );
+        assert_eq!(status, 200, "{server}");
+        assert_eq!(cli["usage"], server["usage"]);
+        assert_eq!(cli["model"], server["model"]);
+        let vectors = |body: &Value| -> Vec<Vec<f64>> {
+            body["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .map(|d| {
+                    d["embedding"]
+                        .as_array()
+                        .expect("floats")
+                        .iter()
+                        .map(|v| v.as_f64().expect("number"))
+                        .collect()
+                })
+                .collect()
+        };
+        let (ours, theirs) = (vectors(&cli), vectors(&server));
+        assert_eq!(ours.len(), texts.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(a.len(), dimensions.map_or(32, |d| d as usize));
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+            }
+        }
+    }
+}

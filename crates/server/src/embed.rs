@@ -19,10 +19,7 @@ use crate::json::{json_body, parse};
 use crate::prepare::{parse_side, truncation_header};
 use crate::rerank::millis;
 use crate::state::AppState;
-use crate::types::{
-    EmbeddingData, EmbeddingUsage, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse,
-    TeiEmbedRequest,
-};
+use crate::types::{EmbeddingsRequest, EmbeddingsResponse, TeiEmbedRequest};
 
 /// The indices of inputs cut to the model's context, comma-separated.
 pub const TRUNCATED_INPUTS_HEADER: &str = "x-truncated-inputs";
@@ -52,11 +49,10 @@ struct EmbedJob {
     normalize: bool,
 }
 
-/// The vectors of a request in input order, what they cost, and which inputs
-/// were cut.
+/// The vectors of a request in input order (each with its token count), and
+/// which inputs were cut.
 struct Embedded {
     vectors: Vec<Embedding>,
-    tokens: usize,
     truncated: Vec<usize>,
 }
 
@@ -277,11 +273,7 @@ async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embe
         batches = output.batches,
         "embedded"
     );
-    Ok(Embedded {
-        vectors,
-        tokens,
-        truncated,
-    })
+    Ok(Embedded { vectors, truncated })
 }
 
 fn with_truncation_header(mut response: Response, truncated: &[usize]) -> Response {
@@ -359,28 +351,8 @@ async fn openai_embeddings(
         normalize: true,
     };
     let embedded = embed(state, "/v1/embeddings", job).await?;
-    let response = EmbeddingsResponse {
-        object: "list".into(),
-        data: embedded
-            .vectors
-            .into_iter()
-            .enumerate()
-            .map(|(index, e)| EmbeddingData {
-                object: "embedding".into(),
-                index,
-                embedding: if base64 {
-                    EmbeddingVector::Base64(base64_f32(&e.values))
-                } else {
-                    EmbeddingVector::Float(e.values)
-                },
-            })
-            .collect(),
-        model: state.embedding_model_name(body.model.as_deref(), &own_name),
-        usage: EmbeddingUsage {
-            prompt_tokens: embedded.tokens,
-            total_tokens: embedded.tokens,
-        },
-    };
+    let model = state.embedding_model_name(body.model.as_deref(), &own_name);
+    let response = EmbeddingsResponse::new(embedded.vectors, base64, model);
     Ok(with_truncation_header(
         Json(response).into_response(),
         &embedded.truncated,

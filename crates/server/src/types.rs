@@ -6,7 +6,7 @@
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
-use tessera_engine::RerankOutput;
+use tessera_engine::{Embedding, RerankOutput};
 use utoipa::ToSchema;
 
 /// A document: a string, or an object with a `text` field (other keys are kept and
@@ -382,6 +382,35 @@ pub struct EmbeddingsResponse {
     pub data: Vec<EmbeddingData>,
     pub model: String,
     pub usage: EmbeddingUsage,
+}
+
+impl EmbeddingsResponse {
+    /// The body for `vectors` (in input order), as floats or base64, billed
+    /// their tokens.
+    pub fn new(vectors: Vec<Embedding>, base64: bool, model: String) -> EmbeddingsResponse {
+        let tokens = vectors.iter().map(|e| e.tokens).sum();
+        EmbeddingsResponse {
+            object: "list".into(),
+            data: vectors
+                .into_iter()
+                .enumerate()
+                .map(|(index, e)| EmbeddingData {
+                    object: "embedding".into(),
+                    index,
+                    embedding: if base64 {
+                        EmbeddingVector::Base64(crate::embed::base64_f32(&e.values))
+                    } else {
+                        EmbeddingVector::Float(e.values)
+                    },
+                })
+                .collect(),
+            model,
+            usage: EmbeddingUsage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+            },
+        }
+    }
 }
 
 /// `POST /embed` (text-embeddings-inference).

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_report;
+pub mod embed;
 pub mod generate;
 pub mod health;
 pub mod inspect;

@@ -58,7 +58,8 @@ pub struct RerankArgs {
     documents: Vec<String>,
 }
 
-fn read_documents_file(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+/// One JSON string per non-empty line: documents for rerank, inputs for embed.
+pub(crate) fn read_documents_file(path: &PathBuf) -> anyhow::Result<Vec<String>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut docs = Vec::new();
