@@ -5,13 +5,13 @@
 # copied into fuzz/regressions/<target>/, where `cargo test -p
 # tessera-fuzz-cases` replays it on every run from then on.
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: gguf prompt request
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: gguf prompt request embeddings
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf prompt request)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf prompt request embeddings)
 
 if ! rustup toolchain list | grep -q nightly; then
     echo "fuzz.sh: needs the nightly toolchain (rustup toolchain install nightly)" >&2

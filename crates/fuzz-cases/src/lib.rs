@@ -7,15 +7,21 @@
 
 use std::sync::{Arc, OnceLock};
 
+use tessera_engine::EmbedFormat;
 use tessera_gguf::GgufFile;
 use tessera_model::{ModelConfig, PromptBuilder, RerankTokenizer, TruncationSide};
-use tessera_server::{validate_request, ServerOptions};
+use tessera_server::{validate_embeddings, validate_request, ServerOptions};
 
 /// A target's check: panics when the code under test misbehaves on `data`.
 pub type Check = fn(&[u8]);
 
 /// The targets, by the names `fuzz/` and the corpus folders use.
-pub const TARGETS: [(&str, Check); 3] = [("gguf", gguf), ("prompt", prompt), ("request", request)];
+pub const TARGETS: [(&str, Check); 4] = [
+    ("gguf", gguf),
+    ("prompt", prompt),
+    ("request", request),
+    ("embeddings", embeddings),
+];
 
 /// The tiny fixture model: the real Qwen3 vocabulary and merges.
 static FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tiny-q8.gguf");
@@ -142,4 +148,76 @@ pub fn request(data: &[u8]) {
             assert!(!failure.error.message.is_empty());
         }
     }
+}
+
+/// An embedding request body on `/v1/embeddings` or `/embed` (first byte picks
+/// the route and the served names), through the server's own parsing,
+/// validation and preparation with a 256-token context: a 4xx naming the
+/// problem, or sequences that fit, each ending with the end-of-text token, in
+/// the vocabulary, with a shared prefix every one of them starts with.
+pub fn embeddings(data: &[u8]) {
+    let Some((&control, body)) = data.split_first() else {
+        return;
+    };
+    let path = ["/v1/embeddings", "/embed"][usize::from(control % 2)];
+    let options = ServerOptions {
+        max_documents: 64,
+        embedding_served_model_names: if control & 4 == 0 {
+            Vec::new()
+        } else {
+            vec!["Qwen/Qwen3-Embedding-8B".into()]
+        },
+        ..ServerOptions::default()
+    };
+    let format = embed_format();
+    match validate_embeddings(&options, format, path, body) {
+        Ok(prepared) => {
+            let n = prepared.sequences.len();
+            assert!(n >= 1 && n <= options.max_documents);
+            assert_eq!(prepared.truncated.len(), n);
+            assert!(prepared.keep >= 1 && prepared.keep <= format.width());
+            let end_of_text = format.tokenizer().token_to_id("<|endoftext|>");
+            for ids in &prepared.sequences {
+                assert!(!ids.is_empty() && ids.len() <= format.max_tokens());
+                assert_eq!(ids.last().copied(), end_of_text);
+                assert!(ids.len() > prepared.shared, "an input keeps its last token");
+                assert_eq!(
+                    ids[..prepared.shared],
+                    prepared.sequences[0][..prepared.shared]
+                );
+                assert!(ids.iter().all(|&id| (id as usize) < EMBED_ROWS));
+            }
+            let request = prepared.score_request();
+            assert_eq!(request.documents.len(), n);
+            assert_eq!(
+                request.tokens(),
+                prepared.total_tokens(),
+                "billing counts every token"
+            );
+        }
+        Err(failure) => {
+            let status = failure.error.status.as_u16();
+            assert!(
+                (400..500).contains(&status),
+                "{status}: {}",
+                failure.error.message
+            );
+            assert!(!failure.error.message.is_empty());
+        }
+    }
+}
+
+/// Rows of the token matrix the embedding format is told about.
+const EMBED_ROWS: usize = 151_936;
+
+/// An embedding model's input format over the fixture's tokenizer, with a
+/// 256-token context so that truncation is reached quickly.
+fn embed_format() -> &'static EmbedFormat {
+    static FORMAT: OnceLock<EmbedFormat> = OnceLock::new();
+    FORMAT.get_or_init(|| {
+        let file = GgufFile::from_static(FIXTURE).expect("the fixture parses");
+        let mut config = ModelConfig::from_gguf(&file).expect("the fixture's config");
+        config.context_length = 256;
+        EmbedFormat::new(Arc::clone(tokenizer()), &config, EMBED_ROWS).expect("end-of-text")
+    })
 }

@@ -12,13 +12,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::Value;
-use tessera_engine::{EmbedError, EmbedInput, EmbedOptions, Embedding};
+use tessera_engine::{
+    EmbedError, EmbedFormat, EmbedInput, EmbedOptions, Embedding, PreparedEmbeddings,
+};
 
-use crate::error::{ApiError, Dialect, ErrorKind};
+use crate::error::{ApiError, Dialect, ErrorKind, Failure};
 use crate::json::{json_body, parse};
 use crate::prepare::{parse_side, truncation_header};
 use crate::rerank::millis;
-use crate::state::AppState;
+use crate::state::{AppState, ServerOptions};
 use crate::types::{EmbeddingsRequest, EmbeddingsResponse, TeiEmbedRequest};
 
 /// The indices of inputs cut to the model's context, comma-separated.
@@ -47,6 +49,22 @@ struct EmbedJob {
     inputs: Inputs,
     options: EmbedOptions,
     normalize: bool,
+}
+
+impl EmbedJob {
+    /// Tokenised and cut with `format` (the engine's front door), errors in
+    /// the route's words.
+    fn prepare(&self, format: &EmbedFormat) -> Result<PreparedEmbeddings, ApiError> {
+        let borrowed: Vec<EmbedInput<'_>> = match &self.inputs {
+            Inputs::Texts(texts) => texts.iter().map(|t| EmbedInput::Text(t)).collect(),
+            Inputs::Tokens(ids) => ids.iter().map(|t| EmbedInput::Tokens(t)).collect(),
+        };
+        let mut prepared = format
+            .prepare(&borrowed, &self.options)
+            .map_err(|e| prepare_error(self.field, e))?;
+        prepared.normalize = self.normalize;
+        Ok(prepared)
+    }
 }
 
 /// The vectors of a request in input order (each with its token count), and
@@ -175,8 +193,8 @@ fn dimensions(value: Option<i64>) -> Result<Option<usize>, ApiError> {
     }
 }
 
-fn check_count(state: &AppState, field: &str, count: usize) -> Result<(), ApiError> {
-    let max = state.options.max_documents;
+fn check_count(options: &ServerOptions, field: &str, count: usize) -> Result<(), ApiError> {
+    let max = options.max_documents;
     if count > max {
         return Err(ApiError::invalid(format!(
             "{field}: {count} items, more than the maximum of {max} (--max-documents)"
@@ -220,21 +238,10 @@ async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embe
     let model = state.embedder()?;
     let started = Instant::now();
     let worker = Arc::clone(state);
-    let normalize = job.normalize;
     let inputs = job.inputs.len();
-    let mut prepared = tokio::task::spawn_blocking(move || {
-        let format = &worker.embedder()?.format;
-        let borrowed: Vec<EmbedInput<'_>> = match &job.inputs {
-            Inputs::Texts(texts) => texts.iter().map(|t| EmbedInput::Text(t)).collect(),
-            Inputs::Tokens(ids) => ids.iter().map(|t| EmbedInput::Tokens(t)).collect(),
-        };
-        format
-            .prepare(&borrowed, &job.options)
-            .map_err(|e| prepare_error(job.field, e))
-    })
-    .await
-    .map_err(ApiError::task_failed)??;
-    prepared.normalize = normalize;
+    let prepared = tokio::task::spawn_blocking(move || job.prepare(&worker.embedder()?.format))
+        .await
+        .map_err(ApiError::task_failed)??;
     let tokenize_time = started.elapsed();
     state.metrics.record_tokenize(tokenize_time);
 
@@ -314,14 +321,15 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, request: Request) ->
     result.unwrap_or_else(|e| e.in_dialect(Dialect::OpenAi).into_response())
 }
 
-async fn openai_embeddings(
-    state: &Arc<AppState>,
-    body: EmbeddingsRequest,
-) -> Result<Response, ApiError> {
-    let own_name = state.embedder()?.info.name.clone();
-    state.options.check_embedding_model(body.model.as_deref())?;
+/// An OpenAI body checked field by field: the job, and whether vectors go
+/// back in base64.
+fn openai_job(
+    options: &ServerOptions,
+    body: &EmbeddingsRequest,
+) -> Result<(EmbedJob, bool), ApiError> {
+    options.check_embedding_model(body.model.as_deref())?;
     let inputs = openai_inputs(&body.input)?;
-    check_count(state, "input", inputs.len())?;
+    check_count(options, "input", inputs.len())?;
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -332,13 +340,13 @@ async fn openai_embeddings(
         }
     };
     let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
-    let instruction = match body.instruction {
+    let instruction = match &body.instruction {
         Some(task) if task.trim().is_empty() => {
             return Err(ApiError::invalid(
                 "instruction: must not be empty (leave it out for documents)",
             ))
         }
-        other => other,
+        other => other.clone(),
     };
     let job = EmbedJob {
         field: "input",
@@ -350,6 +358,64 @@ async fn openai_embeddings(
         },
         normalize: true,
     };
+    Ok((job, base64))
+}
+
+/// A TEI `/embed` body checked field by field.
+fn tei_job(options: &ServerOptions, body: &TeiEmbedRequest) -> Result<EmbedJob, ApiError> {
+    let inputs = tei_inputs(&body.inputs)?;
+    check_count(options, "inputs", inputs.len())?;
+    let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
+    Ok(EmbedJob {
+        field: "inputs",
+        inputs,
+        options: EmbedOptions {
+            instruction: None,
+            dimensions: dimensions(body.dimensions)?,
+            truncation: body.truncate.unwrap_or(true).then_some(side),
+        },
+        normalize: body.normalize.unwrap_or(true),
+    })
+}
+
+/// Everything an embedding route does to a body short of computing it: its
+/// dialect's parsing, every field check, and the preparation with `format`.
+/// Errors are what the route would answer. For fuzzing and tests; the routes
+/// share the code.
+pub fn validate_embeddings(
+    options: &ServerOptions,
+    format: &EmbedFormat,
+    path: &str,
+    bytes: &[u8],
+) -> Result<PreparedEmbeddings, Failure> {
+    let (dialect, job) = match path {
+        "/v1/embeddings" => (
+            Dialect::OpenAi,
+            parse::<EmbeddingsRequest>(bytes).and_then(|b| openai_job(options, &b).map(|j| j.0)),
+        ),
+        "/embed" => (
+            Dialect::Tei,
+            parse::<TeiEmbedRequest>(bytes).and_then(|b| tei_job(options, &b)),
+        ),
+        other => {
+            let error = ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorKind::Validation,
+                format!("{other} is not an embedding route"),
+            );
+            return Err(error.in_dialect(Dialect::OpenAi));
+        }
+    };
+    job.and_then(|job| job.prepare(format))
+        .map_err(|e| e.in_dialect(dialect))
+}
+
+async fn openai_embeddings(
+    state: &Arc<AppState>,
+    body: EmbeddingsRequest,
+) -> Result<Response, ApiError> {
+    let own_name = state.embedder()?.info.name.clone();
+    let (job, base64) = openai_job(&state.options, &body)?;
     let embedded = embed(state, "/v1/embeddings", job).await?;
     let model = state.embedding_model_name(body.model.as_deref(), &own_name);
     let response = EmbeddingsResponse::new(embedded.vectors, base64, model);
@@ -375,19 +441,7 @@ pub async fn embed_tei(State(state): State<Arc<AppState>>, request: Request) -> 
         let bytes = json_body(request).await?;
         let body: TeiEmbedRequest = parse(&bytes)?;
         state.embedder()?;
-        let inputs = tei_inputs(&body.inputs)?;
-        check_count(&state, "inputs", inputs.len())?;
-        let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
-        let job = EmbedJob {
-            field: "inputs",
-            inputs,
-            options: EmbedOptions {
-                instruction: None,
-                dimensions: dimensions(body.dimensions)?,
-                truncation: body.truncate.unwrap_or(true).then_some(side),
-            },
-            normalize: body.normalize.unwrap_or(true),
-        };
+        let job = tei_job(&state.options, &body)?;
         let embedded = embed(&state, "/embed", job).await?;
         let vectors: Vec<Vec<f32>> = embedded.vectors.into_iter().map(|e| e.values).collect();
         Ok::<_, ApiError>(with_truncation_header(

@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
+pub use embed::validate_embeddings;
 pub use error::{ApiError, Dialect};
 pub use rerank::{validate_request, ValidatedRequest, TRUNCATED_HEADER};
 pub use state::{AppState, Hosted, ModelInfo, ServerOptions};
