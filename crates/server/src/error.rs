@@ -20,6 +20,9 @@ pub enum Dialect {
     Tei,
     /// `/v1/embeddings` (OpenAI).
     OpenAi,
+    /// `/v1/models`, read by both SDKs: Cohere's `{id, message}` and OpenAI's
+    /// `error` object in one body.
+    CohereAndOpenAi,
 }
 
 impl Dialect {
@@ -27,6 +30,7 @@ impl Dialect {
         match path {
             "/rerank" | "/embed" | "/tokenize" => Dialect::Tei,
             "/v1/embeddings" => Dialect::OpenAi,
+            "/v1/models" => Dialect::CohereAndOpenAi,
             p if p.starts_with("/v1/models/") => Dialect::OpenAi,
             _ => Dialect::Cohere,
         }
@@ -308,6 +312,12 @@ impl IntoResponse for Failure {
             })
             .into_response(),
             Dialect::OpenAi => Json(OpenAiError::new(status, message)).into_response(),
+            Dialect::CohereAndOpenAi => Json(serde_json::json!({
+                "id": uuid::Uuid::new_v4().to_string(),
+                "message": message.clone(),
+                "error": OpenAiError::new(status, message).error,
+            }))
+            .into_response(),
         };
         *response.status_mut() = status;
         let headers = response.headers_mut();

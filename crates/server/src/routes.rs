@@ -152,7 +152,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Response {
             })
             .into_response()
         }
-        Err(e) => e.in_dialect(Dialect::Cohere).into_response(),
+        Err(e) => e.in_dialect(Dialect::CohereAndOpenAi).into_response(),
     }
 }
 

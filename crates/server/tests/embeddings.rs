@@ -310,6 +310,11 @@ async fn auth_and_served_names_answer_in_openais_shape() {
     let (status, _, body) = server.post("/v1/embeddings", &json!({"input": "x"})).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    // `/v1/models` is read by both SDKs: its errors carry both shapes.
+    let (status, _, body) = server.get("/v1/models").await;
+    assert_eq!(status, 401);
+    common::assert_cohere_error(&body, "API key");
+    assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
     let answer = server
         .client
         .post(server.url("/v1/embeddings"))
