@@ -12,6 +12,7 @@ when a check fails. Not part of CI: run by hand, e.g.
     scripts/load.py disconnect
     scripts/load.py sigterm
     scripts/load.py memory
+    scripts/load.py two-models
     scripts/load.py all            # every scenario with short durations
 
 Scenarios:
@@ -25,6 +26,10 @@ Scenarios:
               new connections refused, exit status 0.
   memory      a 10,000-document request and a stream of maximum-length
               documents: peak RSS stays within the bound the token limits imply.
+  two-models  the reranker and the tiny embedding fixture in one server:
+              mixed rerank and embedding traffic answered correctly (or 429),
+              then an embedding flood that fills the shared queue refuses
+              rerank requests too, both drain to 0 and serve again, RSS flat.
   throughput  --clients clients × --requests requests of --docs documents on
               the model and backend of --serve-args: served billed tokens/s
               beside the engine's own rate (scripts/gpu-check.sh runs it).
@@ -481,12 +486,120 @@ async def throughput(args):
     return failures
 
 
+async def two_models(args):
+    model = os.path.join(ROOT, "tests", "fixtures", "tiny-embed-q8.gguf")
+    queue = 8192
+    print(f"two-models: reranker + {os.path.basename(model)}, --max-queue-tokens {queue}")
+    server = Server(
+        args.binary,
+        [
+            "--embedding-model", model, "--max-queue-tokens", str(queue), "--max-batch-tokens", "2048",
+            # Every rerank query is new: a small cache reaches its bound quickly.
+            "--prefix-cache-bytes", "16MiB",
+        ],
+    )
+    await server.ready()
+    failures = []
+    task = "Given a web search query, retrieve relevant passages that answer the query"
+    outcome = {"200": 0, "429": 0, "wrong": [], "other": []}
+    rss = []
+
+    async def one(rng, route, big=False):
+        if route == "/v1/rerank":
+            docs = [text(rng, 120 if big else rng.randint(3, 40)) for _ in range(12 if big else rng.randint(1, 8))]
+            body = {"query": text(rng, 6), "documents": docs}
+        else:
+            inputs = [text(rng, 120 if big else rng.randint(1, 40)) for _ in range(16 if big else rng.randint(1, 8))]
+            body = {"input": inputs, "dimensions": rng.choice([8, 16, 32])}
+            if rng.random() < 0.5:
+                body["instruction"] = task
+        status, headers, data = await request(server.port, "POST", route, body)
+        if status == 429:
+            if not headers.get("retry-after", "").isdigit():
+                outcome["wrong"].append("429 without Retry-After")
+            return 429
+        if status != 200:
+            outcome["other"].append((route, status, data[:200]))
+            return status
+        parsed = json.loads(data)
+        if route == "/v1/rerank":
+            ok = len(parsed["results"]) == len(body["documents"])
+        else:
+            vectors = [d["embedding"] for d in parsed["data"]]
+            ok = [d["index"] for d in parsed["data"]] == list(range(len(body["input"]))) and all(
+                len(v) == body["dimensions"] and abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors
+            )
+        if not ok:
+            outcome["wrong"].append(route)
+        return 200
+
+    # Mixed traffic from a few clients.
+    stop_at = time.monotonic() + args.seconds / 2
+
+    async def mixed(seed):
+        rng = random.Random(seed)
+        while time.monotonic() < stop_at:
+            status = await one(rng, rng.choice(["/v1/rerank", "/v1/embeddings"]))
+            outcome[str(status)] = outcome.get(str(status), 0) + 1
+
+    async def sampler(until):
+        while time.monotonic() < until:
+            rss.append(rss_mib(server.pid))
+            await asyncio.sleep(0.5)
+
+    await asyncio.gather(sampler(stop_at), *(mixed(i) for i in range(min(args.clients, 8))))
+    print(f"  mixed: {outcome['200']} served, {outcome['429']} refused, wrong {outcome['wrong'][:3]}, other {outcome['other'][:3]}")
+    check(outcome["200"] > 0 and not outcome["wrong"] and not outcome["other"], "mixed traffic answered correctly", failures)
+
+    # An embedding flood; rerank probes meanwhile.
+    flood_until = time.monotonic() + args.seconds / 2
+    probes = {"200": 0, "429": 0}
+
+    async def flood(seed):
+        rng = random.Random(1000 + seed)
+        while time.monotonic() < flood_until:
+            await one(rng, "/v1/embeddings", big=True)
+
+    async def probe():
+        rng = random.Random(7)
+        while time.monotonic() < flood_until:
+            status = await one(rng, "/v1/rerank", big=True)
+            probes[str(status)] = probes.get(str(status), 0) + 1
+            await asyncio.sleep(0.05)
+
+    mixed_rss = list(rss)
+    rss.clear()
+    await asyncio.gather(sampler(flood_until), probe(), *(flood(i) for i in range(args.clients)))
+    print(f"  flood: rerank probes {probes}, other {outcome['other'][:3]}")
+    check(probes.get("429", 0) > 0, "an embedding backlog refuses rerank requests too (one queue budget)", failures)
+    check(not outcome["other"] and not outcome["wrong"], "only 200 or 429 with Retry-After", failures)
+    for _ in range(200):
+        m = await metrics(server.port)
+        if m.get("tessera_queue_tokens", 1) == 0:
+            break
+        await asyncio.sleep(0.1)
+    check(m.get("tessera_queue_tokens") == 0, "the shared queue drains to 0 tokens", failures)
+    rng = random.Random(3)
+    check(await one(rng, "/v1/rerank") == 200, "rerank served after the flood", failures)
+    check(await one(rng, "/v1/embeddings") == 200, "embeddings served after the flood", failures)
+    # Flat within the flood once warm (its batches and queue at their bounds).
+    warm = rss[len(rss) // 3 :] or rss
+    print(
+        f"  RSS MiB: mixed {min(mixed_rss):.0f}..{max(mixed_rss):.0f}; flood after warm-up "
+        f"{min(warm):.0f}..{max(warm):.0f}"
+    )
+    check(max(warm) - min(warm) <= max(16.0, 0.1 * min(warm)), "RSS flat during the flood (≤ 10% or 16 MiB)", failures)
+    check(server.stop() == 0, "clean exit", failures)
+    return failures
+
+
 SCENARIOS = {
     "soak": soak,
     "overload": overload,
     "disconnect": disconnect,
     "sigterm": sigterm,
     "memory": memory,
+    "two-models": two_models,
     "throughput": throughput,
 }
 
