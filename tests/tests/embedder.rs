@@ -209,3 +209,54 @@ fn instructed_queries_share_only_their_common_token_prefix() {
         }
     }
 }
+
+/// A query longer than the context is cut, never its instruction: cut on the
+/// left it keeps the prompt at its head and the end of its text; an
+/// instruction that alone fills the context is refused.
+#[test]
+fn a_cut_query_keeps_its_instruction() {
+    let file = embedding_model();
+    let embedder = Embedder::load(CpuBackend::reference(), &file, None).expect("loads");
+    let format = embedder.format();
+    let task = "Given a web search query, retrieve relevant passages that answer the query";
+    let prompt = format
+        .tokenizer()
+        .encode(&format!("Instruct: {task}\nQuery:"))
+        .expect("prompt ids");
+    let long: String = (0..9000).map(|i| format!(" w{}", i % 97)).collect();
+    let whole = format
+        .tokenizer()
+        .encode(&format!("Instruct: {task}\nQuery:{long}"))
+        .expect("whole ids");
+    for side in [TruncationSide::Left, TruncationSide::Right] {
+        let options = EmbedOptions {
+            instruction: Some(task.into()),
+            truncation: Some(side),
+            ..EmbedOptions::default()
+        };
+        let (ids, truncated) = format
+            .input_ids(0, EmbedInput::Text(&long), &options)
+            .expect("cut");
+        assert!(truncated);
+        assert_eq!(ids.len(), format.max_tokens());
+        assert_eq!(ids[..prompt.len()], prompt[..], "{side:?} keeps the prompt");
+        let kept = &ids[..ids.len() - 1];
+        match side {
+            // The end of the text, after the prompt.
+            TruncationSide::Left => assert_eq!(
+                kept[prompt.len()..],
+                whole[whole.len() - (kept.len() - prompt.len())..]
+            ),
+            TruncationSide::Right => assert_eq!(kept, &whole[..kept.len()]),
+        }
+    }
+    let huge: String = "word ".repeat(9000);
+    let options = EmbedOptions {
+        instruction: Some(huge),
+        ..EmbedOptions::default()
+    };
+    assert!(matches!(
+        format.input_ids(0, EmbedInput::Text("q"), &options),
+        Err(EmbedError::InstructionTooLong { .. })
+    ));
+}

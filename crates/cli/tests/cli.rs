@@ -757,7 +757,36 @@ fn an_embedding_model_is_named_as_such_served_for_embeddings_and_not_reranked() 
     let body = serde_json::json!({"query": "q", "documents": ["a", "b"]});
     let reranked = request(address, "POST", "/v1/rerank", Some(&body), patience);
     drop(served);
+
+    // An embedding `--model` served alone takes `--served-model-name`.
+    let alone = common::serve(&[
+        "--model",
+        &path_text,
+        "--served-model-name",
+        "Qwen/Qwen3-Embedding-8B",
+        "--backend",
+        "cpu",
+    ]);
+    let (_, models) = request(&alone.address, "GET", "/v1/models", None, patience);
+    let body = serde_json::json!({"input": "a", "model": "other"});
+    let unknown = request(
+        &alone.address,
+        "POST",
+        "/v1/embeddings",
+        Some(&body),
+        patience,
+    );
+    let body = serde_json::json!({"query": "q", "documents": ["a"]});
+    let rerank = request(&alone.address, "POST", "/v1/rerank", Some(&body), patience);
+    drop(alone);
     let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        models["data"][0]["id"], "Qwen/Qwen3-Embedding-8B",
+        "{models}"
+    );
+    assert_eq!(models["data"][0]["kind"], "embedding", "{models}");
+    assert_eq!(unknown.0, 404, "{}", unknown.1);
+    assert_eq!(rerank.0, 404, "{}", rerank.1);
     assert_eq!(embedded.0, 200, "{}", embedded.1);
     assert_eq!(embedded.1["data"].as_array().map(Vec::len), Some(2));
     assert_eq!(embedded.1["model"], "Qwen/Qwen3-Embedding-8B");

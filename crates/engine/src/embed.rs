@@ -76,8 +76,17 @@ pub enum EmbedError {
         tokens: usize,
         max: usize,
     },
-    #[error("input {index}: token id {id} is not in the vocabulary (ids are below {rows})")]
-    TokenOutOfRange { index: usize, id: u32, rows: usize },
+    #[error(
+        "input {index}, token {position}: id {id} is not in the vocabulary (ids are below {rows})"
+    )]
+    TokenOutOfRange {
+        index: usize,
+        position: usize,
+        id: u32,
+        rows: usize,
+    },
+    #[error("the instruction alone is {tokens} tokens; the model takes {max} with the query")]
+    InstructionTooLong { tokens: usize, max: usize },
     #[error("input {index} is empty (an array of token ids needs at least one)")]
     EmptyTokens { index: usize },
     #[error("dimensions must be between 1 and {max} (the model's width), got {requested}")]
@@ -210,7 +219,7 @@ impl EmbedFormat {
         let mut ids = match input {
             EmbedInput::Text(text) => {
                 let text = match &options.instruction {
-                    Some(task) => format!("Instruct: {task}\nQuery:{text}"),
+                    Some(task) => format!("{}{text}", instruction_prompt(task)),
                     None => text.to_string(),
                 };
                 self.tokenizer
@@ -221,10 +230,11 @@ impl EmbedFormat {
                 if ids.is_empty() {
                     return Err(EmbedError::EmptyTokens { index });
                 }
-                if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocabulary) {
+                if let Some(position) = ids.iter().position(|&id| id as usize >= self.vocabulary) {
                     return Err(EmbedError::TokenOutOfRange {
                         index,
-                        id,
+                        position,
+                        id: ids[position],
                         rows: self.vocabulary,
                     });
                 }
@@ -234,6 +244,21 @@ impl EmbedFormat {
         let room = self.max_tokens - 1;
         let mut truncated = false;
         if ids.len() > room {
+            // A query is cut, never its instruction: the tokens it shares
+            // with the prompt stay at the head.
+            let head = match (&options.instruction, input) {
+                (Some(task), EmbedInput::Text(_)) => {
+                    let prompt = self.prompt_ids(task)?;
+                    prompt.iter().zip(&ids).take_while(|(a, b)| a == b).count()
+                }
+                _ => 0,
+            };
+            if head >= room {
+                return Err(EmbedError::InstructionTooLong {
+                    tokens: head,
+                    max: self.max_tokens,
+                });
+            }
             match options.truncation {
                 None => {
                     return Err(EmbedError::TooLong {
@@ -244,13 +269,20 @@ impl EmbedFormat {
                 }
                 Some(TruncationSide::Right) => ids.truncate(room),
                 Some(TruncationSide::Left) => {
-                    ids.drain(..ids.len() - room);
+                    ids.drain(head..head + ids.len() - room);
                 }
             }
             truncated = true;
         }
         ids.push(self.end_of_text);
         Ok((ids, truncated))
+    }
+
+    /// The tokens of an instruction's prompt on its own.
+    fn prompt_ids(&self, task: &str) -> Result<Vec<u32>, EmbedError> {
+        self.tokenizer
+            .encode(&instruction_prompt(task))
+            .map_err(|source| EmbedError::Tokenizer { index: 0, source })
     }
 
     /// Every input tokenised and cut, with `dimensions` checked: the
@@ -283,10 +315,7 @@ impl EmbedFormat {
         let texts_only = inputs.iter().all(|i| matches!(i, EmbedInput::Text(_)));
         let shared = match &options.instruction {
             Some(task) if texts_only && !sequences.is_empty() => {
-                let prompt = self
-                    .tokenizer
-                    .encode(&format!("Instruct: {task}\nQuery:"))
-                    .map_err(|source| EmbedError::Tokenizer { index: 0, source })?;
+                let prompt = self.prompt_ids(task)?;
                 sequences
                     .iter()
                     .map(|ids| {
@@ -396,6 +425,11 @@ impl<B: Backend> Embedder<B> {
         }
         Ok(prepared.finish(vectors))
     }
+}
+
+/// What precedes a query's text (the official Qwen3-Embedding format).
+fn instruction_prompt(task: &str) -> String {
+    format!("Instruct: {task}\nQuery:")
 }
 
 /// Scales `values` to unit L2 length (a zero vector stays zero).

@@ -46,6 +46,9 @@ impl Inputs {
 struct EmbedJob {
     /// The request's name for its inputs (`input`, `inputs`), for messages.
     field: &'static str,
+    /// The one input came as a flat array of token ids (`input: [1, 2, 3]`):
+    /// a token's path is `input[j]`, not `input[0][j]`.
+    flat_tokens: bool,
     inputs: Inputs,
     options: EmbedOptions,
     normalize: bool,
@@ -61,7 +64,7 @@ impl EmbedJob {
         };
         let mut prepared = format
             .prepare(&borrowed, &self.options)
-            .map_err(|e| prepare_error(self.field, e))?;
+            .map_err(|e| prepare_error(self.field, self.flat_tokens, e))?;
         prepared.normalize = self.normalize;
         Ok(prepared)
     }
@@ -182,13 +185,19 @@ fn tei_inputs(value: &Value) -> Result<Inputs, ApiError> {
 }
 
 /// `dimensions` as a count; its upper bound (the model's width) is checked
-/// when the inputs are prepared.
-fn dimensions(value: Option<i64>) -> Result<Option<usize>, ApiError> {
+/// when the inputs are prepared. `null` is the same as leaving it out.
+fn dimensions(value: Option<&Value>) -> Result<Option<usize>, ApiError> {
     match value {
-        None => Ok(None),
-        Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
-        Some(n) => Err(ApiError::invalid(format!(
-            "dimensions: must be at least 1, got {n}"
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+            _ => Err(ApiError::invalid(format!(
+                "dimensions: must be an integer of at least 1 (at most the model's width), got {n}"
+            ))),
+        },
+        Some(other) => Err(ApiError::wrong_type(format!(
+            "dimensions: expected an integer, got {}",
+            kind_of(other)
         ))),
     }
 }
@@ -204,7 +213,7 @@ fn check_count(options: &ServerOptions, field: &str, count: usize) -> Result<(),
 }
 
 /// The engine's preparation error in the route's words.
-fn prepare_error(field: &str, error: EmbedError) -> ApiError {
+fn prepare_error(field: &str, flat_tokens: bool, error: EmbedError) -> ApiError {
     match error {
         EmbedError::Tokenizer { index, source } => ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -215,8 +224,23 @@ fn prepare_error(field: &str, error: EmbedError) -> ApiError {
             "{field}[{index}]: {tokens} tokens (with the end-of-text token), more than the \
              {max} the model takes; shorten it or send truncate: true"
         )),
-        EmbedError::TokenOutOfRange { index, id, rows } => ApiError::invalid(format!(
-            "{field}[{index}]: token id {id} is not in the vocabulary (ids are below {rows})"
+        EmbedError::TokenOutOfRange {
+            index,
+            position,
+            id,
+            rows,
+        } => {
+            let path = if flat_tokens {
+                format!("{field}[{position}]")
+            } else {
+                format!("{field}[{index}][{position}]")
+            };
+            ApiError::invalid(format!(
+                "{path}: token id {id} is not in the vocabulary (ids are below {rows})"
+            ))
+        }
+        EmbedError::InstructionTooLong { tokens, max } => ApiError::invalid(format!(
+            "instruction: {tokens} tokens on its own; the model takes {max} with the query"
         )),
         EmbedError::EmptyTokens { index } => ApiError::empty(format!(
             "{field}[{index}]: an array of token ids must not be empty"
@@ -348,12 +372,15 @@ fn openai_job(
         }
         other => other.clone(),
     };
+    let flat_tokens =
+        matches!(&body.input, Value::Array(items) if items.first().is_some_and(Value::is_number));
     let job = EmbedJob {
         field: "input",
+        flat_tokens,
         inputs,
         options: EmbedOptions {
             instruction,
-            dimensions: dimensions(body.dimensions)?,
+            dimensions: dimensions(body.dimensions.as_ref())?,
             truncation: body.truncate.unwrap_or(true).then_some(side),
         },
         normalize: true,
@@ -368,10 +395,11 @@ fn tei_job(options: &ServerOptions, body: &TeiEmbedRequest) -> Result<EmbedJob, 
     let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
     Ok(EmbedJob {
         field: "inputs",
+        flat_tokens: false,
         inputs,
         options: EmbedOptions {
             instruction: None,
-            dimensions: dimensions(body.dimensions)?,
+            dimensions: dimensions(body.dimensions.as_ref())?,
             truncation: body.truncate.unwrap_or(true).then_some(side),
         },
         normalize: body.normalize.unwrap_or(true),

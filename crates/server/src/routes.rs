@@ -20,21 +20,32 @@ use crate::types::{
     responses((status = 200, description = "The model is loaded", body = Health),
               (status = 503, description = "Loading or shutting down", body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let device_failing = state
+    // A model whose every device failed its last batches; the server is
+    // unhealthy only when no hosted model serves (one still serving is
+    // reported `degraded`, as a device out of rotation is).
+    let reranker_failing = state
         .loaded_reranker()
+        .and_then(|model| model.scheduler.device_failing());
+    let embedder_failing = state
+        .loaded_embedder()
         .and_then(|model| model.scheduler.device_failing())
-        .or_else(|| {
-            state
-                .loaded_embedder()
-                .and_then(|model| model.scheduler.device_failing())
-                .map(|failure| format!("embedding model: {failure}"))
-        });
+        .map(|failure| format!("embedding model: {failure}"));
+    let hosts = state.options.hosts;
+    let none_serves = (!hosts.reranker || reranker_failing.is_some())
+        && (!hosts.embedder || embedder_failing.is_some());
+    let failing: Vec<String> = reranker_failing
+        .into_iter()
+        .chain(embedder_failing)
+        .collect();
     let (status, text) = if state.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())
-    } else if let Some(failure) = device_failing {
+    } else if !failing.is_empty() && none_serves {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("device failing: the last batches all failed ({failure})"),
+            format!(
+                "device failing: the last batches all failed ({})",
+                failing.join("; ")
+            ),
         )
     } else if state.is_ready() {
         let reranker = state
@@ -56,7 +67,12 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
                     d.index, d.failure
                 )
             });
-        let out: Vec<String> = reranker.chain(embedder).collect();
+        let out: Vec<String> = failing
+            .iter()
+            .map(|f| format!("device failing, the other model serves: {f}"))
+            .chain(reranker)
+            .chain(embedder)
+            .collect();
         if !out.is_empty() {
             let detail = Some(out.join("; "));
             let health = Health {

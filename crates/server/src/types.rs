@@ -338,7 +338,8 @@ pub struct EmbeddingsRequest {
     /// Keep the first N components of each vector, renormalised
     /// (1 ..= the model's width).
     #[serde(default)]
-    pub dimensions: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub dimensions: Option<Value>,
     /// `float` (default) or `base64` (little-endian f32).
     #[serde(default)]
     pub encoding_format: Option<String>,
@@ -429,5 +430,6 @@ pub struct TeiEmbedRequest {
     #[serde(default)]
     pub truncation_direction: Option<String>,
     #[serde(default)]
-    pub dimensions: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub dimensions: Option<Value>,
 }

@@ -215,9 +215,15 @@ async fn errors_are_in_openais_shape_and_name_the_field() {
             json!({"input": "x", "dimensions": "8"}),
             400,
             Some("dimensions"),
-            "invalid type",
+            "expected an integer, got a string",
         ),
         (json!({"input": null}), 400, Some("input"), "got null"),
+        (
+            json!({"input": [1, 2, 151999999]}),
+            400,
+            Some("input[2]"),
+            "vocabulary",
+        ),
         (
             json!({"input": [[[1]]]}),
             400,
@@ -235,7 +241,7 @@ async fn errors_are_in_openais_shape_and_name_the_field() {
             json!({"input": "x", "dimensions": 1e30}),
             400,
             Some("dimensions"),
-            "invalid type",
+            "an integer",
         ),
         (
             json!({"input": "x", "dimensions": -3}),
@@ -262,9 +268,9 @@ async fn errors_are_in_openais_shape_and_name_the_field() {
             "token id",
         ),
         (
-            json!({"input": [[151999999]]}),
+            json!({"input": [[5, 151999999]]}),
             400,
-            Some("input[0]"),
+            Some("input[0][1]"),
             "vocabulary",
         ),
         (
@@ -423,5 +429,54 @@ async fn tei_embed_normalises_unless_asked_not_to() {
     let (status, _, body) = server.post("/embed", &json!({"inputs": [1]})).await;
     assert_eq!(status, 422);
     common::assert_tei_error(&body, "validation", "inputs[0]");
+    server.shutdown().await.expect("clean stop");
+}
+
+/// An embedding model whose device fails every batch.
+struct BrokenEmbedder;
+
+impl tessera_engine::scheduler::EmbedModel for BrokenEmbedder {
+    fn embed_sequences(&self, _: &[&[u32]]) -> Result<Vec<Vec<f32>>, tessera_engine::EngineError> {
+        Err(tessera_engine::EngineError::Backend(
+            tessera_backend::BackendError::Device("injected: the device fell off the bus".into()),
+        ))
+    }
+}
+
+/// One model's devices all failing leaves the other serving: `/health` says
+/// `degraded` (200), the failing model's clients get 503 with Retry-After,
+/// the other model's are served.
+#[tokio::test]
+async fn a_failing_model_degrades_the_server_while_the_other_serves() {
+    let options = ServerOptions {
+        hosts: tessera_server::Hosted {
+            reranker: true,
+            embedder: true,
+        },
+        ..ServerOptions::default()
+    };
+    let server = tessera_server::Server::new(options);
+    server
+        .install(load_reranker(), common::info())
+        .expect("reranker installs");
+    let format = load_embedder().format().clone();
+    server
+        .install_embedder(vec![BrokenEmbedder], format, common::info())
+        .expect("embedder installs");
+    let server = common::serve_server(server).await;
+    for _ in 0..3 {
+        let (status, headers, body) = server.post("/v1/embeddings", &json!({"input": "x"})).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(headers.contains_key("retry-after"));
+    }
+    let (status, _, health) = server.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "degraded");
+    let detail = health["detail"].as_str().expect("detail");
+    assert!(detail.contains("embedding model"), "{detail}");
+    let (status, _, _) = server
+        .post("/v1/rerank", &json!({"query": QUERY, "documents": DOCS}))
+        .await;
+    assert_eq!(status, 200);
     server.shutdown().await.expect("clean stop");
 }

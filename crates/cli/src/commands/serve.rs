@@ -73,7 +73,8 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     api_keys: Vec<String>,
-    /// Model name clients must send; repeat for aliases (env: comma-separated). None ⇒ any name.
+    /// Model name clients must send to --model (the reranker, or the embedding
+    /// model served alone); repeat for aliases (env: comma-separated). None ⇒ any name.
     #[arg(
         long = "served-model-name",
         value_name = "NAME",
@@ -289,6 +290,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .into())
         }
     };
+    // `--model` is the embedding model: its name, tokenizer and served names
+    // are those of `--model`.
+    let primary_embeds = reranker_source.is_none();
     let options = ServerOptions {
         api_keys: args
             .api_keys
@@ -296,8 +300,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|k| !k.is_empty())
             .cloned()
             .collect(),
-        served_model_names: names(&args.served_model_names),
-        embedding_served_model_names: names(&args.embedding_served_model_names),
+        // `--served-model-name` names `--model`, whatever its kind.
+        served_model_names: if primary_embeds {
+            Vec::new()
+        } else {
+            names(&args.served_model_names)
+        },
+        embedding_served_model_names: if primary_embeds {
+            names(&args.served_model_names)
+                .into_iter()
+                .chain(names(&args.embedding_served_model_names))
+                .collect()
+        } else {
+            names(&args.embedding_served_model_names)
+        },
         hosts: Hosted {
             reranker: reranker_source.is_some(),
             embedder: embedder_source.is_some(),
@@ -383,9 +399,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(devices) => Placement::Gpus(devices),
         None => Placement::Replicas(usize::from(args.replicas)),
     };
+    // The `--tokenizer` override goes with `--model`.
+    let (reranker_tokenizer, embedder_tokenizer) = if primary_embeds {
+        (None, tokenizer)
+    } else {
+        (tokenizer, None)
+    };
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Models> {
         let mut models = Models::default();
         if let Some(source) = reranker_source {
+            let tokenizer = reranker_tokenizer;
             let (all, info) = load(source, tokenizer, backend, &cpu, &placement, cache, warm_up)?;
             let what = info.name.clone();
             let rerankers = all
@@ -395,7 +418,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             models.reranker = Some((rerankers, info));
         }
         if let Some(source) = embedder_source {
-            let (all, info) = load(source, None, backend, &cpu, &placement, cache, warm_up)?;
+            let tokenizer = embedder_tokenizer;
+            let (all, info) = load(source, tokenizer, backend, &cpu, &placement, cache, warm_up)?;
             let what = info.name.clone();
             let embedders = all
                 .into_iter()

@@ -560,8 +560,15 @@ impl<T: Send + 'static> Scheduler<T> {
         if tokens > capacity {
             return Err(SchedulerError::TooLarge { tokens, capacity });
         }
-        let queued = self.shared.queued_tokens.load(Ordering::Acquire);
-        if queued + tokens > capacity {
+        // One atomic step: the count may be shared with another model's
+        // scheduler, which does not take this queue's lock.
+        let admitted =
+            self.shared
+                .queued_tokens
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                    (queued + tokens <= capacity).then_some(queued + tokens)
+                });
+        if let Err(queued) = admitted {
             return Err(SchedulerError::Overloaded {
                 requested: tokens,
                 queued,
@@ -569,9 +576,6 @@ impl<T: Send + 'static> Scheduler<T> {
                 retry_after: self.shared.drain_time(queued + tokens - capacity),
             });
         }
-        self.shared
-            .queued_tokens
-            .fetch_add(tokens, Ordering::AcqRel);
         self.shared.queued_requests.fetch_add(1, Ordering::AcqRel);
         state.jobs.push_back(Job {
             scores: Vec::with_capacity(request.documents.len()),

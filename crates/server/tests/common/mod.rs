@@ -102,7 +102,7 @@ pub struct TestServer {
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-fn info() -> ModelInfo {
+pub fn info() -> ModelInfo {
     ModelInfo {
         name: "tiny-q8".into(),
         backend: "cpu-reference".into(),
@@ -142,7 +142,7 @@ pub async fn start_with<S: GroupScorer + Send + 'static>(
             .install_model(scorer, prompt, info())
             .expect("model installs");
     }
-    serve(server).await
+    serve_server(server).await
 }
 
 /// A server hosting the tiny reranker, the tiny embedding model, or both
@@ -170,10 +170,10 @@ pub async fn start_models(
             .install_embedder(vec![embedder], format, info)
             .expect("embedder installs");
     }
-    serve(server).await
+    serve_server(server).await
 }
 
-async fn serve(server: Server) -> TestServer {
+pub async fn serve_server(server: Server) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
