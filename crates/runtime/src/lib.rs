@@ -15,7 +15,7 @@ use tessera_backend::{Backend, BackendError};
 use tessera_backend_cpu::CpuBackend;
 pub use tessera_engine::scheduler::{EmbedModel, GroupScorer, RerankModel};
 use tessera_engine::{
-    EmbedError, EmbedFormat, EmbedOptions, Embedder, Embedding, EngineError, LoadError,
+    EmbedError, EmbedFormat, EmbedOptions, Embedder, Embedding, Engine, EngineError, LoadError,
     RerankError, RerankOptions, RerankOutput, Reranker,
 };
 use tessera_gguf::GgufFile;
@@ -109,21 +109,64 @@ impl RuntimeError {
     }
 }
 
+/// What every loaded model says and does about its engine, whatever its kind.
+pub trait OnDevice: Send {
+    fn config(&self) -> &ModelConfig;
+    /// The backend's name, e.g. `cpu-fast (avx512-vnni)`.
+    fn backend_name(&self) -> String;
+    /// Resizes the prefix cache; 0 drops every entry but the pinned ones (a
+    /// reranker's system prompt).
+    fn set_prefix_cache_bytes(&self, bytes: usize);
+    /// One forward pass over `tokens` tokens of filler (`Engine::warm_up`).
+    fn warm_up(&self, tokens: usize) -> Result<(), EngineError>;
+}
+
+/// A model that owns an [`Engine`]: a reranker or an embedder.
+trait HasEngine {
+    type On: Backend;
+    fn engine(&self) -> &Engine<Self::On>;
+}
+
+impl<B: Backend> HasEngine for Reranker<B> {
+    type On = B;
+    fn engine(&self) -> &Engine<B> {
+        Reranker::engine(self)
+    }
+}
+
+impl<B: Backend> HasEngine for Embedder<B> {
+    type On = B;
+    fn engine(&self) -> &Engine<B> {
+        Embedder::engine(self)
+    }
+}
+
+impl<M: HasEngine + Send> OnDevice for M {
+    fn config(&self) -> &ModelConfig {
+        self.engine().config()
+    }
+
+    fn backend_name(&self) -> String {
+        self.engine().backend().name()
+    }
+
+    fn set_prefix_cache_bytes(&self, bytes: usize) {
+        self.engine().set_prefix_cache_bytes(bytes);
+    }
+
+    fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
+        self.engine().warm_up(tokens)
+    }
+}
+
 /// A loaded reranker on some backend.
-pub trait AnyReranker: RerankModel + Send {
+pub trait AnyReranker: RerankModel + OnDevice {
     fn rerank(
         &self,
         query: &str,
         documents: &[&str],
         options: &RerankOptions,
     ) -> Result<RerankOutput, RerankError>;
-    fn config(&self) -> &ModelConfig;
-    /// The backend's name, e.g. `cpu-fast (avx512-vnni)`.
-    fn backend_name(&self) -> String;
-    /// Resizes the prefix cache; 0 drops every entry but the pinned system prompt.
-    fn set_prefix_cache_bytes(&self, bytes: usize);
-    /// One forward pass over `tokens` tokens of filler (`Engine::warm_up`).
-    fn warm_up(&self, tokens: usize) -> Result<(), EngineError>;
 }
 
 impl<B: Backend + Send> AnyReranker for Reranker<B>
@@ -138,35 +181,13 @@ where
     ) -> Result<RerankOutput, RerankError> {
         Reranker::rerank(self, query, documents, options)
     }
-
-    fn config(&self) -> &ModelConfig {
-        self.engine().config()
-    }
-
-    fn backend_name(&self) -> String {
-        self.engine().backend().name()
-    }
-
-    fn set_prefix_cache_bytes(&self, bytes: usize) {
-        self.engine().set_prefix_cache_bytes(bytes);
-    }
-
-    fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
-        self.engine().warm_up(tokens)
-    }
 }
 
 /// A loaded embedding model on some backend.
-pub trait AnyEmbedder: EmbedModel + Send {
+pub trait AnyEmbedder: EmbedModel + OnDevice {
     /// How its inputs are tokenised (what a server prepares requests with).
     fn format(&self) -> &EmbedFormat;
     fn embed(&self, inputs: &[&str], options: &EmbedOptions) -> Result<Vec<Embedding>, EmbedError>;
-    fn config(&self) -> &ModelConfig;
-    fn backend_name(&self) -> String;
-    /// Resizes the prefix cache (instructions' tokens shared by queries).
-    fn set_prefix_cache_bytes(&self, bytes: usize);
-    /// One forward pass over `tokens` tokens of filler (`Engine::warm_up`).
-    fn warm_up(&self, tokens: usize) -> Result<(), EngineError>;
 }
 
 impl<B: Backend + Send> AnyEmbedder for Embedder<B>
@@ -179,22 +200,6 @@ where
 
     fn embed(&self, inputs: &[&str], options: &EmbedOptions) -> Result<Vec<Embedding>, EmbedError> {
         Embedder::embed(self, inputs, options)
-    }
-
-    fn config(&self) -> &ModelConfig {
-        self.engine().config()
-    }
-
-    fn backend_name(&self) -> String {
-        self.engine().backend().name()
-    }
-
-    fn set_prefix_cache_bytes(&self, bytes: usize) {
-        self.engine().set_prefix_cache_bytes(bytes);
-    }
-
-    fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
-        self.engine().warm_up(tokens)
     }
 }
 
@@ -212,34 +217,11 @@ impl AnyModel {
         }
     }
 
-    pub fn config(&self) -> &ModelConfig {
+    /// Its engine, whatever the kind.
+    pub fn on_device(&self) -> &dyn OnDevice {
         match self {
-            AnyModel::Reranker(m) => m.config(),
-            AnyModel::Embedder(m) => m.config(),
-        }
-    }
-
-    /// The backend's name, e.g. `cpu-fast (avx512-vnni)`.
-    pub fn backend_name(&self) -> String {
-        match self {
-            AnyModel::Reranker(m) => m.backend_name(),
-            AnyModel::Embedder(m) => m.backend_name(),
-        }
-    }
-
-    /// Resizes the model's prefix cache.
-    pub fn set_prefix_cache_bytes(&self, bytes: usize) {
-        match self {
-            AnyModel::Reranker(m) => m.set_prefix_cache_bytes(bytes),
-            AnyModel::Embedder(m) => m.set_prefix_cache_bytes(bytes),
-        }
-    }
-
-    /// One forward pass over `tokens` tokens of filler.
-    pub fn warm_up(&self, tokens: usize) -> Result<(), EngineError> {
-        match self {
-            AnyModel::Reranker(m) => m.warm_up(tokens),
-            AnyModel::Embedder(m) => m.warm_up(tokens),
+            AnyModel::Reranker(m) => m.as_ref(),
+            AnyModel::Embedder(m) => m.as_ref(),
         }
     }
 

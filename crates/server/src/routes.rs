@@ -97,6 +97,17 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     (status, Json(health)).into_response()
 }
 
+/// The server's limits, with the model's longest sequence.
+fn limits(options: &crate::state::ServerOptions, max_pair_tokens: usize) -> Limits {
+    Limits {
+        max_pair_tokens,
+        max_documents: options.max_documents,
+        max_body_bytes: options.max_body_bytes,
+        max_batch_tokens: options.scheduler.max_batch_tokens,
+        max_queue_tokens: options.scheduler.max_queue_tokens,
+    }
+}
+
 fn served_names(configured: &[String], own: &str) -> Vec<String> {
     if configured.is_empty() {
         vec![own.to_string()]
@@ -237,13 +248,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
             model_type: "embedding".into(),
             backend: embedding.backend,
             device: embedding.device,
-            limits: Limits {
-                max_pair_tokens: embedding.max_input_tokens,
-                max_documents: options.max_documents,
-                max_body_bytes: options.max_body_bytes,
-                max_batch_tokens: options.scheduler.max_batch_tokens,
-                max_queue_tokens: options.scheduler.max_queue_tokens,
-            },
+            limits: limits(options, embedding.max_input_tokens),
             auth_required: !options.api_keys.is_empty(),
             version: env!("CARGO_PKG_VERSION").into(),
             embedding_model: None,
@@ -261,13 +266,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
         model_type: "reranker".into(),
         backend: model.info.backend.clone(),
         device: model.info.device.clone(),
-        limits: Limits {
-            max_pair_tokens: model.prompt.max_pair_tokens(),
-            max_documents: options.max_documents,
-            max_body_bytes: options.max_body_bytes,
-            max_batch_tokens: options.scheduler.max_batch_tokens,
-            max_queue_tokens: options.scheduler.max_queue_tokens,
-        },
+        limits: limits(options, model.prompt.max_pair_tokens()),
         auth_required: !options.api_keys.is_empty(),
         version: env!("CARGO_PKG_VERSION").into(),
         embedding_model: embedding,

@@ -508,7 +508,10 @@ fn load(
     }
     .with_context(|| format!("cannot load model {}", source.name))?;
     for loaded in &all {
-        loaded.model.set_prefix_cache_bytes(prefix_cache_bytes);
+        loaded
+            .model
+            .on_device()
+            .set_prefix_cache_bytes(prefix_cache_bytes);
     }
     drop(spinner);
     let first = &all[0];
@@ -517,7 +520,7 @@ fn load(
         let spinner = terminal::spinner("warm-up pass");
         let start = Instant::now();
         for loaded in &all {
-            loaded.model.warm_up(tokens).with_context(|| {
+            loaded.model.on_device().warm_up(tokens).with_context(|| {
                 format!(
                     "the warm-up pass of {tokens} tokens failed: lower --max-batch-tokens \
                      (or --warm-up-tokens) to what the device holds"
@@ -542,7 +545,7 @@ fn load(
     };
     let info = ModelInfo {
         name: source.name,
-        backend: first.model.backend_name(),
+        backend: first.model.on_device().backend_name(),
         device,
         placeholder,
     };
