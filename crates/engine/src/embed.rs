@@ -216,6 +216,22 @@ impl EmbedFormat {
         input: EmbedInput<'_>,
         options: &EmbedOptions,
     ) -> Result<(Vec<u32>, bool), EmbedError> {
+        let prompt = match (&options.instruction, input) {
+            (Some(task), EmbedInput::Text(_)) => self.prompt_ids(task)?,
+            _ => Vec::new(),
+        };
+        self.cut_ids(index, input, options, &prompt)
+    }
+
+    /// [`Self::input_ids`] with the instruction's prompt tokens given
+    /// (tokenised once per request; empty without an instruction).
+    fn cut_ids(
+        &self,
+        index: usize,
+        input: EmbedInput<'_>,
+        options: &EmbedOptions,
+        prompt: &[u32],
+    ) -> Result<(Vec<u32>, bool), EmbedError> {
         let mut ids = match input {
             EmbedInput::Text(text) => {
                 let text = match &options.instruction {
@@ -246,13 +262,7 @@ impl EmbedFormat {
         if ids.len() > room {
             // A query is cut, never its instruction: the tokens it shares
             // with the prompt stay at the head.
-            let head = match (&options.instruction, input) {
-                (Some(task), EmbedInput::Text(_)) => {
-                    let prompt = self.prompt_ids(task)?;
-                    prompt.iter().zip(&ids).take_while(|(a, b)| a == b).count()
-                }
-                _ => 0,
-            };
+            let head = agreement(prompt, &ids);
             if head >= room {
                 return Err(EmbedError::InstructionTooLong {
                     tokens: head,
@@ -302,30 +312,31 @@ impl EmbedFormat {
                 })
             }
         };
+        let is_text = |input: &EmbedInput<'_>| matches!(input, EmbedInput::Text(_));
+        // The instruction's own tokens, once for the request.
+        let prompt = match &options.instruction {
+            Some(task) if inputs.iter().any(is_text) => self.prompt_ids(task)?,
+            _ => Vec::new(),
+        };
         let mut sequences: Vec<Vec<u32>> = Vec::with_capacity(inputs.len());
         let mut truncated = Vec::with_capacity(inputs.len());
         for (index, &input) in inputs.iter().enumerate() {
-            let (ids, cut) = self.input_ids(index, input, options)?;
+            let own = if is_text(&input) { &prompt[..] } else { &[] };
+            let (ids, cut) = self.cut_ids(index, input, options, own)?;
             sequences.push(ids);
             truncated.push(cut);
         }
-        // The instruction's own tokens, and how far every text input agrees
-        // with them (tokenised whole, a query may merge with the prompt's
-        // last token: only the common token prefix is shared).
-        let texts_only = inputs.iter().all(|i| matches!(i, EmbedInput::Text(_)));
-        let shared = match &options.instruction {
-            Some(task) if texts_only && !sequences.is_empty() => {
-                let prompt = self.prompt_ids(task)?;
-                sequences
-                    .iter()
-                    .map(|ids| {
-                        let agree = prompt.iter().zip(ids).take_while(|(a, b)| a == b).count();
-                        agree.min(ids.len() - 1)
-                    })
-                    .min()
-                    .unwrap_or(0)
-            }
-            _ => 0,
+        // How far every input agrees with the prompt (tokenised whole, a
+        // query may merge with the prompt's last token: only the common token
+        // prefix is shared), never an input's last token.
+        let shared = if inputs.iter().all(is_text) {
+            sequences
+                .iter()
+                .map(|ids| agreement(&prompt, ids).min(ids.len() - 1))
+                .min()
+                .unwrap_or(0)
+        } else {
+            0
         };
         Ok(PreparedEmbeddings {
             sequences,
@@ -425,6 +436,11 @@ impl<B: Backend> Embedder<B> {
         }
         Ok(prepared.finish(vectors))
     }
+}
+
+/// How many leading tokens of `ids` are the prompt's own.
+fn agreement(prompt: &[u32], ids: &[u32]) -> usize {
+    prompt.iter().zip(ids).take_while(|(a, b)| a == b).count()
 }
 
 /// What precedes a query's text (the official Qwen3-Embedding format).

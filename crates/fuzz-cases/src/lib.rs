@@ -138,15 +138,7 @@ pub fn request(data: &[u8]) {
                 .sum();
             assert_eq!(valid.total_tokens, computed, "billing counts every pair");
         }
-        Err(failure) => {
-            let status = failure.error.status.as_u16();
-            assert!(
-                (400..500).contains(&status),
-                "{status}: {}",
-                failure.error.message
-            );
-            assert!(!failure.error.message.is_empty());
-        }
+        Err(failure) => assert_client_error(&failure),
     }
 }
 
@@ -195,16 +187,19 @@ pub fn embeddings(data: &[u8]) {
                 "billing counts every token"
             );
         }
-        Err(failure) => {
-            let status = failure.error.status.as_u16();
-            assert!(
-                (400..500).contains(&status),
-                "{status}: {}",
-                failure.error.message
-            );
-            assert!(!failure.error.message.is_empty());
-        }
+        Err(failure) => assert_client_error(&failure),
     }
+}
+
+/// A refusal is the client's to fix (4xx) and says why.
+fn assert_client_error(failure: &tessera_server::error::Failure) {
+    let status = failure.error.status.as_u16();
+    assert!(
+        (400..500).contains(&status),
+        "{status}: {}",
+        failure.error.message
+    );
+    assert!(!failure.error.message.is_empty());
 }
 
 /// Rows of the token matrix the embedding format is told about.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
@@ -18,7 +18,7 @@ use tessera_engine::{
 
 use crate::error::{ApiError, Dialect, ErrorKind, Failure};
 use crate::json::{json_body, parse};
-use crate::prepare::{parse_side, truncation_header};
+use crate::prepare::{parse_side, with_truncated_header};
 use crate::rerank::millis;
 use crate::state::{AppState, ServerOptions};
 use crate::types::{EmbeddingsRequest, EmbeddingsResponse, TeiEmbedRequest};
@@ -307,15 +307,6 @@ async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embe
     Ok(Embedded { vectors, truncated })
 }
 
-fn with_truncation_header(mut response: Response, truncated: &[usize]) -> Response {
-    if let Some(value) = truncation_header(truncated).and_then(|v| HeaderValue::from_str(&v).ok()) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(TRUNCATED_INPUTS_HEADER), value);
-    }
-    response
-}
-
 /// A vector's little-endian f32 bytes in base64, as OpenAI sends them.
 pub fn base64_f32(values: &[f32]) -> String {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -447,8 +438,9 @@ async fn openai_embeddings(
     let embedded = embed(state, "/v1/embeddings", job).await?;
     let model = state.embedding_model_name(body.model.as_deref(), &own_name);
     let response = EmbeddingsResponse::new(embedded.vectors, base64, model);
-    Ok(with_truncation_header(
+    Ok(with_truncated_header(
         Json(response).into_response(),
+        TRUNCATED_INPUTS_HEADER,
         &embedded.truncated,
     ))
 }
@@ -472,8 +464,9 @@ pub async fn embed_tei(State(state): State<Arc<AppState>>, request: Request) -> 
         let job = tei_job(&state.options, &body)?;
         let embedded = embed(&state, "/embed", job).await?;
         let vectors: Vec<Vec<f32>> = embedded.vectors.into_iter().map(|e| e.values).collect();
-        Ok::<_, ApiError>(with_truncation_header(
+        Ok::<_, ApiError>(with_truncated_header(
             Json(vectors).into_response(),
+            TRUNCATED_INPUTS_HEADER,
             &embedded.truncated,
         ))
     }

@@ -432,7 +432,8 @@ impl Metrics {
         self.inference_seconds.observe(inference.as_secs_f64());
     }
 
-    /// A batch of `model` (its per-model counters).
+    /// What every batch records, whichever model ran it: the per-model
+    /// counters, the batch histograms, failures and tokens computed.
     fn model_batch_done(&self, model: &str, report: &BatchReport) {
         let labels = ModelLabels {
             model: model.to_string(),
@@ -441,12 +442,17 @@ impl Metrics {
         self.model_busy_seconds
             .get_or_create(&labels)
             .inc_by(report.elapsed.as_secs_f64());
+        self.batch_documents.observe(report.documents as f64);
+        self.batch_tokens.observe(report.tokens as f64);
+        self.batch_seconds.observe(report.elapsed.as_secs_f64());
         if report.failed {
             self.model_failures.get_or_create(&labels).inc();
+            self.batch_failures.inc();
         } else {
             self.model_tokens
                 .get_or_create(&labels)
                 .inc_by(report.tokens as u64);
+            self.inference_tokens.inc_by(report.tokens as u64);
         }
     }
 
@@ -479,16 +485,7 @@ pub struct EmbeddingObserver(pub std::sync::Arc<Metrics>);
 
 impl SchedulerObserver for EmbeddingObserver {
     fn batch_done(&self, report: &BatchReport) {
-        let metrics = &self.0;
-        metrics.model_batch_done("embedding", report);
-        metrics.batch_documents.observe(report.documents as f64);
-        metrics.batch_tokens.observe(report.tokens as f64);
-        metrics.batch_seconds.observe(report.elapsed.as_secs_f64());
-        if report.failed {
-            metrics.batch_failures.inc();
-        } else {
-            metrics.inference_tokens.inc_by(report.tokens as u64);
-        }
+        self.0.model_batch_done("embedding", report);
     }
 
     fn request_dropped(&self, documents_left: usize) {
@@ -521,16 +518,8 @@ impl SchedulerObserver for Metrics {
                 .get_or_create(&device)
                 .inc_by(report.tokens as u64);
         }
-        self.batch_documents.observe(report.documents as f64);
-        self.batch_tokens.observe(report.tokens as f64);
-        self.batch_seconds.observe(report.elapsed.as_secs_f64());
         if let Some(stats) = &report.prefix_cache {
             self.prefix.update(report.device, stats);
-        }
-        if report.failed {
-            self.batch_failures.inc();
-        } else {
-            self.inference_tokens.inc_by(report.tokens as u64);
         }
     }
 

@@ -151,12 +151,22 @@ pub fn prepare(prompt: &PromptBuilder, job: &RerankJob) -> Result<PreparedReques
     })
 }
 
-/// The `x-truncated-documents` header value: the truncated indices, comma-separated.
-pub fn truncation_header(truncated: &[usize]) -> Option<String> {
-    (!truncated.is_empty()).then(|| {
+/// `response` with header `name` listing `truncated` (indices of documents or
+/// inputs cut to fit), comma-separated; unchanged when none was cut.
+pub fn with_truncated_header(
+    mut response: axum::response::Response,
+    name: &'static str,
+    truncated: &[usize],
+) -> axum::response::Response {
+    if !truncated.is_empty() {
         let list: Vec<String> = truncated.iter().map(usize::to_string).collect();
-        list.join(",")
-    })
+        if let Ok(value) = axum::http::HeaderValue::from_str(&list.join(",")) {
+            response
+                .headers_mut()
+                .insert(axum::http::HeaderName::from_static(name), value);
+        }
+    }
+    response
 }
 
 #[cfg(test)]

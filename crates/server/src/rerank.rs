@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::IgnoredAny;
@@ -17,7 +17,7 @@ use tessera_engine::{PromptBuilder, RerankOutput};
 use crate::error::{ApiError, Dialect, ErrorKind, Failure};
 use crate::json::{json_body, parse};
 use crate::prepare::{
-    document_texts, echo_document, parse_side, positive, prepare, truncation_header, RerankJob,
+    document_texts, echo_document, parse_side, positive, prepare, with_truncated_header, RerankJob,
 };
 use crate::state::{AppState, ServerOptions};
 use crate::types::{RerankRequest, RerankResponse, TeiRank, TeiRerankRequest};
@@ -206,15 +206,6 @@ pub fn validate_request(
     })
 }
 
-fn with_truncation_header(mut response: Response, header: Option<String>) -> Response {
-    if let Some(value) = header.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(TRUNCATED_HEADER), value);
-    }
-    response
-}
-
 #[utoipa::path(
     post, path = "/v1/rerank", tag = "rerank",
     request_body = RerankRequest,
@@ -281,9 +272,10 @@ async fn cohere_rerank(
         version,
         state.response_model_name(body.model.as_deref(), &own_name),
     );
-    Ok(with_truncation_header(
+    Ok(with_truncated_header(
         Json(response).into_response(),
-        truncation_header(&scored.truncated()),
+        TRUNCATED_HEADER,
+        &scored.truncated(),
     ))
 }
 
@@ -350,8 +342,11 @@ async fn tei_rerank(state: &Arc<AppState>, bytes: &[u8]) -> Result<Response, Api
             text: texts.as_ref().map(|t| t[index].clone()),
         })
         .collect();
-    let header = truncation_header(&scored.truncated());
-    Ok(with_truncation_header(Json(ranks).into_response(), header))
+    Ok(with_truncated_header(
+        Json(ranks).into_response(),
+        TRUNCATED_HEADER,
+        &scored.truncated(),
+    ))
 }
 
 #[cfg(test)]

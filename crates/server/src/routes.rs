@@ -8,6 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use tessera_engine::scheduler::DeviceStatus;
+
 use crate::error::{ApiError, Dialect, ErrorKind};
 use crate::json::{json_body, parse};
 use crate::state::AppState;
@@ -48,25 +50,27 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
             ),
         )
     } else if state.is_ready() {
-        let reranker = state
-            .loaded_reranker()
-            .map(|model| model.scheduler.devices())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|d| d.retired)
-            .map(|d| format!("device {} out of rotation: {}", d.index, d.failure));
-        let embedder = state
-            .loaded_embedder()
-            .map(|model| model.scheduler.devices())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|d| d.retired)
-            .map(|d| {
-                format!(
-                    "embedding model's device {} out of rotation: {}",
-                    d.index, d.failure
-                )
-            });
+        // Devices out of rotation, each model's named by `whose`.
+        let retired = |devices: Vec<DeviceStatus>, whose: &'static str| {
+            devices
+                .into_iter()
+                .filter(|d| d.retired)
+                .map(move |d| format!("{whose}device {} out of rotation: {}", d.index, d.failure))
+        };
+        let reranker = retired(
+            state
+                .loaded_reranker()
+                .map(|model| model.scheduler.devices())
+                .unwrap_or_default(),
+            "",
+        );
+        let embedder = retired(
+            state
+                .loaded_embedder()
+                .map(|model| model.scheduler.devices())
+                .unwrap_or_default(),
+            "embedding model's ",
+        );
         let out: Vec<String> = failing
             .iter()
             .map(|f| format!("device failing, the other model serves: {f}"))

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use tessera_engine::scheduler::{
-    EmbedModel, Embeds, GroupScorer, QueueBudget, Scheduler, SchedulerConfig, SchedulerObserver,
+    Compute, EmbedModel, Embeds, GroupScorer, QueueBudget, Scheduler, SchedulerConfig,
+    SchedulerObserver,
 };
 use tessera_engine::{EmbedFormat, PromptBuilder};
 
@@ -152,26 +153,14 @@ impl AppState {
     where
         S: GroupScorer + Send + 'static,
     {
-        if self.model.get().is_some() {
-            return Err(std::io::Error::other("a model is already installed"));
-        }
         let observer = Arc::clone(&self.metrics) as Arc<dyn SchedulerObserver>;
-        let scheduler = Scheduler::spawn_in(
-            &self.budget,
-            scorers,
-            self.options.scheduler,
-            Some(observer),
-        )?;
-        let loaded = LoadedModel {
-            info,
-            prompt,
-            scheduler,
-        };
-        if let Err(lost) = self.model.set(loaded) {
-            lost.scheduler.shutdown();
-            return Err(std::io::Error::other("a model is already installed"));
-        }
-        Ok(())
+        self.install_once(&self.model, "a model", scorers, observer, |scheduler| {
+            LoadedModel {
+                info,
+                prompt,
+                scheduler,
+            }
+        })
     }
 
     /// Moves the embedding model (one per device or replica) onto compute
@@ -186,32 +175,52 @@ impl AppState {
     where
         M: EmbedModel + Send + 'static,
     {
-        if self.embedder.get().is_some() {
-            return Err(std::io::Error::other(
-                "an embedding model is already installed",
-            ));
-        }
         let observer: Arc<dyn SchedulerObserver> =
             Arc::new(EmbeddingObserver(Arc::clone(&self.metrics)));
         let scorers = models.into_iter().map(Embeds).collect();
+        self.install_once(
+            &self.embedder,
+            "an embedding model",
+            scorers,
+            observer,
+            |scheduler| LoadedEmbedder {
+                info,
+                format,
+                scheduler,
+            },
+        )
+    }
+
+    /// Starts `scorers`' compute threads, counting in the shared queue
+    /// budget, and keeps what `wrap` makes of their scheduler in `cell`: once
+    /// (a second install, or one losing a race, is refused and its threads
+    /// stopped).
+    fn install_once<S, T>(
+        &self,
+        cell: &OnceLock<T>,
+        what: &str,
+        scorers: Vec<S>,
+        observer: Arc<dyn SchedulerObserver>,
+        wrap: impl FnOnce(Scheduler<S::Item>) -> T,
+    ) -> std::io::Result<()>
+    where
+        S: Compute + Send + 'static,
+    {
+        let taken = || std::io::Error::other(format!("{what} is already installed"));
+        if cell.get().is_some() {
+            return Err(taken());
+        }
         let scheduler = Scheduler::spawn_in(
             &self.budget,
             scorers,
             self.options.scheduler,
             Some(observer),
         )?;
-        let loaded = LoadedEmbedder {
-            info,
-            format,
-            scheduler,
-        };
-        if let Err(lost) = self.embedder.set(loaded) {
-            lost.scheduler.shutdown();
-            return Err(std::io::Error::other(
-                "an embedding model is already installed",
-            ));
-        }
-        Ok(())
+        let handle = scheduler.clone();
+        cell.set(wrap(scheduler)).map_err(|_| {
+            handle.shutdown();
+            taken()
+        })
     }
 
     /// The reranker: 404 when this server hosts none, 503 while it loads.
