@@ -107,9 +107,6 @@ impl Server {
     where
         M: EmbedModel + Send + 'static,
     {
-        if models.is_empty() {
-            return Err(std::io::Error::other("no embedding model to install"));
-        }
         self.state.install_embedder(models, format, info)
     }
 
