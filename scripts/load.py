@@ -488,6 +488,9 @@ async def throughput(args):
 
 async def two_models(args):
     model = os.path.join(ROOT, "tests", "fixtures", "tiny-embed-q8.gguf")
+    if not os.path.exists(model):
+        # The model fixtures are rebuilt, not committed (crates/fixtures).
+        subprocess.run(["cargo", "run", "--quiet", "-p", "tessera-fixtures"], cwd=ROOT, check=True)
     queue = 8192
     print(f"two-models: reranker + {os.path.basename(model)}, --max-queue-tokens {queue}")
     server = Server(

@@ -14,8 +14,12 @@ pub use embed_reference::{
     EmbedReference, EMBED_FIXTURE,
 };
 
-/// Path of a committed fixture file.
+/// Path of a fixture file: a model GGUF is rebuilt (and hash-checked) by
+/// `tessera-fixtures` on first use; the references (`*.json`) are committed.
 pub fn fixture(name: &str) -> PathBuf {
+    if name.ends_with(".gguf") {
+        return tessera_fixtures::path(name);
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name)

@@ -232,13 +232,28 @@ fn attention_throughput() {
     }
 }
 
+/// The served workload (100 documents of 256 tokens after a 32-token query
+/// prefix) and one long pair (8,160 document tokens after the same prefix).
+const ATTENTION_CASES: [(usize, usize, usize); 2] = [(100, 256, 32), (1, 8160, 32)];
+
 fn attention_on(backend: &CudaBackend, arithmetic: Arithmetic) {
+    for (docs, doc_len, prefix_len) in ATTENTION_CASES {
+        attention_case(backend, arithmetic, docs, doc_len, prefix_len);
+    }
+}
+
+fn attention_case(
+    backend: &CudaBackend,
+    arithmetic: Arithmetic,
+    docs: usize,
+    doc_len: usize,
+    prefix_len: usize,
+) {
     let shape = AttentionShape {
         n_heads: 32,
         n_kv_heads: 8,
         head_dim: 128,
     };
-    let (docs, doc_len, prefix_len) = (100, 256, 32);
     let tokens = docs * doc_len;
     let mut rng = StdRng::seed_from_u64(2);
     let mut buffer = |len: usize| {

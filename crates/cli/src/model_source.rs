@@ -12,8 +12,13 @@ use tessera_model::RerankTokenizer;
 use crate::hub::{self, ModelId};
 
 /// The embedded default model: a tiny random Qwen3 reranker with the real Qwen3
-/// vocabulary. It runs the whole pipeline; its scores mean nothing.
-static EMBEDDED_MODEL: &[u8] = include_bytes!("../../../tests/fixtures/tiny-q8.gguf");
+/// vocabulary (the `tiny-q8.gguf` test fixture). It runs the whole pipeline; its
+/// scores mean nothing. The binary carries it compactly (its header compressed,
+/// its weights as the seed of their random stream) and rebuilds the 11 MB file in
+/// memory on first use, checked against its pinned SHA-256.
+fn embedded_model() -> anyhow::Result<&'static [u8]> {
+    tessera_fixtures::in_memory("tiny-q8.gguf").context("cannot rebuild the embedded model")
+}
 pub const EMBEDDED_NAME: &str = "tessera-embedded-tiny-random";
 
 pub struct LoadedFile {
@@ -82,8 +87,8 @@ pub fn open(path: Option<&Path>) -> anyhow::Result<LoadedFile> {
             })
         }
         None => {
-            let file =
-                GgufFile::from_static(EMBEDDED_MODEL).context("the embedded model is corrupt")?;
+            let file = GgufFile::from_static(embedded_model()?)
+                .context("the embedded model is corrupt")?;
             Ok(LoadedFile {
                 file: Arc::new(file),
                 name: EMBEDDED_NAME.to_string(),
@@ -94,7 +99,7 @@ pub fn open(path: Option<&Path>) -> anyhow::Result<LoadedFile> {
 }
 
 pub fn embedded_file() -> anyhow::Result<GgufFile> {
-    GgufFile::from_static(EMBEDDED_MODEL).context("the embedded model is corrupt")
+    GgufFile::from_static(embedded_model()?).context("the embedded model is corrupt")
 }
 
 pub fn tokenizer_override(path: Option<&PathBuf>) -> anyhow::Result<Option<RerankTokenizer>> {

@@ -6,8 +6,6 @@ use std::path::Path;
 
 use tessera_gguf::{GgmlType, GgufFile, GgufWriter, MetaArray, MetaValue};
 
-static FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tiny-q8.gguf");
-
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus")
@@ -19,7 +17,7 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 /// The fixture's metadata with its tokenizer cut to `keep` tokens, and two tiny
 /// tensors (F32 and Q8_0): a few KiB that still reach every reader.
 fn small_gguf(keep: usize) -> Vec<u8> {
-    let fixture = GgufFile::from_static(FIXTURE).expect("fixture");
+    let fixture = GgufFile::from_static(tessera_fixtures::bytes("tiny-q8.gguf")).expect("fixture");
     let mut writer = GgufWriter::new();
     for (key, value) in fixture.metadata() {
         let value = match value {

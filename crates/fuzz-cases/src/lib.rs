@@ -23,13 +23,16 @@ pub const TARGETS: [(&str, Check); 4] = [
     ("embeddings", embeddings),
 ];
 
-/// The tiny fixture model: the real Qwen3 vocabulary and merges.
-static FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tiny-q8.gguf");
+/// The tiny fixture model (the real Qwen3 vocabulary and merges), rebuilt once
+/// per process by `tessera-fixtures`.
+fn fixture() -> &'static [u8] {
+    tessera_fixtures::bytes("tiny-q8.gguf")
+}
 
 fn tokenizer() -> &'static Arc<RerankTokenizer> {
     static TOKENIZER: OnceLock<Arc<RerankTokenizer>> = OnceLock::new();
     TOKENIZER.get_or_init(|| {
-        let file = GgufFile::from_static(FIXTURE).expect("the fixture parses");
+        let file = GgufFile::from_static(fixture()).expect("the fixture parses");
         Arc::new(RerankTokenizer::from_gguf(&file).expect("the fixture has a tokenizer"))
     })
 }
@@ -210,7 +213,7 @@ const EMBED_ROWS: usize = 151_936;
 fn embed_format() -> &'static EmbedFormat {
     static FORMAT: OnceLock<EmbedFormat> = OnceLock::new();
     FORMAT.get_or_init(|| {
-        let file = GgufFile::from_static(FIXTURE).expect("the fixture parses");
+        let file = GgufFile::from_static(fixture()).expect("the fixture parses");
         let mut config = ModelConfig::from_gguf(&file).expect("the fixture's config");
         config.context_length = 256;
         EmbedFormat::new(Arc::clone(tokenizer()), &config, EMBED_ROWS).expect("end-of-text")

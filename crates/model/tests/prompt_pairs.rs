@@ -10,10 +10,6 @@ use tessera_model::prompt::{
 };
 use tessera_model::{PairTokens, PromptBuilder, RerankTokenizer, TruncationSide};
 
-const GGUF_PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/tiny-q8.gguf"
-);
 const PAIRS_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/fixtures/tiny-q8.json"
@@ -23,8 +19,9 @@ fn tokenizer() -> Arc<RerankTokenizer> {
     static TOKENIZER: OnceLock<Arc<RerankTokenizer>> = OnceLock::new();
     TOKENIZER
         .get_or_init(|| {
-            let file = GgufFile::open(GGUF_PATH)
-                .unwrap_or_else(|err| panic!("fixture {GGUF_PATH} must exist: {err}"));
+            let path = tessera_fixtures::path("tiny-q8.gguf");
+            let file = GgufFile::open(&path)
+                .unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()));
             Arc::new(RerankTokenizer::from_gguf(&file).expect("tokenizer from the fixture GGUF"))
         })
         .clone()

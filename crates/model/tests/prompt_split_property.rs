@@ -8,16 +8,12 @@ use proptest::prelude::*;
 use tessera_gguf::GgufFile;
 use tessera_model::RerankTokenizer;
 
-const GGUF_PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/tiny-q8.gguf"
-);
-
 fn tokenizer() -> &'static RerankTokenizer {
     static TOKENIZER: OnceLock<RerankTokenizer> = OnceLock::new();
     TOKENIZER.get_or_init(|| {
-        let file = GgufFile::open(GGUF_PATH)
-            .unwrap_or_else(|err| panic!("fixture {GGUF_PATH} must exist: {err}"));
+        let path = tessera_fixtures::path("tiny-q8.gguf");
+        let file =
+            GgufFile::open(&path).unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()));
         RerankTokenizer::from_gguf(&file).expect("tokenizer from the fixture GGUF")
     })
 }

@@ -6,16 +6,12 @@ use std::sync::OnceLock;
 use tessera_gguf::{GgufError, GgufFile, GgufWriter, MetaArray, MetaValue};
 use tessera_model::{RerankTokenizer, TokenizerError};
 
-const GGUF_PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/tiny-q8.gguf"
-);
-
 fn fixture_metadata() -> &'static [(String, MetaValue)] {
     static METADATA: OnceLock<Vec<(String, MetaValue)>> = OnceLock::new();
     METADATA.get_or_init(|| {
-        let file = GgufFile::open(GGUF_PATH)
-            .unwrap_or_else(|err| panic!("fixture {GGUF_PATH} must exist: {err}"));
+        let path = tessera_fixtures::path("tiny-q8.gguf");
+        let file =
+            GgufFile::open(&path).unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()));
         file.metadata()
             .iter()
             .filter(|(key, _)| key.starts_with("tokenizer.ggml."))

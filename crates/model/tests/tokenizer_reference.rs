@@ -11,10 +11,6 @@ use tessera_model::tokenizer::TokenizerError;
 use tessera_model::RerankTokenizer;
 use unicode_normalization::UnicodeNormalization;
 
-const GGUF_PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/tiny-q8.gguf"
-);
 const CASES_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/fixtures/tokenizer_cases.json"
@@ -29,8 +25,9 @@ const QWEN3_MERGES: usize = 151_387;
 fn gguf_tokenizer() -> &'static RerankTokenizer {
     static TOKENIZER: OnceLock<RerankTokenizer> = OnceLock::new();
     TOKENIZER.get_or_init(|| {
-        let file = GgufFile::open(GGUF_PATH)
-            .unwrap_or_else(|err| panic!("fixture {GGUF_PATH} must exist: {err}"));
+        let path = tessera_fixtures::path("tiny-q8.gguf");
+        let file =
+            GgufFile::open(&path).unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()));
         RerankTokenizer::from_gguf(&file).expect("tokenizer from the fixture GGUF")
     })
 }
