@@ -224,17 +224,19 @@ run_step() {
         return
     fi
     local start=$SECONDS status
-    # A subshell: a failing command, `exit` or `set -e` inside the step ends only it.
+    # A subshell in its own process group (job control on): a failing command,
+    # `exit` or `set -e` inside the step ends only it, and at its budget the
+    # whole group goes, servers a step started included.
+    set -m
     ( "step_$name" ) >"$LOGS/$name.log" 2>&1 &
     local pid=$!
+    set +m
     local waited=0
     while kill -0 "$pid" 2>/dev/null; do
         if ((SECONDS - start >= budget)); then
-            pkill -TERM -P "$pid" 2>/dev/null
-            kill -TERM "$pid" 2>/dev/null
+            kill -TERM -- "-$pid" 2>/dev/null
             sleep 2
-            pkill -KILL -P "$pid" 2>/dev/null
-            kill -KILL "$pid" 2>/dev/null
+            kill -KILL -- "-$pid" 2>/dev/null
             waited=1
             break
         fi
@@ -291,6 +293,14 @@ PY
     export BIN MODEL EMBEDDER
 }
 
+# A test that found no GPU passes after printing "skipped: <why>": say so.
+skipped_note() {
+    local n
+    n=$(grep -c "skipped: " "$1" 2>/dev/null)
+    ((n > 0)) && echo "$n SKIPPED: $(grep -m1 -o 'skipped: .*' "$1" | head -c 120)"
+    return 0
+}
+
 # ---- the steps ---------------------------------------------------------------
 step_facts() {
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm,power.limit --format=csv
@@ -336,6 +346,7 @@ step_parity() {
 digest_parity() {
     grep -E "test result" "$LOGS/parity.log" | tail -1
     grep -cE "FAILED|panicked" "$LOGS/parity.log" | sed 's/^/failure lines: /'
+    skipped_note "$LOGS/parity.log"
 }
 
 step_kernels() {
@@ -355,6 +366,7 @@ for x in rows:
     if x.get("bench") == "attention":
         print(f"attention {x['arithmetic']} {x['docs']}x{x['doc_tokens']}+{x['prefix_tokens']}: {x['tflops']:.0f} TFLOP/s")
 PY
+    skipped_note "$LOGS/kernels.log"
 }
 
 step_end_to_end() {
@@ -405,6 +417,7 @@ step_model_parity() {
 digest_model_parity() {
     grep -E "pairs, \|score" "$LOGS/model_parity.log" | head -6
     grep -E "test result" "$LOGS/model_parity.log" | tail -1
+    skipped_note "$LOGS/model_parity.log"
 }
 
 step_ncu() {
@@ -440,8 +453,10 @@ digest_served() {
 step_embeddings() {
     [[ -f $MODEL ]] || { echo "no 4B model (end-to-end did not run)"; return 1; }
     timeout 40 "$BIN/tessera" generate --shape 4b --kind embedding --out "$EMBEDDER" 2>&1 | tail -1
-    "$BIN/embed" --reranker "$MODEL" --embedder "$EMBEDDER" --backend cuda --runs 3
+    local status=0
+    "$BIN/embed" --reranker "$MODEL" --embedder "$EMBEDDER" --backend cuda --runs 3 || status=1
     rm -f "$EMBEDDER"
+    return $status
 }
 digest_embeddings() {
     grep -E "tokens/s|x " "$LOGS/embeddings.log" | tail -4
