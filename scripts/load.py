@@ -486,6 +486,47 @@ async def throughput(args):
     return failures
 
 
+async def behind_big(args):
+    """A small request sent while a big one is being computed: its latency as a
+    share of the big one's (fair scheduling keeps it near one forward pass, not
+    the rest of the big request). --docs documents (default here 2,000) of
+    --doc-words words in the big request, 2 in the small one; three rounds,
+    with --serve-args (default: the embedded model on the CPU). The big
+    request's scores are checked against the same request sent alone."""
+    extra = args.serve_args.split() if args.serve_args else []
+    docs = args.docs if args.docs != 100 else 2000
+    print(f"behind-big: {docs} docs x {args.doc_words} words, then 2 docs; serve {' '.join(extra)}")
+    server = Server(args.binary, extra)
+    await server.ready(timeout=600)
+    failures = []
+    rng = random.Random(7)
+    big = {"query": text(rng, 12), "documents": [text(rng, args.doc_words) for _ in range(docs)]}
+    small = {"query": text(rng, 12), "documents": [text(rng, args.doc_words) for _ in range(2)]}
+
+    async def timed(body, delay=0.0):
+        await asyncio.sleep(delay)
+        start = time.monotonic()
+        status, _, data = await request(server.port, "POST", "/v1/rerank", body, timeout=600)
+        return status, json.loads(data), time.monotonic() - start
+
+    _, alone_small, small_alone_s = await timed(small)
+    _, alone_big, big_alone_s = await timed(big)
+    print(f"  alone: big {big_alone_s:.2f} s, small {small_alone_s * 1e3:.0f} ms")
+    shares = []
+    for round_ in range(3):
+        (bs, bbody, big_s), (ss, _, small_s) = await asyncio.gather(
+            timed(big), timed(small, delay=min(0.5, big_alone_s / 4)))
+        check(bs == 200 and ss == 200, f"round {round_ + 1}: both answered 200", failures)
+        shares.append(small_s / big_s)
+        print(f"  round {round_ + 1}: big {big_s:.2f} s, small behind it {small_s:.3f} s = {100 * small_s / big_s:.1f} % of the big one")
+        same = sorted((r["index"], r["relevance_score"]) for r in bbody["results"]) == sorted(
+            (r["index"], r["relevance_score"]) for r in alone_big["results"])
+        check(same, f"round {round_ + 1}: the big request's scores equal its scores alone", failures)
+    print(f"  median share {100 * statistics.median(shares):.1f} %")
+    check(server.stop() == 0, "clean exit", failures)
+    return failures
+
+
 async def two_models(args):
     model = os.path.join(ROOT, "tests", "fixtures", "tiny-embed-q8.gguf")
     if not os.path.exists(model):
@@ -604,6 +645,7 @@ SCENARIOS = {
     "memory": memory,
     "two-models": two_models,
     "throughput": throughput,
+    "behind-big": behind_big,
 }
 
 
@@ -621,7 +663,8 @@ def main():
     args = parser.parse_args()
     if not os.path.exists(args.binary):
         raise SystemExit(f"{args.binary} not found: cargo build --release -p tessera-cli")
-    names = [n for n in SCENARIOS if n != "throughput"] if args.scenario == "all" else [args.scenario]
+    measurements = ("throughput", "behind-big")
+    names = [n for n in SCENARIOS if n not in measurements] if args.scenario == "all" else [args.scenario]
     failures = []
     for name in names:
         failures += [f"{name}: {f}" for f in asyncio.run(SCENARIOS[name](args))]

@@ -61,6 +61,11 @@ fn another_serves<T>(shared: &Shared<T>, device: usize) -> bool {
 
 /// Moves queued jobs into `active` until there is a batch's worth of work; blocks
 /// while there is none. `false` once closed and everything is answered.
+///
+/// Short jobs (half a pass or less) queued behind that work join too, up to a
+/// pass of them, wherever they are in the queue: [`plan_batch`] puts them in
+/// the next pass, so a short request waits about one pass behind a long one,
+/// not for all of it.
 fn refill<T>(shared: &Shared<T>, active: &mut VecDeque<Job<T>>) -> bool {
     let budget = shared.config.max_batch_tokens;
     let mut have: usize = active.iter().map(Job::tokens_left).sum();
@@ -75,6 +80,24 @@ fn refill<T>(shared: &Shared<T>, active: &mut VecDeque<Job<T>>) -> bool {
                 continue;
             }
             have += job.tokens_left();
+            active.push_back(job);
+        }
+        let mut short = 0;
+        let mut i = 0;
+        while i < state.jobs.len() && short < budget {
+            let left = state.jobs[i].tokens_left();
+            if left > budget / 2 || short + left > budget {
+                i += 1;
+                continue;
+            }
+            let Some(job) = state.jobs.remove(i) else {
+                break;
+            };
+            if job.abandoned() {
+                forget(shared, job);
+                continue;
+            }
+            short += left;
             active.push_back(job);
         }
         if !active.is_empty() {
@@ -111,17 +134,52 @@ fn forget<T>(shared: &Shared<T>, job: Job<T>) {
         .request_dropped(job.request.documents.len() - job.cursor);
 }
 
-/// Documents of the active jobs, in order, up to the token budget
-/// ([`next_pass`]); always at least one document.
+/// The next pass over the active jobs, up to the token budget; always at least
+/// one document.
+///
+/// Shortest remaining first, so that a short request rides in the next pass
+/// instead of waiting for a long one to finish; but the oldest job (the front)
+/// keeps at least half of every pass, so a stream of short requests slows it
+/// by at most half and never starves it. (Fair share by tokens would need every
+/// job in every pass, splitting a short request over as many passes as there
+/// are jobs; shortest-first answers it in one.)
 fn plan_batch<T>(active: &VecDeque<Job<T>>, budget: usize) -> Vec<Slot> {
-    let queue = active.iter().map(|job| {
+    let mut order: Vec<usize> = (0..active.len()).collect();
+    // Stable: jobs of equal length keep their queue order.
+    order.sort_by_key(|&i| active[i].tokens_left());
+    if order.first().is_none_or(|&first| first == 0) {
+        return pass_over(active, &order, budget);
+    }
+    // The oldest waits behind shorter ones: they take at most half the pass,
+    // it takes what is left.
+    order.retain(|&i| i != 0);
+    let mut slots = pass_over(active, &order, budget / 2);
+    let used: usize = slots.iter().map(|s| slot_tokens(active, s)).sum();
+    let oldest = &active[0];
+    let taken = fitting(oldest, budget.saturating_sub(used));
+    if taken == 0 {
+        // Its next document does not fit beside them: this pass is its own.
+        return pass_over(active, &[0], budget);
+    }
+    slots.push(Slot {
+        job: 0,
+        start: oldest.cursor,
+        end: oldest.cursor + taken,
+    });
+    slots
+}
+
+/// [`next_pass`] over the active jobs taken in `order`.
+fn pass_over<T>(active: &VecDeque<Job<T>>, order: &[usize], budget: usize) -> Vec<Slot> {
+    let queue = order.iter().map(|&i| {
+        let job = &active[i];
         let left = &job.request.documents[job.cursor..];
         (job.request.prefix.len(), left.iter().map(Vec::len))
     });
     next_pass(queue, budget)
         .into_iter()
-        .enumerate()
-        .map(|(index, taken)| {
+        .zip(order)
+        .map(|(taken, &index)| {
             let start = active[index].cursor;
             Slot {
                 job: index,
@@ -130,6 +188,32 @@ fn plan_batch<T>(active: &VecDeque<Job<T>>, budget: usize) -> Vec<Slot> {
             }
         })
         .collect()
+}
+
+/// Tokens a slot costs: its job's prefix once, plus its documents.
+fn slot_tokens<T>(active: &VecDeque<Job<T>>, slot: &Slot) -> usize {
+    let request = &active[slot.job].request;
+    request.prefix.len()
+        + request.documents[slot.start..slot.end]
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+}
+
+/// How many of `job`'s next documents fit in `room` tokens (its prefix once).
+fn fitting<T>(job: &Job<T>, room: usize) -> usize {
+    let prefix = job.request.prefix.len();
+    let mut used = 0;
+    let mut taken = 0;
+    for document in &job.request.documents[job.cursor..] {
+        let cost = document.len() + if taken == 0 { prefix } else { 0 };
+        if used + cost > room {
+            break;
+        }
+        used += cost;
+        taken += 1;
+    }
+    taken
 }
 
 fn score_batch<S: Compute>(

@@ -127,6 +127,80 @@ fn queued_requests_share_a_batch_as_separate_groups() {
     scheduler.shutdown();
 }
 
+/// A short request sent while a long one is being computed rides in the next
+/// pass (shortest first), and the long one keeps the rest of that pass (at
+/// least half): the short one is answered after one more pass, not after the
+/// long one's remaining passes, and both get their own scores in order.
+#[test]
+fn a_short_request_is_answered_in_the_next_pass_not_after_a_long_one() {
+    let (scorer, open) = EchoScorer::gated();
+    let batches = Arc::clone(&scorer.batches);
+    let calls = Arc::clone(&scorer.calls);
+    // 30 tokens a pass: the long request's prefix (4) + 5 documents of 5.
+    let scheduler = Scheduler::spawn(scorer, config(30, 10_000), None).expect("spawn");
+    let long = request(1, 20, 5);
+    let long_pending = scheduler.submit(long.clone()).expect("queued");
+    wait_until(|| calls.load(Ordering::SeqCst) == 1);
+    let short = request(2, 1, 5);
+    let short_pending = scheduler.submit(short.clone()).expect("queued");
+    // The first pass ends; the second carries the short request.
+    open.send(()).expect("gate");
+    open.send(()).expect("gate");
+    let short_out = short_pending.blocking_wait().expect("short");
+    assert_eq!(
+        short_out.scores,
+        vec![echo(&short.prefix, &short.documents[0])]
+    );
+    // Only two passes were let through: the long request (four passes at
+    // least) is still being computed.
+    assert_eq!(short_out.batches, 1);
+    for _ in 0..10 {
+        let _ = open.send(());
+    }
+    let long_out = long_pending.blocking_wait().expect("long");
+    let expected: Vec<PairScore> = long
+        .documents
+        .iter()
+        .map(|d| echo(&long.prefix, d))
+        .collect();
+    assert_eq!(long_out.scores, expected);
+    let batches = batches.lock().expect("batches").clone();
+    // Pass 2: the short one (4 + 5) first, the long one in the rest (4 + 3 × 5).
+    assert_eq!(batches[..2], [vec![5], vec![1, 3]]);
+    assert_eq!(batches.iter().flatten().sum::<usize>(), 21);
+    scheduler.shutdown();
+}
+
+/// However many short requests keep arriving, the oldest request gets at least
+/// half of every pass.
+#[test]
+fn short_requests_never_starve_the_oldest() {
+    let (scorer, open) = EchoScorer::gated();
+    let batches = Arc::clone(&scorer.batches);
+    let calls = Arc::clone(&scorer.calls);
+    let scheduler = Scheduler::spawn(scorer, config(30, 10_000), None).expect("spawn");
+    let long = scheduler.submit(request(1, 10, 5)).expect("queued");
+    wait_until(|| calls.load(Ordering::SeqCst) == 1);
+    // Eight short requests, more than fit in one pass.
+    let shorts: Vec<_> = (0..8)
+        .map(|i| scheduler.submit(request(10 + i, 1, 5)).expect("queued"))
+        .collect();
+    for _ in 0..20 {
+        let _ = open.send(());
+    }
+    long.blocking_wait().expect("long");
+    for pending in shorts {
+        pending.blocking_wait().expect("short");
+    }
+    let batches = batches.lock().expect("batches").clone();
+    // While the long request lasts, each pass gives it its share: the shorts
+    // (9 tokens each) take at most 15 of 30, so it keeps 3 documents (19).
+    assert_eq!(batches[0], [5]);
+    assert_eq!(batches[1].last(), Some(&3), "{batches:?}");
+    assert_eq!(batches[2].last(), Some(&2), "{batches:?}");
+    scheduler.shutdown();
+}
+
 #[test]
 fn overload_is_refused_with_a_retry_hint_and_oversize_as_too_large() {
     let (scorer, open) = EchoScorer::gated();
