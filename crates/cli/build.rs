@@ -19,8 +19,16 @@ fn main() {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
     if let Some(commit) = commit {
+        // --no-optional-locks: a plain `git status` refreshes and rewrites
+        // .git/index, which this script watches, so each profile's build
+        // would make the other's rerun (and rebuild the binary) next time.
         let dirty = Command::new("git")
-            .args(["status", "--porcelain", "--untracked-files=no"])
+            .args([
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ])
             .output()
             .ok()
             .is_some_and(|out| !out.stdout.is_empty());

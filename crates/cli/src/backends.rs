@@ -51,8 +51,8 @@ pub struct BackendArgs {
             .map(|s| s.parse::<Arithmetic>().expect("one of the possible values"))
     )]
     pub gpu_precision: Arithmetic,
-    /// CPU worker threads (default: all cores).
-    #[arg(long, env = "TESSERA_THREADS")]
+    /// CPU worker threads (default: all cores), from 1 to 4096.
+    #[arg(long, env = "TESSERA_THREADS", value_parser = crate::flags::count::<1, { crate::flags::MAX_THREADS }>)]
     threads: Option<usize>,
 }
 

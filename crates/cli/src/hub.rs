@@ -183,6 +183,16 @@ fn explain(error: ApiError, id: &ModelId, what: &str) -> anyhow::Error {
         },
         _ => None,
     };
+    let transport = matches!(&error, ApiError::RequestError(e) if matches!(e.as_ref(), ureq::Error::Transport(_)));
+    if transport {
+        // The transport error's layers each repeat their cause: say it once.
+        return anyhow::anyhow!(
+            "cannot reach the Hugging Face Hub at {} ({}): check the network or HF_ENDPOINT, \
+             or set HF_HUB_OFFLINE=1 to use only what is in the cache",
+            endpoint(),
+            crate::error_chain(&error)
+        );
+    }
     match status {
         Some(code @ (401 | 403)) => anyhow::anyhow!(
             "the Hub refused access to {} (status {code}): set HF_TOKEN to a token that may \

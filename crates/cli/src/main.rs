@@ -4,6 +4,7 @@
 
 mod backends;
 mod commands;
+mod flags;
 mod hub;
 mod model_source;
 mod terminal;
@@ -25,20 +26,32 @@ struct Cli {
 enum Command {
     /// Serve the rerank HTTP API (Cohere v1/v2 and TEI dialects), and with an
     /// embedding model /v1/embeddings (OpenAI) and /embed (TEI).
+    // A negative count is read as the flag's value and refused by name.
+    #[command(allow_negative_numbers = true)]
     Serve(commands::serve::ServeArgs),
     /// Score documents against a query and print them ranked.
+    // A negative count is read as the flag's value and refused by name.
+    #[command(allow_negative_numbers = true)]
     Rerank(commands::rerank::RerankArgs),
     /// Embed texts with a Qwen3 embedding GGUF and print the vectors.
+    // A negative count is read as the flag's value and refused by name.
+    #[command(allow_negative_numbers = true)]
     Embed(commands::embed::EmbedArgs),
     /// Print a GGUF's architecture, hyper-parameters, tensors, tokenizer and score head.
     Inspect(commands::inspect::InspectArgs),
     /// Measure forward-pass throughput (tokens/s) on any backend, beside the CPU
     /// reference path.
+    // A negative count is read as the flag's value and refused by name.
+    #[command(allow_negative_numbers = true)]
     Bench(commands::bench::BenchArgs),
     /// Write a random Qwen3 reranker or embedding GGUF with the real vocabulary
     /// (tests, benchmarks).
+    // A negative count is read as the flag's value and refused by name.
+    #[command(allow_negative_numbers = true)]
     Generate(commands::generate::GenerateArgs),
     /// Ask a running server's /health; exit 0 when it serves (container health checks).
+    // A negative count is read as the flag's value and refused by name.
+    #[command(allow_negative_numbers = true)]
     Health(commands::health::HealthArgs),
 }
 
@@ -74,7 +87,7 @@ fn main() {
         Command::Health(args) => commands::health::run(args),
     };
     if let Err(error) = result {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", error_chain(error.as_ref()));
         // Startup failures (bad model file, missing backend, busy port) are the
         // caller's to fix: 2, as for bad arguments.
         let startup = error
@@ -82,4 +95,19 @@ fn main() {
             .is_some();
         std::process::exit(if startup { 2 } else { 1 });
     }
+}
+
+/// An error and its causes in one line, `: `-separated, each cause left out
+/// when the message before it already says it (many errors repeat their source).
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }

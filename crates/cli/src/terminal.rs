@@ -44,7 +44,8 @@ pub fn show(bar: ProgressBar) -> Option<Shown> {
 /// A spinner with `message` on a terminal; elsewhere the message is logged.
 pub fn spinner(message: &str) -> Option<Shown> {
     if !std::io::stderr().is_terminal() {
-        tracing::info!("{message}");
+        // Named for what it reports, not for this module.
+        tracing::info!(target: "tessera::progress", "{message}");
         return None;
     }
     let spinner = ProgressBar::new_spinner();

@@ -195,7 +195,10 @@ fn every_backend_choice_scores_or_says_why_not() {
         );
         if out.status.success() {
             let lines = String::from_utf8_lossy(&out.stdout).lines().count();
-            assert_eq!(lines, 2, "--backend {choice}: one line per document");
+            assert_eq!(
+                lines, 3,
+                "--backend {choice}: a header, one line per document"
+            );
         } else {
             assert!(
                 !name.is_empty() && stderr.contains(name),
@@ -601,26 +604,34 @@ fn on_a_terminal_log_lines_never_share_a_line_with_a_progress_bar() {
 }
 
 /// `--replicas` runs that many CPU engines behind one queue (`/info` says so,
-/// `tessera health` sees it serving);
-/// on any other backend it is refused before the port opens, as is `--devices`
-/// where CUDA cannot run.
+/// `tessera health` sees it serving), under `--backend cpu` or the default
+/// `auto` where it picks the CPU (here: no GPU backend in the test build); on a
+/// GPU backend it is refused before the port opens, naming the backend and
+/// `--devices`, as is `--devices` where CUDA cannot run.
 #[test]
 fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
     use std::time::Duration;
 
-    let refused = tessera(&[
-        "serve",
-        "--replicas",
-        "2",
-        "--backend",
-        "auto",
-        "--port",
-        "0",
-    ]);
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("--backend cpu"), "{stderr}");
-    assert!(!String::from_utf8_lossy(&refused.stdout).contains("listening"));
+    for backend in ["cuda", "wgpu"] {
+        let refused = tessera(&[
+            "serve",
+            "--replicas",
+            "2",
+            "--backend",
+            backend,
+            "--port",
+            "0",
+        ]);
+        assert_eq!(refused.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(&format!("--backend {backend} runs on GPUs"))
+                && stderr.contains("--devices")
+                && stderr.contains("--backend cpu"),
+            "{stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&refused.stdout).contains("listening"));
+    }
     // --devices is CUDA's: here (no GPU) it says why it cannot run, before listening.
     let gpus = tessera(&["serve", "--devices", "all", "--port", "0"]);
     assert_eq!(gpus.status.code(), Some(2));
@@ -641,7 +652,8 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
         "{stderr}"
     );
 
-    let served = common::serve(&["--replicas", "2", "--backend", "cpu"]);
+    // The default backend (auto) picks the CPU here, so replicas run.
+    let served = common::serve(&["--replicas", "2"]);
     let address = served.address.clone();
     let patience = Duration::from_secs(5);
     let (_, info) = request(&address, "GET", "/info", None, patience);
@@ -660,9 +672,10 @@ fn serve_runs_cpu_replicas_and_refuses_them_elsewhere() {
     assert!(String::from_utf8_lossy(&healthy.stdout).starts_with("200"));
     assert_eq!(gone.status.code(), Some(1));
     assert_eq!(status, 200);
+    let info = info.to_string();
     assert!(
-        info.to_string().contains("2 replicas"),
-        "/info names the replicas: {info}"
+        info.contains("2 replicas of cpu (") && info.contains("model mapped"),
+        "/info names the replicas and the mapped model: {info}"
     );
 }
 
@@ -791,4 +804,148 @@ fn an_embedding_model_is_named_as_such_served_for_embeddings_and_not_reranked() 
     assert_eq!(embedded.1["data"].as_array().map(Vec::len), Some(2));
     assert_eq!(embedded.1["model"], "Qwen/Qwen3-Embedding-8B");
     assert_eq!(reranked.0, 200, "{}", reranked.1);
+}
+
+/// Every numeric flag out of its range is refused while the arguments are
+/// parsed — status 2, the flag named, nothing listening — never after the
+/// server has opened its port.
+#[test]
+fn numeric_flags_out_of_range_are_refused_before_anything_starts() {
+    let cases: [&[&str]; 10] = [
+        &["serve", "--threads", "0"],
+        &["serve", "--threads", "-1"],
+        &["serve", "--threads", "1000000"],
+        &["serve", "--max-batch-tokens", "0"],
+        &["serve", "--max-queue-tokens", "0"],
+        &["serve", "--max-documents", "0"],
+        &["serve", "--max-connections", "99999999999"],
+        &["serve", "--warm-up-tokens", "-5"],
+        &["bench", "--docs", "0"],
+        &["rerank", "--top-n", "0", "--query", "q", "d"],
+    ];
+    for args in cases {
+        let mut with_port = args.to_vec();
+        if args[0] == "serve" {
+            with_port.extend(["--port", "0"]);
+        }
+        let out = tessera(&with_port);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(args[1]),
+            "{args:?}: the flag is not named: {stderr}"
+        );
+        assert!(
+            stderr.contains("whole number from"),
+            "{args:?}: the range is not given: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("listening"),
+            "{args:?} listened"
+        );
+    }
+}
+
+/// `tessera embed` needs an embedding model: its help does not promise the
+/// embedded (reranker) model as a default, and without one it says what to pass.
+#[test]
+fn embed_requires_an_embedding_model_and_says_so() {
+    let help = tessera(&["embed", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success());
+    assert!(
+        !text.contains("embedded tiny") && !text.contains("default: the embedded"),
+        "{text}"
+    );
+    assert!(text.contains("Required"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["embed", "hello"])
+        .env_remove("TESSERA_MODEL")
+        .env_remove("TESSERA_MODEL_ID")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--model"), "{stderr}");
+}
+
+/// What a person reads: `rerank`'s table has a header and starts with the rank,
+/// `inspect` of an embedding model prints no yes/no ids, `health --help`
+/// describes every flag, and counts agree with their nouns.
+#[test]
+fn plain_output_reads_as_what_it_is() {
+    let out = tessera(&["rerank", "--query", QUERY, DOCS[1], DOCS[0], DOCS[2]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines
+            .next()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["rank", "index", "score", "document"])
+    );
+    let ranks: Vec<&str> = lines.filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(ranks, ["1", "2", "3"], "{stdout}");
+
+    let embedder = fixture("tiny-embed-q8.gguf").display().to_string();
+    let out = tessera(&["inspect", &embedder]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(!stdout.contains("yes/no"), "{stdout}");
+    let out = tessera(&["inspect"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("yes/no ids"));
+
+    let help = tessera(&["health", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    let port = text
+        .lines()
+        .skip_while(|l| !l.contains("--port"))
+        .take(2)
+        .collect::<String>();
+    assert!(port.contains("port"), "--port has no description: {text}");
+
+    let out = tessera(&[
+        "bench",
+        "--docs",
+        "1",
+        "--doc-tokens",
+        "8",
+        "--runs",
+        "1",
+        "--baseline-docs",
+        "0",
+    ]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("in 1 forward pass;"), "{all}");
+    let out = tessera(&[
+        "bench",
+        "--docs",
+        "1",
+        "--doc-tokens",
+        "8",
+        "--runs",
+        "1",
+        "--threads",
+        "1",
+        "--baseline-docs",
+        "0",
+    ]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("cpu (1 thread),") && !all.contains("1 threads"),
+        "{all}"
+    );
 }

@@ -370,3 +370,37 @@ fn a_missing_file_a_refused_token_and_an_empty_offline_cache_say_what_is_wrong()
     let _ = bad.stdout.as_slice().read_to_string(&mut listening);
     assert!(!listening.contains("listening"), "{listening}");
 }
+
+/// A Hub that cannot be reached is named with the hint, and the transport's
+/// cause is said once, not once per layer of the error.
+#[test]
+fn an_unreachable_hub_is_named_once_with_what_to_do() {
+    // A port nothing listens on: bound, then closed.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address");
+    let home = hf_home("unreachable");
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["inspect", "--model-id", &format!("{REPO}:tiny-q8.gguf")])
+        .env("HF_ENDPOINT", format!("http://{closed}"))
+        .env("HF_HOME", &home)
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("TESSERA_MODEL")
+        .env_remove("TESSERA_MODEL_ID")
+        .output()
+        .expect("the binary runs");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot reach the Hugging Face Hub") && stderr.contains("HF_HUB_OFFLINE=1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let refused = stderr.matches("onnection refused").count();
+    assert!(
+        refused <= 1,
+        "the cause is repeated {refused} times: {stderr}"
+    );
+}

@@ -300,7 +300,14 @@ fn on_cpu(
 ) -> Result<Loaded, RuntimeError> {
     let backend = CpuBackend::with_options(options.precision, options.threads)
         .map_err(RuntimeError::backend("cpu"))?;
-    let device = format!("cpu ({} threads)", backend.threads());
+    let threads = backend.threads();
+    // The CPU reads the weights where the file is mapped: the file is what
+    // stays resident (shared by every replica of a process).
+    let device = format!(
+        "cpu ({threads} {}), model mapped {:.2} GB",
+        if threads == 1 { "thread" } else { "threads" },
+        file.file_size() as f64 / 1e9
+    );
     Ok(Loaded {
         model: model_on(backend, file, tokenizer, options.profiler.clone())?,
         device,
@@ -444,6 +451,49 @@ fn wgpu_compiled() -> Result<(), RuntimeError> {
     Err(not_built("wgpu"))
 }
 
+/// The GPU backend `auto` would pick on this machine, if any — CUDA with a
+/// driver, else a wgpu adapter that is not a CPU — found without loading a model.
+pub fn auto_gpu() -> Option<&'static str> {
+    if cuda_available().is_ok() {
+        return Some("cuda");
+    }
+    wgpu_gpu_adapter().then_some("wgpu")
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_gpu_adapter() -> bool {
+    tessera_backend_wgpu::WgpuBackend::new(false).is_ok()
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_gpu_adapter() -> bool {
+    false
+}
+
+/// Why `replicas` copies cannot run on `choice`, if they cannot: replicas are
+/// copies on the CPU, so `cpu`, or `auto` where it picks the CPU.
+pub fn replicas_refusal(choice: BackendChoice, replicas: usize) -> Option<RuntimeError> {
+    if replicas <= 1 {
+        return None;
+    }
+    let backend = match choice {
+        BackendChoice::Cpu => return None,
+        BackendChoice::Auto => auto_gpu()?,
+        other => other.name(),
+    };
+    let how = if choice == BackendChoice::Auto {
+        format!("--backend auto picked {backend} here")
+    } else {
+        format!("--backend {backend} runs on GPUs")
+    };
+    Some(RuntimeError::Unavailable {
+        backend,
+        reason: format!(
+            "--replicas {replicas} makes copies on the CPU, and {how}: for several GPUs use              --devices (all, or 0,1,...), for CPU copies --backend cpu"
+        ),
+    })
+}
+
 /// `replicas` copies of the model on the CPU, the worker threads split evenly
 /// between them (each its own pool): one compute thread each behind one queue
 /// gives several batches in flight, which a CPU with many cores fills better
@@ -458,13 +508,8 @@ pub fn open_replicas(
     if replicas <= 1 {
         return Ok(vec![open(choice, file, tokenizer, options)?]);
     }
-    if choice != BackendChoice::Cpu {
-        return Err(RuntimeError::Unavailable {
-            backend: choice.name(),
-            reason: format!(
-                "{replicas} replicas need --backend cpu (one process drives one GPU for now)"
-            ),
-        });
+    if let Some(refusal) = replicas_refusal(choice, replicas) {
+        return Err(refusal);
     }
     let threads = options
         .threads

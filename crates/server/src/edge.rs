@@ -57,7 +57,9 @@ pub async fn read_body(
             ));
             let _ = tokio::time::timeout(timeout, drain).await;
         });
-        return too_large(announced).in_dialect(dialect).into_response();
+        return too_large(announced, limit)
+            .in_dialect(dialect)
+            .into_response();
     }
     let (parts, body) = request.into_parts();
     let read = tokio::time::timeout(
@@ -73,7 +75,7 @@ pub async fn read_body(
             let too_big = std::error::Error::source(&error)
                 .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
             let error = if too_big {
-                too_large(None)
+                too_large(None, limit)
             } else {
                 ApiError::invalid(format!("cannot read the request body: {error}"))
             };
@@ -96,7 +98,7 @@ pub async fn read_body(
 /// has been sent.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-fn too_large(announced: Option<u64>) -> ApiError {
+fn too_large(announced: Option<u64>, limit: usize) -> ApiError {
     let what = match announced {
         Some(n) => format!("the request announces {n} bytes of body"),
         None => "the request body is".to_string(),
@@ -104,8 +106,21 @@ fn too_large(announced: Option<u64>) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Validation,
-        format!("{what} larger than the server's limit (--max-body-bytes)"),
+        format!(
+            "{what} larger than the server's limit of {limit} bytes (--max-body-bytes {})",
+            human_bytes(limit)
+        ),
     )
+}
+
+/// `limit` as `--max-body-bytes` takes it: in whole GiB, MiB or KiB when it is one.
+fn human_bytes(limit: usize) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if limit >= 1 << shift && limit.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", limit >> shift);
+        }
+    }
+    limit.to_string()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for the

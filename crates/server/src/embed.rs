@@ -263,9 +263,10 @@ async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embe
     let started = Instant::now();
     let worker = Arc::clone(state);
     let inputs = job.inputs.len();
-    let prepared = tokio::task::spawn_blocking(move || job.prepare(&worker.embedder()?.format))
-        .await
-        .map_err(ApiError::task_failed)??;
+    let prepared = state
+        .tokenize
+        .run(move || job.prepare(&worker.embedder()?.format))
+        .await??;
     let tokenize_time = started.elapsed();
     state.metrics.record_tokenize(tokenize_time);
 

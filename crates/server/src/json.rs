@@ -82,6 +82,7 @@ fn classify(path: &str, error: &serde_json::Error) -> ApiError {
                 Some(at) => &text[..at],
                 None => &text,
             };
+            let text = &plain_type_names(text);
             if text.starts_with("missing field") {
                 let field = text.trim_start_matches("missing field ").trim_matches('`');
                 let full = if path == "." {
@@ -97,6 +98,34 @@ fn classify(path: &str, error: &serde_json::Error) -> ApiError {
             }
         }
     }
+}
+
+/// serde's names for what it expected (`i64`, `usize`, `a sequence`) in the
+/// words of a JSON API.
+fn plain_type_names(text: &str) -> String {
+    let Some(at) = text.rfind("expected ") else {
+        return text.to_string();
+    };
+    let (head, expected) = text.split_at(at + "expected ".len());
+    // What came: serde's `invalid type: map, ...` / `sequence` / `unit value`.
+    let head = [
+        ("type: map,", "type: object,"),
+        ("type: sequence,", "type: array,"),
+        ("type: unit value,", "type: null,"),
+        ("type: floating point", "type: number"),
+    ]
+    .iter()
+    .fold(head.to_string(), |h, (from, to)| h.replacen(from, to, 1));
+    let plain = match expected {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer",
+        "f32" | "f64" => "a number",
+        "a sequence" => "an array",
+        "a map" => "an object",
+        "a borrowed string" => "a string",
+        other => other,
+    };
+    format!("{head}{plain}")
 }
 
 #[cfg(test)]
@@ -121,7 +150,16 @@ mod tests {
             e.message
         );
         let e = parse::<Probe>(br#"{"query": "q", "top_n": "3", "documents": []}"#).unwrap_err();
-        assert!(e.message.starts_with("top_n: "), "{}", e.message);
+        // In JSON's words, not Rust's type names.
+        assert_eq!(
+            e.message,
+            r#"top_n: invalid type: string "3", expected an integer"#
+        );
+        let e = parse::<Probe>(br#"{"query": "q", "documents": {"a": 1}}"#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "documents: invalid type: object, expected an array"
+        );
         let e = parse::<Probe>(br#"{"documents": []}"#).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(e.message, "query: this field is required");

@@ -18,6 +18,7 @@ mod prepare;
 mod rerank;
 mod routes;
 pub mod state;
+mod tokenize_pool;
 pub mod types;
 
 use std::future::Future;

@@ -44,6 +44,7 @@ pub struct Metrics {
     tokens_per_second: Gauge<f64, AtomicU64>,
     documents_scored: Counter,
     tokenize_seconds: Histogram,
+    tokenize_pool: crate::tokenize_pool::PoolGauges,
     queue_seconds: Histogram,
     inference_seconds: Histogram,
     dropped_requests: Counter,
@@ -263,6 +264,22 @@ impl Metrics {
             "Time to tokenize one request",
             tokenize_seconds.clone(),
         );
+        let tokenize_pool = crate::tokenize_pool::PoolGauges::default();
+        registry.register(
+            "tessera_tokenize_threads",
+            "Threads tokenising requests now (at most --tokenize-threads)",
+            tokenize_pool.busy.clone(),
+        );
+        registry.register(
+            "tessera_tokenize_threads_peak",
+            "Most threads tokenising at once since the start",
+            tokenize_pool.busy_peak.clone(),
+        );
+        registry.register(
+            "tessera_tokenize_waiting",
+            "Requests waiting for a tokenising thread (they hold none)",
+            tokenize_pool.waiting.clone(),
+        );
         let queue_seconds = Histogram::new(seconds_buckets());
         registry.register(
             "tessera_queue_seconds",
@@ -363,6 +380,7 @@ impl Metrics {
         prefix.register(&mut registry);
         Metrics {
             registry,
+            tokenize_pool,
             requests,
             queue_tokens,
             queue_requests,
@@ -414,6 +432,11 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// The gauges the tokenising pool keeps up to date.
+    pub fn tokenize_pool_gauges(&self) -> crate::tokenize_pool::PoolGauges {
+        self.tokenize_pool.clone()
     }
 
     pub fn record_tokenize(&self, elapsed: Duration) {

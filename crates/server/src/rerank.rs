@@ -41,12 +41,13 @@ async fn score(
     let model = state.model()?;
     let started = Instant::now();
     let worker = Arc::clone(state);
-    let mut prepared = tokio::task::spawn_blocking(move || {
-        let model = worker.model()?;
-        prepare(&model.prompt, &job)
-    })
-    .await
-    .map_err(ApiError::task_failed)??;
+    let mut prepared = state
+        .tokenize
+        .run(move || {
+            let model = worker.model()?;
+            prepare(&model.prompt, &job)
+        })
+        .await??;
     let tokenize_time = started.elapsed();
     state.metrics.record_tokenize(tokenize_time);
 

@@ -322,9 +322,10 @@ pub async fn tokenize(State(state): State<Arc<AppState>>, request: Request) -> R
             return Err(ApiError::empty("inputs must not be empty"));
         }
         let worker = Arc::clone(&state);
-        tokio::task::spawn_blocking(move || tokenize_all(&worker, &inputs))
-            .await
-            .map_err(ApiError::task_failed)?
+        state
+            .tokenize
+            .run(move || tokenize_all(&worker, &inputs))
+            .await?
     }
     .await;
     match result {

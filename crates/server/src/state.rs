@@ -45,6 +45,14 @@ pub struct ServerOptions {
     /// Open connections at most; at the limit new ones wait in the kernel's
     /// accept backlog until one closes.
     pub max_connections: usize,
+    /// Requests tokenised at once, each on its own blocking thread (/tokenize
+    /// included); others wait for a turn without a thread.
+    pub tokenize_threads: usize,
+}
+
+/// The default tokenising threads: one per core.
+pub fn default_tokenize_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for ServerOptions {
@@ -61,6 +69,7 @@ impl Default for ServerOptions {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            tokenize_threads: default_tokenize_threads(),
         }
     }
 }
@@ -109,6 +118,8 @@ pub struct LoadedEmbedder {
 pub struct AppState {
     pub options: ServerOptions,
     pub metrics: Arc<Metrics>,
+    /// Where requests are tokenised (`options.tokenize_threads` at once).
+    pub tokenize: crate::tokenize_pool::TokenizePool,
     model: OnceLock<LoadedModel>,
     embedder: OnceLock<LoadedEmbedder>,
     /// Queued tokens of both models, bounded by `max_queue_tokens` together.
@@ -118,9 +129,14 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(options: ServerOptions) -> AppState {
+        let metrics = Arc::new(Metrics::new());
         AppState {
+            tokenize: crate::tokenize_pool::TokenizePool::new(
+                options.tokenize_threads,
+                metrics.tokenize_pool_gauges(),
+            ),
             options,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             model: OnceLock::new(),
             embedder: OnceLock::new(),
             budget: QueueBudget::new(),

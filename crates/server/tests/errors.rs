@@ -157,7 +157,8 @@ async fn media_type_size_route_and_method_errors() {
     assert_eq!(status, 413);
     // The unread rest of the body makes the connection unusable: it is closed.
     assert_eq!(headers[reqwest::header::CONNECTION], "close");
-    assert_cohere_error(&body, "max-body-bytes");
+    // The limit is named with its value, as the flag takes it.
+    assert_cohere_error(&body, "limit of 1024 bytes (--max-body-bytes 1KiB)");
     let (status, _, body) = server
         .post(
             "/rerank",

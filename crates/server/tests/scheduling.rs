@@ -212,3 +212,36 @@ async fn metrics_cover_routes_queue_batches_and_timings() {
     assert!(metric(&text, "tessera_tokens_per_second").is_some_and(|t| t > 0.0));
     assert!(metric(&text, "tessera_inference_tokens_total").is_some_and(|t| t > 0.0));
 }
+
+/// 512 requests at once: at most `tokenize_threads` of them are tokenised at a
+/// time (the rest wait without a thread), every one is answered, and the gauges
+/// say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_is_tokenised_by_a_bounded_pool() {
+    let server = start(ServerOptions {
+        tokenize_threads: 2,
+        max_connections: 1024,
+        ..ServerOptions::default()
+    })
+    .await;
+    let tasks: Vec<_> = (0..512)
+        .map(|i| {
+            let request = server
+                .client
+                .post(server.url("/v1/rerank"))
+                .json(&request_for(i));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("joined").expect("answered"), 200);
+    }
+    let text = server.metrics().await;
+    let peak = metric(&text, "tessera_tokenize_threads_peak").expect("peak gauge");
+    assert!(
+        (1.0..=2.0).contains(&peak),
+        "at most 2 tokenising threads, saw {peak}"
+    );
+    assert_eq!(metric(&text, "tessera_tokenize_threads"), Some(0.0));
+    assert_eq!(metric(&text, "tessera_tokenize_waiting"), Some(0.0));
+}

@@ -15,6 +15,7 @@ use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Precision, Pro
 
 use super::bench_report::{Format, Profile, Record};
 use crate::backends::BackendArgs;
+use crate::flags::{count, MAX_PASS_TOKENS};
 use crate::model_source::{self, ModelArgs};
 
 /// Whether progress and text results go to stdout (`--format text`) or to
@@ -36,25 +37,25 @@ pub struct BenchArgs {
     #[command(flatten)]
     source: ModelArgs,
     /// Documents per run.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = count::<1, 1_000_000>)]
     docs: usize,
     /// Tokens per document.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = count::<1, MAX_PASS_TOKENS>)]
     doc_tokens: usize,
     /// Tokens of the query.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = count::<1, MAX_PASS_TOKENS>)]
     query_tokens: usize,
     /// Tokens per forward pass.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = count::<1, MAX_PASS_TOKENS>)]
     batch_tokens: usize,
     /// Timed runs (after one warm-up run).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = count::<1, 100_000>)]
     runs: usize,
     #[command(flatten)]
     run_on: BackendArgs,
     /// Measure plain prefill instead: each sequence is this many random tokens,
     /// no prompt, one sequence per forward pass (as `llama-bench -p N`).
-    #[arg(long)]
+    #[arg(long, value_parser = count::<1, MAX_PASS_TOKENS>)]
     sequence_tokens: Option<usize>,
     /// Instead of the reference baseline, measure the rerank workload three ways
     /// on the chosen backend: every pair computed whole (no prefix sharing), the
@@ -63,7 +64,7 @@ pub struct BenchArgs {
     prefix_study: bool,
     /// Sequences the reference baseline runs on (it is several times slower;
     /// 0 skips it). Per-sequence work is identical, so rates compare.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = count::<0, 1_000_000>)]
     baseline_docs: usize,
     /// After the timed runs, one more run with the device waited on around
     /// every backend op: milliseconds and share per op kind, per layer, and the
@@ -330,12 +331,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.docs
         ),
         None => say!(
-            "workload   rerank: {} docs × {} tokens + prompt ({} tokens billed) in {} forward passes; \
+            "workload   rerank: {} docs × {} tokens + prompt ({} tokens billed) in {} forward {}; \
              the {}-token query prefix is shared by the documents of each pass and cached across passes",
             args.docs,
             args.doc_tokens,
             workload.tokens(),
             workload.passes.len(),
+            plural(workload.passes.len(), "pass", "passes"),
             workload.passes[0].0.len()
         ),
     }
@@ -460,4 +462,13 @@ fn emit(record: &Record, format: Format) -> anyhow::Result<()> {
         println!("{text}");
     }
     Ok(())
+}
+
+/// `one` for a count of 1, `many` otherwise.
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
 }

@@ -37,8 +37,8 @@ pub struct GenerateArgs {
     /// Model shape: the tiny test shape or a real Qwen3 size.
     #[arg(long, value_enum)]
     shape: Shape,
-    /// Override the number of layers (e.g. a shallow 4B-shaped model).
-    #[arg(long)]
+    /// Override the number of layers (e.g. a shallow 4B-shaped model), 1 to 1000.
+    #[arg(long, value_parser = crate::flags::count::<1, 1000>)]
     layers: Option<usize>,
     /// Seed of the random weights (the same seed gives the same file).
     #[arg(long, default_value_t = 1)]

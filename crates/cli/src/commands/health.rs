@@ -14,10 +14,11 @@ pub struct HealthArgs {
     /// The server's address (a listen address of 0.0.0.0 is asked on 127.0.0.1).
     #[arg(long, env = "TESSERA_HOST", default_value = "127.0.0.1")]
     host: String,
-    #[arg(long, env = "TESSERA_PORT", default_value_t = 8080)]
+    /// The server's port.
+    #[arg(long, env = "TESSERA_PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds to wait for the answer, from 1 to 3600.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
 }
 

@@ -90,7 +90,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                     .token_to_id(t)
                     .map_or("-".to_string(), |id| id.to_string())
             };
-            println!("yes/no ids    {} / {}", id("yes"), id("no"));
+            if !embedding {
+                println!("yes/no ids    {} / {}", id("yes"), id("no"));
+            }
             match (tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")) {
                 (Some(yes), Some(no)) => match if embedding {
                     Weights::load_without_head(file)

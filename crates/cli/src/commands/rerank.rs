@@ -31,7 +31,7 @@ pub struct RerankArgs {
     #[arg(long)]
     documents_file: Option<PathBuf>,
     /// Keep only the best N results.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::count::<1, { usize::MAX }>)]
     top_n: Option<usize>,
     /// Include each document's text in the results.
     #[arg(long)]
@@ -131,13 +131,17 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
         );
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
-        for d in output.top(args.top_n) {
+        // Rank first, then the document's position in the input: the first row
+        // is the best document, whatever its index.
+        println!("rank  index  score     document");
+        for (rank, d) in output.top(args.top_n).iter().enumerate() {
             let mut text: String = documents[d.index].chars().take(70).collect();
             if text.len() < documents[d.index].len() {
                 text.push('…');
             }
             println!(
-                "{:>3}  {:.6}  {}",
+                "{:>4}  {:>5}  {:.6}  {}",
+                rank + 1,
                 d.index,
                 d.relevance,
                 text.replace('\n', " ")

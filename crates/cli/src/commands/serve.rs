@@ -18,6 +18,7 @@ use tessera_runtime::{AnyModel, BackendChoice, BackendOptions, Devices};
 use tessera_server::{Hosted, ModelInfo, Server, ServerOptions};
 
 use crate::backends::BackendArgs;
+use crate::flags::{count, MAX_PASS_TOKENS};
 use crate::hub::{self, ModelId};
 use crate::model_source::{self, ModelArgs};
 use crate::terminal;
@@ -85,13 +86,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     run_on: BackendArgs,
     /// Tokens per forward pass (each query prefix once plus its documents).
-    #[arg(long, env = "TESSERA_MAX_BATCH_TOKENS", default_value_t = DEFAULT_MAX_BATCH_TOKENS)]
+    #[arg(long, env = "TESSERA_MAX_BATCH_TOKENS", default_value_t = DEFAULT_MAX_BATCH_TOKENS,
+          value_parser = count::<1, MAX_PASS_TOKENS>)]
     max_batch_tokens: usize,
     /// Tokens queued or in progress beyond which requests get 429.
-    #[arg(long, env = "TESSERA_MAX_QUEUE_TOKENS", default_value_t = 4_194_304)]
+    #[arg(long, env = "TESSERA_MAX_QUEUE_TOKENS", default_value_t = 4_194_304,
+          value_parser = count::<1, { u32::MAX as usize }>)]
     max_queue_tokens: usize,
     /// Most documents one request may carry (more: 400).
-    #[arg(long, env = "TESSERA_MAX_DOCUMENTS", default_value_t = 10_000)]
+    #[arg(long, env = "TESSERA_MAX_DOCUMENTS", default_value_t = 10_000,
+          value_parser = count::<1, 1_000_000>)]
     max_documents: usize,
     /// Largest request body: bytes, or with a KiB/MiB/GiB (or K/M/G) suffix.
     #[arg(long, env = "TESSERA_MAX_BODY_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
@@ -106,9 +110,10 @@ pub struct ServeArgs {
     /// the GPU kernels and takes the activation memory of a full batch, so the
     /// first request is not slow and a batch budget the device cannot hold fails
     /// at startup. Default: --max-batch-tokens on a GPU, 0 (none) on the CPU.
-    #[arg(long, env = "TESSERA_WARM_UP_TOKENS")]
+    #[arg(long, env = "TESSERA_WARM_UP_TOKENS", value_parser = count::<0, MAX_PASS_TOKENS>)]
     warm_up_tokens: Option<usize>,
-    /// Copies of the model on the CPU (--backend cpu), the threads split evenly
+    /// Copies of the model on the CPU (--backend cpu, or auto where it picks the
+    /// CPU; for several GPUs use --devices), the threads split evenly
     /// between them: one queue feeds them, each takes the next batch when idle,
     /// each keeps its own prefix cache (--prefix-cache-bytes each). A replica
     /// that fails 3 batches in a row is taken out of rotation while another serves.
@@ -140,8 +145,13 @@ pub struct ServeArgs {
     body_timeout: Duration,
     /// Open connections at most; at the limit new connections wait in the
     /// kernel's accept backlog until one closes. Keep it below `ulimit -n`.
-    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 1024)]
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = count::<1, 1_000_000>)]
     max_connections: usize,
+    /// Requests tokenised at once, each on its own thread (default: one per
+    /// core); the others wait for a turn without holding a thread.
+    #[arg(long, env = "TESSERA_TOKENIZE_THREADS", value_parser = count::<1, 1024>)]
+    tokenize_threads: Option<usize>,
     /// Log lines on stderr: text (coloured only on a terminal, never with
     /// NO_COLOR set) or json (one object per line).
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
@@ -328,10 +338,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
         max_connections: args.max_connections.max(1),
+        tokenize_threads: args
+            .tokenize_threads
+            .unwrap_or_else(tessera_server::state::default_tokenize_threads),
     };
     let auth = !options.api_keys.is_empty();
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
+    if let Some(refusal) =
+        tessera_runtime::replicas_refusal(args.run_on.choice(), usize::from(args.replicas))
+    {
+        return Err(StartupError(refusal.to_string()).into());
+    }
     tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
     if args.devices.is_some() {
         let gpu_backend = match args.run_on.choice() {
@@ -345,13 +363,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             BackendChoice::Cuda | BackendChoice::Auto => BackendChoice::Cuda,
         };
         tessera_runtime::available(gpu_backend).map_err(|e| StartupError(e.to_string()))?;
-    }
-    if args.replicas > 1 && args.run_on.choice() != BackendChoice::Cpu {
-        return Err(StartupError(format!(
-            "--replicas {} needs --backend cpu (one process drives one GPU for now)",
-            args.replicas
-        ))
-        .into());
     }
     let server = Server::new(options);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -536,7 +547,9 @@ fn load(
     }
     let device = match (placement, all.len()) {
         (_, 1) => first.device.clone(),
-        (Placement::Replicas(_), n) => format!("{} × {n} replicas", first.device),
+        (Placement::Replicas(_), n) => {
+            format!("{n} replicas of {}, the mapping shared", first.device)
+        }
         (Placement::Gpus(_), _) => all
             .iter()
             .map(|l| l.device.as_str())
@@ -553,6 +566,7 @@ fn load(
         model = %info.name,
         kind = first.model.kind().name(),
         backend = %info.backend,
+        device = %info.device,
         seconds = seconds(started.elapsed()),
         "model loaded"
     );
