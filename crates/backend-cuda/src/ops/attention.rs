@@ -85,9 +85,13 @@ pub fn shared_bytes(head_dim: usize) -> usize {
         + (THREADS as usize / 32) * KEYS_PER_TILE * SLOTS_PER_WARP)
 }
 
-/// Tile descriptors: each sequence's rows in runs of `rows_per_block`.
+/// Tile descriptors: each sequence's rows in runs of `rows_per_block`, the
+/// heaviest first. A tile's work is its rows times the keys they see (causal:
+/// later rows see more), and blocks start in launch order, so the last wave
+/// holds the lightest tiles and the device does not idle behind one long tile
+/// (a long pair's last rows, or a document behind a long prefix).
 pub fn tiles(layout: &AttentionLayout, prefix_lens: &[usize], rows_per_block: usize) -> Vec<u32> {
-    let mut tiles = Vec::new();
+    let mut tiles: Vec<([u32; TILE_WORDS], usize)> = Vec::new();
     for seq in &layout.sequences {
         let (prefix_len, prefix_index) = match seq.prefix {
             Some(p) => (prefix_lens[p], p),
@@ -95,16 +99,23 @@ pub fn tiles(layout: &AttentionLayout, prefix_lens: &[usize], rows_per_block: us
         };
         for first in (0..seq.len).step_by(rows_per_block) {
             let count = rows_per_block.min(seq.len - first);
-            tiles.extend([
-                seq.start as u32,
-                (seq.start + first) as u32,
-                count as u32,
-                prefix_len as u32,
-                prefix_index as u32,
-            ]);
+            // Keys seen by the tile's rows, summed: prefix + own rows up to each.
+            let work = count * (prefix_len + first) + count * (count + 1) / 2;
+            tiles.push((
+                [
+                    seq.start as u32,
+                    (seq.start + first) as u32,
+                    count as u32,
+                    prefix_len as u32,
+                    prefix_index as u32,
+                ],
+                work,
+            ));
         }
     }
-    tiles
+    // Stable: tiles of equal work keep their order.
+    tiles.sort_by_key(|(_, work)| std::cmp::Reverse(*work));
+    tiles.into_iter().flat_map(|(tile, _)| tile).collect()
 }
 
 pub fn attention<D: Device>(
@@ -223,6 +234,29 @@ mod tests {
         assert_eq!(mma_kernel_for_head_dim(20), None);
         assert_eq!(mma_shared_bytes(128), 34_816); // the kernel's sizeof, under 48 KiB
         assert_eq!(mma_shared_bytes(16), 6_144);
+    }
+
+    #[test]
+    fn tiles_cover_every_row_once_heaviest_first() {
+        // A 40-row pair after an 8-token prefix, and a 10-row one without.
+        let layout = AttentionLayout::packed_with_prefixes(&[40, 10], &[Some(0), None]);
+        let table = tiles(&layout, &[8], 16);
+        let tiles: Vec<&[u32]> = table.chunks(TILE_WORDS).collect();
+        let work = |t: &[u32]| {
+            let (first, count, prefix) = ((t[1] - t[0]) as usize, t[2] as usize, t[3] as usize);
+            count * (prefix + first) + count * (count + 1) / 2
+        };
+        assert!(
+            tiles.windows(2).all(|w| work(w[0]) >= work(w[1])),
+            "{tiles:?}"
+        );
+        // The first pair's middle tile (rows 16..32: 16 rows seeing 8 + 17..32
+        // keys, 520 in all) before its last (8 rows, 356) and first (264).
+        assert_eq!(tiles[0], [0, 16, 16, 8, 0]);
+        assert_eq!(tiles[1], [0, 32, 8, 8, 0]);
+        let mut rows: Vec<u32> = tiles.iter().flat_map(|t| t[1]..t[1] + t[2]).collect();
+        rows.sort_unstable();
+        assert_eq!(rows, (0..50).collect::<Vec<u32>>());
     }
 
     #[test]
