@@ -251,7 +251,17 @@ struct __align__(16) AttMmaShared {
 
 // Four f32 from global memory (16-byte aligned: D is a multiple of 16) rounded
 // to four f16 in shared memory.
-static __device__ __forceinline__ void f32x4_to_f16(const float* src, u16* dst, float scale = 1.0f) {
+static __device__ __forceinline__ void f32x4_to_f16(const float* src, u16* dst) {
+    u32 w[4];
+    load_16(w, src);
+    store_8(dst, pack_f16x2(__int_as_float(int(w[0])), __int_as_float(int(w[1]))),
+            pack_f16x2(__int_as_float(int(w[2])), __int_as_float(int(w[3]))));
+}
+
+// The same, each value multiplied by `scale` first (Q's softmax scale). A
+// separate function: without fast-math the compiler keeps a multiplication by
+// a 1.0f default (it would quiet a signalling NaN), 32 FMUL per K/V tile.
+static __device__ __forceinline__ void f32x4_to_f16_scaled(const float* src, u16* dst, float scale) {
     u32 w[4];
     load_16(w, src);
     store_8(dst, pack_f16x2(__int_as_float(int(w[0])) * scale, __int_as_float(int(w[1])) * scale),
@@ -301,7 +311,7 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
     for (u32 id = lane; id < 16 * (D / 4); id += WARP_SIZE) {
         const u32 r = id / (D / 4), c = (id % (D / 4)) * 4;
         if (warp_active && r < rows_here) {
-            f32x4_to_f16(q + u64(row0 + r) * qw + u64(head) * D + c, my_q + r * STRIDE + c, q_scale);
+            f32x4_to_f16_scaled(q + u64(row0 + r) * qw + u64(head) * D + c, my_q + r * STRIDE + c, q_scale);
         } else {
             store_8(my_q + r * STRIDE + c, 0u, 0u);
         }
@@ -421,26 +431,30 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
             const float new_m = fmaxf(m[h], tile_max);
             // No key visible yet: nothing to add, nothing to rescale.
             const float base = new_m == negative_infinity() ? 0.0f : new_m;
-            correction[h] = exp2f(m[h] - base);  // exp2(-inf) = 0 on the first tile
+            correction[h] = exp2_ftz(m[h] - base);  // exp2(-inf) = 0 on the first tile
             float sum = 0.0f;
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float& p = s[j][2 * h + e];
-                    p = exp2f(p - base);
+                    p = exp2_ftz(p - base);
                     sum += p;
                 }
             }
             l[h] = l[h] * correction[h] + sum;  // this lane's share; the quad adds up at the end
             m[h] = new_m;
         }
+        // O is rescaled only when one of this lane's rows has a new maximum
+        // (exp2(0) is exactly 1): on long contexts most tiles leave it alone.
+        if (correction[0] != 1.0f || correction[1] != 1.0f) {
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            o[n][0] *= correction[0];
-            o[n][1] *= correction[0];
-            o[n][2] *= correction[1];
-            o[n][3] *= correction[1];
+            for (int n = 0; n < D / 8; ++n) {
+                o[n][0] *= correction[0];
+                o[n][1] *= correction[0];
+                o[n][2] *= correction[1];
+                o[n][3] *= correction[1];
+            }
         }
         // O += P·V: P's C fragments are the A fragments (keys 16ks..16ks+15);
         // ldmatrix.trans on V rows gives B fragments (keys 2t, 2t+1 at dim g)

@@ -443,3 +443,19 @@ static __device__ __forceinline__ void write_f16_row(const Value& value, u32 row
         row_scales[row] = exp2_int(e);
     }
 }
+
+// 2^x in one instruction, ex2.approx.ftz.f32 (PTX ISA, "ex2": max relative
+// error 2^-22.5 over the full range; a subnormal input or result is flushed to
+// zero). Plain exp2f without -ftz adds a compare and two multiplications per
+// call to handle subnormal results, which a softmax weight below 2^-126 does not
+// need. The emulation computes it exactly and flushes the same way.
+static __device__ __forceinline__ float exp2_ftz(float x) {
+#ifdef TESSERA_CUDA_EMULATION
+    const float y = exp2f(x);
+    return (y != 0.0f && fabsf(y) < 1.17549435e-38f) ? 0.0f : y;
+#else
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#endif
+}
