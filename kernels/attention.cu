@@ -352,20 +352,35 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
     const u32 n_keys = prefix_len + (row_begin + row_count - seq_start);
     // The warp's last row sees the most keys: tiles past its last key are skipped.
     const u32 warp_last_key = prefix_len + (row0 + (rows_here > 0 ? rows_here - 1 : 0) - seq_start);
+    // The K/V loader: a thread always converts the same 16-byte column chunk
+    // (chunks per row divide the block's threads), of rows my_row, my_row +
+    // ROWS_PER_PASS, ...: the column's offsets and the two sources' bases are
+    // computed once, not per tile and chunk.
+    constexpr u32 CHUNKS = D / 4;
+    constexpr u32 ROWS_PER_PASS = ATT_MMA_THREADS / CHUNKS;
+    constexpr u32 PASSES = (ATT_MMA_KEYS + ROWS_PER_PASS - 1) / ROWS_PER_PASS;
+    const u32 my_row = threadIdx.x / CHUNKS, my_col = (threadIdx.x % CHUNKS) * 4;
+    const u64 column = u64(kv_head) * D + my_col;
+    const float* my_prefix_k = prefix_k + column;
+    const float* my_prefix_v = prefix_v + column;
+    const float* my_k = k + u64(seq_start) * kvw + column;
+    const float* my_v = v + u64(seq_start) * kvw + column;
     for (u32 t0 = 0; t0 < n_keys; t0 += ATT_MMA_KEYS) {
         __syncthreads();  // Q fragments loaded / the previous tile consumed
-        for (u32 id = threadIdx.x; id < ATT_MMA_KEYS * (D / 4); id += ATT_MMA_THREADS) {
-            const u32 j = id / (D / 4), c = (id % (D / 4)) * 4, key = t0 + j;
-            u16* kd = sm.kv.k + j * STRIDE + c;
-            u16* vd = sm.kv.v + j * STRIDE + c;
+#pragma unroll
+        for (u32 pass = 0; pass < PASSES; ++pass) {
+            const u32 j = my_row + pass * ROWS_PER_PASS, key = t0 + j;
+            if (ROWS_PER_PASS > ATT_MMA_KEYS && j >= ATT_MMA_KEYS) {
+                break;  // small heads: more chunks than a tile holds
+            }
+            u16* kd = sm.kv.k + j * STRIDE + my_col;
+            u16* vd = sm.kv.v + j * STRIDE + my_col;
             if (key < prefix_len) {
-                const u64 at = u64(key) * kvw + u64(kv_head) * D + c;
-                f32x4_to_f16(prefix_k + at, kd);
-                f32x4_to_f16(prefix_v + at, vd);
+                f32x4_to_f16(my_prefix_k + u64(key) * kvw, kd);
+                f32x4_to_f16(my_prefix_v + u64(key) * kvw, vd);
             } else if (key < n_keys) {
-                const u64 at = u64(seq_start + key - prefix_len) * kvw + u64(kv_head) * D + c;
-                f32x4_to_f16(k + at, kd);
-                f32x4_to_f16(v + at, vd);
+                f32x4_to_f16(my_k + u64(key - prefix_len) * kvw, kd);
+                f32x4_to_f16(my_v + u64(key - prefix_len) * kvw, vd);
             } else {
                 store_8(kd, 0u, 0u);
                 store_8(vd, 0u, 0u);
