@@ -220,8 +220,10 @@ TESSERA_KERNEL void __launch_bounds__(ATT_THREADS)
 //
 // The same attention (packed sequences, shared prefixes visited first, causal
 // inside a sequence, GQA) on mma.sync m16n8k16 f16 tiles with f32 accumulation,
-// flash style: a warp owns 16 query rows of one head; its Q fragments stay in
-// registers; per tile of 32 keys it computes S = Q·Kᵀ (f32), the online softmax
+// flash style: a warp owns 16 query rows of one head, kept in shared memory and
+// read as A fragments at each key tile (in registers they would push the key
+// loop past 128 registers into local memory); per tile of 32 keys it computes
+// S = Q·Kᵀ (f32), the online softmax
 // in f32 on S's accumulator registers, rounds P to f16 in the very registers an
 // A fragment wants (an m16n8 C fragment pair is an m16n8k16 A fragment), and adds
 // P·V to its f32 output. Q, K and V are rounded to f16 as they enter shared
@@ -229,10 +231,11 @@ TESSERA_KERNEL void __launch_bounds__(ATT_THREADS)
 // query heads of one KV head it holds (heads_per_block, a divisor of the group,
 // at most 8) × 16-row tiles, so every K/V tile it converts serves them all.
 //
-// Shared memory (dynamic, sizeof(AttMmaShared<D>): 34,816 bytes at D = 128):
-// rows of D f16 padded by 8 (16 bytes: the 8 rows one ldmatrix phase reads fall
-// in 8 distinct 16-byte bank groups for every D that is a multiple of 16). Q is
-// staged once, in the space K and V take afterwards.
+// Shared memory (dynamic, sizeof(AttMmaShared<D>): 52,224 bytes at D = 128, over
+// the 48 KiB default, so the launcher opts the kernel in): rows of D f16 padded
+// by 8 (16 bytes: the 8 rows one ldmatrix phase reads fall in 8 distinct 16-byte
+// bank groups for every D that is a multiple of 16); Q of the 8 warps, then one
+// tile of K and of V.
 #define ATT_MMA_WARPS 8
 #define ATT_MMA_THREADS (ATT_MMA_WARPS * WARP_SIZE)
 #define ATT_MMA_KEYS 32
@@ -240,13 +243,9 @@ TESSERA_KERNEL void __launch_bounds__(ATT_THREADS)
 template <int D>
 struct __align__(16) AttMmaShared {
     static constexpr int STRIDE = D + 8;  // f16 per row
-    union {
-        u16 q[ATT_MMA_WARPS * 16 * STRIDE];
-        struct {
-            u16 k[ATT_MMA_KEYS * STRIDE];
-            u16 v[ATT_MMA_KEYS * STRIDE];
-        } kv;
-    };
+    u16 q[ATT_MMA_WARPS * 16 * STRIDE];
+    u16 k[ATT_MMA_KEYS * STRIDE];
+    u16 v[ATT_MMA_KEYS * STRIDE];
 };
 
 // Four f32 from global memory (16-byte aligned: D is a multiple of 16) rounded
@@ -302,8 +301,8 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
     const u32 rows_here = rows_left < 16 ? rows_left : 16;
     const bool warp_active = rows_here > 0;  // heads_per_block divides the 8 warps
 
-    // Q: each warp stages its 16 rows (zeros past the tile) and loads its A
-    // fragments for all D/16 k steps.
+    // Q: each warp stages its 16 rows (zeros past the tile) in its own part of
+    // shared memory, where the key loop reads them.
     // Scores come out in log2 units: Q is multiplied by scale · log2(e) before
     // it is rounded to f16, so exp2 of a score is the softmax's exp.
     const float q_scale = scale * 1.4426950408889634f;
@@ -317,19 +316,9 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
         }
     }
     __syncwarp();
-    u32 qf[D / 16][4];
-    {
-        const u32 mat = lane / 8, r = (mat & 1) * 8 + lane % 8;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-            int f[4];
-            ldmatrix_x4(f, my_q + r * STRIDE + kk * 16 + (mat >> 1) * 8);
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                qf[kk][i] = u32(f[i]);
-            }
-        }
-    }
+    // A fragments of Q for k step kk come from the warp's rows with ldmatrix:
+    // matrices 0/1 rows 0-7/8-15 of columns kk·16.., 2/3 the same of kk·16+8...
+    const u16* q_frag = my_q + ((lane / 8) & 1) * 8 * STRIDE + (lane % 8) * STRIDE + ((lane / 8) >> 1) * 8;
 
     // Rows g and g + 8 of the warp: the last key each sees (prefix keys count
     // first); a row past the tile sees nothing and is never stored.
@@ -366,15 +355,15 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
     const float* my_k = k + u64(seq_start) * kvw + column;
     const float* my_v = v + u64(seq_start) * kvw + column;
     for (u32 t0 = 0; t0 < n_keys; t0 += ATT_MMA_KEYS) {
-        __syncthreads();  // Q fragments loaded / the previous tile consumed
+        __syncthreads();  // the previous tile consumed
 #pragma unroll
         for (u32 pass = 0; pass < PASSES; ++pass) {
             const u32 j = my_row + pass * ROWS_PER_PASS, key = t0 + j;
             if (ROWS_PER_PASS > ATT_MMA_KEYS && j >= ATT_MMA_KEYS) {
                 break;  // small heads: more chunks than a tile holds
             }
-            u16* kd = sm.kv.k + j * STRIDE + my_col;
-            u16* vd = sm.kv.v + j * STRIDE + my_col;
+            u16* kd = sm.k + j * STRIDE + my_col;
+            u16* vd = sm.v + j * STRIDE + my_col;
             if (key < prefix_len) {
                 f32x4_to_f16(my_prefix_k + u64(key) * kvw, kd);
                 f32x4_to_f16(my_prefix_v + u64(key) * kvw, vd);
@@ -401,16 +390,38 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
             for (int e = 0; e < 4; ++e) {
                 s[j][e] = 0.0f;
             }
+        }
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk += 2) {
+        for (int kk = 0; kk < D / 16; kk += 2) {
+            u32 qa[2][4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
                 int f[4];
                 const u32 mat = lane / 8;
-                ldmatrix_x4(f, sm.kv.k + (j * 8 + lane % 8) * STRIDE + kk * 16 + mat * 8);
+                ldmatrix_x4(f, sm.k + (j * 8 + lane % 8) * STRIDE + kk * 16 + mat * 8);
+                if (j == 0) {
+                    // Q's A fragments for k steps kk and kk + 1, read after the
+                    // first K fragment: so the first shared-memory read after
+                    // the K/V tile is written is of that tile, which is where
+                    // the emulator's lane order exposes a missing barrier (the
+                    // mutation build without it must fail).
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        if (kk + h < D / 16) {
+                            int fq[4];
+                            ldmatrix_x4(fq, q_frag + (kk + h) * 16);
+#pragma unroll
+                            for (int i = 0; i < 4; ++i) {
+                                qa[h][i] = u32(fq[i]);
+                            }
+                        }
+                    }
+                }
                 const u32 b0[2] = {u32(f[0]), u32(f[1])};
-                mma_f16_m16n8k16(s[j], qf[kk], b0);
+                mma_f16_m16n8k16(s[j], qa[0], b0);
                 if (kk + 1 < D / 16) {
                     const u32 b1[2] = {u32(f[2]), u32(f[3])};
-                    mma_f16_m16n8k16(s[j], qf[kk + 1], b1);
+                    mma_f16_m16n8k16(s[j], qa[1], b1);
                 }
             }
         }
@@ -480,7 +491,7 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
                               pack_f16x2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
                               pack_f16x2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
             const u32 mat = lane / 8;
-            const u16* vrow = sm.kv.v + (ks * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (mat >> 1) * 8;
+            const u16* vrow = sm.v + (ks * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (mat >> 1) * 8;
 #pragma unroll
             for (int n = 0; n < D / 8; n += 2) {
                 int f[4];

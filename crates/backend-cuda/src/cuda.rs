@@ -16,6 +16,9 @@ use tessera_backend::BackendError;
 use crate::kernels::{fnv1a, module_source, nvrtc_arch, NVRTC_OPTIONS};
 use crate::{Device, KernelBackend, Launch, MatmulPath};
 
+/// Dynamic shared memory any launch may take without opting in.
+const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
+
 /// The CUDA backend on a real GPU.
 pub type CudaBackend = KernelBackend<CudaDevice>;
 
@@ -232,6 +235,33 @@ impl CudaDevice {
         Ok(ptx)
     }
 
+    /// Opts `function` in to more dynamic shared memory than the 48 KiB every
+    /// launch may take, up to what this GPU allows a block (sm_80: 163 KiB,
+    /// sm_86/89: 99 KiB, sm_90: 227 KiB); a launch over that is refused by name.
+    fn allow_dynamic_shared(
+        &self,
+        function: &CudaFunction,
+        launch: &Launch,
+    ) -> Result<(), BackendError> {
+        use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+        let most = self
+            .ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(|e| device_error("shared memory per block", e))?;
+        if i64::from(launch.shared_bytes) > i64::from(most) {
+            return Err(BackendError::Device(format!(
+                "kernel {} needs {} bytes of shared memory per block; this GPU allows {most}",
+                launch.kernel, launch.shared_bytes
+            )));
+        }
+        function
+            .set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                most,
+            )
+            .map_err(|e| device_error(&format!("shared memory of {}", launch.kernel), e))
+    }
+
     fn function(&self, launch: &Launch) -> Result<CudaFunction, BackendError> {
         let mut functions = self
             .functions
@@ -250,6 +280,9 @@ impl CudaDevice {
                 e,
             )
         })?;
+        if launch.shared_bytes > DEFAULT_DYNAMIC_SHARED {
+            self.allow_dynamic_shared(&f, launch)?;
+        }
         functions.insert(launch.kernel, f.clone());
         Ok(f)
     }
