@@ -426,10 +426,12 @@ step_ncu() {
     ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
     [[ -n $ncu ]] || { echo "no ncu"; return 1; }
     # The two hottest kernels of the W8A16 pass (the profile of end-to-end names
-    # them): the GEMM and attention, two launches each, after the warm-up.
+    # them): the GEMM and attention. A layer launches five to seven matmuls and
+    # one attention, so 8 consecutive launches after the warm-up's first layers
+    # hold both.
     "$ncu" --clock-control none --target-processes all \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-        -k 'regex:matmul|attention' --launch-skip 40 --launch-count 4 \
+        -k 'regex:matmul_q8_0_w8a16|attention_mma' --launch-skip 40 --launch-count 8 \
         -o "$LOGS/ncu-w8a16" -f \
         "$BIN/tessera" bench --backend cuda --gpu-precision w8a16 --model "$MODEL" --docs 20 \
         --doc-tokens 256 --query-tokens 32 --batch-tokens 8192 --baseline-docs 0 --runs 1
