@@ -13,7 +13,8 @@ when a check fails. Not part of CI: run by hand, e.g.
     scripts/load.py sigterm
     scripts/load.py memory
     scripts/load.py two-models
-    scripts/load.py all            # every scenario with short durations
+    scripts/load.py behind-big
+    scripts/load.py all            # every check scenario (not the two measurements) with short durations
 
 Scenarios:
   soak        N concurrent clients for T seconds on the tiny model: zero errors,
@@ -33,6 +34,9 @@ Scenarios:
   throughput  --clients clients × --requests requests of --docs documents on
               the model and backend of --serve-args: served billed tokens/s
               beside the engine's own rate (scripts/gpu-check.sh runs it).
+  behind-big  a 2-document request sent during a 2,000-document one: its
+              latency as a share of the big one's (docs/benchmarks.md), the
+              big one's scores checked against the same request alone.
 """
 
 import argparse
