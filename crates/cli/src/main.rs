@@ -22,35 +22,32 @@ struct Cli {
     command: Command,
 }
 
+// Every command with numeric flags reads a negative number as the flag's value
+// (`--threads -1`), so its parser refuses it by name, instead of as an unknown
+// argument.
 #[derive(Subcommand)]
 enum Command {
     /// Serve the rerank HTTP API (Cohere v1/v2 and TEI dialects), and with an
     /// embedding model /v1/embeddings (OpenAI) and /embed (TEI).
-    // A negative count is read as the flag's value and refused by name.
     #[command(allow_negative_numbers = true)]
     Serve(commands::serve::ServeArgs),
     /// Score documents against a query and print them ranked.
-    // A negative count is read as the flag's value and refused by name.
     #[command(allow_negative_numbers = true)]
     Rerank(commands::rerank::RerankArgs),
     /// Embed texts with a Qwen3 embedding GGUF and print the vectors.
-    // A negative count is read as the flag's value and refused by name.
     #[command(allow_negative_numbers = true)]
     Embed(commands::embed::EmbedArgs),
     /// Print a GGUF's architecture, hyper-parameters, tensors, tokenizer and score head.
     Inspect(commands::inspect::InspectArgs),
     /// Measure forward-pass throughput (tokens/s) on any backend, beside the CPU
     /// reference path.
-    // A negative count is read as the flag's value and refused by name.
     #[command(allow_negative_numbers = true)]
     Bench(commands::bench::BenchArgs),
     /// Write a random Qwen3 reranker or embedding GGUF with the real vocabulary
     /// (tests, benchmarks).
-    // A negative count is read as the flag's value and refused by name.
     #[command(allow_negative_numbers = true)]
     Generate(commands::generate::GenerateArgs),
     /// Ask a running server's /health; exit 0 when it serves (container health checks).
-    // A negative count is read as the flag's value and refused by name.
     #[command(allow_negative_numbers = true)]
     Health(commands::health::HealthArgs),
 }

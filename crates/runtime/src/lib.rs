@@ -470,26 +470,33 @@ fn wgpu_gpu_adapter() -> bool {
     false
 }
 
-/// Why `replicas` copies cannot run on `choice`, if they cannot: replicas are
-/// copies on the CPU, so `cpu`, or `auto` where it picks the CPU.
-pub fn replicas_refusal(choice: BackendChoice, replicas: usize) -> Option<RuntimeError> {
+/// The backend `replicas` copies run on: `choice` itself for one copy; for
+/// more, the CPU — under `cpu`, or `auto` where it picks the CPU — and an error
+/// naming the GPU backend and `--devices` otherwise. Resolve once (`auto` probes
+/// the devices) and pass the result on.
+pub fn replicas_backend(
+    choice: BackendChoice,
+    replicas: usize,
+) -> Result<BackendChoice, RuntimeError> {
     if replicas <= 1 {
-        return None;
+        return Ok(choice);
     }
-    let backend = match choice {
-        BackendChoice::Cpu => return None,
-        BackendChoice::Auto => auto_gpu()?,
-        other => other.name(),
+    let (backend, how) = match choice {
+        BackendChoice::Cpu => return Ok(BackendChoice::Cpu),
+        BackendChoice::Auto => match auto_gpu() {
+            None => return Ok(BackendChoice::Cpu),
+            Some(gpu) => (gpu, format!("--backend auto picked {gpu} here")),
+        },
+        other => (
+            other.name(),
+            format!("--backend {} runs on GPUs", other.name()),
+        ),
     };
-    let how = if choice == BackendChoice::Auto {
-        format!("--backend auto picked {backend} here")
-    } else {
-        format!("--backend {backend} runs on GPUs")
-    };
-    Some(RuntimeError::Unavailable {
+    Err(RuntimeError::Unavailable {
         backend,
         reason: format!(
-            "--replicas {replicas} makes copies on the CPU, and {how}: for several GPUs use              --devices (all, or 0,1,...), for CPU copies --backend cpu"
+            "--replicas {replicas} makes copies on the CPU, and {how}: for several GPUs use \
+             --devices (all, or 0,1,...), for CPU copies --backend cpu"
         ),
     })
 }
@@ -508,9 +515,8 @@ pub fn open_replicas(
     if replicas <= 1 {
         return Ok(vec![open(choice, file, tokenizer, options)?]);
     }
-    if let Some(refusal) = replicas_refusal(choice, replicas) {
-        return Err(refusal);
-    }
+    // The CPU, or the refusal (a caller that resolved `auto` already passes `cpu`).
+    replicas_backend(choice, replicas)?;
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -265,21 +265,25 @@ impl Metrics {
             tokenize_seconds.clone(),
         );
         let tokenize_pool = crate::tokenize_pool::PoolGauges::default();
-        registry.register(
-            "tessera_tokenize_threads",
-            "Threads tokenising requests now (at most --tokenize-threads)",
-            tokenize_pool.busy.clone(),
-        );
-        registry.register(
-            "tessera_tokenize_threads_peak",
-            "Most threads tokenising at once since the start",
-            tokenize_pool.busy_peak.clone(),
-        );
-        registry.register(
-            "tessera_tokenize_waiting",
-            "Requests waiting for a tokenising thread (they hold none)",
-            tokenize_pool.waiting.clone(),
-        );
+        for (name, help, gauge) in [
+            (
+                "tessera_tokenize_threads",
+                "Threads tokenising requests now (at most --tokenize-threads)",
+                &tokenize_pool.busy,
+            ),
+            (
+                "tessera_tokenize_threads_peak",
+                "Most threads tokenising at once since the start",
+                &tokenize_pool.busy_peak,
+            ),
+            (
+                "tessera_tokenize_waiting",
+                "Requests waiting for a tokenising thread (they hold none)",
+                &tokenize_pool.waiting,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         let queue_seconds = Histogram::new(seconds_buckets());
         registry.register(
             "tessera_queue_seconds",

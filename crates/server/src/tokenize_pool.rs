@@ -22,7 +22,6 @@ pub struct PoolGauges {
 
 pub struct TokenizePool {
     turns: Arc<Semaphore>,
-    threads: usize,
     gauges: PoolGauges,
 }
 
@@ -46,16 +45,10 @@ impl Drop for Counted {
 impl TokenizePool {
     /// A pool of `threads` (at least 1).
     pub fn new(threads: usize, gauges: PoolGauges) -> TokenizePool {
-        let threads = threads.max(1);
         TokenizePool {
-            turns: Arc::new(Semaphore::new(threads)),
-            threads,
+            turns: Arc::new(Semaphore::new(threads.max(1))),
             gauges,
         }
-    }
-
-    pub fn threads(&self) -> usize {
-        self.threads
     }
 
     /// Runs `work` on a blocking thread once one of the pool's turns is free.

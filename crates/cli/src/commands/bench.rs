@@ -242,12 +242,6 @@ fn prefix_study(workload: &Workload, reranker: &dyn AnyReranker) -> anyhow::Resu
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.docs == 0 || args.doc_tokens == 0 || args.runs == 0 {
-        bail!("--docs, --doc-tokens and --runs must be at least 1");
-    }
-    if args.sequence_tokens == Some(0) {
-        bail!("--sequence-tokens must be at least 1");
-    }
     if args.prefix_study && args.format != Format::Text {
         bail!("--prefix-study writes text only (--format text)");
     }

@@ -11,33 +11,18 @@ use tessera_server::types::EmbeddingsResponse;
 
 use super::rerank::read_documents_file;
 use crate::backends::BackendArgs;
-use crate::hub::ModelId;
 use crate::model_source::{self, ModelArgs};
 
-/// The embedding model: required, since the embedded default model is a
-/// reranker (`ModelArgs`' help would promise it as the default).
+/// `--model` / `--model-id` as every command has them, but required: the
+/// embedded default model is a reranker, so the shared help's default does not
+/// apply here.
 #[derive(Args)]
-struct EmbeddingModelArgs {
-    /// A Qwen3 embedding GGUF (pooling last). Required: this or --model-id.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "TESSERA_MODEL",
-        conflicts_with = "model_id",
-        required_unless_present = "model_id"
-    )]
-    model: Option<PathBuf>,
-    /// A Qwen3 embedding GGUF on the Hugging Face Hub, REPO or REPO:FILE (e.g.
-    /// Qwen/Qwen3-Embedding-0.6B-GGUF:Qwen3-Embedding-0.6B-Q8_0.gguf),
-    /// downloaded into the Hugging Face cache (HF_HOME).
-    #[arg(long, value_name = "REPO[:FILE]", env = "TESSERA_MODEL_ID")]
-    model_id: Option<ModelId>,
-}
-
-#[derive(Args)]
+#[command(mut_arg("model", |a| a
+    .help("A Qwen3 embedding GGUF (pooling last). Required: this or --model-id")
+    .required_unless_present("model_id")))]
 pub struct EmbedArgs {
     #[command(flatten)]
-    source: EmbeddingModelArgs,
+    source: ModelArgs,
     /// tokenizer.json to use instead of the GGUF's own tokenizer.
     #[arg(long, value_name = "PATH", env = "TESSERA_TOKENIZER")]
     tokenizer: Option<PathBuf>,
@@ -81,11 +66,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     {
         bail!("--instruction must not be empty (leave it out for documents)");
     }
-    let source = ModelArgs {
-        model: args.source.model.clone(),
-        model_id: args.source.model_id.clone(),
-    };
-    let loaded = model_source::open(source.path()?.as_deref())?;
+    let loaded = model_source::open(args.source.path()?.as_deref())?;
     if loaded.embedded {
         bail!(
             "no --model given: the embedded model is a reranker; pass a Qwen3 embedding GGUF \

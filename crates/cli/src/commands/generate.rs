@@ -138,9 +138,6 @@ fn norm_weight(rng: &mut StdRng, len: usize) -> Vec<u8> {
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut d = dims(args.shape);
     if let Some(layers) = args.layers {
-        if layers == 0 {
-            bail!("--layers must be at least 1");
-        }
         d.layers = layers;
     }
     let source = model_source::embedded_file()?;

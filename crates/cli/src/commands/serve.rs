@@ -328,16 +328,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             reranker: reranker_source.is_some(),
             embedder: embedder_source.is_some(),
         },
-        max_documents: args.max_documents.max(1),
+        max_documents: args.max_documents,
         max_body_bytes: args.max_body_bytes,
         scheduler: SchedulerConfig {
-            max_batch_tokens: args.max_batch_tokens.max(1),
-            max_queue_tokens: args.max_queue_tokens.max(1),
+            max_batch_tokens: args.max_batch_tokens,
+            max_queue_tokens: args.max_queue_tokens,
         },
         request_timeout: args.request_timeout,
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
-        max_connections: args.max_connections.max(1),
+        max_connections: args.max_connections,
         tokenize_threads: args
             .tokenize_threads
             .unwrap_or_else(tessera_server::state::default_tokenize_threads),
@@ -345,11 +345,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = !options.api_keys.is_empty();
     let tokenizer =
         model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
-    if let Some(refusal) =
-        tessera_runtime::replicas_refusal(args.run_on.choice(), usize::from(args.replicas))
-    {
-        return Err(StartupError(refusal.to_string()).into());
-    }
+    // Replicas run on the CPU: `auto` is resolved here, once, before listening.
+    let backend =
+        tessera_runtime::replicas_backend(args.run_on.choice(), usize::from(args.replicas))
+            .map_err(|e| StartupError(e.to_string()))?;
     tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
     if args.devices.is_some() {
         let gpu_backend = match args.run_on.choice() {
@@ -399,11 +398,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
         })
     };
-    let backend = args.run_on.choice();
     let cache = args.prefix_cache_bytes;
     let warm_up = WarmUp {
         tokens: args.warm_up_tokens,
-        max_batch_tokens: args.max_batch_tokens.max(1),
+        max_batch_tokens: args.max_batch_tokens,
     };
     let cpu = args.run_on.options();
     let placement = match args.devices {

@@ -145,8 +145,8 @@ fn forget<T>(shared: &Shared<T>, job: Job<T>) {
 /// are jobs; shortest-first answers it in one.)
 fn plan_batch<T>(active: &VecDeque<Job<T>>, budget: usize) -> Vec<Slot> {
     let mut order: Vec<usize> = (0..active.len()).collect();
-    // Stable: jobs of equal length keep their queue order.
-    order.sort_by_key(|&i| active[i].tokens_left());
+    // Each job's tokens summed once; ties keep their queue order.
+    order.sort_by_cached_key(|&i| active[i].tokens_left());
     if order.first().is_none_or(|&first| first == 0) {
         return pass_over(active, &order, budget);
     }
