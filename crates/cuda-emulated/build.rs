@@ -42,6 +42,11 @@ const MUTANTS: &[(&str, &str, &str)] = &[
     ),
     ("matmul_w8a16", "TESSERA_MUTATE_W16_WAIT", "mutant_w16_wait"),
     (
+        "matmul_w8a16",
+        "TESSERA_MUTATE_W16_BUFFER",
+        "mutant_w16_buffer",
+    ),
+    (
         "attention",
         "TESSERA_MUTATE_ATTENTION_CAUSAL",
         "mutant_attention_causal",

@@ -14,7 +14,7 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use tessera_backend::BackendError;
 
 use crate::kernels::{fnv1a, module_source, nvrtc_arch, NVRTC_OPTIONS};
-use crate::{Device, KernelBackend, Launch, MatmulPath};
+use crate::{Device, DeviceIdentity, KernelBackend, Launch, MatmulPath};
 
 /// Dynamic shared memory any launch may take without opting in.
 const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
@@ -124,6 +124,7 @@ pub struct CudaDevice {
     stream: Arc<CudaStream>,
     name: String,
     arch: String,
+    identity: DeviceIdentity,
     path: MatmulPath,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
 }
@@ -147,7 +148,19 @@ impl CudaDevice {
             ))
         })?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let multiprocessors = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(|e| device_error("multiprocessor count", e))?;
+        let identity = DeviceIdentity {
+            name: name.clone(),
+            compute_capability: format!("{major}.{minor}"),
+            driver: driver_version(),
+            multiprocessors: multiprocessors.max(1) as usize,
+        };
         Ok(CudaDevice {
+            identity,
             name: format!(
                 "cuda ({name}, sm_{major}{minor}, {path:?}, driver CUDA {})",
                 driver_version()
@@ -308,6 +321,10 @@ impl Device for CudaDevice {
 
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn identity(&self) -> DeviceIdentity {
+        self.identity.clone()
     }
 
     fn matmul_path(&self) -> MatmulPath {

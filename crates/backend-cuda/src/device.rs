@@ -114,6 +114,20 @@ impl Launch {
     }
 }
 
+/// What a tuning table is measured on and must match to be used
+/// ([`crate::tuning::TuningTable`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceIdentity {
+    /// The product name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub name: String,
+    /// `major.minor`, e.g. `9.0`.
+    pub compute_capability: String,
+    /// The driver's CUDA version, e.g. `13.0`.
+    pub driver: String,
+    /// Streaming multiprocessors (what split-K and tile choices fill).
+    pub multiprocessors: usize,
+}
+
 /// A device that runs the kernels of `kernels/`. Memory is untyped bytes; the
 /// backend keeps the element types.
 pub trait Device {
@@ -121,6 +135,8 @@ pub trait Device {
     type Memory;
 
     fn name(&self) -> String;
+    /// The product, architecture, driver and size a tuning table is keyed by.
+    fn identity(&self) -> DeviceIdentity;
     /// The Q8_0 matmul inner product this device runs.
     fn matmul_path(&self) -> MatmulPath;
     /// `bytes` bytes (at least 256-byte aligned); contents unspecified. Zero bytes

@@ -13,18 +13,19 @@ mod kernel_names;
 pub mod kernels;
 mod memory;
 pub mod ops;
+pub mod tuning;
 
 #[cfg(feature = "cuda")]
 mod cuda;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tessera_backend::{
     AttentionLayout, AttentionShape, Backend, BackendError, GateUp, HostTensor, KvRef, Norm, Qkv,
     Rope, Rows,
 };
 
-pub use device::{Arithmetic, Device, KernelArg, Launch, MatmulPath};
+pub use device::{Arithmetic, Device, DeviceIdentity, KernelArg, Launch, MatmulPath};
 pub use memory::{DeviceBuffer, DeviceWeight};
 
 #[cfg(feature = "cuda")]
@@ -51,8 +52,23 @@ pub struct KernelBackend<D: Device> {
     /// attention tiles) by slot, with their bytes: every layer of a pass asks
     /// for the same ones, which then go up once per pass instead of per layer.
     tables: Mutex<Vec<HeldTable<D::Memory>>>,
+    /// The split-K shares of the W8A16 GEMMs (f32), reused the same way.
+    partials: Mutex<Option<D::Memory>>,
+    partials_bytes: Mutex<usize>,
     mlp_chunk_rows: usize,
     arithmetic: Arithmetic,
+    gemm: GemmPolicy,
+}
+
+/// How the backend picks each W8A16 GEMM's configuration.
+#[derive(Clone, Debug)]
+pub enum GemmPolicy {
+    /// [`tuning::builtin_choice`] for the device's multiprocessors.
+    Builtin,
+    /// A tuning table's choice where it has the shape, else the built-in one.
+    Table(Arc<tuning::TuningTable>),
+    /// One choice for every GEMM (tests, benchmarks).
+    Fixed(ops::w8a16::GemmChoice),
 }
 
 impl<D: Device> KernelBackend<D> {
@@ -62,8 +78,11 @@ impl<D: Device> KernelBackend<D> {
             quantised: Mutex::new(None),
             halves: Mutex::new(None),
             tables: Mutex::new(Vec::new()),
+            partials: Mutex::new(None),
+            partials_bytes: Mutex::new(0),
             mlp_chunk_rows: MLP_CHUNK_ROWS,
             arithmetic: Arithmetic::W8A8,
+            gemm: GemmPolicy::Builtin,
         }
     }
 
@@ -86,6 +105,59 @@ impl<D: Device> KernelBackend<D> {
     /// The arithmetic of the Q8_0 matmuls.
     pub fn arithmetic(&self) -> Arithmetic {
         self.arithmetic
+    }
+
+    /// The same backend with the W8A16 GEMMs chosen by `policy`.
+    pub fn with_gemm_policy(mut self, policy: GemmPolicy) -> KernelBackend<D> {
+        self.gemm = policy;
+        self
+    }
+
+    /// The same backend running what `table` says, once the table is checked
+    /// to be this device's (`path` names it in the error).
+    pub fn with_tuning(
+        self,
+        table: tuning::TuningTable,
+        path: &std::path::Path,
+    ) -> Result<KernelBackend<D>, tuning::TuningError> {
+        table.check(path, &self.device.identity(), self.arithmetic)?;
+        Ok(self.with_gemm_policy(GemmPolicy::Table(Arc::new(table))))
+    }
+
+    pub fn gemm_policy(&self) -> &GemmPolicy {
+        &self.gemm
+    }
+
+    /// The configuration of a W8A16 GEMM of `rows` rows by the weights of
+    /// `ns` output features over `k`.
+    pub fn gemm_choice(&self, rows: usize, ns: &[usize], k: usize) -> ops::w8a16::GemmChoice {
+        let builtin =
+            || tuning::builtin_choice(self.device.identity().multiprocessors, rows, ns, k);
+        match &self.gemm {
+            GemmPolicy::Builtin => builtin(),
+            GemmPolicy::Table(table) => table.choose(ns, k, rows).unwrap_or_else(builtin),
+            GemmPolicy::Fixed(choice) => *choice,
+        }
+    }
+
+    /// Runs `op` on a device buffer of at least `bytes` bytes for split-K
+    /// shares, grown when needed and reused (stream order makes reuse safe).
+    pub(crate) fn with_partials<R>(
+        &self,
+        bytes: usize,
+        op: impl FnOnce(&D::Memory) -> Result<R, BackendError>,
+    ) -> Result<R, BackendError> {
+        let mut held = self.partials.lock().unwrap_or_else(|e| e.into_inner());
+        let mut size = self
+            .partials_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if held.is_none() || *size < bytes {
+            *held = None;
+            *held = Some(self.device.alloc(bytes)?);
+            *size = bytes;
+        }
+        op(held.as_ref().expect("filled above"))
     }
 
     /// The same backend with the MLP run `rows` token rows at a time (at least
@@ -427,6 +499,15 @@ mod tests {
 
         fn name(&self) -> String {
             "counting".into()
+        }
+
+        fn identity(&self) -> DeviceIdentity {
+            DeviceIdentity {
+                name: "counting".into(),
+                compute_capability: "none".into(),
+                driver: "none".into(),
+                multiprocessors: 1,
+            }
         }
 
         fn matmul_path(&self) -> MatmulPath {

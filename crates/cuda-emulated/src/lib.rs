@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tessera_backend::BackendError;
-use tessera_backend_cuda::{Arithmetic, Device, KernelBackend, Launch, MatmulPath};
+use tessera_backend_cuda::{Arithmetic, Device, DeviceIdentity, KernelBackend, Launch, MatmulPath};
 
 extern "C" {
     fn tessera_emu_launch(
@@ -79,6 +79,7 @@ pub struct EmulatedDevice {
     path: MatmulPath,
     replaced: Vec<(String, CString)>,
     faults: Option<Arc<AtomicUsize>>,
+    multiprocessors: usize,
 }
 
 impl EmulatedDevice {
@@ -87,7 +88,15 @@ impl EmulatedDevice {
             path,
             replaced: Vec::new(),
             faults: None,
+            multiprocessors: EMULATED_MULTIPROCESSORS,
         }
+    }
+
+    /// The same device claiming `count` multiprocessors (what the built-in
+    /// W8A16 GEMM choice fills: fewer make it split k sooner).
+    pub fn with_multiprocessors(mut self, count: usize) -> EmulatedDevice {
+        self.multiprocessors = count.max(1);
+        self
     }
 
     /// While `faults` is above zero, each launch fails with a device error (and
@@ -108,6 +117,10 @@ impl EmulatedDevice {
 
 const POISON: u8 = 0xff;
 
+/// The multiprocessors the emulated device claims by default: few, so the
+/// parity kit's small matmuls take the split-K path of the built-in choice.
+pub const EMULATED_MULTIPROCESSORS: usize = 4;
+
 impl Device for EmulatedDevice {
     type Memory = HostMemory;
 
@@ -117,6 +130,15 @@ impl Device for EmulatedDevice {
             MatmulPath::Dp4a => "dp4a",
         };
         format!("cuda-emulated ({path})")
+    }
+
+    fn identity(&self) -> DeviceIdentity {
+        DeviceIdentity {
+            name: self.name(),
+            compute_capability: "emulated".into(),
+            driver: "none".into(),
+            multiprocessors: self.multiprocessors,
+        }
     }
 
     fn matmul_path(&self) -> MatmulPath {

@@ -126,35 +126,59 @@ fn a_missing_barrier_in_attention_fails_the_attention_cases() {
     }
 }
 
-/// The W8A16 kernel's new instructions each have a mutant the kit must catch:
+/// The W8A16 kernels' new instructions each have a mutant the kit must catch:
 /// the f16 mma's A fragment (registers 1 and 2 swapped), the byte permutation
-/// that builds f16 pairs from int8 weights (the pair swapped), and the
-/// cp.async pipeline (a stage read one wait too early).
+/// that builds f16 pairs from int8 weights (the pair swapped), the cp.async
+/// pipeline (a stage read one wait too early) and, in v3, the converted-weight
+/// double buffer (stage s + 1 converted into the buffer stage s reads). Each
+/// runs on every configuration it is compiled into; a one-stage GEMM (k ≤ 64
+/// in v3) neither waits nor converts in its loop, so the two pipeline mutants
+/// fail the cases with a second stage.
 #[test]
 fn w8a16_mutants_fail_every_q8_0_matmul_case() {
+    use tessera_backend_cuda::ops::w8a16::{GemmChoice, GEMM_CONFIGS};
+    use tessera_backend_cuda::GemmPolicy;
     for space in [
         "mutant_f16_fragment",
         "mutant_prmt_selector",
         "mutant_w16_wait",
+        "mutant_w16_buffer",
     ] {
-        let kernel = "matmul_q8_0_w8a16";
-        let mutant = format!("{space}::{kernel}");
-        let (failed, passed, others) = run_mutant_in(
-            kernel,
-            &mutant,
-            MATMUL_OPS,
-            MatmulPath::Mma,
-            Arithmetic::W8A16,
-        );
-        let q8_passed: Vec<_> = passed.iter().filter(|l| l.contains("Q8_0")).collect();
-        assert!(q8_passed.is_empty(), "{mutant} passed: {q8_passed:?}");
-        assert_eq!(
-            failed.len(),
-            Q8_0_CASES,
-            "{mutant}: every Q8_0 matmul case fails: {failed:?}"
-        );
-        assert!(others.is_empty(), "{mutant}: other ops failed: {others:?}");
+        for config in GEMM_CONFIGS {
+            if space == "mutant_w16_buffer" && !config.v3 {
+                continue; // v2 converts into registers
+            }
+            let kernel = config.kernel;
+            let mutant = format!("{space}::{kernel}");
+            let device = EmulatedDevice::new(MatmulPath::Mma).with_kernel_replaced(kernel, &mutant);
+            let backend = KernelBackend::with_device(device)
+                .with_arithmetic(Arithmetic::W8A16)
+                .expect("the emulated mma device runs W8A16")
+                .with_gemm_policy(GemmPolicy::Fixed(GemmChoice { config, split_k: 1 }));
+            let mut failed = 0;
+            for r in run_all(&backend, Tolerances::W8A16, 7) {
+                let q8 = MATMUL_OPS.contains(&r.op) && r.case.starts_with("Q8_0");
+                let stages = case_k(&r.case).div_ceil(if config.v3 { 64 } else { 32 });
+                let pipeline = matches!(space, "mutant_w16_wait" | "mutant_w16_buffer");
+                let must_fail = q8 && (!pipeline || stages > 1);
+                if must_fail {
+                    assert!(!r.passed(), "{mutant} on {config:?} passed {r}");
+                    failed += 1;
+                } else if !q8 {
+                    assert!(r.passed(), "{mutant}: another op failed: {r}");
+                }
+            }
+            println!("{mutant}: {failed} Q8_0 cases fail");
+            assert!(failed >= 6, "{mutant}: only {failed} cases fail");
+        }
     }
+}
+
+/// The k of a kit case named `{type}_{rows}x{k}_by_{n}`.
+fn case_k(case: &str) -> usize {
+    let dims = case.split("_by_").next().unwrap_or_default();
+    let k = dims.rsplit('x').next().unwrap_or_default();
+    k.parse().unwrap_or(0)
 }
 
 /// The tensor-core attention (W8A16 mode) against three classic slips: a row

@@ -15,3 +15,35 @@ tessera_backend::parity_tests! {
     // same oracles at a much tighter tolerance.
     every_op_emulated_in_w8a16: Some(emulated_w8a16()), Tolerances::W8A16;
 }
+
+/// Every W8A16 GEMM configuration a tuning table may name, unsplit and split
+/// two and three ways (k shares of one stage, and empty ones, included), passes
+/// the kit's matmul cases: what `tessera tune` picks among is all correct.
+#[test]
+fn every_w8a16_gemm_configuration_and_split_passes_the_kit() {
+    use tessera_backend::parity::run_all;
+    use tessera_backend_cuda::ops::w8a16::{GemmChoice, GEMM_CONFIGS};
+    use tessera_backend_cuda::GemmPolicy;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for config in GEMM_CONFIGS {
+        let splits: &[usize] = if config.v3 { &[1, 2, 3] } else { &[1] };
+        for &split_k in splits {
+            let choice = GemmChoice { config, split_k };
+            let backend = emulated_w8a16().with_gemm_policy(GemmPolicy::Fixed(choice));
+            for report in run_all(&backend, Tolerances::W8A16, tessera_backend::parity::SEED) {
+                let matmul = ["matmul", "norm_matmuls", "matmul_add", "swiglu_mm_add"];
+                if matmul.contains(&report.op) && report.case.starts_with("Q8_0") {
+                    checked += 1;
+                    if !report.passed() {
+                        failures.push(format!("{choice}: {report}"));
+                    }
+                }
+            }
+        }
+    }
+    println!("{checked} Q8_0 cases");
+    assert!(failures.is_empty(), "failed:\n{}", failures.join("\n"));
+    // 15 Q8_0 cases per run: 6 matmuls, 3 of each fused op.
+    assert_eq!(checked, 15 * (4 * 3 + 1));
+}

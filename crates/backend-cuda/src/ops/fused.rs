@@ -58,10 +58,8 @@ pub fn rms_norm_matmuls<D: Device>(
     if b.arithmetic() == Arithmetic::W8A16 {
         return b.with_halves(rows, dim, |halves| {
             w8a16::rms_norm_f16(b, x, norm, halves)?;
-            for (weight, out) in weights.iter().zip(outs.iter_mut()) {
-                w8a16::matmul_half(b, halves, rows, weight, false, out)?;
-            }
-            Ok(())
+            let mut out_refs: Vec<&mut Buffer<D>> = outs.iter_mut().map(|o| &mut **o).collect();
+            w8a16::gemm(b, halves, rows, weights, false, &mut out_refs)
         });
     }
     b.with_quantised(rows, dim, |quantised| {
@@ -96,7 +94,7 @@ pub fn matmul_add<D: Device>(
     if b.arithmetic() == Arithmetic::W8A16 {
         return b.with_halves(rows, k, |halves| {
             w8a16::to_f16(b, x, rows, k, halves)?;
-            w8a16::matmul_half(b, halves, rows, weight, true, out)
+            w8a16::gemm(b, halves, rows, &[weight], true, &mut [out])
         });
     }
     b.with_quantised(rows, k, |quantised| {
@@ -135,7 +133,7 @@ pub fn swiglu_matmul_add<D: Device>(
     if b.arithmetic() == Arithmetic::W8A16 {
         return b.with_halves(rows, ffn, |halves| {
             w8a16::swiglu_f16(b, gate, up, rows, ffn, halves)?;
-            w8a16::matmul_half(b, halves, rows, down, true, out)
+            w8a16::gemm(b, halves, rows, &[down], true, &mut [out])
         });
     }
     let blocks = rows * ffn / QK8_0;

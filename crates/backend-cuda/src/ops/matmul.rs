@@ -255,7 +255,7 @@ pub fn matmul<D: Device>(
         GgmlType::Q8_0 if b.arithmetic() == Arithmetic::W8A16 => {
             return b.with_halves(rows, k, |halves| {
                 w8a16::to_f16(b, x, rows, k, halves)?;
-                w8a16::matmul_half(b, halves, rows, weight, false, out)
+                w8a16::gemm(b, halves, rows, &[weight], false, &mut [out])
             });
         }
         GgmlType::Q8_0 => {

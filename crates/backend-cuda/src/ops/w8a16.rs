@@ -1,7 +1,9 @@
 //! The W8A16 matmul on Q8_0 weights (`kernels/matmul_w8a16.cu`): the activations
 //! become f16 rows, each divided by a power of two (by `f32_to_f16_rows`, or by
 //! the norm or SwiGLU kernel that produces them: `rms_norm_f16`, `swiglu_f16`),
-//! and the tensor-core kernel turns the int8 weights into f16 on the fly.
+//! and the tensor-core kernel turns the int8 weights into f16 on the fly. Which
+//! compiled configuration runs each GEMM ([`GemmConfig`], [`GemmChoice`]) is
+//! the backend's choice: a tuning table's (`crate::tuning`) or [`builtin_choice`].
 
 use tessera_backend::{BackendError, Norm, Rows};
 use tessera_gguf::QK8_0;
@@ -11,7 +13,7 @@ use super::rms_norm::norm_operands;
 use super::{grid_yz, to_u32};
 use crate::{Device, DeviceBuffer, DeviceWeight, KernelArg, KernelBackend, Launch};
 
-/// Output tile of the W8A16 kernel (rows × features) and its threads.
+/// Output tile of the v2 W8A16 kernel (rows × features) and its threads.
 pub const TILE_ROWS: usize = 128;
 pub const TILE_COLS: usize = 128;
 pub const THREADS: u32 = 256;
@@ -142,7 +144,7 @@ pub fn row_writer_threads(width: usize) -> u32 {
     (width.div_ceil(ROW_CACHE).div_ceil(32) * 32).clamp(32, 1024) as u32
 }
 
-/// The grid of the W8A16 matmul over `rows × n` outputs.
+/// The grid of the v2 W8A16 matmul over `rows × n` outputs.
 pub fn grid(rows: usize, n: usize) -> Result<[u32; 3], BackendError> {
     Ok([
         to_u32(n.div_ceil(TILE_COLS), "matmul", "column tiles")?,
@@ -245,9 +247,337 @@ pub fn swiglu_f16<D: Device>(
     )
 }
 
-/// The W8A16 matmul on f16 rows: `out = x · wᵀ`, or with `accumulate`
-/// `out += x · wᵀ` (the residual add in the epilogue).
-pub fn matmul_half<D: Device>(
+/// One compiled configuration of the W8A16 GEMM (`kernels/matmul_w8a16.cu`):
+/// the v3 kernels `matmul_w8a16_<rows>x<cols>` (64 k per stage, weights
+/// converted once per block, grouped launches, split-K), and the v2 kernel
+/// `matmul_q8_0_w8a16` kept as the baseline a tuning run measures them against.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GemmConfig {
+    /// What tuning tables and logs call it: `256x128`, ..., `v2`.
+    pub name: &'static str,
+    pub kernel: &'static str,
+    /// The block's output tile.
+    pub tile_rows: usize,
+    pub tile_cols: usize,
+    pub warps: u32,
+    /// cp.async pipeline depth (stages of 64 k; v2: of 32 k).
+    pub stages: usize,
+    /// v3: grouped launches (up to [`MAX_GROUP`] weights) and split-K.
+    pub v3: bool,
+}
+
+/// Weights one v3 launch takes (q, k and v).
+pub const MAX_GROUP: usize = 3;
+
+/// Every configuration, the v3 ones first in the order the kernel file
+/// instantiates them.
+pub const GEMM_CONFIGS: &[GemmConfig] = &[
+    v3("256x128", "matmul_w8a16_256x128", 256, 128, 8, 3),
+    v3("128x256", "matmul_w8a16_128x256", 128, 256, 8, 3),
+    v3("128x128", "matmul_w8a16_128x128", 128, 128, 4, 4),
+    v3("64x128", "matmul_w8a16_64x128", 64, 128, 4, 4),
+    GemmConfig {
+        name: "v2",
+        kernel: "matmul_q8_0_w8a16",
+        tile_rows: TILE_ROWS,
+        tile_cols: TILE_COLS,
+        warps: THREADS / 32,
+        stages: 3,
+        v3: false,
+    },
+];
+
+const fn v3(
+    name: &'static str,
+    kernel: &'static str,
+    tile_rows: usize,
+    tile_cols: usize,
+    warps: u32,
+    stages: usize,
+) -> GemmConfig {
+    GemmConfig {
+        name,
+        kernel,
+        tile_rows,
+        tile_cols,
+        warps,
+        stages,
+        v3: true,
+    }
+}
+
+impl GemmConfig {
+    /// The configuration called `name`.
+    pub fn named(name: &str) -> Option<&'static GemmConfig> {
+        GEMM_CONFIGS.iter().find(|c| c.name == name)
+    }
+
+    pub fn threads(&self) -> u32 {
+        self.warps * 32
+    }
+
+    /// Dynamic shared memory of a launch: `W16Config::SHARED_BYTES` (A stages,
+    /// raw weight stages, two converted buffers, scale stages); v2 uses static
+    /// shared memory only.
+    pub fn shared_bytes(&self) -> usize {
+        if !self.v3 {
+            return 0;
+        }
+        let (m, n) = (self.tile_rows, self.tile_cols);
+        self.stages * (m * 64 * 2 + n * 64 + 2 * n * 2) + 2 * (n / 4) * 512
+    }
+
+    /// k stages (64 k) of a GEMM over `k`.
+    pub fn k_stages(k: usize) -> usize {
+        (k / QK8_0).div_ceil(2)
+    }
+}
+
+/// How one GEMM runs: a configuration and its split-K factor (1: none; v2
+/// always 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmChoice {
+    pub config: &'static GemmConfig,
+    pub split_k: usize,
+}
+
+impl std::fmt::Display for GemmChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.config.name)?;
+        if self.split_k > 1 {
+            write!(f, " split-k {}", self.split_k)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fewest k stages (64 k each) a split-K share gets from the built-in choice.
+pub const MIN_STAGES_PER_SPLIT: usize = 2;
+/// Largest split-K factor the built-in choice and the tuner use.
+pub const MAX_SPLIT_K: usize = 8;
+
+/// The choice without a tuning table: the 64-row tile for a few rows, 128 × 128
+/// up to 1,024 rows, else 256 × 128 (the fewest instructions per mma:
+/// docs/kernels.md); split-K while the grid is under one block per
+/// multiprocessor and every share keeps [`MIN_STAGES_PER_SPLIT`] stages.
+pub fn builtin_choice(multiprocessors: usize, rows: usize, ns: &[usize], k: usize) -> GemmChoice {
+    let name = match rows {
+        0..=64 => "64x128",
+        65..=1024 => "128x128",
+        _ => "256x128",
+    };
+    let config = GemmConfig::named(name).expect("a built-in configuration");
+    let blocks = column_tiles(config, ns) * rows.div_ceil(config.tile_rows).max(1);
+    let stages = GemmConfig::k_stages(k);
+    let mut split_k = 1;
+    while split_k < MAX_SPLIT_K
+        && blocks * (split_k + 1) <= multiprocessors
+        && stages / (split_k + 1) >= MIN_STAGES_PER_SPLIT
+    {
+        split_k += 1;
+    }
+    GemmChoice { config, split_k }
+}
+
+/// Column tiles of a grouped launch: each weight's, summed.
+fn column_tiles(config: &GemmConfig, ns: &[usize]) -> usize {
+    ns.iter().map(|n| n.div_ceil(config.tile_cols)).sum()
+}
+
+/// The launch grid of a v3 GEMM: (Σ column tiles, row tiles, splits).
+pub fn gemm_grid(choice: GemmChoice, rows: usize, ns: &[usize]) -> Result<[u32; 3], BackendError> {
+    let c = choice.config;
+    Ok([
+        to_u32(column_tiles(c, ns), "matmul", "column tiles")?,
+        grid_yz(rows.div_ceil(c.tile_rows), "matmul", "row tiles")?,
+        grid_yz(choice.split_k, "matmul", "split-k")?,
+    ])
+}
+
+/// The W8A16 matmuls of `weights` on the same f16 rows: `outs[i] = x ·
+/// weights[i]ᵀ`, or with `accumulate` `outs[i] += x · weights[i]ᵀ` (the
+/// residual add in the epilogue). Weights go [`MAX_GROUP`] to a launch, each
+/// launch run as the backend chooses ([`KernelBackend::gemm_choice`]).
+pub fn gemm<D: Device>(
+    b: &KernelBackend<D>,
+    x: &HalfRows<D::Memory>,
+    rows: usize,
+    weights: &[&DeviceWeight<D::Memory>],
+    accumulate: bool,
+    outs: &mut [&mut DeviceBuffer<D::Memory>],
+) -> Result<(), BackendError> {
+    if weights.len() != outs.len() {
+        return Err(BackendError::Invalid {
+            op: "matmul",
+            detail: format!("{} weights for {} outputs", weights.len(), outs.len()),
+        });
+    }
+    for (group, out_group) in weights.chunks(MAX_GROUP).zip(outs.chunks_mut(MAX_GROUP)) {
+        let ns: Vec<usize> = group.iter().map(|w| w.rows).collect();
+        let choice = b.gemm_choice(rows, &ns, x.k);
+        gemm_with(b, choice, x, rows, group, accumulate, out_group)?;
+    }
+    Ok(())
+}
+
+/// One launch (v2: one per weight) of at most [`MAX_GROUP`] weights as `choice`
+/// says, then the split-K reduction when it splits.
+pub fn gemm_with<D: Device>(
+    b: &KernelBackend<D>,
+    choice: GemmChoice,
+    x: &HalfRows<D::Memory>,
+    rows: usize,
+    weights: &[&DeviceWeight<D::Memory>],
+    accumulate: bool,
+    outs: &mut [&mut DeviceBuffer<D::Memory>],
+) -> Result<(), BackendError> {
+    if weights.len() != outs.len() || weights.len() > MAX_GROUP {
+        return Err(BackendError::Invalid {
+            op: "matmul",
+            detail: format!(
+                "one launch takes 1 to {MAX_GROUP} weights with an output each, not {} and {}",
+                weights.len(),
+                outs.len()
+            ),
+        });
+    }
+    let mut operands = Vec::with_capacity(weights.len());
+    for (weight, out) in weights.iter().zip(outs.iter()) {
+        x.check(rows, weight.cols)?;
+        BackendError::check_len("matmul", "out", rows * weight.rows, out.len)?;
+        let Some(scales) = &weight.scales else {
+            return Err(BackendError::Invalid {
+                op: "matmul",
+                detail: format!(
+                    "the W8A16 matmul needs a Q8_0 weight, '{}' is not",
+                    weight.name
+                ),
+            });
+        };
+        operands.push((*weight, scales));
+    }
+    let ns: Vec<usize> = weights.iter().map(|w| w.rows).collect();
+    let total: usize = ns.iter().sum();
+    if rows == 0 || total == 0 {
+        return Ok(());
+    }
+    if !choice.config.v3 {
+        for (weight, out) in weights.iter().zip(outs.iter_mut()) {
+            launch_v2(b, x, rows, weight, accumulate, out)?;
+        }
+        return Ok(());
+    }
+    let split_k = choice.split_k.max(1);
+    let choice = GemmChoice { split_k, ..choice };
+    let launch = |partial: u64| -> Result<(), BackendError> {
+        let mut args = vec![
+            KernelArg::Ptr(b.device.address(&x.values)),
+            KernelArg::Ptr(b.device.address(&x.row_scales)),
+            KernelArg::U32(to_u32(rows, "matmul", "rows")?),
+            KernelArg::U32(to_u32(x.k, "matmul", "k")?),
+            KernelArg::U32(u32::from(accumulate)),
+        ];
+        for g in 0..MAX_GROUP {
+            match (operands.get(g), outs.get(g)) {
+                (Some((weight, scales)), Some(out)) => args.extend([
+                    KernelArg::Ptr(b.device.address(&weight.data)),
+                    KernelArg::Ptr(b.device.address(scales)),
+                    KernelArg::Ptr(b.address(out)),
+                    KernelArg::U32(to_u32(weight.rows, "matmul", "n")?),
+                ]),
+                _ => args.extend([
+                    KernelArg::Ptr(0),
+                    KernelArg::Ptr(0),
+                    KernelArg::Ptr(0),
+                    KernelArg::U32(0),
+                ]),
+            }
+        }
+        args.extend([
+            KernelArg::Ptr(partial),
+            KernelArg::U32(to_u32(total, "matmul", "n")?),
+        ]);
+        b.device.launch(&Launch {
+            module: "matmul_w8a16",
+            kernel: choice.config.kernel,
+            grid: gemm_grid(choice, rows, &ns)?,
+            block: [choice.config.threads(), 1, 1],
+            shared_bytes: to_u32(choice.config.shared_bytes(), "matmul", "shared memory")?,
+            args,
+        })
+    };
+    if split_k == 1 {
+        return launch(0);
+    }
+    let partial_len = split_k
+        .checked_mul(rows)
+        .and_then(|v| v.checked_mul(total))
+        .ok_or_else(|| BackendError::Invalid {
+            op: "matmul",
+            detail: format!("split-k {split_k} of {rows} × {total} outputs does not fit in memory"),
+        })?;
+    b.with_partials(partial_len * 4, |partial| {
+        let address = b.device.address(partial);
+        launch(address)?;
+        let mut col_base = 0;
+        for (n, out) in ns.iter().zip(outs.iter()) {
+            reduce_split(
+                b, address, split_k, rows, total, col_base, *n, accumulate, out,
+            )?;
+            col_base += n;
+        }
+        Ok(())
+    })
+}
+
+/// Threads of the split-K reduction (one output each).
+pub const REDUCE_THREADS: u32 = 256;
+
+/// `out (+)= Σ_z partial[z][row][col_base + col]` for one group's `rows × n`.
+#[allow(clippy::too_many_arguments)]
+fn reduce_split<D: Device>(
+    b: &KernelBackend<D>,
+    partial: u64,
+    split_k: usize,
+    rows: usize,
+    stride: usize,
+    col_base: usize,
+    n: usize,
+    accumulate: bool,
+    out: &DeviceBuffer<D::Memory>,
+) -> Result<(), BackendError> {
+    if n == 0 {
+        return Ok(());
+    }
+    b.device.launch(&Launch {
+        module: "matmul_w8a16",
+        kernel: "w8a16_splitk_reduce",
+        grid: [
+            to_u32(
+                n.div_ceil(REDUCE_THREADS as usize),
+                "matmul",
+                "column blocks",
+            )?,
+            rows.min(65_535) as u32,
+            1,
+        ],
+        block: [REDUCE_THREADS, 1, 1],
+        shared_bytes: 0,
+        args: vec![
+            KernelArg::Ptr(partial),
+            KernelArg::U32(to_u32(split_k, "matmul", "split-k")?),
+            KernelArg::U32(to_u32(rows, "matmul", "rows")?),
+            KernelArg::U32(to_u32(stride, "matmul", "n")?),
+            KernelArg::U32(to_u32(col_base, "matmul", "n")?),
+            KernelArg::U32(to_u32(n, "matmul", "n")?),
+            KernelArg::U32(u32::from(accumulate)),
+            KernelArg::Ptr(b.address(out)),
+        ],
+    })
+}
+
+/// The v2 kernel on one weight.
+fn launch_v2<D: Device>(
     b: &KernelBackend<D>,
     x: &HalfRows<D::Memory>,
     rows: usize,
@@ -255,7 +585,6 @@ pub fn matmul_half<D: Device>(
     accumulate: bool,
     out: &mut DeviceBuffer<D::Memory>,
 ) -> Result<(), BackendError> {
-    x.check(rows, weight.cols)?;
     let plan = Q8Plan {
         kernel: ("matmul_w8a16", "matmul_q8_0_w8a16"),
         grid: grid(rows, weight.rows)?,

@@ -1,0 +1,390 @@
+//! Which compiled configuration of the W8A16 GEMM runs each of a model's
+//! matmuls. `tessera tune` times every configuration and split-K factor
+//! ([`tune`]) on the device for the model's shapes and writes a
+//! [`TuningTable`]: JSON keyed by the device (name, compute capability, driver),
+//! the arithmetic and each GEMM's shape. A backend given a table
+//! ([`crate::KernelBackend::with_tuning`]) runs what it says for the shapes it
+//! holds (the nearest measured row count) and the built-in choice
+//! ([`builtin_choice`]) for the rest.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tessera_backend::BackendError;
+use tessera_gguf::{GgmlType, QK8_0};
+
+pub use crate::ops::w8a16::{builtin_choice, MIN_STAGES_PER_SPLIT};
+use crate::ops::w8a16::{
+    gemm_with, GemmChoice, GemmConfig, HalfRows, GEMM_CONFIGS, MAX_GROUP, MAX_SPLIT_K,
+};
+use crate::{Arithmetic, Device, DeviceBuffer, DeviceIdentity, DeviceWeight, KernelBackend};
+
+/// The table format this build reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// A GEMM of a model: the output features of each weight of one launch (q, k,
+/// v: three) and the shared k.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GemmShape {
+    pub n: Vec<usize>,
+    pub k: usize,
+}
+
+impl GemmShape {
+    /// The matmuls of one transformer layer as the engine launches them: q/k/v
+    /// (grouped), the attention output, gate/up (grouped) and down.
+    pub fn transformer_layer(
+        hidden: usize,
+        q_features: usize,
+        kv_features: usize,
+        ffn: usize,
+    ) -> Vec<GemmShape> {
+        vec![
+            GemmShape {
+                n: vec![q_features, kv_features, kv_features],
+                k: hidden,
+            },
+            GemmShape {
+                n: vec![hidden],
+                k: q_features,
+            },
+            GemmShape {
+                n: vec![ffn, ffn],
+                k: hidden,
+            },
+            GemmShape {
+                n: vec![hidden],
+                k: ffn,
+            },
+        ]
+    }
+
+    /// Multiply-adds × 2 of `rows` rows.
+    pub fn flops(&self, rows: usize) -> f64 {
+        2.0 * rows as f64 * self.k as f64 * self.n.iter().sum::<usize>() as f64
+    }
+}
+
+impl std::fmt::Display for GemmShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ns: Vec<String> = self.n.iter().map(usize::to_string).collect();
+        write!(f, "n {} × k {}", ns.join("+"), self.k)
+    }
+}
+
+/// One timed candidate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub config: String,
+    pub split_k: usize,
+    /// Best of the timed repetitions, microseconds.
+    pub micros: f64,
+}
+
+/// The winner for one shape at one row count, with every candidate's time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TuningEntry {
+    pub shape: GemmShape,
+    pub rows: usize,
+    pub config: String,
+    pub split_k: usize,
+    pub micros: f64,
+    pub tflops: f64,
+    pub candidates: Vec<Timing>,
+}
+
+/// What `tessera tune` writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TuningTable {
+    pub format: u32,
+    pub device: DeviceIdentity,
+    /// `w8a16` (the only arithmetic with configurations today).
+    pub arithmetic: String,
+    pub gemm: Vec<TuningEntry>,
+}
+
+/// Why a table cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TuningError {
+    #[error("tuning table {path}: {detail}")]
+    Read { path: String, detail: String },
+    #[error("tuning table {path} was measured on {found}; this is {here}: run `tessera tune` on this device (or leave --tuning out for the built-in choice)")]
+    OtherDevice {
+        path: String,
+        found: String,
+        here: String,
+    },
+    #[error("writing tuning table {path}: {detail}")]
+    Write { path: String, detail: String },
+}
+
+fn describe(device: &DeviceIdentity, arithmetic: &str) -> String {
+    format!(
+        "{} (compute capability {}, driver CUDA {}, {} SMs) in {arithmetic}",
+        device.name, device.compute_capability, device.driver, device.multiprocessors
+    )
+}
+
+impl TuningTable {
+    /// Reads and checks a table: its format, every configuration name it
+    /// names, split-K factors of v3 configurations only.
+    pub fn read(path: &Path) -> Result<TuningTable, TuningError> {
+        let error = |detail: String| TuningError::Read {
+            path: path.display().to_string(),
+            detail,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let table: TuningTable = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+        if table.format != FORMAT {
+            return Err(error(format!(
+                "format {} (this build reads format {FORMAT}): run `tessera tune` again",
+                table.format
+            )));
+        }
+        for entry in &table.gemm {
+            let Some(config) = GemmConfig::named(&entry.config) else {
+                return Err(error(format!(
+                    "unknown configuration '{}' for {} (known: {})",
+                    entry.config,
+                    entry.shape,
+                    config_names()
+                )));
+            };
+            if entry.split_k == 0
+                || entry.split_k > MAX_SPLIT_K
+                || (!config.v3 && entry.split_k != 1)
+            {
+                return Err(error(format!(
+                    "split-k {} for {} with {} (1 to {MAX_SPLIT_K}, 1 for v2)",
+                    entry.split_k, entry.shape, entry.config
+                )));
+            }
+            if entry.shape.n.is_empty()
+                || entry.shape.n.len() > MAX_GROUP
+                || entry.shape.k == 0
+                || entry.rows == 0
+            {
+                return Err(error(format!(
+                    "entry {} at {} rows: 1 to {MAX_GROUP} weights, k and rows above 0",
+                    entry.shape, entry.rows
+                )));
+            }
+        }
+        Ok(table)
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), TuningError> {
+        let error = |detail: String| TuningError::Write {
+            path: path.display().to_string(),
+            detail,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| error(e.to_string()))?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|e| error(e.to_string()))?;
+        std::fs::write(path, text + "\n").map_err(|e| error(e.to_string()))
+    }
+
+    /// Ok when the table was measured on this device (name, compute
+    /// capability, driver, multiprocessors) in this arithmetic.
+    pub fn check(
+        &self,
+        path: &Path,
+        device: &DeviceIdentity,
+        arithmetic: Arithmetic,
+    ) -> Result<(), TuningError> {
+        if &self.device != device || self.arithmetic != arithmetic.name() {
+            return Err(TuningError::OtherDevice {
+                path: path.display().to_string(),
+                found: describe(&self.device, &self.arithmetic),
+                here: describe(device, arithmetic.name()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The measured choice for `shape` at the row count nearest `rows` (by
+    /// ratio), or `None` when the table has no entry for the shape.
+    pub fn choose(&self, ns: &[usize], k: usize, rows: usize) -> Option<GemmChoice> {
+        let distance = |measured: usize| (measured as f64 / rows.max(1) as f64).ln().abs();
+        let entry = self
+            .gemm
+            .iter()
+            .filter(|e| e.shape.n == ns && e.shape.k == k)
+            .min_by(|a, b| distance(a.rows).total_cmp(&distance(b.rows)))?;
+        Some(GemmChoice {
+            config: GemmConfig::named(&entry.config)?,
+            split_k: entry.split_k,
+        })
+    }
+}
+
+fn config_names() -> String {
+    let names: Vec<&str> = GEMM_CONFIGS.iter().map(|c| c.name).collect();
+    names.join(", ")
+}
+
+/// Where `tessera tune` writes and `serve` looks by default: one file per
+/// device under the user cache, `tessera/tuning/<device>.json`.
+pub fn default_path(cache_dir: &Path, device: &DeviceIdentity) -> std::path::PathBuf {
+    let slug: String = format!("{} sm{}", device.name, device.compute_capability)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    cache_dir
+        .join("tessera")
+        .join("tuning")
+        .join(format!("{slug}.json"))
+}
+
+/// The candidates [`tune`] times for a shape: every configuration, and for
+/// v3 every split-K factor up to [`MAX_SPLIT_K`] that leaves each share
+/// [`MIN_STAGES_PER_SPLIT`] k stages and the grid within four waves.
+pub fn candidates(multiprocessors: usize, rows: usize, shape: &GemmShape) -> Vec<GemmChoice> {
+    let stages = GemmConfig::k_stages(shape.k);
+    let mut out = Vec::new();
+    for config in GEMM_CONFIGS {
+        out.push(GemmChoice { config, split_k: 1 });
+        if !config.v3 {
+            continue;
+        }
+        let blocks: usize = shape
+            .n
+            .iter()
+            .map(|n| n.div_ceil(config.tile_cols))
+            .sum::<usize>()
+            * rows.div_ceil(config.tile_rows);
+        for split_k in [2, 3, 4, 6, 8] {
+            if split_k <= MAX_SPLIT_K
+                && stages / split_k >= MIN_STAGES_PER_SPLIT
+                && blocks * split_k <= 4 * multiprocessors
+            {
+                out.push(GemmChoice { config, split_k });
+            }
+        }
+    }
+    out
+}
+
+/// Times every candidate for every shape at every row count on `b`'s device
+/// (the weights and activations are uninitialised device memory: the time of
+/// a tensor-core GEMM does not depend on the values), `repeats` launches each
+/// after one warm-up, and returns the table of winners. `progress` gets one
+/// line per shape and row count.
+pub fn tune<D: Device>(
+    b: &KernelBackend<D>,
+    shapes: &[GemmShape],
+    rows: &[usize],
+    repeats: usize,
+    mut progress: impl FnMut(&str),
+) -> Result<TuningTable, BackendError> {
+    let device = b.device();
+    let identity = device.identity();
+    let mut entries = Vec::new();
+    for shape in shapes {
+        if shape.n.is_empty() || shape.n.len() > MAX_GROUP || !shape.k.is_multiple_of(QK8_0) {
+            return Err(BackendError::Invalid {
+                op: "tune",
+                detail: format!("{shape}: 1 to {MAX_GROUP} weights and k a multiple of {QK8_0}"),
+            });
+        }
+        let weights = shape
+            .n
+            .iter()
+            .map(|&n| uninitialised_q8_0(device, n, shape.k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let weight_refs: Vec<&DeviceWeight<D::Memory>> = weights.iter().collect();
+        for &r in rows {
+            let x = HalfRows::alloc(device, r, shape.k)?;
+            let mut outs = shape
+                .n
+                .iter()
+                .map(|&n| {
+                    Ok(DeviceBuffer {
+                        memory: device.alloc(
+                            r.checked_mul(n)
+                                .and_then(|v| v.checked_mul(4))
+                                .ok_or_else(|| {
+                                    BackendError::Device(format!("{r} × {n} outputs do not fit"))
+                                })?,
+                        )?,
+                        len: r * n,
+                    })
+                })
+                .collect::<Result<Vec<_>, BackendError>>()?;
+            let mut timings = Vec::new();
+            for choice in candidates(identity.multiprocessors, r, shape) {
+                let mut out_refs: Vec<&mut DeviceBuffer<D::Memory>> = outs.iter_mut().collect();
+                let mut run = || gemm_with(b, choice, &x, r, &weight_refs, false, &mut out_refs);
+                run()?;
+                device.synchronize()?;
+                let mut best = f64::INFINITY;
+                for _ in 0..repeats.max(1) {
+                    let start = Instant::now();
+                    run()?;
+                    device.synchronize()?;
+                    best = best.min(start.elapsed().as_secs_f64() * 1e6);
+                }
+                timings.push(Timing {
+                    config: choice.config.name.to_string(),
+                    split_k: choice.split_k,
+                    micros: best,
+                });
+            }
+            let best = timings
+                .iter()
+                .min_by(|a, b| a.micros.total_cmp(&b.micros))
+                .expect("every shape has candidates")
+                .clone();
+            let tflops = shape.flops(r) / (best.micros * 1e-6) / 1e12;
+            progress(&format!(
+                "{shape} at {r} rows: {} split-k {} in {:.1} µs ({tflops:.1} TFLOP/s), {} candidates",
+                best.config,
+                best.split_k,
+                best.micros,
+                timings.len()
+            ));
+            entries.push(TuningEntry {
+                shape: shape.clone(),
+                rows: r,
+                config: best.config,
+                split_k: best.split_k,
+                micros: best.micros,
+                tflops,
+                candidates: timings,
+            });
+        }
+    }
+    Ok(TuningTable {
+        format: FORMAT,
+        device: identity,
+        arithmetic: Arithmetic::W8A16.name().to_string(),
+        gemm: entries,
+    })
+}
+
+/// A Q8_0 weight `[n, k]` of uninitialised device memory (for timing).
+fn uninitialised_q8_0<D: Device>(
+    device: &D,
+    n: usize,
+    k: usize,
+) -> Result<DeviceWeight<D::Memory>, BackendError> {
+    let values = n
+        .checked_mul(k)
+        .ok_or_else(|| BackendError::Device(format!("a {n} × {k} weight does not fit")))?;
+    Ok(DeviceWeight {
+        name: format!("tune {n}x{k}"),
+        ggml_type: GgmlType::Q8_0,
+        rows: n,
+        cols: k,
+        data: device.alloc(values)?,
+        scales: Some(device.alloc(values / QK8_0 * 2)?),
+    })
+}
