@@ -668,12 +668,12 @@ static __device__ __forceinline__ void w16_gemm(const u16* x, const float* row_s
 
 // Grid (Σ ceil(n_g / BN), ceil(rows / BM), splits); C::THREADS threads;
 // C::SHARED_BYTES of dynamic shared memory; k a multiple of 32.
-using W16_128x128 = W16Config<128, 128, 2, 2, 4>;
+using W16_128x128 = W16Config<128, 128, 2, 2, 3>;
 using W16_256x128 = W16Config<256, 128, 4, 2, 3>;
 using W16_128x256 = W16Config<128, 256, 2, 4, 3>;
 using W16_64x128 = W16Config<64, 128, 1, 4, 4>;
 
-TESSERA_KERNEL void __launch_bounds__(128, 1) matmul_w8a16_128x128(W16_PARAMS) { W16_CALL(W16_128x128); }
+TESSERA_KERNEL void __launch_bounds__(128, 2) matmul_w8a16_128x128(W16_PARAMS) { W16_CALL(W16_128x128); }
 TESSERA_KERNEL void __launch_bounds__(256, 1) matmul_w8a16_256x128(W16_PARAMS) { W16_CALL(W16_256x128); }
 TESSERA_KERNEL void __launch_bounds__(256, 1) matmul_w8a16_128x256(W16_PARAMS) { W16_CALL(W16_128x256); }
 TESSERA_KERNEL void __launch_bounds__(128, 2) matmul_w8a16_64x128(W16_PARAMS) { W16_CALL(W16_64x128); }

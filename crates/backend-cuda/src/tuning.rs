@@ -388,3 +388,173 @@ fn uninitialised_q8_0<D: Device>(
         scales: Some(device.alloc(values / QK8_0 * 2)?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h100() -> DeviceIdentity {
+        DeviceIdentity {
+            name: "NVIDIA H100 80GB HBM3".into(),
+            compute_capability: "9.0".into(),
+            driver: "13.0".into(),
+            multiprocessors: 132,
+        }
+    }
+
+    fn entry(n: Vec<usize>, k: usize, rows: usize, config: &str, split_k: usize) -> TuningEntry {
+        TuningEntry {
+            shape: GemmShape { n, k },
+            rows,
+            config: config.into(),
+            split_k,
+            micros: 10.0,
+            tflops: 1.0,
+            candidates: vec![Timing {
+                config: config.into(),
+                split_k,
+                micros: 10.0,
+            }],
+        }
+    }
+
+    fn table() -> TuningTable {
+        TuningTable {
+            format: FORMAT,
+            device: h100(),
+            arithmetic: "w8a16".into(),
+            gemm: vec![
+                entry(vec![4096, 1024, 1024], 2560, 512, "128x128", 2),
+                entry(vec![4096, 1024, 1024], 2560, 8192, "256x128", 1),
+                entry(vec![2560], 9728, 512, "v2", 1),
+            ],
+        }
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tessera-tuning-{}", std::process::id()));
+        dir.join(name)
+    }
+
+    #[test]
+    fn a_table_round_trips_through_its_file() {
+        let path = temp("round-trip/h100.json");
+        table().write(&path).unwrap();
+        let read = TuningTable::read(&path).unwrap();
+        assert_eq!(read, table());
+        read.check(&path, &h100(), Arithmetic::W8A16).unwrap();
+    }
+
+    #[test]
+    fn a_table_for_another_device_or_arithmetic_is_refused_by_name() {
+        let path = temp("other.json");
+        let h200 = DeviceIdentity {
+            name: "NVIDIA H200".into(),
+            multiprocessors: 132,
+            ..h100()
+        };
+        let message = table()
+            .check(&path, &h200, Arithmetic::W8A16)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("NVIDIA H100 80GB HBM3"), "{message}");
+        assert!(message.contains("this is NVIDIA H200"), "{message}");
+        assert!(message.contains("tessera tune"), "{message}");
+        let newer_driver = DeviceIdentity {
+            driver: "13.1".into(),
+            ..h100()
+        };
+        assert!(table()
+            .check(&path, &newer_driver, Arithmetic::W8A16)
+            .is_err());
+        assert!(table().check(&path, &h100(), Arithmetic::W8A8).is_err());
+    }
+
+    #[test]
+    fn unreadable_tables_say_what_is_wrong() {
+        let bad = |name: &str, text: &str| {
+            let path = temp(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            TuningTable::read(&path).unwrap_err().to_string()
+        };
+        let mut t = table();
+        t.gemm[0].config = "512x512".into();
+        let message = bad("unknown.json", &serde_json::to_string(&t).unwrap());
+        assert!(
+            message.contains("unknown configuration '512x512'"),
+            "{message}"
+        );
+        assert!(message.contains("256x128"), "{message}");
+        let mut t = table();
+        t.gemm[2].split_k = 2;
+        let message = bad("v2-split.json", &serde_json::to_string(&t).unwrap());
+        assert!(message.contains("split-k 2"), "{message}");
+        let mut t = table();
+        t.format = FORMAT + 1;
+        let message = bad("format.json", &serde_json::to_string(&t).unwrap());
+        assert!(message.contains("format 2"), "{message}");
+        let message = bad("broken.json", "{\"format\": 1");
+        assert!(message.contains("broken.json"), "{message}");
+        let missing = TuningTable::read(&temp("absent.json")).unwrap_err();
+        assert!(missing.to_string().contains("absent.json"));
+    }
+
+    #[test]
+    fn a_table_chooses_by_shape_and_the_nearest_row_count() {
+        let t = table();
+        let qkv = [4096, 1024, 1024];
+        let at = |rows| t.choose(&qkv, 2560, rows).unwrap().to_string();
+        assert_eq!(at(1), "128x128 split-k 2");
+        assert_eq!(at(1500), "128x128 split-k 2");
+        assert_eq!(at(2500), "256x128");
+        assert_eq!(at(100_000), "256x128");
+        assert_eq!(t.choose(&[2560], 9728, 4096).unwrap().to_string(), "v2");
+        // Another shape (or the same n in another grouping): not in the table.
+        assert!(t.choose(&[4096], 2560, 512).is_none());
+        assert!(t.choose(&qkv, 4096, 512).is_none());
+    }
+
+    #[test]
+    fn the_builtin_choice_splits_k_only_to_fill_the_device() {
+        // Qwen3-4B's down projection (n 2560, k 9728) at 512 rows: 20 × 4
+        // tiles of 128 × 128 fill 80 of 132 SMs, no room for a second share.
+        let down = builtin_choice(132, 512, &[2560], 9728);
+        assert_eq!(down.to_string(), "128x128");
+        // At 64 rows: 20 tiles of 64 × 128, six shares of 76 stages each.
+        let few = builtin_choice(132, 64, &[2560], 9728);
+        assert_eq!(few.to_string(), "64x128 split-k 6");
+        // Many rows: the 256-row tile, never split.
+        let many = builtin_choice(132, 16_384, &[9728, 9728], 2560);
+        assert_eq!(many.to_string(), "256x128");
+        // A tiny k cannot be split below two stages a share.
+        assert_eq!(builtin_choice(132, 1, &[64], 128).split_k, 1);
+        assert_eq!(builtin_choice(132, 1, &[64], 256).split_k, 2);
+    }
+
+    #[test]
+    fn candidates_cover_every_configuration_and_bounded_splits() {
+        let shape = GemmShape {
+            n: vec![2560],
+            k: 9728,
+        };
+        let all = candidates(132, 512, &shape);
+        for config in GEMM_CONFIGS {
+            assert!(all.iter().any(|c| c.config == config && c.split_k == 1));
+        }
+        assert!(all.iter().all(|c| c.config.v3 || c.split_k == 1));
+        assert!(all.iter().any(|c| c.split_k == 6));
+        // Huge grids are not split: 256x128 at 16k rows is 1,280 blocks.
+        let big = candidates(132, 16_384, &shape);
+        assert!(big.iter().all(|c| c.split_k == 1));
+    }
+
+    #[test]
+    fn the_default_path_is_one_file_per_device() {
+        let path = default_path(Path::new("/cache"), &h100());
+        assert_eq!(
+            path,
+            Path::new("/cache/tessera/tuning/nvidia-h100-80gb-hbm3-sm9-0.json")
+        );
+    }
+}

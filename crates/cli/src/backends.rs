@@ -1,10 +1,10 @@
 //! The backend flags every command that runs the model takes: `--backend`,
-//! `--precision`, `--gpu-precision`, `--threads`, each with its `TESSERA_*`
+//! `--precision`, `--gpu-precision`, `--tuning`, `--threads`, each with its `TESSERA_*`
 //! variable. What they select is `tessera-runtime`'s business.
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use tessera_runtime::{Arithmetic, BackendChoice, BackendOptions, Precision};
+use tessera_runtime::{Arithmetic, BackendChoice, BackendOptions, Precision, Tuning};
 
 /// `--backend`: the runtime's [`BackendChoice`], with help texts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -51,6 +51,17 @@ pub struct BackendArgs {
             .map(|s| s.parse::<Arithmetic>().expect("one of the possible values"))
     )]
     pub gpu_precision: Arithmetic,
+    /// Which W8A16 GEMM configurations CUDA runs: a table `tessera tune` wrote
+    /// (it must have been measured on this GPU and driver), `default` (this
+    /// GPU's table in the user cache when there is one, else the built-in
+    /// choice) or `builtin`.
+    #[arg(
+        long,
+        env = "TESSERA_TUNING",
+        value_name = "FILE|default|builtin",
+        default_value = "default"
+    )]
+    pub tuning: Tuning,
     /// CPU worker threads (default: all cores), from 1 to 4096.
     #[arg(long, env = "TESSERA_THREADS", value_parser = crate::flags::count::<1, { crate::flags::MAX_THREADS }>)]
     threads: Option<usize>,
@@ -67,6 +78,7 @@ impl BackendArgs {
             precision: self.precision,
             threads: self.threads,
             gpu_precision: self.gpu_precision,
+            tuning: self.tuning.clone(),
             profiler: None,
         }
     }

@@ -50,6 +50,10 @@ enum Command {
     /// Ask a running server's /health; exit 0 when it serves (container health checks).
     #[command(allow_negative_numbers = true)]
     Health(commands::health::HealthArgs),
+    /// Time every W8A16 GEMM configuration on this GPU for a model's shapes and
+    /// write the tuning table serve, rerank and bench use (`--tuning`).
+    #[command(allow_negative_numbers = true)]
+    Tune(commands::tune::TuneArgs),
 }
 
 /// Output piped into a reader that stops early (`tessera inspect | head`) ends
@@ -82,6 +86,7 @@ fn main() {
         Command::Bench(args) => commands::bench::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Health(args) => commands::health::run(args),
+        Command::Tune(args) => commands::tune::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {}", error_chain(error.as_ref()));

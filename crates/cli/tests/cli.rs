@@ -931,3 +931,76 @@ fn plain_output_reads_as_what_it_is() {
         "{all}"
     );
 }
+
+/// `tessera tune` documents itself, refuses a bad row count by name, and in a
+/// build without CUDA says which build it needs (exit 1, nothing written).
+/// `--tuning FILE` must name a readable table on any backend.
+#[test]
+fn tune_exists_and_tuning_tables_are_checked() {
+    let help = tessera(&["tune", "--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--rows",
+        "--repeats",
+        "--out",
+        "--device",
+        "Qwen3-Reranker-4B",
+    ] {
+        assert!(text.contains(flag), "tune --help lacks {flag}: {text}");
+    }
+    let bad = tessera(&["tune", "--rows", "512,0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rows"));
+
+    let dir = std::env::temp_dir().join(format!("tessera-cli-tune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("table.json");
+    let tune = tessera(&["tune", "--out", out.to_str().unwrap()]);
+    if cfg!(feature = "cuda") {
+        println!(
+            "built with cuda: tune ran with exit {:?}",
+            tune.status.code()
+        );
+    } else {
+        assert_eq!(tune.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&tune.stderr);
+        assert!(stderr.contains("--features cuda"), "{stderr}");
+        assert!(!out.exists());
+    }
+
+    let missing = dir.join("absent.json");
+    let run = tessera(&[
+        "rerank",
+        "--backend",
+        "cpu",
+        "--tuning",
+        missing.to_str().unwrap(),
+        "--query",
+        "q",
+        "d",
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("tuning table") && stderr.contains("absent.json"),
+        "{stderr}"
+    );
+    // `builtin` and `default` are words, not files.
+    let run = tessera(&[
+        "rerank",
+        "--backend",
+        "cpu",
+        "--tuning",
+        "builtin",
+        "--query",
+        "q",
+        "d",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

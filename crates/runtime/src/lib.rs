@@ -23,6 +23,7 @@ use tessera_model::{ModelConfig, ModelKind, RerankTokenizer};
 
 pub use tessera_backend::profile::{self, Profiler};
 pub use tessera_backend_cpu::Precision;
+pub use tessera_backend_cuda::tuning::{self, GemmShape, TuningTable};
 pub use tessera_backend_cuda::Arithmetic;
 
 /// Where a model runs.
@@ -60,7 +61,66 @@ pub struct BackendOptions {
     /// CPU worker threads; `None` uses every core.
     pub threads: Option<usize>,
     pub gpu_precision: Arithmetic,
+    /// Which W8A16 GEMM configurations CUDA runs.
+    pub tuning: Tuning,
     pub profiler: Option<Arc<Profiler>>,
+}
+
+impl BackendOptions {
+    /// A tuning table named by path must be readable, whichever backend runs
+    /// (a mistyped path is an error, not a silent built-in choice); whether it
+    /// is this GPU's is checked when CUDA opens.
+    pub fn check_tuning(&self) -> Result<(), RuntimeError> {
+        if let Tuning::File(path) = &self.tuning {
+            TuningTable::read(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the CUDA backend's W8A16 GEMM configurations come from
+/// (`--tuning`; docs/kernels.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Tuning {
+    /// The table `tessera tune` wrote for this device in the user cache
+    /// ([`tuning_cache_path`]) when there is one measured on this very device,
+    /// driver and arithmetic; else the built-in choice.
+    #[default]
+    Default,
+    /// This table, which must have been measured on this device.
+    File(std::path::PathBuf),
+    /// The built-in choice only.
+    Builtin,
+}
+
+impl std::str::FromStr for Tuning {
+    type Err = String;
+
+    /// `builtin`, `default`, or a file's path.
+    fn from_str(s: &str) -> Result<Tuning, String> {
+        match s {
+            "" => Err("expected a tuning table's path, `default` or `builtin`".into()),
+            "default" => Ok(Tuning::Default),
+            "builtin" => Ok(Tuning::Builtin),
+            path => Ok(Tuning::File(path.into())),
+        }
+    }
+}
+
+/// Where `tessera tune` writes a device's table by default and `--tuning
+/// default` looks: `$TESSERA_TUNING_DIR/<device>.json`, else
+/// `$XDG_CACHE_HOME` (or `~/.cache`) `/tessera/tuning/<device>.json`.
+pub fn tuning_cache_path(
+    device: &tessera_backend_cuda::DeviceIdentity,
+) -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("TESSERA_TUNING_DIR") {
+        let file = tuning::default_path(std::path::Path::new(""), device);
+        return Some(std::path::PathBuf::from(dir).join(file.file_name()?));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    Some(tuning::default_path(&base, device))
 }
 
 impl Default for BackendOptions {
@@ -70,6 +130,7 @@ impl Default for BackendOptions {
             precision: Precision::Fast,
             threads: None,
             gpu_precision: Arithmetic::W8A8,
+            tuning: Tuning::Default,
             profiler: None,
         }
     }
@@ -94,6 +155,9 @@ pub enum RuntimeError {
     /// The model failed to load on the backend.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A tuning table that cannot be used (unreadable, or another device's).
+    #[error(transparent)]
+    Tuning(#[from] tuning::TuningError),
     /// The file holds another kind of model than the caller needs.
     #[error("{what} is {} model (pooling: {}); {needed}", found.article(), found.pooling())]
     WrongKind {
@@ -336,6 +400,7 @@ fn on_gpu_number(
     let backend = CudaBackend::new(ordinal)
         .and_then(|b| b.with_arithmetic(options.gpu_precision))
         .map_err(RuntimeError::backend("cuda"))?;
+    let (backend, gemms) = with_tuning(backend, &options.tuning)?;
     let name = backend.name();
     // A second handle on the same GPU, to read its memory after the backend
     // has moved into the engine.
@@ -355,11 +420,133 @@ fn on_gpu_number(
     Ok(Loaded {
         model,
         device: format!(
-            "cuda:{ordinal} {name}, model resident {resident:.2} GB of {:.1} GB",
+            "cuda:{ordinal} {name}, model resident {resident:.2} GB of {:.1} GB{gemms}",
             total as f64 / 1e9
         ),
         on_gpu: true,
     })
+}
+
+/// The backend with its W8A16 GEMM choice as `tuning` says, and the words for
+/// the device line (`, GEMMs: ...`; nothing in W8A8, which has one kernel).
+/// A table given by path must be this device's; the default one is used only
+/// when it is, and otherwise named with the reason.
+pub fn with_tuning<D: tessera_backend_cuda::Device>(
+    backend: tessera_backend_cuda::KernelBackend<D>,
+    tuning: &Tuning,
+) -> Result<(tessera_backend_cuda::KernelBackend<D>, String), RuntimeError> {
+    if backend.arithmetic() != Arithmetic::W8A16 {
+        return Ok((backend, String::new()));
+    }
+    let identity = backend.device().identity();
+    let builtin = format!(
+        ", GEMMs: built-in choice for {} SMs",
+        identity.multiprocessors
+    );
+    match tuning {
+        Tuning::Builtin => Ok((backend, builtin)),
+        Tuning::File(path) => {
+            let table = TuningTable::read(path)?;
+            let shapes = table.gemm.len();
+            let backend = backend.with_tuning(table, path)?;
+            Ok((
+                backend,
+                format!(
+                    ", GEMMs: tuning table {} ({shapes} entries)",
+                    path.display()
+                ),
+            ))
+        }
+        Tuning::Default => {
+            let Some(path) = tuning_cache_path(&identity).filter(|p| p.exists()) else {
+                return Ok((
+                    backend,
+                    builtin + " (no tuning table: `tessera tune` writes one)",
+                ));
+            };
+            let table = match TuningTable::read(&path) {
+                Ok(table) => table,
+                Err(e) => return Ok((backend, format!("{builtin} ({e})"))),
+            };
+            if let Err(e) = table.check(&path, &identity, backend.arithmetic()) {
+                return Ok((backend, format!("{builtin} ({e})")));
+            }
+            let shapes = table.gemm.len();
+            let backend = backend.with_tuning(table, &path)?;
+            Ok((
+                backend,
+                format!(
+                    ", GEMMs: tuning table {} ({shapes} entries)",
+                    path.display()
+                ),
+            ))
+        }
+    }
+}
+
+/// What `tessera tune` measures.
+#[derive(Clone, Debug)]
+pub struct TuneOptions {
+    /// Row counts (tokens in a pass) to time each GEMM at.
+    pub rows: Vec<usize>,
+    /// Timed launches per candidate (the best counts), after one warm-up.
+    pub repeats: usize,
+    /// Where to write the table; `None`: [`tuning_cache_path`].
+    pub out: Option<std::path::PathBuf>,
+    /// The CUDA device.
+    pub ordinal: usize,
+}
+
+/// The GEMM shapes of a model's layer, as the engine launches them.
+pub fn gemm_shapes(config: &ModelConfig) -> Vec<GemmShape> {
+    GemmShape::transformer_layer(
+        config.hidden,
+        config.n_heads * config.head_dim,
+        config.n_kv_heads * config.head_dim,
+        config.ffn,
+    )
+}
+
+/// Times every W8A16 GEMM configuration for `config`'s shapes on CUDA device
+/// `options.ordinal` and writes the table; returns it and where it went.
+#[cfg(feature = "cuda")]
+pub fn tune(
+    config: &ModelConfig,
+    options: &TuneOptions,
+    progress: impl FnMut(&str),
+) -> Result<(TuningTable, std::path::PathBuf), RuntimeError> {
+    use tessera_backend_cuda::{CudaBackend, Device};
+    let backend = CudaBackend::new(options.ordinal)
+        .and_then(|b| b.with_arithmetic(Arithmetic::W8A16))
+        .map_err(RuntimeError::backend("cuda"))?;
+    let identity = backend.device().identity();
+    let path = match &options.out {
+        Some(path) => path.clone(),
+        None => tuning_cache_path(&identity).ok_or_else(|| RuntimeError::Unavailable {
+            backend: "cuda",
+            reason: "no cache directory (HOME and XDG_CACHE_HOME unset): give --out".into(),
+        })?,
+    };
+    let table = tuning::tune(
+        &backend,
+        &gemm_shapes(config),
+        &options.rows,
+        options.repeats,
+        progress,
+    )
+    .map_err(RuntimeError::backend("cuda"))?;
+    table.write(&path)?;
+    Ok((table, path))
+}
+
+/// `tessera tune` needs the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+pub fn tune(
+    _: &ModelConfig,
+    _: &TuneOptions,
+    _: impl FnMut(&str),
+) -> Result<(TuningTable, std::path::PathBuf), RuntimeError> {
+    Err(not_built("cuda"))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -512,6 +699,7 @@ pub fn open_replicas(
     options: &BackendOptions,
     replicas: usize,
 ) -> Result<Vec<Loaded>, RuntimeError> {
+    options.check_tuning()?;
     if replicas <= 1 {
         return Ok(vec![open(choice, file, tokenizer, options)?]);
     }
@@ -572,6 +760,7 @@ pub fn open_devices(
     tokenizer: Option<RerankTokenizer>,
     options: &BackendOptions,
 ) -> Result<Vec<Loaded>, RuntimeError> {
+    options.check_tuning()?;
     match choice {
         BackendChoice::Wgpu => open_adapters(devices, file, tokenizer, options),
         BackendChoice::Cuda | BackendChoice::Auto => open_gpus(devices, file, tokenizer, options),
@@ -694,6 +883,7 @@ pub fn open(
     tokenizer: Option<RerankTokenizer>,
     options: &BackendOptions,
 ) -> Result<Loaded, RuntimeError> {
+    options.check_tuning()?;
     match choice {
         BackendChoice::Cpu => on_cpu(file, tokenizer, options),
         BackendChoice::Cuda => on_cuda(file, tokenizer, options),

@@ -274,7 +274,7 @@ pub const MAX_GROUP: usize = 3;
 pub const GEMM_CONFIGS: &[GemmConfig] = &[
     v3("256x128", "matmul_w8a16_256x128", 256, 128, 8, 3),
     v3("128x256", "matmul_w8a16_128x256", 128, 256, 8, 3),
-    v3("128x128", "matmul_w8a16_128x128", 128, 128, 4, 4),
+    v3("128x128", "matmul_w8a16_128x128", 128, 128, 4, 3),
     v3("64x128", "matmul_w8a16_64x128", 64, 128, 4, 4),
     GemmConfig {
         name: "v2",

@@ -8,3 +8,4 @@ pub mod health;
 pub mod inspect;
 pub mod rerank;
 pub mod serve;
+pub mod tune;
