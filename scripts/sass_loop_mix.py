@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """The instruction mix of a kernel's hot loop, from its SASS.
 
-    sass_loop_mix.py CUOBJDUMP CUBIN KERNEL [--forbid OP ...]
+    sass_loop_mix.py CUOBJDUMP CUBIN KERNEL [--max-per-mma N] [--forbid OP ...]
     sass_loop_mix.py CUOBJDUMP CUBIN KERNEL --loops OP
 
 
 Disassembles KERNEL from CUBIN (cuobjdump -sass, which needs nvdisasm on PATH),
 takes the innermost loop that contains the kernel's tensor-core (IMMA, HMMA) or dp4a
 instructions (the backward branch closing over the first of them), and prints
-one line: instructions per iteration and the opcode counts. With --forbid, exits
-1 when any listed opcode (e.g. I2FP, I2F: the slow integer → float conversions)
-appears in that loop. With --loops OP, prints every innermost loop that holds
+one line: instructions per iteration, per tensor-core instruction, and the
+opcode counts. With --forbid, exits 1 when any listed opcode (e.g. I2FP, I2F:
+the slow integer → float conversions) appears in that loop; with --max-per-mma,
+when the loop issues more than N instructions per IMMA/HMMA (the issue slots
+the tensor cores' feeding costs), or spills (LDL/STL) inside it. With --loops OP, prints every innermost loop that holds
 OP instead (e.g. FFMA: the arithmetic loops of an f32 kernel) with its mix and
 its shared-memory loads per OP.
 """
@@ -85,6 +87,11 @@ def main():
         at = args.index("--forbid")
         forbid = args[at + 1 :]
         args = args[:at]
+    max_per_mma = None
+    if "--max-per-mma" in args:
+        at = args.index("--max-per-mma")
+        max_per_mma = float(args[at + 1])
+        args = args[:at] + args[at + 2 :]
     cuobjdump, cubin, kernel = args
     loop = hot_loop(instructions(cuobjdump, cubin, kernel))
     if loop is None:
@@ -92,11 +99,20 @@ def main():
         return 1
     counts = collections.Counter(text.split()[0].split(".")[0] for _, text in loop)
     mix = ", ".join(f"{op} {n}" for op, n in counts.most_common())
-    print(f"{kernel}: {len(loop)} instructions per iteration: {mix}")
+    mma = counts["IMMA"] + counts["HMMA"]
+    per = f", {len(loop) / mma:.2f} per mma" if mma else ""
+    print(f"{kernel}: {len(loop)} instructions per iteration{per}: {mix}")
     bad = [op for op in forbid if counts[op]]
     if bad:
         print(f"{kernel}: forbidden in the hot loop: {', '.join(bad)}")
         return 1
+    if max_per_mma is not None:
+        if not mma or len(loop) / mma > max_per_mma:
+            print(f"{kernel}: more than {max_per_mma} instructions per mma in the hot loop")
+            return 1
+        if counts["LDL"] or counts["STL"]:
+            print(f"{kernel}: local memory (spills) in the hot loop")
+            return 1
     return 0
 
 
