@@ -47,6 +47,7 @@ RESERVE=10
 STEPS=(
     "facts          30 1 device facts; NVRTC + ptxas of every kernel for this card"
     "parity         75 1 op parity kit, W8A8 and W8A16, against the f64 oracles"
+    "tune           45 1 tessera tune: every W8A16 GEMM configuration on the 4B shapes, v2 beside"
     "kernels        90 1 matmul (five 4B shapes x M 512/4096/16384) and attention beside cuBLAS"
     "end_to_end    100 1 random 4B Q8_0 model, 100 x 256 + 32, both arithmetics, --profile"
     "transformers   60 1 transformers bf16 sdpa baseline, same workload"
@@ -349,6 +350,15 @@ digest_parity() {
     skipped_note "$LOGS/parity.log"
 }
 
+step_tune() {
+    "$BIN/tessera" tune --rows 512,4096,16384 --repeats 3 --out "$LOGS/tuning.json"
+}
+digest_tune() {
+    # The table's summary lines (shape, rows, winner, µs, TFLOP/s, × over v2).
+    grep -E "^n [0-9]" "$LOGS/tune.log" | sed -E 's/ +/ /g'
+    [[ -f $LOGS/tuning.json ]] || echo "no table written"
+}
+
 step_kernels() {
     TESSERA_GPU_BENCH=1 TESSERA_BENCH_JSON="$LOGS/kernels.jsonl" \
         "$BIN/gpu_bench" --nocapture --test-threads 1 matmul_q8_0_throughput attention_throughput
@@ -373,9 +383,11 @@ step_end_to_end() {
     timeout 60 "$BIN/tessera" generate --shape 4b --out "$MODEL" 2>&1 | tail -1
     [[ -f $MODEL ]] || { echo "no model"; return 1; }
     local precision status=0
+    local tuning=default
+    [[ -f $LOGS/tuning.json ]] && tuning=$LOGS/tuning.json  # what `tune` measured on this card
     for precision in w8a8 w8a16; do
         echo "-- --gpu-precision $precision"
-        "$BIN/tessera" bench --backend cuda --gpu-precision "$precision" --model "$MODEL" --docs 100 \
+        "$BIN/tessera" bench --backend cuda --gpu-precision "$precision" --tuning "$tuning" --model "$MODEL" --docs 100 \
             --doc-tokens 256 --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 3 --profile \
             --format json 2>&1 >>"$LOGS/end_to_end.jsonl" || status=1
     done
@@ -431,7 +443,7 @@ step_ncu() {
     # hold both.
     "$ncu" --clock-control none --target-processes all \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-        -k 'regex:matmul_q8_0_w8a16|attention_mma' --launch-skip 40 --launch-count 8 \
+        -k 'regex:matmul_w8a16_|matmul_q8_0_w8a16|attention_mma' --launch-skip 40 --launch-count 8 \
         -o "$LOGS/ncu-w8a16" -f \
         "$BIN/tessera" bench --backend cuda --gpu-precision w8a16 --model "$MODEL" --docs 20 \
         --doc-tokens 256 --query-tokens 32 --batch-tokens 8192 --baseline-docs 0 --runs 1
