@@ -300,6 +300,24 @@ static __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// Ends the launch with an error when the block got less dynamic shared memory
+// than `needed` bytes (a host plan out of step with a kernel's layout): the
+// emulator reports it, the GPU traps (the launch fails) instead of letting the
+// block write past its shared memory.
+static __device__ __forceinline__ void require_dynamic_shared(u32 needed) {
+#ifdef TESSERA_CUDA_EMULATION
+    if (cuda_emu::dynamic_shared_bytes() < needed) {
+        cuda_emu::kernel_error("less dynamic shared memory than the kernel's layout needs");
+    }
+#else
+    u32 size;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(size));
+    if (size < needed) {
+        __trap();
+    }
+#endif
+}
+
 // ---------------------------------------------------------------- reductions
 
 static __device__ __forceinline__ float warp_sum(float v) {

@@ -531,6 +531,7 @@ static __device__ __forceinline__ void w16_gemm(const u16* x, const float* row_s
                                                 const W16Group& g0, const W16Group& g1, const W16Group& g2,
                                                 float* partial, u32 partial_stride) {
     DYNAMIC_SHARED(unsigned char, smem);
+    require_dynamic_shared(C::SHARED_BYTES);
     // The block's group: column tiles are numbered across the groups in order.
     const u32 tiles0 = (g0.n + C::BN - 1) / C::BN, tiles1 = (g1.n + C::BN - 1) / C::BN;
     const u32 tile = blockIdx.x;

@@ -66,6 +66,7 @@ struct Scheduler {
     std::vector<Fiber> fibers;
     std::vector<Warp> warps;
     std::vector<uint8_t> shared;
+    unsigned shared_bytes = 0;  // as launched (`shared` is rounded up to 16)
     unsigned threads = 0;
     unsigned block_arrived = 0;
     unsigned done = 0;
@@ -381,6 +382,8 @@ void* dynamic_shared() {
     return s.shared.empty() ? nullptr : s.shared.data();
 }
 
+unsigned dynamic_shared_bytes() { return scheduler->shared_bytes; }
+
 void cp_async(void* shared_dst, const void* global_src, unsigned bytes, unsigned src_bytes) {
     Fiber& fiber = *scheduler->running;
     PendingCopy copy{shared_dst, std::vector<uint8_t>(bytes, 0)};
@@ -638,6 +641,7 @@ extern "C" int tessera_emu_launch(const char* name, const unsigned* grid, const 
     s.fibers.resize(threads);
     s.warps.resize((threads + 31) / 32);
     s.shared.assign((shared_bytes + 15) / 16 * 16, kPoison);
+    s.shared_bytes = shared_bytes;
     s.entry = found->second;
     s.args = args;
     s.error.clear();

@@ -73,6 +73,8 @@ uint32_t* warp_slots_next();
 
 // Dynamic shared memory of the running block (poisoned at block start).
 void* dynamic_shared();
+// Its size in bytes (the launch's shared_bytes; %dynamic_smem_size on the GPU).
+unsigned dynamic_shared_bytes();
 
 // cp.async: copies issued into the open group; the destination is poisoned until
 // a wait_group that covers the group copies the data in.

@@ -47,3 +47,45 @@ fn every_w8a16_gemm_configuration_and_split_passes_the_kit() {
     // 15 Q8_0 cases per run: 6 matmuls, 3 of each fused op.
     assert_eq!(checked, 15 * (4 * 3 + 1));
 }
+
+/// The v3 GEMMs check the dynamic shared memory they were given against their
+/// layout: a launch plan one byte short fails instead of writing past it, and
+/// the plan's own size (`GemmConfig::shared_bytes`) passes that check.
+#[test]
+fn a_w8a16_gemm_given_too_little_shared_memory_fails_the_launch() {
+    use tessera_backend_cuda::ops::w8a16::GEMM_CONFIGS;
+    use tessera_backend_cuda::{Device, KernelArg, Launch};
+    let device = EmulatedDevice::new(MatmulPath::Mma);
+    for config in GEMM_CONFIGS.iter().filter(|c| c.v3) {
+        let launch = |shared: usize| Launch {
+            module: "matmul_w8a16",
+            kernel: config.kernel,
+            grid: [1, 1, 1],
+            block: [config.threads(), 1, 1],
+            shared_bytes: shared as u32,
+            // rows = 0 and n = 0: nothing to read or write once the check passes.
+            args: [
+                vec![KernelArg::Ptr(0), KernelArg::Ptr(0)],
+                vec![KernelArg::U32(0), KernelArg::U32(32), KernelArg::U32(0)],
+                [
+                    KernelArg::Ptr(0),
+                    KernelArg::Ptr(0),
+                    KernelArg::Ptr(0),
+                    KernelArg::U32(0),
+                ]
+                .repeat(3),
+                vec![KernelArg::Ptr(0), KernelArg::U32(0)],
+            ]
+            .concat(),
+        };
+        let short = device
+            .launch(&launch(config.shared_bytes() - 1))
+            .unwrap_err();
+        assert!(
+            short.to_string().contains("less dynamic shared memory"),
+            "{}: {short}",
+            config.name
+        );
+        device.launch(&launch(config.shared_bytes())).unwrap();
+    }
+}
