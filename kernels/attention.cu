@@ -547,3 +547,321 @@ TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 2)
                       u32 n_heads, u32 n_kv_heads, u32 heads_per_block, float scale, float* out) {
     attention_mma<128>(q, k, v, tiles, prefix_kv, n_heads, n_kv_heads, heads_per_block, scale, out);
 }
+
+// ------------------------------------------- v3: f16 K/V, cp.async double buffer
+//
+// attention_f16kv_d*: the tensor-core attention above with K and V already in
+// f16 in global memory (kv_to_f16 writes them once per layer: the sequences'
+// rows and every prefix's, into one buffer; the old kernel converted each K/V
+// tile again in every block that read it), so a tile is copied as is:
+// cp.async into one of two shared-memory buffers while the warps compute the
+// other — the loads of tile t + 1 are in flight during tile t's mma, one
+// barrier per tile. Tiles are 64 keys (128 HMMA per warp and tile at d = 128,
+// twice the old tile's, so the per-tile softmax bookkeeping, barrier and loop
+// cost half as much per mma). Q, its scale, the masks, the online softmax and
+// the GQA grouping are the old kernel's.
+//
+// A tile is five u32 as above, but the fifth is the prefix's first row in the
+// f16 buffers (not its index): key j of a sequence is row prefix_row + j for
+// j < prefix_len, else token_row0 + seq_start + (j - prefix_len).
+#define ATT16_KEYS 64
+
+template <int D>
+struct __align__(16) Att16Shared {
+    static constexpr int STRIDE = D + 8;  // f16 per row, as AttMmaShared
+    u16 q[ATT_MMA_WARPS * 16 * STRIDE];
+    u16 k[2][ATT16_KEYS * STRIDE];
+    u16 v[2][ATT16_KEYS * STRIDE];
+};
+
+// dst[i] = f16(src[i]) (round to nearest even) for i < n: a layer's K or V
+// rows (or a prefix's) into the f16 buffers attention_f16kv reads.
+TESSERA_KERNEL void kv_to_f16(const float* src, u64 n, u16* dst) {
+    const u64 stride = u64(gridDim.x) * blockDim.x;
+    for (u64 i = u64(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+        dst[i] = f32_to_f16_rn(src[i]);
+    }
+}
+
+// Issues the cp.async copies of key tile `t0` (K and V, 64 keys × D f16) into
+// buffer `buf`; keys past n_keys are zero-filled. Thread tid copies chunk
+// tid % (D/8) of key rows tid / (D/8) + i · 256/(D/8) of K, then of V: its
+// column, its first row and each copy's source matrix are fixed (`k_src`,
+// `v_src`: own rows, shifted so that key j is row j; `*_prefix` likewise).
+template <int D>
+static __device__ __forceinline__ void att16_issue_tile(u16* k_dst, u16* v_dst, u32 t0, u32 n_keys, u32 prefix_len,
+                                                        const u16* k_prefix, const u16* k_own, const u16* v_prefix,
+                                                        const u16* v_own, u64 kvw) {
+    constexpr u32 CHUNKS = D / 8;  // 16-byte chunks per row
+    constexpr u32 ROWS_PER_COPY = ATT_MMA_THREADS / CHUNKS;
+    constexpr u32 COPIES = (ATT16_KEYS + ROWS_PER_COPY - 1) / ROWS_PER_COPY;  // per matrix
+    constexpr int STRIDE = Att16Shared<D>::STRIDE;
+    const u32 j0 = threadIdx.x / CHUNKS, col = (threadIdx.x % CHUNKS) * 8;
+#pragma unroll
+    for (u32 i = 0; i < COPIES; ++i) {
+        const u32 j = j0 + i * ROWS_PER_COPY;
+        if (ROWS_PER_COPY * COPIES > ATT16_KEYS && j >= ATT16_KEYS) {
+            break;  // small heads: more threads than chunks
+        }
+        const u32 key = t0 + j;
+        const bool valid = key < n_keys;
+        const u64 offset = u64(valid ? key : 0) * kvw + col;
+        const bool in_prefix = key < prefix_len;
+        cp_async_16(k_dst + j * STRIDE + col, (in_prefix ? k_prefix : k_own) + offset, valid);
+        cp_async_16(v_dst + j * STRIDE + col, (in_prefix ? v_prefix : v_own) + offset, valid);
+    }
+}
+
+template <int D>
+static __device__ __forceinline__ void attention_f16kv(const float* q, const u16* k16, const u16* v16,
+                                                       const u32* tiles, u32 token_row0, u32 n_heads, u32 n_kv_heads,
+                                                       u32 heads_per_block, float scale, float* out) {
+    static_assert(D % 16 == 0 && D <= 128, "head_dim a multiple of 16, at most 128");
+    constexpr int STRIDE = Att16Shared<D>::STRIDE;
+    DYNAMIC_SHARED(Att16Shared<D>, shared);
+    require_dynamic_shared(sizeof(Att16Shared<D>));
+    Att16Shared<D>& sm = *shared;
+    const u32* tile = tiles + 5 * blockIdx.x;
+    const u32 seq_start = tile[0], row_begin = tile[1], row_count = tile[2], prefix_len = tile[3];
+    const u32 prefix_row = tile[4];
+    const u32 group = n_heads / n_kv_heads;
+    const u32 chunks = group / heads_per_block;
+    const u32 kv_head = blockIdx.y / chunks;
+#ifdef TESSERA_MUTATE_ATTENTION_GQA
+    const u32 head0 = (blockIdx.y % chunks) * heads_per_block * n_kv_heads + kv_head;
+    const u32 head_step = n_kv_heads;
+#else
+    const u32 head0 = kv_head * group + (blockIdx.y % chunks) * heads_per_block;
+    const u32 head_step = 1;
+#endif
+    const u64 qw = u64(n_heads) * D, kvw = u64(n_kv_heads) * D;
+    const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const u32 g = lane / 4, t = lane % 4;
+    const u32 head = head0 + (warp % heads_per_block) * head_step;
+    const u32 row0 = row_begin + (warp / heads_per_block) * 16;
+    const u32 rows_left = row0 < row_begin + row_count ? row_begin + row_count - row0 : 0;
+    const u32 rows_here = rows_left < 16 ? rows_left : 16;
+    const bool warp_active = rows_here > 0;
+
+    // This KV head's columns of the prefix's rows and of the sequence's own.
+    const u16* k_prefix = k16 + u64(prefix_row) * kvw + u64(kv_head) * D;
+    const u16* v_prefix = v16 + u64(prefix_row) * kvw + u64(kv_head) * D;
+    // Own rows shifted back by the prefix, so that key j (>= prefix_len) is row j
+    // of both (the shifted pointer is only ever offset forward past it).
+    const u16* k_own = k16 + (u64(token_row0 + seq_start) * kvw + u64(kv_head) * D) - u64(prefix_len) * kvw;
+    const u16* v_own = v16 + (u64(token_row0 + seq_start) * kvw + u64(kv_head) * D) - u64(prefix_len) * kvw;
+    const u32 n_keys = prefix_len + (row_begin + row_count - seq_start);
+    // The first tile's copies go out before Q is staged, so they overlap it.
+    att16_issue_tile<D>(sm.k[0], sm.v[0], 0, n_keys, prefix_len, k_prefix, k_own, v_prefix, v_own, kvw);
+    cp_async_commit();
+
+    const float q_scale = scale * 1.4426950408889634f;
+    u16* my_q = sm.q + warp * 16 * STRIDE;
+    for (u32 id = lane; id < 16 * (D / 4); id += WARP_SIZE) {
+        const u32 r = id / (D / 4), c = (id % (D / 4)) * 4;
+        if (warp_active && r < rows_here) {
+            f32x4_to_f16_scaled(q + u64(row0 + r) * qw + u64(head) * D + c, my_q + r * STRIDE + c, q_scale);
+        } else {
+            store_8(my_q + r * STRIDE + c, 0u, 0u);
+        }
+    }
+    __syncwarp();
+    const u16* q_frag = my_q + ((lane / 8) & 1) * 8 * STRIDE + (lane % 8) * STRIDE + ((lane / 8) >> 1) * 8;
+
+    u32 last_key[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        last_key[h] = prefix_len + (row0 + g + 8 * h - seq_start);
+    }
+    float m[2] = {negative_infinity(), negative_infinity()};
+    float l[2] = {0.0f, 0.0f};
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            o[n][e] = 0.0f;
+        }
+    }
+    const u32 warp_last_key = prefix_len + (row0 + (rows_here > 0 ? rows_here - 1 : 0) - seq_start);
+    u32 buf = 0;
+    for (u32 t0 = 0; t0 < n_keys; t0 += ATT16_KEYS) {
+        // This tile has landed; after the barrier every thread's copies are
+        // visible and every warp is done with the other buffer (the last tile),
+        // which the next tile's copies then fill.
+#ifdef TESSERA_MUTATE_ATTENTION_WAIT
+        cp_async_wait<1>();  // mutation test build: does not wait for the tile
+#else
+        cp_async_wait<0>();
+#endif
+#ifndef TESSERA_MUTATE_ATTENTION_BARRIER  // mutation test build: the barrier is missing
+        __syncthreads();
+#endif
+        if (t0 + ATT16_KEYS < n_keys) {
+            att16_issue_tile<D>(sm.k[buf ^ 1], sm.v[buf ^ 1], t0 + ATT16_KEYS, n_keys, prefix_len, k_prefix, k_own,
+                                v_prefix, v_own, kvw);
+        }
+        cp_async_commit();
+#ifdef TESSERA_MUTATE_ATTENTION_BUFFER
+        const u32 read = buf ^ 1;  // mutation test build: computes on the buffer being filled
+#else
+        const u32 read = buf;
+#endif
+        buf ^= 1;
+        if (!warp_active || t0 > warp_last_key) {
+            continue;  // warp-uniform
+        }
+        const u16* ks = sm.k[read];
+        const u16* vs = sm.v[read];
+        // S = Q·Kᵀ: 8 tiles of 8 keys.
+        float s[ATT16_KEYS / 8][4];
+#pragma unroll
+        for (int j = 0; j < ATT16_KEYS / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                s[j][e] = 0.0f;
+            }
+        }
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk += 2) {
+            u32 qa[2][4];
+#pragma unroll
+            for (int j = 0; j < ATT16_KEYS / 8; ++j) {
+                int f[4];
+                ldmatrix_x4(f, ks + (j * 8 + lane % 8) * STRIDE + kk * 16 + (lane / 8) * 8);
+                if (j == 0) {
+                    // Q's fragments after the tile's first: the first shared-memory
+                    // read after the barrier is of the tile, where the emulator's
+                    // warp order exposes a missing barrier (as in attention_mma).
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        if (kk + h < D / 16) {
+                            int fq[4];
+                            ldmatrix_x4(fq, q_frag + (kk + h) * 16);
+#pragma unroll
+                            for (int i = 0; i < 4; ++i) {
+                                qa[h][i] = u32(fq[i]);
+                            }
+                        }
+                    }
+                }
+                const u32 b0[2] = {u32(f[0]), u32(f[1])};
+                mma_f16_m16n8k16(s[j], qa[0], b0);
+                if (kk + 1 < D / 16) {
+                    const u32 b1[2] = {u32(f[2]), u32(f[3])};
+                    mma_f16_m16n8k16(s[j], qa[1], b1);
+                }
+            }
+        }
+        const bool whole = t0 + ATT16_KEYS - 1 <= prefix_len + (row0 - seq_start);
+        float correction[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            // Score (j, e) is key t0 + 8j + 2t + e: visible while 8j + e is at
+            // most `limit` (one subtraction per row, then compile-time offsets).
+            const int limit = int(last_key[h]) - int(t0 + 2 * t);
+            float tile_max = negative_infinity();
+#pragma unroll
+            for (int j = 0; j < ATT16_KEYS / 8; ++j) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float& score = s[j][2 * h + e];
+                    if (!whole) {
+#ifdef TESSERA_MUTATE_ATTENTION_CAUSAL
+                        const bool visible = j * 8 + e <= limit + 1 && t0 + j * 8 + 2 * t + e < n_keys;
+#else
+                        const bool visible = j * 8 + e <= limit;
+#endif
+                        score = visible ? score : negative_infinity();
+                    }
+                    tile_max = fmaxf(tile_max, score);
+                }
+            }
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 1));
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 2));
+            const float new_m = fmaxf(m[h], tile_max);
+            const float base = new_m == negative_infinity() ? 0.0f : new_m;
+            correction[h] = exp2_ftz(m[h] - base);
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < ATT16_KEYS / 8; ++j) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float& p = s[j][2 * h + e];
+                    p = exp2_ftz(p - base);
+                    sum += p;
+                }
+            }
+            l[h] = l[h] * correction[h] + sum;
+            m[h] = new_m;
+        }
+        if (correction[0] != 1.0f || correction[1] != 1.0f) {
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                o[n][0] *= correction[0];
+                o[n][1] *= correction[0];
+                o[n][2] *= correction[1];
+                o[n][3] *= correction[1];
+            }
+        }
+        // O += P·V, 16 keys at a time.
+#pragma unroll
+        for (int ks16 = 0; ks16 < ATT16_KEYS / 16; ++ks16) {
+            const u32 a[4] = {pack_f16x2(s[2 * ks16][0], s[2 * ks16][1]), pack_f16x2(s[2 * ks16][2], s[2 * ks16][3]),
+                              pack_f16x2(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]),
+                              pack_f16x2(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3])};
+            const u32 mat = lane / 8;
+            const u16* vrow = vs + (ks16 * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (mat >> 1) * 8;
+#pragma unroll
+            for (int n = 0; n < D / 8; n += 2) {
+                int f[4];
+                ldmatrix_x4_trans(f, vrow + n * 8);
+                const u32 b0[2] = {u32(f[0]), u32(f[1])};
+                const u32 b1[2] = {u32(f[2]), u32(f[3])};
+                mma_f16_m16n8k16(o[n], a, b0);
+                mma_f16_m16n8k16(o[n + 1], a, b1);
+            }
+        }
+    }
+    if (!warp_active) {
+        return;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 1);
+        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 2);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const u32 r = g + 8 * h;
+        if (r >= rows_here) {
+            continue;
+        }
+        const float inv = 1.0f / l[h];
+        float* dst = out + u64(row0 + r) * qw + u64(head) * D;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            dst[n * 8 + 2 * t] = o[n][2 * h] * inv;
+            dst[n * 8 + 2 * t + 1] = o[n][2 * h + 1] * inv;
+        }
+    }
+}
+
+// Grid (tiles, kv_heads · head chunks), 256 threads, sizeof(Att16Shared<D>)
+// of dynamic shared memory (104,448 bytes at D = 128).
+#define ATT16_PARAMS                                                                                              \
+    const float *q, const u16 *k16, const u16 *v16, const u32 *tiles, u32 token_row0, u32 n_heads, u32 n_kv_heads, \
+        u32 heads_per_block, float scale, float *out
+#define ATT16_ARGS q, k16, v16, tiles, token_row0, n_heads, n_kv_heads, heads_per_block, scale, out
+TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 2) attention_f16kv_d16(ATT16_PARAMS) {
+    attention_f16kv<16>(ATT16_ARGS);
+}
+TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 2) attention_f16kv_d32(ATT16_PARAMS) {
+    attention_f16kv<32>(ATT16_ARGS);
+}
+TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 1) attention_f16kv_d64(ATT16_PARAMS) {
+    attention_f16kv<64>(ATT16_ARGS);
+}
+TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 1) attention_f16kv_d128(ATT16_PARAMS) {
+    attention_f16kv<128>(ATT16_ARGS);
+}

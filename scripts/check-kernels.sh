@@ -136,10 +136,17 @@ for arch in "${ARCHS[@]}"; do
     if [[ -f "$cubin" ]]; then
         "$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" attention_f32_d128 --loops FFMA \
             | sed "s/^/sm_$arch /" >>"$LOOPS" || true
-        # The tensor-core attention's key-tile loop (static count: the masked and
-        # the unmasked tile paths both lie inside it).
+        # The tensor-core attention's key-tile loops (static count: the masked and
+        # the unmasked tile paths both lie inside them): v2 reported, v3 held to
+        # 6 instructions per HMMA without spills (docs/kernels.md).
         "$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" attention_mma_d128 \
             | sed "s/^/sm_$arch /" >>"$LOOPS" || true
+        if ! line=$("$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" attention_f16kv_d128 \
+                --max-per-mma 6); then
+            echo "FAILED hot loop of attention_f16kv_d128 for sm_$arch: $line"
+            failures=$((failures + 1))
+        fi
+        echo "sm_$arch $line" >>"$LOOPS"
     fi
 done
 cat "$SUMMARY" "$LOOPS"

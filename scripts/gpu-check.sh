@@ -374,7 +374,7 @@ for x in rows:
         print(f"matmul M={x['m']} 2560->9728 vs cuBLAS bf16: w8a8 {r(x['w8a8_ms'], x.get('cublas_bf16_ms'))}"
               f" w8a16 {r(x.get('w8a16_ms'), x.get('cublas_bf16_ms'))} ({x.get('w8a16_tflops') or 0:.0f} TFLOP/s)")
     if x.get("bench") == "attention":
-        print(f"attention {x['arithmetic']} {x['docs']}x{x['doc_tokens']}+{x['prefix_tokens']}: {x['tflops']:.0f} TFLOP/s")
+        print(f"attention {x['arithmetic']} {x.get('kernel', '')} {x['docs']}x{x['doc_tokens']}+{x['prefix_tokens']}: {x['tflops']:.0f} TFLOP/s")
 PY
     skipped_note "$LOGS/kernels.log"
 }
@@ -443,7 +443,7 @@ step_ncu() {
     # hold both.
     "$ncu" --clock-control none --target-processes all \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-        -k 'regex:matmul_w8a16_|matmul_q8_0_w8a16|attention_mma' --launch-skip 40 --launch-count 8 \
+        -k 'regex:matmul_w8a16_|matmul_q8_0_w8a16|attention_f16kv|attention_mma' --launch-skip 40 --launch-count 8 \
         -o "$LOGS/ncu-w8a16" -f \
         "$BIN/tessera" bench --backend cuda --gpu-precision w8a16 --model "$MODEL" --docs 20 \
         --doc-tokens 256 --query-tokens 32 --batch-tokens 8192 --baseline-docs 0 --runs 1

@@ -61,6 +61,16 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "TESSERA_MUTATE_ATTENTION_BARRIER",
         "mutant_attention_barrier",
     ),
+    (
+        "attention",
+        "TESSERA_MUTATE_ATTENTION_WAIT",
+        "mutant_attention_wait",
+    ),
+    (
+        "attention",
+        "TESSERA_MUTATE_ATTENTION_BUFFER",
+        "mutant_attention_buffer",
+    ),
 ];
 
 // The backend's own parser, the same file.

@@ -53,8 +53,10 @@ pub struct KernelBackend<D: Device> {
     /// for the same ones, which then go up once per pass instead of per layer.
     tables: Mutex<Vec<HeldTable<D::Memory>>>,
     /// The split-K shares of the W8A16 GEMMs (f32), reused the same way.
-    partials: Mutex<Option<D::Memory>>,
-    partials_bytes: Mutex<usize>,
+    partials: Mutex<Option<(D::Memory, usize)>>,
+    /// The f16 K/V rows of the v3 attention, reused the same way.
+    kv16: Mutex<Option<(D::Memory, usize)>>,
+    attention: ops::attention::AttentionKernel,
     mlp_chunk_rows: usize,
     arithmetic: Arithmetic,
     gemm: GemmPolicy,
@@ -79,7 +81,8 @@ impl<D: Device> KernelBackend<D> {
             halves: Mutex::new(None),
             tables: Mutex::new(Vec::new()),
             partials: Mutex::new(None),
-            partials_bytes: Mutex::new(0),
+            kv16: Mutex::new(None),
+            attention: ops::attention::AttentionKernel::F16Kv,
             mlp_chunk_rows: MLP_CHUNK_ROWS,
             arithmetic: Arithmetic::W8A8,
             gemm: GemmPolicy::Builtin,
@@ -140,6 +143,16 @@ impl<D: Device> KernelBackend<D> {
         }
     }
 
+    /// The same backend with W8A16 attention on `kernel`.
+    pub fn with_attention(mut self, kernel: ops::attention::AttentionKernel) -> KernelBackend<D> {
+        self.attention = kernel;
+        self
+    }
+
+    pub fn attention_kernel(&self) -> ops::attention::AttentionKernel {
+        self.attention
+    }
+
     /// Runs `op` on a device buffer of at least `bytes` bytes for split-K
     /// shares, grown when needed and reused (stream order makes reuse safe).
     pub(crate) fn with_partials<R>(
@@ -147,17 +160,16 @@ impl<D: Device> KernelBackend<D> {
         bytes: usize,
         op: impl FnOnce(&D::Memory) -> Result<R, BackendError>,
     ) -> Result<R, BackendError> {
-        let mut held = self.partials.lock().unwrap_or_else(|e| e.into_inner());
-        let mut size = self
-            .partials_bytes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if held.is_none() || *size < bytes {
-            *held = None;
-            *held = Some(self.device.alloc(bytes)?);
-            *size = bytes;
-        }
-        op(held.as_ref().expect("filled above"))
+        with_scratch(&self.device, &self.partials, bytes, op)
+    }
+
+    /// As `with_partials`, for the v3 attention's f16 K/V rows.
+    pub(crate) fn with_kv16<R>(
+        &self,
+        bytes: usize,
+        op: impl FnOnce(&D::Memory) -> Result<R, BackendError>,
+    ) -> Result<R, BackendError> {
+        with_scratch(&self.device, &self.kv16, bytes, op)
     }
 
     /// The same backend with the MLP run `rows` token rows at a time (at least
@@ -249,6 +261,23 @@ impl<D: Device> KernelBackend<D> {
     fn address(&self, buffer: &DeviceBuffer<D::Memory>) -> u64 {
         self.device.address(&buffer.memory)
     }
+}
+
+/// Runs `op` on the scratch memory in `slot` (with its size), replaced by a
+/// larger allocation first when it holds fewer than `bytes` (the old one freed
+/// first, so both never need to fit at once).
+fn with_scratch<D: Device, R>(
+    device: &D,
+    slot: &Mutex<Option<(D::Memory, usize)>>,
+    bytes: usize,
+    op: impl FnOnce(&D::Memory) -> Result<R, BackendError>,
+) -> Result<R, BackendError> {
+    let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if held.as_ref().is_none_or(|(_, size)| *size < bytes) {
+        *held = None;
+        *held = Some((device.alloc(bytes)?, bytes));
+    }
+    op(&held.as_ref().expect("filled above").0)
 }
 
 /// Runs `op` on the activation buffer in `slot` once `reshape` says it fits,

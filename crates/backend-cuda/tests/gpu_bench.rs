@@ -16,6 +16,7 @@ use tessera_backend::{
     unfused, AttentionLayout, AttentionShape, Backend, GateUp, HostTensor, KvRef, Norm, Qkv, Rope,
     Rows,
 };
+use tessera_backend_cuda::ops::attention::AttentionKernel;
 use tessera_backend_cuda::{cuda_available, Arithmetic, CudaBackend};
 
 mod anchors;
@@ -220,13 +221,18 @@ fn attention_throughput() {
         println!("skipped: {why}");
         return;
     }
-    // W8A8 runs the f32 kernel; W8A16 the f16 tensor-core one.
-    for arithmetic in [Arithmetic::W8A8, Arithmetic::W8A16] {
+    // W8A8 runs the f32 kernel; W8A16 the f16 tensor-core ones: v3 (f16 K/V,
+    // the default) and v2 (K/V converted per tile) in the same run.
+    for (arithmetic, kernel) in [
+        (Arithmetic::W8A8, AttentionKernel::F16Kv),
+        (Arithmetic::W8A16, AttentionKernel::F16Kv),
+        (Arithmetic::W8A16, AttentionKernel::Mma),
+    ] {
         match CudaBackend::new(0)
             .expect("GPU")
             .with_arithmetic(arithmetic)
         {
-            Ok(backend) => attention_on(&backend, arithmetic),
+            Ok(backend) => attention_on(&backend.with_attention(kernel), arithmetic),
             Err(why) => println!("attention {arithmetic} skipped: {why}"),
         }
     }
@@ -287,8 +293,13 @@ fn attention_case(
     // QKᵀ and PV over the visible keys of every row.
     let visible: usize = (0..doc_len).map(|r| prefix_len + r + 1).sum::<usize>() * docs;
     let flops = 4.0 * visible as f64 * shape.n_heads as f64 * shape.head_dim as f64;
+    let kernel = match (arithmetic, backend.attention_kernel()) {
+        (Arithmetic::W8A8, _) => "f32",
+        (_, AttentionKernel::F16Kv) => "f16kv",
+        (_, AttentionKernel::Mma) => "mma",
+    };
     println!(
-        "attention {arithmetic} {docs} docs × {doc_len} tokens + {prefix_len}-token prefix, 32/8 heads × 128: {:.3} ms, {:.1} TFLOP/s",
+        "attention {arithmetic} {kernel} {docs} docs × {doc_len} tokens + {prefix_len}-token prefix, 32/8 heads × 128: {:.3} ms, {:.1} TFLOP/s",
         seconds * 1e3,
         flops / seconds / 1e12
     );
@@ -296,6 +307,7 @@ fn attention_case(
         "bench": "attention",
         "device": backend.name(),
         "arithmetic": arithmetic.name(),
+        "kernel": kernel,
         "docs": docs, "doc_tokens": doc_len, "prefix_tokens": prefix_len,
         "heads": shape.n_heads, "kv_heads": shape.n_kv_heads, "head_dim": shape.head_dim,
         "ms": seconds * 1e3,

@@ -184,26 +184,49 @@ fn case_k(case: &str) -> usize {
 /// The tensor-core attention (W8A16 mode) against three classic slips: a row
 /// that also sees the key after its own (causal mask), query heads mapped to KV
 /// heads round-robin instead of in groups (GQA), and the barrier between
-/// writing a K/V tile and reading it missing. Each fails attention cases, and
-/// nothing else.
+/// writing a K/V tile and reading it missing; in v3 (`attention_f16kv_d*`) also
+/// its cp.async double buffer: a tile read before its copies land (wait), and
+/// the buffer being filled read instead of the one that landed. Each fails
+/// attention cases, and nothing else, in both kernels.
 #[test]
 fn tensor_core_attention_mutants_fail_the_attention_cases() {
-    for kernel in ["attention_mma_d16", "attention_mma_d128"] {
-        for space in [
-            "mutant_attention_causal",
-            "mutant_attention_gqa",
-            "mutant_attention_barrier",
-        ] {
-            let mutant = format!("{space}::{kernel}");
-            let (failed, _, others) = run_mutant_in(
-                kernel,
-                &mutant,
-                &["attention"],
-                MatmulPath::Mma,
-                Arithmetic::W8A16,
-            );
-            assert!(!failed.is_empty(), "{mutant} passed every case");
-            assert!(others.is_empty(), "{mutant}: other ops failed: {others:?}");
+    use tessera_backend_cuda::ops::attention::AttentionKernel;
+    let common = [
+        "mutant_attention_causal",
+        "mutant_attention_gqa",
+        "mutant_attention_barrier",
+    ];
+    let v3 = ["mutant_attention_wait", "mutant_attention_buffer"];
+    for (family, which, spaces) in [
+        ("attention_mma", AttentionKernel::Mma, &common[..]),
+        (
+            "attention_f16kv",
+            AttentionKernel::F16Kv,
+            &[&common[..], &v3[..]].concat()[..],
+        ),
+    ] {
+        for d in [16, 128] {
+            let kernel = format!("{family}_d{d}");
+            for space in spaces {
+                let mutant = format!("{space}::{kernel}");
+                let device =
+                    EmulatedDevice::new(MatmulPath::Mma).with_kernel_replaced(&kernel, &mutant);
+                let backend = KernelBackend::with_device(device)
+                    .with_arithmetic(Arithmetic::W8A16)
+                    .expect("the emulated mma device runs W8A16")
+                    .with_attention(which);
+                let (mut failed, mut others) = (0, Vec::new());
+                for r in run_all(&backend, Tolerances::W8A16, 7) {
+                    match (r.op == "attention", r.passed()) {
+                        (true, false) => failed += 1,
+                        (false, false) => others.push(r.to_string()),
+                        _ => {}
+                    }
+                }
+                println!("{mutant}: {failed} attention cases fail");
+                assert!(failed > 0, "{mutant} passed every case");
+                assert!(others.is_empty(), "{mutant}: other ops failed: {others:?}");
+            }
         }
     }
 }

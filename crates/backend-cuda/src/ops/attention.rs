@@ -1,8 +1,11 @@
 //! Causal GQA attention over packed sequences with shared prefixes
 //! (`kernels/attention.cu`). The host cuts each sequence into tiles of query rows
 //! and pairs each tile with a group of query heads that share a KV head. The f32
-//! kernel serves W8A8 (and head sizes the tensor-core kernel lacks); W8A16 runs
-//! the f16 tensor-core kernel (`attention_mma_d*`).
+//! kernel serves W8A8 (and head sizes the tensor-core kernels lack); W8A16 runs
+//! the f16 tensor-core kernels: `attention_f16kv_d*` (v3, the default: K and V
+//! rounded to f16 once per layer by `kv_to_f16`, tiles double-buffered with
+//! cp.async) or `attention_mma_d*` (v2, converting K/V tiles in every block;
+//! [`crate::KernelBackend::with_attention`] picks it for comparisons).
 
 use tessera_backend::contract::{self, AttentionLens};
 use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef, Qkv};
@@ -52,6 +55,38 @@ pub fn mma_kernel_for_head_dim(head_dim: usize) -> Option<&'static str> {
 pub fn mma_shared_bytes(head_dim: usize) -> usize {
     let row = (head_dim + 8) * 2;
     (MMA_WARPS * 16 + 2 * KEYS_PER_TILE) * row
+}
+
+/// The v3 tensor-core variant for a head dimension (as [`mma_kernel_for_head_dim`]).
+pub fn f16kv_kernel_for_head_dim(head_dim: usize) -> Option<&'static str> {
+    match head_dim {
+        16 => Some("attention_f16kv_d16"),
+        32 => Some("attention_f16kv_d32"),
+        64 => Some("attention_f16kv_d64"),
+        128 => Some("attention_f16kv_d128"),
+        _ => None,
+    }
+}
+
+/// Keys per tile of the v3 kernel (`ATT16_KEYS`).
+pub const F16KV_KEYS_PER_TILE: usize = 64;
+
+/// Dynamic shared memory of the v3 kernel (`Att16Shared<D>`): Q of 8 warps ×
+/// 16 rows, then two buffers of K and of V tiles (64 rows each); rows of
+/// `head_dim + 8` f16. 104,448 bytes at head_dim 128.
+pub fn f16kv_shared_bytes(head_dim: usize) -> usize {
+    let row = (head_dim + 8) * 2;
+    (MMA_WARPS * 16 + 4 * F16KV_KEYS_PER_TILE) * row
+}
+
+/// Which tensor-core attention W8A16 runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// `attention_f16kv_d*`.
+    #[default]
+    F16Kv,
+    /// `attention_mma_d*`, the previous kernel (benchmarks compare them).
+    Mma,
 }
 
 /// Query heads per block of the tensor-core kernel: the largest divisor of the
@@ -143,7 +178,13 @@ pub fn attention<D: Device>(
     };
     let group = n_heads / n_kv_heads;
     // W8A16 runs attention on the f16 tensor cores too, where the head size allows.
-    let mma = mma_kernel_for_head_dim(d).filter(|_| b.arithmetic() == Arithmetic::W8A16);
+    let tensor_cores = b.arithmetic() == Arithmetic::W8A16;
+    if tensor_cores && b.attention_kernel() == AttentionKernel::F16Kv {
+        if let Some(kernel) = f16kv_kernel_for_head_dim(d) {
+            return attention_f16kv(b, kernel, qkv, shape, layout, prefixes, out);
+        }
+    }
+    let mma = mma_kernel_for_head_dim(d).filter(|_| tensor_cores);
     let (kernel, per_block, rows_per_block) = match mma {
         Some(kernel) => {
             let per_block = mma_heads_per_block(group);
@@ -208,6 +249,125 @@ pub fn attention<D: Device>(
     )
 }
 
+/// Rows of the f16 K/V buffers of one v3 call: each prefix's rows in order
+/// (the first row of each returned), then the sequences' `tokens` rows.
+pub fn f16kv_rows(prefix_lens: &[usize], tokens: usize) -> (Vec<usize>, usize) {
+    let mut first = Vec::with_capacity(prefix_lens.len());
+    let mut rows = 0;
+    for &len in prefix_lens {
+        first.push(rows);
+        rows += len;
+    }
+    (first, rows + tokens)
+}
+
+/// v3: K and V (the sequences' rows and every prefix's) rounded to f16 into
+/// one scratch buffer, then `kernel` over tiles whose fifth word is the
+/// prefix's first row there.
+fn attention_f16kv<D: Device>(
+    b: &KernelBackend<D>,
+    kernel: &'static str,
+    qkv: Qkv<'_, DeviceBuffer<D::Memory>>,
+    shape: AttentionShape,
+    layout: &AttentionLayout,
+    prefixes: &[KvRef<'_, DeviceBuffer<D::Memory>>],
+    out: &mut DeviceBuffer<D::Memory>,
+) -> Result<(), BackendError> {
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: d,
+    } = shape;
+    let group = n_heads / n_kv_heads;
+    let per_block = mma_heads_per_block(group);
+    let prefix_lens: Vec<usize> = prefixes.iter().map(|p| p.len).collect();
+    let mut tile_table = tiles(layout, &prefix_lens, 16 * (MMA_WARPS / per_block));
+    if tile_table.is_empty() {
+        return Ok(());
+    }
+    let tokens = layout
+        .sequences
+        .iter()
+        .map(|s| s.start + s.len)
+        .max()
+        .unwrap_or(0);
+    let (prefix_rows, rows) = f16kv_rows(&prefix_lens, tokens);
+    for tile in tile_table.chunks_mut(TILE_WORDS) {
+        // A tile without a prefix reads no prefix row: 0 is as good as any.
+        tile[4] = if tile[3] > 0 {
+            to_u32(prefix_rows[tile[4] as usize], "attention", "prefix rows")?
+        } else {
+            0
+        };
+    }
+    let kvw = n_kv_heads * d;
+    let half_bytes = rows
+        .checked_mul(kvw)
+        .and_then(|v| v.checked_mul(2))
+        .ok_or_else(|| BackendError::Invalid {
+            op: "attention",
+            detail: format!("{rows} K/V rows of {kvw} do not fit in memory"),
+        })?;
+    b.with_kv16(2 * half_bytes, |kv16| {
+        let k16 = b.device.address(kv16);
+        let v16 = k16 + half_bytes as u64;
+        let token_row0 = rows - tokens;
+        let convert = |src: &DeviceBuffer<D::Memory>, len: usize, dst: u64| {
+            if len == 0 {
+                return Ok(());
+            }
+            b.device.launch(&Launch {
+                module: "attention",
+                kernel: "kv_to_f16",
+                grid: super::elementwise_grid(len),
+                block: [super::ELEMENTWISE_THREADS, 1, 1],
+                shared_bytes: 0,
+                args: vec![
+                    KernelArg::Ptr(b.address(src)),
+                    KernelArg::U64(len as u64),
+                    KernelArg::Ptr(dst),
+                ],
+            })
+        };
+        for (p, first) in prefixes.iter().zip(&prefix_rows) {
+            let at = (first * kvw * 2) as u64;
+            convert(p.k, p.len * kvw, k16 + at)?;
+            convert(p.v, p.len * kvw, v16 + at)?;
+        }
+        let at = (token_row0 * kvw * 2) as u64;
+        convert(qkv.k, tokens * kvw, k16 + at)?;
+        convert(qkv.v, tokens * kvw, v16 + at)?;
+        b.with_tables(
+            &[("attention f16kv tiles", bytemuck::cast_slice(&tile_table))],
+            |tables| {
+                b.device.launch(&Launch {
+                    module: "attention",
+                    kernel,
+                    grid: [
+                        to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
+                        grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
+                        1,
+                    ],
+                    block: [MMA_WARPS as u32 * 32, 1, 1],
+                    shared_bytes: f16kv_shared_bytes(d) as u32,
+                    args: vec![
+                        KernelArg::Ptr(b.address(qkv.q)),
+                        KernelArg::Ptr(k16),
+                        KernelArg::Ptr(v16),
+                        KernelArg::Ptr(tables[0]),
+                        KernelArg::U32(to_u32(token_row0, "attention", "prefix rows")?),
+                        KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
+                        KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
+                        KernelArg::U32(per_block as u32),
+                        KernelArg::F32(1.0 / (d as f32).sqrt()),
+                        KernelArg::Ptr(b.address(out)),
+                    ],
+                })
+            },
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +383,17 @@ mod tests {
             let h = heads_per_block(group);
             assert!(group % h == 0 && h * (ITEMS_PER_BLOCK / h) <= ITEMS_PER_BLOCK);
         }
+    }
+
+    #[test]
+    fn f16kv_buffers_put_prefixes_first_and_fit_in_shared_memory() {
+        assert_eq!(f16kv_shared_bytes(128), 104_448); // sizeof(Att16Shared<128>)
+        assert!(f16kv_shared_bytes(128) <= 227 * 1024);
+        assert_eq!(f16kv_rows(&[], 10), (vec![], 10));
+        // Two prefixes of 32 and 7 rows, then 100 sequence rows: the own
+        // rows start at 39, past every prefix (the kernel shifts its own-row
+        // pointer back by the prefix's length and stays inside the buffer).
+        assert_eq!(f16kv_rows(&[32, 7], 100), (vec![0, 32], 139));
     }
 
     #[test]

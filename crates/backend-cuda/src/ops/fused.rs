@@ -2,6 +2,7 @@
 //! quantised once (W8A8: int8 blocks; W8A16: f16 rows), by the kernel that
 //! produces them (RMSNorm, SwiGLU), and read by every matmul that needs them;
 //! residual adds happen in the matmul epilogue. Each computes the same bits as the op sequence it replaces
+//! (in W8A16: with the same split-K factor, which a grouped launch may choose otherwise than a single one)
 //! (`tessera_backend::unfused`), which runs instead for other weight types.
 
 use tessera_backend::{unfused, BackendError, GateUp, Norm, Rows};
