@@ -56,7 +56,9 @@ pub struct KernelBackend<D: Device> {
     partials: Mutex<Option<(D::Memory, usize)>>,
     /// The f16 K/V rows of the v3 attention, reused the same way.
     kv16: Mutex<Option<(D::Memory, usize)>>,
-    attention: ops::attention::AttentionKernel,
+    /// W8A16's tensor-core attention; `None`: a tuning table's choice for the
+    /// head size, else [`ops::attention::AttentionKernel::F16Kv`].
+    attention: Option<ops::attention::AttentionKernel>,
     mlp_chunk_rows: usize,
     arithmetic: Arithmetic,
     gemm: GemmPolicy,
@@ -82,7 +84,7 @@ impl<D: Device> KernelBackend<D> {
             tables: Mutex::new(Vec::new()),
             partials: Mutex::new(None),
             kv16: Mutex::new(None),
-            attention: ops::attention::AttentionKernel::F16Kv,
+            attention: None,
             mlp_chunk_rows: MLP_CHUNK_ROWS,
             arithmetic: Arithmetic::W8A8,
             gemm: GemmPolicy::Builtin,
@@ -143,14 +145,23 @@ impl<D: Device> KernelBackend<D> {
         }
     }
 
-    /// The same backend with W8A16 attention on `kernel`.
+    /// The same backend with W8A16 attention on `kernel`, whatever a tuning
+    /// table says.
     pub fn with_attention(mut self, kernel: ops::attention::AttentionKernel) -> KernelBackend<D> {
-        self.attention = kernel;
+        self.attention = Some(kernel);
         self
     }
 
-    pub fn attention_kernel(&self) -> ops::attention::AttentionKernel {
-        self.attention
+    /// The tensor-core attention W8A16 runs at `head_dim`: the one set by
+    /// [`Self::with_attention`], else the tuning table's, else v3.
+    pub fn attention_kernel(&self, head_dim: usize) -> ops::attention::AttentionKernel {
+        if let Some(kernel) = self.attention {
+            return kernel;
+        }
+        match &self.gemm {
+            GemmPolicy::Table(table) => table.attention_choice(head_dim).unwrap_or_default(),
+            _ => ops::attention::AttentionKernel::default(),
+        }
     }
 
     /// Runs `op` on a device buffer of at least `bytes` bytes for split-K

@@ -11,9 +11,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tessera_backend::BackendError;
+use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, KvRef, Qkv};
 use tessera_gguf::{GgmlType, QK8_0};
 
+use crate::ops::attention::{attention_with, mma_kernel_for_head_dim, AttentionKernel};
 pub use crate::ops::w8a16::{builtin_choice, MIN_STAGES_PER_SPLIT};
 use crate::ops::w8a16::{
     gemm_with, GemmChoice, GemmConfig, HalfRows, GEMM_CONFIGS, MAX_GROUP, MAX_SPLIT_K,
@@ -94,6 +95,60 @@ pub struct TuningEntry {
     pub candidates: Vec<Timing>,
 }
 
+/// An attention workload: `docs` sequences of `doc_tokens` after one shared
+/// prefix of `prefix_tokens` (the served shape: one query, many documents).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttentionWorkload {
+    pub docs: usize,
+    pub doc_tokens: usize,
+    pub prefix_tokens: usize,
+}
+
+impl AttentionWorkload {
+    /// The served workload and one long pair.
+    pub const SERVED: [AttentionWorkload; 2] = [
+        AttentionWorkload {
+            docs: 100,
+            doc_tokens: 256,
+            prefix_tokens: 32,
+        },
+        AttentionWorkload {
+            docs: 1,
+            doc_tokens: 8160,
+            prefix_tokens: 32,
+        },
+    ];
+
+    /// QKᵀ and P·V over every row's visible keys.
+    pub fn flops(&self, shape: AttentionShape) -> f64 {
+        let visible: usize = (0..self.doc_tokens)
+            .map(|r| self.prefix_tokens + r + 1)
+            .sum::<usize>()
+            * self.docs;
+        4.0 * visible as f64 * shape.n_heads as f64 * shape.head_dim as f64
+    }
+}
+
+/// One timed attention kernel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttentionTiming {
+    pub kernel: String,
+    pub micros: f64,
+}
+
+/// The faster tensor-core attention for one head shape and workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttentionEntry {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub workload: AttentionWorkload,
+    pub kernel: String,
+    pub micros: f64,
+    pub tflops: f64,
+    pub candidates: Vec<AttentionTiming>,
+}
+
 /// What `tessera tune` writes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TuningTable {
@@ -102,6 +157,10 @@ pub struct TuningTable {
     /// `w8a16` (the only arithmetic with configurations today).
     pub arithmetic: String,
     pub gemm: Vec<TuningEntry>,
+    /// W8A16's tensor-core attention kernels timed per head shape (absent in
+    /// tables written before attention was tuned).
+    #[serde(default)]
+    pub attention: Vec<AttentionEntry>,
 }
 
 /// Why a table cannot be used.
@@ -141,6 +200,18 @@ impl TuningTable {
                 "format {} (this build reads format {FORMAT}): run `tessera tune` again",
                 table.format
             )));
+        }
+        for entry in &table.attention {
+            for name in
+                std::iter::once(&entry.kernel).chain(entry.candidates.iter().map(|c| &c.kernel))
+            {
+                if AttentionKernel::named(name).is_none() {
+                    return Err(error(format!(
+                        "unknown attention kernel '{name}' at head size {} (known: f16kv, mma)",
+                        entry.head_dim
+                    )));
+                }
+            }
         }
         for entry in &table.gemm {
             let Some(config) = GemmConfig::named(&entry.config) else {
@@ -217,6 +288,38 @@ impl TuningTable {
             config: GemmConfig::named(&entry.config)?,
             split_k: entry.split_k,
         })
+    }
+}
+
+impl TuningTable {
+    /// The attention kernel with the least time summed over the table's
+    /// workloads at `head_dim`, or `None` when none was timed there.
+    pub fn attention_choice(&self, head_dim: usize) -> Option<AttentionKernel> {
+        let entries: Vec<&AttentionEntry> = self
+            .attention
+            .iter()
+            .filter(|e| e.head_dim == head_dim)
+            .collect();
+        if entries.is_empty() {
+            return None;
+        }
+        AttentionKernel::ALL
+            .into_iter()
+            .map(|kernel| {
+                let total: f64 = entries
+                    .iter()
+                    .map(|e| {
+                        e.candidates
+                            .iter()
+                            .find(|c| c.kernel == kernel.name())
+                            .map_or(f64::INFINITY, |c| c.micros)
+                    })
+                    .sum();
+                (kernel, total)
+            })
+            .filter(|(_, total)| total.is_finite())
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(kernel, _)| kernel)
     }
 }
 
@@ -367,7 +470,103 @@ pub fn tune<D: Device>(
         device: identity,
         arithmetic: Arithmetic::W8A16.name().to_string(),
         gemm: entries,
+        attention: Vec::new(),
     })
+}
+
+/// Times W8A16's tensor-core attention kernels for `shape` on each workload
+/// (random Q/K/V: the online softmax's rescaling depends on the values),
+/// `repeats` runs each after one warm-up. Empty for head sizes without a
+/// tensor-core kernel.
+pub fn tune_attention<D: Device>(
+    b: &KernelBackend<D>,
+    shape: AttentionShape,
+    workloads: &[AttentionWorkload],
+    repeats: usize,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<AttentionEntry>, BackendError> {
+    if mma_kernel_for_head_dim(shape.head_dim).is_none() || b.arithmetic() != Arithmetic::W8A16 {
+        return Ok(Vec::new());
+    }
+    let mut entries = Vec::new();
+    for &w in workloads {
+        let tokens = w.docs * w.doc_tokens;
+        let mut seed = 0x9e37_79b9_u32;
+        let mut buffer = |len: usize| -> Result<DeviceBuffer<D::Memory>, BackendError> {
+            let values: Vec<f32> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed as f32 / u32::MAX as f32 * 2.0 - 1.0
+                })
+                .collect();
+            let mut buf = b.alloc(len)?;
+            b.write(&mut buf, &values)?;
+            Ok(buf)
+        };
+        let q = buffer(tokens * shape.q_width())?;
+        let k = buffer(tokens * shape.kv_width())?;
+        let v = buffer(tokens * shape.kv_width())?;
+        let pk = buffer(w.prefix_tokens * shape.kv_width())?;
+        let pv = buffer(w.prefix_tokens * shape.kv_width())?;
+        let mut out = b.alloc(tokens * shape.q_width())?;
+        let prefix = (w.prefix_tokens > 0).then_some(0);
+        let layout = AttentionLayout::packed_with_prefixes(
+            &vec![w.doc_tokens; w.docs],
+            &vec![prefix; w.docs],
+        );
+        let prefixes = [KvRef {
+            k: &pk,
+            v: &pv,
+            len: w.prefix_tokens,
+        }];
+        let mut candidates = Vec::new();
+        for kernel in AttentionKernel::ALL {
+            let mut run = || {
+                let qkv = Qkv {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                };
+                attention_with(b, kernel, qkv, shape, &layout, &prefixes, &mut out)
+            };
+            run()?;
+            b.device().synchronize()?;
+            let mut best = f64::INFINITY;
+            for _ in 0..repeats.max(1) {
+                let start = Instant::now();
+                run()?;
+                b.device().synchronize()?;
+                best = best.min(start.elapsed().as_secs_f64() * 1e6);
+            }
+            candidates.push(AttentionTiming {
+                kernel: kernel.name().to_string(),
+                micros: best,
+            });
+        }
+        let best = candidates
+            .iter()
+            .min_by(|a, b| a.micros.total_cmp(&b.micros))
+            .expect("two kernels")
+            .clone();
+        let tflops = w.flops(shape) / (best.micros * 1e-6) / 1e12;
+        progress(&format!(
+            "attention {}×{}+{} at head size {}: {} in {:.1} µs ({tflops:.1} TFLOP/s)",
+            w.docs, w.doc_tokens, w.prefix_tokens, shape.head_dim, best.kernel, best.micros
+        ));
+        entries.push(AttentionEntry {
+            n_heads: shape.n_heads,
+            n_kv_heads: shape.n_kv_heads,
+            head_dim: shape.head_dim,
+            workload: w,
+            kernel: best.kernel,
+            micros: best.micros,
+            tflops,
+            candidates,
+        });
+    }
+    Ok(entries)
 }
 
 /// A Q8_0 weight `[n, k]` of uninitialised device memory (for timing).
@@ -428,6 +627,29 @@ mod tests {
                 entry(vec![4096, 1024, 1024], 2560, 8192, "256x128", 1),
                 entry(vec![2560], 9728, 512, "v2", 1),
             ],
+            attention: AttentionWorkload::SERVED
+                .iter()
+                .zip([(100.0, 300.0), (900.0, 800.0)])
+                .map(|(&workload, (f16kv, mma))| AttentionEntry {
+                    n_heads: 32,
+                    n_kv_heads: 8,
+                    head_dim: 128,
+                    workload,
+                    kernel: if f16kv < mma { "f16kv" } else { "mma" }.into(),
+                    micros: f64::min(f16kv, mma),
+                    tflops: 1.0,
+                    candidates: vec![
+                        AttentionTiming {
+                            kernel: "f16kv".into(),
+                            micros: f16kv,
+                        },
+                        AttentionTiming {
+                            kernel: "mma".into(),
+                            micros: mma,
+                        },
+                    ],
+                })
+                .collect(),
         }
     }
 
@@ -513,6 +735,33 @@ mod tests {
         // Another shape (or the same n in another grouping): not in the table.
         assert!(t.choose(&[4096], 2560, 512).is_none());
         assert!(t.choose(&qkv, 4096, 512).is_none());
+    }
+
+    #[test]
+    fn attention_goes_to_the_kernel_with_the_least_total_time() {
+        // f16kv wins the short workload (100 vs 300 µs) and loses the long one
+        // (900 vs 800): 1,000 µs against 1,100 in all.
+        assert_eq!(table().attention_choice(128), Some(AttentionKernel::F16Kv));
+        assert_eq!(table().attention_choice(64), None);
+        let mut t = table();
+        t.attention[1].candidates[1].micros = 500.0;
+        assert_eq!(t.attention_choice(128), Some(AttentionKernel::Mma));
+        // Tables from before attention was tuned still read.
+        let mut old = serde_json::to_value(table()).unwrap();
+        old.as_object_mut().unwrap().remove("attention");
+        let path = temp("old-format.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, old.to_string()).unwrap();
+        assert!(TuningTable::read(&path).unwrap().attention.is_empty());
+        let mut t = table();
+        t.attention[0].candidates[0].kernel = "flash3".into();
+        let path = temp("bad-attention.json");
+        std::fs::write(&path, serde_json::to_string(&t).unwrap()).unwrap();
+        let message = TuningTable::read(&path).unwrap_err().to_string();
+        assert!(
+            message.contains("unknown attention kernel 'flash3'"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -293,7 +293,7 @@ fn attention_case(
     // QKᵀ and PV over the visible keys of every row.
     let visible: usize = (0..doc_len).map(|r| prefix_len + r + 1).sum::<usize>() * docs;
     let flops = 4.0 * visible as f64 * shape.n_heads as f64 * shape.head_dim as f64;
-    let kernel = match (arithmetic, backend.attention_kernel()) {
+    let kernel = match (arithmetic, backend.attention_kernel(shape.head_dim)) {
         (Arithmetic::W8A8, _) => "f32",
         (_, AttentionKernel::F16Kv) => "f16kv",
         (_, AttentionKernel::Mma) => "mma",

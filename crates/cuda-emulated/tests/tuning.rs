@@ -5,8 +5,11 @@
 //! emulator's, meaningless for a GPU.)
 
 use tessera_backend::parity::{run_all, Tolerances, SEED};
+use tessera_backend::AttentionShape;
 use tessera_backend_cuda::ops::w8a16::GEMM_CONFIGS;
-use tessera_backend_cuda::tuning::{candidates, tune, GemmShape, TuningTable};
+use tessera_backend_cuda::tuning::{
+    candidates, tune, tune_attention, AttentionWorkload, GemmShape, TuningTable,
+};
 use tessera_backend_cuda::{Device, GemmPolicy};
 use tessera_cuda_emulated::emulated_w8a16;
 
@@ -78,6 +81,39 @@ fn tune_times_every_candidate_and_its_table_steers_the_backend() {
     for report in run_all(&tuned, Tolerances::W8A16, SEED) {
         assert!(report.passed(), "{report}");
     }
+
+    // Attention: both kernels timed on a small GQA workload with a prefix; the
+    // table's choice is what the backend then runs at that head size.
+    let shape = AttentionShape {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+    };
+    let workload = AttentionWorkload {
+        docs: 2,
+        doc_tokens: 70,
+        prefix_tokens: 5,
+    };
+    let attention = tune_attention(&backend, shape, &[workload], 1, |_| {}).unwrap();
+    assert_eq!(attention.len(), 1);
+    let names: Vec<&str> = attention[0]
+        .candidates
+        .iter()
+        .map(|c| c.kernel.as_str())
+        .collect();
+    assert_eq!(names, ["f16kv", "mma"]);
+    let mut with_attention = table.clone();
+    with_attention.attention = attention.clone();
+    let tuned = emulated_w8a16().with_tuning(with_attention, &path).unwrap();
+    assert_eq!(tuned.attention_kernel(16).name(), attention[0].kernel);
+    // No tensor-core kernel at this head size: nothing to time.
+    let odd = AttentionShape {
+        head_dim: 20,
+        ..shape
+    };
+    assert!(tune_attention(&backend, odd, &[workload], 1, |_| {})
+        .unwrap()
+        .is_empty());
 
     // A device with another size is another device.
     let other = emulated_w8a16();

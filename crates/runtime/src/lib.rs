@@ -527,12 +527,26 @@ pub fn tune(
             reason: "no cache directory (HOME and XDG_CACHE_HOME unset): give --out".into(),
         })?,
     };
-    let table = tuning::tune(
+    let mut progress = progress;
+    let mut table = tuning::tune(
         &backend,
         &gemm_shapes(config),
         &options.rows,
         options.repeats,
-        progress,
+        &mut progress,
+    )
+    .map_err(RuntimeError::backend("cuda"))?;
+    let shape = tessera_backend::AttentionShape {
+        n_heads: config.n_heads,
+        n_kv_heads: config.n_kv_heads,
+        head_dim: config.head_dim,
+    };
+    table.attention = tuning::tune_attention(
+        &backend,
+        shape,
+        &tuning::AttentionWorkload::SERVED,
+        options.repeats,
+        &mut progress,
     )
     .map_err(RuntimeError::backend("cuda"))?;
     table.write(&path)?;

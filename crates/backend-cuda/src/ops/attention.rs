@@ -89,6 +89,22 @@ pub enum AttentionKernel {
     Mma,
 }
 
+impl AttentionKernel {
+    pub const ALL: [AttentionKernel; 2] = [AttentionKernel::F16Kv, AttentionKernel::Mma];
+
+    /// What tuning tables call it: `f16kv`, `mma`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKernel::F16Kv => "f16kv",
+            AttentionKernel::Mma => "mma",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<AttentionKernel> {
+        AttentionKernel::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
 /// Query heads per block of the tensor-core kernel: the largest divisor of the
 /// GQA group that also divides its 8 warps (each warp one head × 16 rows).
 pub fn mma_heads_per_block(group: usize) -> usize {
@@ -162,6 +178,21 @@ pub fn attention<D: Device>(
     prefixes: &[KvRef<'_, DeviceBuffer<D::Memory>>],
     out: &mut DeviceBuffer<D::Memory>,
 ) -> Result<(), BackendError> {
+    let which = b.attention_kernel(shape.head_dim);
+    attention_with(b, which, qkv, shape, layout, prefixes, out)
+}
+
+/// [`attention`] with W8A16's tensor-core kernel given (W8A8 and head sizes
+/// without one run the f32 kernel whatever `which` says).
+pub fn attention_with<D: Device>(
+    b: &KernelBackend<D>,
+    which: AttentionKernel,
+    qkv: Qkv<'_, DeviceBuffer<D::Memory>>,
+    shape: AttentionShape,
+    layout: &AttentionLayout,
+    prefixes: &[KvRef<'_, DeviceBuffer<D::Memory>>],
+    out: &mut DeviceBuffer<D::Memory>,
+) -> Result<(), BackendError> {
     let AttentionShape {
         n_heads,
         n_kv_heads,
@@ -179,7 +210,7 @@ pub fn attention<D: Device>(
     let group = n_heads / n_kv_heads;
     // W8A16 runs attention on the f16 tensor cores too, where the head size allows.
     let tensor_cores = b.arithmetic() == Arithmetic::W8A16;
-    if tensor_cores && b.attention_kernel() == AttentionKernel::F16Kv {
+    if tensor_cores && which == AttentionKernel::F16Kv {
         if let Some(kernel) = f16kv_kernel_for_head_dim(d) {
             return attention_f16kv(b, kernel, qkv, shape, layout, prefixes, out);
         }

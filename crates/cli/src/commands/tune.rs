@@ -1,5 +1,6 @@
 //! `tessera tune`: time every W8A16 GEMM configuration and split-K factor on
-//! this GPU for a model's matmul shapes, and write the tuning table `serve`,
+//! this GPU for a model's matmul shapes, and both tensor-core attention
+//! kernels on the served workloads, and write the tuning table `serve`,
 //! `rerank` and `bench` then use (`--tuning`, docs/kernels.md).
 
 use std::path::PathBuf;
@@ -103,6 +104,26 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
             entry.micros,
             entry.tflops,
             v2
+        );
+    }
+    for entry in &table.attention {
+        let w = entry.workload;
+        let times: Vec<String> = entry
+            .candidates
+            .iter()
+            .map(|c| format!("{} {:.1} µs", c.kernel, c.micros))
+            .collect();
+        println!(
+            "attention {}×{}+{} (heads {}/{} × {}): {} at {:.1} TFLOP/s ({})",
+            w.docs,
+            w.doc_tokens,
+            w.prefix_tokens,
+            entry.n_heads,
+            entry.n_kv_heads,
+            entry.head_dim,
+            entry.kernel,
+            entry.tflops,
+            times.join(", ")
         );
     }
     println!("wrote {}", path.display());
