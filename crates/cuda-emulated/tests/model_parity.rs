@@ -64,3 +64,45 @@ fn chunked_mlp_scores_equal_one_chunk_scores() {
         assert_eq!(case_scores(&whole, case), case_scores(&chunked, case));
     }
 }
+
+/// Every configuration the tuner may pick (v3 ones split two ways, the
+/// unsplit ones being the kit's), and the previous attention kernel, score the
+/// tiny-q8 fixture within the same W8A16 bounds: a tuning table changes speed,
+/// not the scores' accuracy.
+#[test]
+fn every_w8a16_configuration_scores_within_the_w8a32_bounds() {
+    use tessera_backend_cuda::ops::attention::AttentionKernel;
+    use tessera_backend_cuda::ops::w8a16::{GemmChoice, GemmConfig, GEMM_CONFIGS};
+    use tessera_backend_cuda::GemmPolicy;
+    let stem = "tiny-q8";
+    let file = Arc::new(GgufFile::open(fixture(&format!("{stem}.gguf"))).expect("fixture opens"));
+    let mut runs: Vec<(GemmChoice, AttentionKernel)> = GEMM_CONFIGS
+        .iter()
+        .map(|config| {
+            let split_k = if config.v3 { 2 } else { 1 };
+            (GemmChoice { config, split_k }, AttentionKernel::F16Kv)
+        })
+        .collect();
+    let v2 = GemmConfig::named("v2").expect("v2");
+    runs.push((
+        GemmChoice {
+            config: v2,
+            split_k: 1,
+        },
+        AttentionKernel::Mma,
+    ));
+    for (choice, attention) in runs {
+        let backend = emulated_w8a16()
+            .with_gemm_policy(GemmPolicy::Fixed(choice))
+            .with_attention(attention);
+        let reranker = Reranker::load(backend, &file, None).expect("fixture loads");
+        check_reference(
+            &format!("{stem} w8a16 {choice} {}", attention.name()),
+            &reranker,
+            stem,
+            Reference::W8A32,
+            (W8A16_MAX_ABS, W8A16_MEAN_ABS),
+            true,
+        );
+    }
+}
