@@ -7,6 +7,7 @@
 
 mod embed;
 mod forward;
+mod load;
 pub mod pack;
 mod prefix_cache;
 pub mod request;
@@ -18,11 +19,12 @@ pub use embed::{
     PreparedEmbeddings,
 };
 pub use forward::{Engine, EngineError, PairScore, PrefixGroup};
+pub use load::LoadError;
 pub use pack::{ScoreRequest, DEFAULT_MAX_BATCH_TOKENS};
 pub use prefix_cache::{PrefixCacheStats, DEFAULT_PREFIX_CACHE_BYTES};
 pub use request::{
     prepare, DocumentScore, PreparedRequest, RequestError, RerankOptions, RerankOutput,
 };
-pub use rerank::{LoadError, RerankError, Reranker};
+pub use rerank::{RerankError, Reranker};
 /// What a request is made of, for callers that reach the model only through the engine.
 pub use tessera_model::{PromptBuilder, PromptError, TokenizerError, TruncationSide};

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use tessera_backend::Backend;
 use tessera_gguf::GgufFile;
-use tessera_model::prompt::PromptError;
 use tessera_model::{ModelKind, PromptBuilder, RerankTokenizer, Weights};
 
 use crate::pack::ScoreRequest;
 use crate::request::{prepare, PreparedRequest, RequestError, RerankOptions, RerankOutput};
-use crate::{Engine, EngineError, PairScore, PrefixGroup};
+use crate::{Engine, EngineError, LoadError, PairScore, PrefixGroup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RerankError {
@@ -108,28 +107,4 @@ impl<B: Backend> Reranker<B> {
         }
         Ok(scores)
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Tokenizer(#[from] tessera_model::TokenizerError),
-    #[error("the tokenizer has no token '{0}' (needed for the score head)")]
-    MissingToken(String),
-    #[error(
-        "this GGUF is an embedding model (pooling: {pooling}), not a reranker: it has no \
-         yes/no score head to rerank with"
-    )]
-    WrongKind { pooling: &'static str },
-    #[error(
-        "this GGUF is a reranker (pooling: {pooling}), not an embedding model: it pools \
-         yes/no logits, not a vector"
-    )]
-    NotEmbedding { pooling: &'static str },
-    #[error(transparent)]
-    Model(#[from] tessera_model::ModelError),
-    #[error("prompt: {0}")]
-    Prompt(PromptError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
 }

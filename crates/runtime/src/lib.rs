@@ -7,12 +7,16 @@
 //! parses flags into [`BackendChoice`] and [`BackendOptions`] and calls
 //! [`open`]. GPU backends are cargo features (`cuda`, `wgpu`) that build
 //! without a GPU or toolkit and load the device's libraries at run time.
+//!
+//! One module per backend — `cpu.rs`, `cuda.rs`, `wgpu.rs` — each GPU one with
+//! a stand-in (`cuda_off.rs`, `wgpu_off.rs`) compiled when its feature is off,
+//! whose entry points say which build they need: the choice of backend stays
+//! here, free of `#[cfg]` pairs. `tuning_choice.rs` applies `--tuning`.
 
 use std::sync::Arc;
 
 use tessera_backend::profile::Profiled;
 use tessera_backend::{Backend, BackendError};
-use tessera_backend_cpu::CpuBackend;
 pub use tessera_engine::scheduler::{EmbedModel, GroupScorer, RerankModel};
 use tessera_engine::{
     EmbedError, EmbedFormat, EmbedOptions, Embedder, Embedding, Engine, EngineError, LoadError,
@@ -21,10 +25,26 @@ use tessera_engine::{
 use tessera_gguf::GgufFile;
 use tessera_model::{ModelConfig, ModelKind, RerankTokenizer};
 
+mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_off.rs"]
+mod cuda;
+mod tuning_choice;
+#[cfg(feature = "wgpu")]
+mod wgpu;
+#[cfg(not(feature = "wgpu"))]
+#[path = "wgpu_off.rs"]
+mod wgpu;
+
+pub use cpu::cpu_model;
+pub use cuda::tune;
 pub use tessera_backend::profile::{self, Profiler};
 pub use tessera_backend_cpu::Precision;
 pub use tessera_backend_cuda::tuning::{self, GemmShape, TuningTable};
 pub use tessera_backend_cuda::Arithmetic;
+pub use tuning_choice::{gemm_shapes, tuning_cache_path, with_tuning, TuneOptions, Tuning};
 
 /// Where a model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,51 +96,6 @@ impl BackendOptions {
         }
         Ok(())
     }
-}
-
-/// Where the CUDA backend's W8A16 GEMM configurations come from
-/// (`--tuning`; docs/kernels.md).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Tuning {
-    /// The table `tessera tune` wrote for this device in the user cache
-    /// ([`tuning_cache_path`]) when there is one measured on this very device,
-    /// driver and arithmetic; else the built-in choice.
-    #[default]
-    Default,
-    /// This table, which must have been measured on this device.
-    File(std::path::PathBuf),
-    /// The built-in choice only.
-    Builtin,
-}
-
-impl std::str::FromStr for Tuning {
-    type Err = String;
-
-    /// `builtin`, `default`, or a file's path.
-    fn from_str(s: &str) -> Result<Tuning, String> {
-        match s {
-            "" => Err("expected a tuning table's path, `default` or `builtin`".into()),
-            "default" => Ok(Tuning::Default),
-            "builtin" => Ok(Tuning::Builtin),
-            path => Ok(Tuning::File(path.into())),
-        }
-    }
-}
-
-/// Where `tessera tune` writes a device's table by default and `--tuning
-/// default` looks: `$TESSERA_TUNING_DIR/<device>.json`, else
-/// `$XDG_CACHE_HOME` (or `~/.cache`) `/tessera/tuning/<device>.json`.
-pub fn tuning_cache_path(
-    device: &tessera_backend_cuda::DeviceIdentity,
-) -> Option<std::path::PathBuf> {
-    if let Some(dir) = std::env::var_os("TESSERA_TUNING_DIR") {
-        let file = tuning::default_path(std::path::Path::new(""), device);
-        return Some(std::path::PathBuf::from(dir).join(file.file_name()?));
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
-    Some(tuning::default_path(&base, device))
 }
 
 impl Default for BackendOptions {
@@ -324,7 +299,7 @@ pub struct Loaded {
 
 /// The file's model, of the kind it declares, on `backend`, wrapped in the
 /// profiler's [`Profiled`] when one is given.
-fn model_on<B: Backend + Send + 'static>(
+pub(crate) fn model_on<B: Backend + Send + 'static>(
     backend: B,
     file: &Arc<GgufFile>,
     tokenizer: Option<RerankTokenizer>,
@@ -357,256 +332,9 @@ where
     })
 }
 
-fn on_cpu(
-    file: &Arc<GgufFile>,
-    tokenizer: Option<RerankTokenizer>,
-    options: &BackendOptions,
-) -> Result<Loaded, RuntimeError> {
-    let backend = CpuBackend::with_options(options.precision, options.threads)
-        .map_err(RuntimeError::backend("cpu"))?;
-    let threads = backend.threads();
-    // The CPU reads the weights where the file is mapped: the file is what
-    // stays resident (shared by every replica of a process).
-    let device = format!(
-        "cpu ({threads} {}), model mapped {:.2} GB",
-        if threads == 1 { "thread" } else { "threads" },
-        file.file_size() as f64 / 1e9
-    );
-    Ok(Loaded {
-        model: model_on(backend, file, tokenizer, options.profiler.clone())?,
-        device,
-        on_gpu: false,
-    })
-}
-
-#[cfg(feature = "cuda")]
-fn on_cuda(
-    file: &Arc<GgufFile>,
-    tokenizer: Option<RerankTokenizer>,
-    options: &BackendOptions,
-) -> Result<Loaded, RuntimeError> {
-    on_gpu_number(0, file, tokenizer, options)
-}
-
-/// The model on CUDA device `ordinal`.
-#[cfg(feature = "cuda")]
-fn on_gpu_number(
-    ordinal: usize,
-    file: &Arc<GgufFile>,
-    tokenizer: Option<RerankTokenizer>,
-    options: &BackendOptions,
-) -> Result<Loaded, RuntimeError> {
-    use tessera_backend_cuda::{CudaBackend, CudaDevice, Device};
-    let backend = CudaBackend::new(ordinal)
-        .and_then(|b| b.with_arithmetic(options.gpu_precision))
-        .map_err(RuntimeError::backend("cuda"))?;
-    let (backend, gemms) = with_tuning(backend, &options.tuning)?;
-    let name = backend.name();
-    // A second handle on the same GPU, to read its memory after the backend
-    // has moved into the engine.
-    let probe = CudaDevice::new(ordinal).map_err(RuntimeError::backend("cuda"))?;
-    let (before, total) = probe
-        .memory_in_use()
-        .map_err(RuntimeError::backend("cuda"))?;
-    let model = model_on(backend, file, tokenizer, options.profiler.clone())?;
-    // The same context's default stream: waits for the backend's work too.
-    let (after, _) = probe
-        .synchronize()
-        .and_then(|()| probe.memory_in_use())
-        .map_err(RuntimeError::backend("cuda"))?;
-    // What loading added: the weights as uploaded, plus the pinned system
-    // prompt's K/V and what its capture pass left in the pool (a few MB).
-    let resident = after.saturating_sub(before) as f64 / 1e9;
-    Ok(Loaded {
-        model,
-        device: format!(
-            "cuda:{ordinal} {name}, model resident {resident:.2} GB of {:.1} GB{gemms}",
-            total as f64 / 1e9
-        ),
-        on_gpu: true,
-    })
-}
-
-/// The backend with its W8A16 GEMM choice as `tuning` says, and the words for
-/// the device line (`, GEMMs: ...`; nothing in W8A8, which has one kernel).
-/// A table given by path must be this device's; the default one is used only
-/// when it is, and otherwise named with the reason.
-pub fn with_tuning<D: tessera_backend_cuda::Device>(
-    backend: tessera_backend_cuda::KernelBackend<D>,
-    tuning: &Tuning,
-) -> Result<(tessera_backend_cuda::KernelBackend<D>, String), RuntimeError> {
-    if backend.arithmetic() != Arithmetic::W8A16 {
-        return Ok((backend, String::new()));
-    }
-    let identity = backend.device().identity();
-    let builtin = format!(
-        ", GEMMs: built-in choice for {} SMs",
-        identity.multiprocessors
-    );
-    match tuning {
-        Tuning::Builtin => Ok((backend, builtin)),
-        Tuning::File(path) => {
-            let table = TuningTable::read(path)?;
-            let shapes = table.gemm.len();
-            let backend = backend.with_tuning(table, path)?;
-            Ok((
-                backend,
-                format!(
-                    ", GEMMs: tuning table {} ({shapes} entries)",
-                    path.display()
-                ),
-            ))
-        }
-        Tuning::Default => {
-            let Some(path) = tuning_cache_path(&identity).filter(|p| p.exists()) else {
-                return Ok((
-                    backend,
-                    builtin + " (no tuning table: `tessera tune` writes one)",
-                ));
-            };
-            let table = match TuningTable::read(&path) {
-                Ok(table) => table,
-                Err(e) => return Ok((backend, format!("{builtin} ({e})"))),
-            };
-            if let Err(e) = table.check(&path, &identity, backend.arithmetic()) {
-                return Ok((backend, format!("{builtin} ({e})")));
-            }
-            let shapes = table.gemm.len();
-            let backend = backend.with_tuning(table, &path)?;
-            Ok((
-                backend,
-                format!(
-                    ", GEMMs: tuning table {} ({shapes} entries)",
-                    path.display()
-                ),
-            ))
-        }
-    }
-}
-
-/// What `tessera tune` measures.
-#[derive(Clone, Debug)]
-pub struct TuneOptions {
-    /// Row counts (tokens in a pass) to time each GEMM at.
-    pub rows: Vec<usize>,
-    /// Timed launches per candidate (the best counts), after one warm-up.
-    pub repeats: usize,
-    /// Where to write the table; `None`: [`tuning_cache_path`].
-    pub out: Option<std::path::PathBuf>,
-    /// The CUDA device.
-    pub ordinal: usize,
-}
-
-/// The GEMM shapes of a model's layer, as the engine launches them.
-pub fn gemm_shapes(config: &ModelConfig) -> Vec<GemmShape> {
-    GemmShape::transformer_layer(
-        config.hidden,
-        config.n_heads * config.head_dim,
-        config.n_kv_heads * config.head_dim,
-        config.ffn,
-    )
-}
-
-/// Times every W8A16 GEMM configuration for `config`'s shapes on CUDA device
-/// `options.ordinal` and writes the table; returns it and where it went.
-#[cfg(feature = "cuda")]
-pub fn tune(
-    config: &ModelConfig,
-    options: &TuneOptions,
-    progress: impl FnMut(&str),
-) -> Result<(TuningTable, std::path::PathBuf), RuntimeError> {
-    use tessera_backend_cuda::{CudaBackend, Device};
-    let backend = CudaBackend::new(options.ordinal)
-        .and_then(|b| b.with_arithmetic(Arithmetic::W8A16))
-        .map_err(RuntimeError::backend("cuda"))?;
-    let identity = backend.device().identity();
-    let path = match &options.out {
-        Some(path) => path.clone(),
-        None => tuning_cache_path(&identity).ok_or_else(|| RuntimeError::Unavailable {
-            backend: "cuda",
-            reason: "no cache directory (HOME and XDG_CACHE_HOME unset): give --out".into(),
-        })?,
-    };
-    let mut progress = progress;
-    let mut table = tuning::tune(
-        &backend,
-        &gemm_shapes(config),
-        &options.rows,
-        options.repeats,
-        &mut progress,
-    )
-    .map_err(RuntimeError::backend("cuda"))?;
-    let shape = tessera_backend::AttentionShape {
-        n_heads: config.n_heads,
-        n_kv_heads: config.n_kv_heads,
-        head_dim: config.head_dim,
-    };
-    table.attention = tuning::tune_attention(
-        &backend,
-        shape,
-        &tuning::AttentionWorkload::SERVED,
-        options.repeats,
-        &mut progress,
-    )
-    .map_err(RuntimeError::backend("cuda"))?;
-    table.write(&path)?;
-    Ok((table, path))
-}
-
-/// `tessera tune` needs the `cuda` feature.
-#[cfg(not(feature = "cuda"))]
-pub fn tune(
-    _: &ModelConfig,
-    _: &TuneOptions,
-    _: impl FnMut(&str),
-) -> Result<(TuningTable, std::path::PathBuf), RuntimeError> {
-    Err(not_built("cuda"))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn on_cuda(
-    _: &Arc<GgufFile>,
-    _: Option<RerankTokenizer>,
-    _: &BackendOptions,
-) -> Result<Loaded, RuntimeError> {
-    Err(not_built("cuda"))
-}
-
-#[cfg(feature = "wgpu")]
-fn on_wgpu(
-    file: &Arc<GgufFile>,
-    tokenizer: Option<RerankTokenizer>,
-    allow_cpu_adapter: bool,
-    options: &BackendOptions,
-) -> Result<Loaded, RuntimeError> {
-    let backend = tessera_backend_wgpu::WgpuBackend::new(allow_cpu_adapter)
-        .map_err(RuntimeError::backend("wgpu"))?;
-    let adapter = backend.adapter();
-    let device = format!(
-        "{} ({}, {})",
-        adapter.name, adapter.api, adapter.device_type
-    );
-    let on_gpu = !adapter.is_cpu;
-    Ok(Loaded {
-        model: model_on(backend, file, tokenizer, options.profiler.clone())?,
-        device,
-        on_gpu,
-    })
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn on_wgpu(
-    _: &Arc<GgufFile>,
-    _: Option<RerankTokenizer>,
-    _: bool,
-    _: &BackendOptions,
-) -> Result<Loaded, RuntimeError> {
-    Err(not_built("wgpu"))
-}
-
 /// A backend this build leaves out, with the command that builds it in.
 #[cfg(any(not(feature = "cuda"), not(feature = "wgpu")))]
-fn not_built(backend: &'static str) -> RuntimeError {
+pub(crate) fn not_built(backend: &'static str) -> RuntimeError {
     let (what, feature) = match backend {
         "cuda" => ("CUDA", "cuda"),
         _ => ("wgpu", "wgpu"),
@@ -627,48 +355,18 @@ fn not_built(backend: &'static str) -> RuntimeError {
 pub fn available(choice: BackendChoice) -> Result<(), RuntimeError> {
     match choice {
         BackendChoice::Auto | BackendChoice::Cpu => Ok(()),
-        BackendChoice::Cuda => cuda_available(),
-        BackendChoice::Wgpu => wgpu_compiled(),
+        BackendChoice::Cuda => cuda::available(),
+        BackendChoice::Wgpu => wgpu::compiled(),
     }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_available() -> Result<(), RuntimeError> {
-    tessera_backend_cuda::cuda_available().map_err(RuntimeError::backend("cuda"))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_available() -> Result<(), RuntimeError> {
-    Err(not_built("cuda"))
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu_compiled() -> Result<(), RuntimeError> {
-    Ok(())
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_compiled() -> Result<(), RuntimeError> {
-    Err(not_built("wgpu"))
 }
 
 /// The GPU backend `auto` would pick on this machine, if any — CUDA with a
 /// driver, else a wgpu adapter that is not a CPU — found without loading a model.
 pub fn auto_gpu() -> Option<&'static str> {
-    if cuda_available().is_ok() {
+    if cuda::available().is_ok() {
         return Some("cuda");
     }
-    wgpu_gpu_adapter().then_some("wgpu")
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu_gpu_adapter() -> bool {
-    tessera_backend_wgpu::WgpuBackend::new(false).is_ok()
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_gpu_adapter() -> bool {
-    false
+    wgpu::gpu_adapter().then_some("wgpu")
 }
 
 /// The backend `replicas` copies run on: `choice` itself for one copy; for
@@ -728,7 +426,7 @@ pub fn open_replicas(
         ..options.clone()
     };
     (0..replicas)
-        .map(|_| on_cpu(file, tokenizer.clone(), &each))
+        .map(|_| cpu::on_cpu(file, tokenizer.clone(), &each))
         .collect()
 }
 
@@ -764,9 +462,10 @@ impl std::str::FromStr for Devices {
 }
 
 /// The model on each of `devices`, one engine per device with the weights
-/// loaded on each: CUDA GPUs (`Cuda`, or `Auto`), or wgpu adapters (`Wgpu`,
-/// counted as [`BackendOptions`]' adapter numbering: GPUs first, CPU adapters
-/// last).
+/// loaded on each: CUDA GPUs by the driver's numbering (`Cuda`, or `Auto`), or
+/// wgpu adapters (`Wgpu`) numbered as `tessera_backend_wgpu::WgpuOptions::adapter`
+/// counts the usable ones: discrete GPUs, integrated, virtual, other kinds,
+/// CPU adapters last.
 pub fn open_devices(
     choice: BackendChoice,
     devices: &Devices,
@@ -776,117 +475,15 @@ pub fn open_devices(
 ) -> Result<Vec<Loaded>, RuntimeError> {
     options.check_tuning()?;
     match choice {
-        BackendChoice::Wgpu => open_adapters(devices, file, tokenizer, options),
-        BackendChoice::Cuda | BackendChoice::Auto => open_gpus(devices, file, tokenizer, options),
+        BackendChoice::Wgpu => wgpu::open_adapters(devices, file, tokenizer, options),
+        BackendChoice::Cuda | BackendChoice::Auto => {
+            cuda::open_gpus(devices, file, tokenizer, options)
+        }
         BackendChoice::Cpu => Err(RuntimeError::Unavailable {
             backend: "cpu",
             reason: "devices are GPUs (CUDA) or wgpu adapters; on the CPU use replicas".into(),
         }),
     }
-}
-
-#[cfg(feature = "wgpu")]
-fn open_adapters(
-    devices: &Devices,
-    file: &Arc<GgufFile>,
-    tokenizer: Option<RerankTokenizer>,
-    options: &BackendOptions,
-) -> Result<Vec<Loaded>, RuntimeError> {
-    use tessera_backend_wgpu::{adapter_count, WgpuBackend, WgpuOptions};
-    let numbers: Vec<usize> = match devices {
-        Devices::All => (0..adapter_count(true)).collect(),
-        Devices::List(list) => list.clone(),
-    };
-    if numbers.is_empty() {
-        return Err(RuntimeError::Unavailable {
-            backend: "wgpu",
-            reason: "no usable wgpu adapter".into(),
-        });
-    }
-    numbers
-        .into_iter()
-        .map(|adapter| {
-            let wgpu_options = WgpuOptions {
-                allow_cpu_adapter: true,
-                adapter: Some(adapter),
-                ..WgpuOptions::default()
-            };
-            let backend =
-                WgpuBackend::with_options(&wgpu_options).map_err(RuntimeError::backend("wgpu"))?;
-            let info = backend.adapter();
-            let device = format!(
-                "wgpu:{adapter} {} ({}, {})",
-                info.name, info.api, info.device_type
-            );
-            let on_gpu = !info.is_cpu;
-            Ok(Loaded {
-                model: model_on(backend, file, tokenizer.clone(), options.profiler.clone())?,
-                device,
-                on_gpu,
-            })
-        })
-        .collect()
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn open_adapters(
-    _: &Devices,
-    _: &Arc<GgufFile>,
-    _: Option<RerankTokenizer>,
-    _: &BackendOptions,
-) -> Result<Vec<Loaded>, RuntimeError> {
-    Err(not_built("wgpu"))
-}
-
-#[cfg(feature = "cuda")]
-fn open_gpus(
-    devices: &Devices,
-    file: &Arc<GgufFile>,
-    tokenizer: Option<RerankTokenizer>,
-    options: &BackendOptions,
-) -> Result<Vec<Loaded>, RuntimeError> {
-    let ordinals = match devices {
-        Devices::All => {
-            let count =
-                tessera_backend_cuda::cuda_device_count().map_err(RuntimeError::backend("cuda"))?;
-            if count == 0 {
-                return Err(RuntimeError::Unavailable {
-                    backend: "cuda",
-                    reason: "the driver sees no GPU".into(),
-                });
-            }
-            (0..count).collect()
-        }
-        Devices::List(list) => list.clone(),
-    };
-    ordinals
-        .into_iter()
-        .map(|ordinal| on_gpu_number(ordinal, file, tokenizer.clone(), options))
-        .collect()
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open_gpus(
-    _: &Devices,
-    _: &Arc<GgufFile>,
-    _: Option<RerankTokenizer>,
-    _: &BackendOptions,
-) -> Result<Vec<Loaded>, RuntimeError> {
-    Err(not_built("cuda"))
-}
-
-/// The CPU's model name (`/proc/cpuinfo`), or the architecture where that is
-/// not readable: the hardware a CPU measurement names.
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 /// Loads the model on the chosen backend; `auto` tries CUDA, then a real wgpu
@@ -899,19 +496,19 @@ pub fn open(
 ) -> Result<Loaded, RuntimeError> {
     options.check_tuning()?;
     match choice {
-        BackendChoice::Cpu => on_cpu(file, tokenizer, options),
-        BackendChoice::Cuda => on_cuda(file, tokenizer, options),
-        BackendChoice::Wgpu => on_wgpu(file, tokenizer, true, options),
+        BackendChoice::Cpu => cpu::on_cpu(file, tokenizer, options),
+        BackendChoice::Cuda => cuda::on_cuda(file, tokenizer, options),
+        BackendChoice::Wgpu => wgpu::on_wgpu(file, tokenizer, true, options),
         BackendChoice::Auto => {
-            match on_cuda(file, tokenizer.clone(), options) {
+            match cuda::on_cuda(file, tokenizer.clone(), options) {
                 Ok(loaded) => return Ok(loaded),
                 Err(e) => tracing::info!("backend auto: no CUDA ({e})"),
             }
-            match on_wgpu(file, tokenizer.clone(), false, options) {
+            match wgpu::on_wgpu(file, tokenizer.clone(), false, options) {
                 Ok(loaded) => return Ok(loaded),
                 Err(e) => tracing::info!("backend auto: no GPU wgpu adapter ({e})"),
             }
-            on_cpu(file, tokenizer, options)
+            cpu::on_cpu(file, tokenizer, options)
         }
     }
 }

@@ -10,16 +10,15 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine as _;
 use serde_json::Value;
 use tessera_engine::{
     EmbedError, EmbedFormat, EmbedInput, EmbedOptions, Embedding, PreparedEmbeddings,
 };
 
+use crate::encode::millis;
 use crate::error::{ApiError, Dialect, ErrorKind, Failure};
 use crate::json::{json_body, parse};
 use crate::prepare::{parse_side, with_truncated_header};
-use crate::rerank::millis;
 use crate::state::{AppState, ServerOptions};
 use crate::types::{EmbeddingsRequest, EmbeddingsResponse, TeiEmbedRequest};
 
@@ -308,12 +307,6 @@ async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embe
     Ok(Embedded { vectors, truncated })
 }
 
-/// A vector's little-endian f32 bytes in base64, as OpenAI sends them.
-pub fn base64_f32(values: &[f32]) -> String {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 #[utoipa::path(
     post, path = "/v1/embeddings", tag = "embeddings",
     request_body = EmbeddingsRequest,
@@ -512,12 +505,5 @@ mod tests {
             openai_inputs(&json!({"text": "x"})).unwrap_err().status,
             StatusCode::UNPROCESSABLE_ENTITY
         );
-    }
-
-    #[test]
-    fn base64_is_little_endian_f32() {
-        // 1.0f32 = 0x3f800000 → bytes 00 00 80 3f.
-        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
-        assert_eq!(base64_f32(&[]), "");
     }
 }

@@ -3,13 +3,16 @@
 //! errors in each dialect's shape, Prometheus metrics and a generated OpenAPI
 //! document. One server hosts a reranker, an embedding model, or both.
 //!
-//! Handlers only validate and tokenize (on blocking threads); each model runs on
-//! its scheduler's compute threads. Start one with [`Server::new`],
-//! [`Server::install`] (and [`Server::install_embedder`]) and [`Server::serve`].
+//! Handlers only validate, and tokenize on the bounded tokenizer pool
+//! (`tokenize_pool`: `--tokenize-threads` workers, its queue counted toward
+//! admission); each model runs on its scheduler's compute threads. Start one
+//! with [`Server::new`], [`Server::install`] or [`Server::install_all`] (and
+//! [`Server::install_embedder`]) and [`Server::serve`].
 
 mod auth;
 mod edge;
 pub mod embed;
+mod encode;
 pub mod error;
 mod json;
 pub mod metrics;
@@ -42,15 +45,18 @@ pub use error::{ApiError, Dialect};
 pub use rerank::{validate_request, ValidatedRequest, TRUNCATED_HEADER};
 pub use state::{AppState, Hosted, ModelInfo, ServerOptions};
 
-/// A rerank server: its state and its routes.
+/// The server: its state (the models it hosts, their queues, the limits) and
+/// its routes.
 #[derive(Clone)]
 pub struct Server {
     state: Arc<AppState>,
 }
 
 impl Server {
-    /// A server with no model yet: it answers `/health` with 503 until
-    /// [`Self::install_model`].
+    /// A server with no model yet: `/health` answers 503 until every model it
+    /// hosts ([`ServerOptions::hosts`]) is installed — the reranker by
+    /// [`Self::install`], [`Self::install_all`] or [`Self::install_model`], the
+    /// embedding model by [`Self::install_embedder`].
     pub fn new(options: ServerOptions) -> Server {
         Server {
             state: Arc::new(AppState::new(options)),

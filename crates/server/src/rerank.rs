@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tessera_engine::request::ranking;
 use tessera_engine::{PromptBuilder, RerankOutput};
 
+use crate::encode::millis;
 use crate::error::{ApiError, Dialect, ErrorKind, Failure};
 use crate::json::{json_body, parse};
 use crate::prepare::{
@@ -23,12 +24,6 @@ use crate::state::{AppState, ServerOptions};
 use crate::types::{RerankRequest, RerankResponse, TeiRank, TeiRerankRequest};
 
 pub const TRUNCATED_HEADER: &str = "x-truncated-documents";
-
-/// Milliseconds rounded to the microsecond, for log fields (`0.023`, not
-/// `0.022954000000000002`).
-pub(crate) fn millis(duration: std::time::Duration) -> f64 {
-    (duration.as_secs_f64() * 1e6).round() / 1e3
-}
 
 /// Tokenizes off the async workers, queues, awaits; the scores come back
 /// shaped by the engine (best chunk per document, billing). Dropping the

@@ -399,7 +399,7 @@ impl EmbeddingsResponse {
                     object: "embedding".into(),
                     index,
                     embedding: if base64 {
-                        EmbeddingVector::Base64(crate::embed::base64_f32(&e.values))
+                        EmbeddingVector::Base64(crate::encode::base64_f32(&e.values))
                     } else {
                         EmbeddingVector::Float(e.values)
                     },
