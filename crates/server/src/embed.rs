@@ -96,14 +96,15 @@ fn token_ids(field: &str, items: &[Value]) -> Result<Vec<u32>, ApiError> {
                 .as_u64()
                 .and_then(|id| u32::try_from(id).ok())
                 .ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "{field}[{i}]: a token id is an integer from 0 to 4294967295, got {n}"
-                    ))
+                    ApiError::invalid_at(
+                        format!("{field}[{i}]"),
+                        format_args!("a token id is an integer from 0 to 4294967295, got {n}"),
+                    )
                 }),
-            other => Err(ApiError::wrong_type(format!(
-                "{field}[{i}]: expected a token id (an integer), got {}",
-                kind_of(other)
-            ))),
+            other => Err(ApiError::wrong_type_at(
+                format!("{field}[{i}]"),
+                format_args!("expected a token id (an integer), got {}", kind_of(other)),
+            )),
         })
         .collect()
 }
@@ -117,14 +118,14 @@ fn openai_inputs(value: &Value) -> Result<Inputs, ApiError> {
         Value::String(text) => return Ok(Inputs::Texts(vec![text.clone()])),
         Value::Array(items) => items,
         other => {
-            return Err(ApiError::wrong_type(format!(
-                "input: expected {SHAPES}, got {}",
-                kind_of(other)
-            )))
+            return Err(ApiError::wrong_type_at(
+                "input",
+                format_args!("expected {SHAPES}, got {}", kind_of(other)),
+            ))
         }
     };
     let Some(first) = items.first() else {
-        return Err(ApiError::empty("input: must not be empty"));
+        return Err(ApiError::empty_at("input", "must not be empty"));
     };
     match first {
         Value::String(_) => items
@@ -132,10 +133,10 @@ fn openai_inputs(value: &Value) -> Result<Inputs, ApiError> {
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(text) => Ok(text.clone()),
-                other => Err(ApiError::wrong_type(format!(
-                    "input[{i}]: expected a string like input[0], got {}",
-                    kind_of(other)
-                ))),
+                other => Err(ApiError::wrong_type_at(
+                    format!("input[{i}]"),
+                    format_args!("expected a string like input[0], got {}", kind_of(other)),
+                )),
             })
             .collect::<Result<_, _>>()
             .map(Inputs::Texts),
@@ -145,17 +146,23 @@ fn openai_inputs(value: &Value) -> Result<Inputs, ApiError> {
             .enumerate()
             .map(|(i, item)| match item {
                 Value::Array(ids) => token_ids(&format!("input[{i}]"), ids),
-                other => Err(ApiError::wrong_type(format!(
-                    "input[{i}]: expected an array of token ids like input[0], got {}",
-                    kind_of(other)
-                ))),
+                other => Err(ApiError::wrong_type_at(
+                    format!("input[{i}]"),
+                    format_args!(
+                        "expected an array of token ids like input[0], got {}",
+                        kind_of(other)
+                    ),
+                )),
             })
             .collect::<Result<_, _>>()
             .map(Inputs::Tokens),
-        other => Err(ApiError::wrong_type(format!(
-            "input[0]: expected a string, a token id or an array of token ids, got {}",
-            kind_of(other)
-        ))),
+        other => Err(ApiError::wrong_type_at(
+            "input[0]",
+            format_args!(
+                "expected a string, a token id or an array of token ids, got {}",
+                kind_of(other)
+            ),
+        )),
     }
 }
 
@@ -163,23 +170,28 @@ fn openai_inputs(value: &Value) -> Result<Inputs, ApiError> {
 fn tei_inputs(value: &Value) -> Result<Inputs, ApiError> {
     match value {
         Value::String(text) => Ok(Inputs::Texts(vec![text.clone()])),
-        Value::Array(items) if items.is_empty() => Err(ApiError::empty("inputs must not be empty")),
+        Value::Array(items) if items.is_empty() => {
+            Err(ApiError::empty("inputs must not be empty").at("inputs"))
+        }
         Value::Array(items) => items
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(text) => Ok(text.clone()),
-                other => Err(ApiError::wrong_type(format!(
-                    "inputs[{i}]: expected a string, got {}",
-                    kind_of(other)
-                ))),
+                other => Err(ApiError::wrong_type_at(
+                    format!("inputs[{i}]"),
+                    format_args!("expected a string, got {}", kind_of(other)),
+                )),
             })
             .collect::<Result<_, _>>()
             .map(Inputs::Texts),
-        other => Err(ApiError::wrong_type(format!(
-            "inputs: expected a string or an array of strings, got {}",
-            kind_of(other)
-        ))),
+        other => Err(ApiError::wrong_type_at(
+            "inputs",
+            format_args!(
+                "expected a string or an array of strings, got {}",
+                kind_of(other)
+            ),
+        )),
     }
 }
 
@@ -190,23 +202,27 @@ fn dimensions(value: Option<&Value>) -> Result<Option<usize>, ApiError> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
             Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
-            _ => Err(ApiError::invalid(format!(
-                "dimensions: must be an integer of at least 1 (at most the model's width), got {n}"
-            ))),
+            _ => Err(ApiError::invalid_at(
+                "dimensions",
+                format_args!(
+                    "must be an integer of at least 1 (at most the model's width), got {n}"
+                ),
+            )),
         },
-        Some(other) => Err(ApiError::wrong_type(format!(
-            "dimensions: expected an integer, got {}",
-            kind_of(other)
-        ))),
+        Some(other) => Err(ApiError::wrong_type_at(
+            "dimensions",
+            format_args!("expected an integer, got {}", kind_of(other)),
+        )),
     }
 }
 
 fn check_count(options: &ServerOptions, field: &str, count: usize) -> Result<(), ApiError> {
     let max = options.max_documents;
     if count > max {
-        return Err(ApiError::invalid(format!(
-            "{field}: {count} items, more than the maximum of {max} (--max-documents)"
-        )));
+        return Err(ApiError::invalid_at(
+            field,
+            format_args!("{count} items, more than the maximum of {max} (--max-documents)"),
+        ));
     }
     Ok(())
 }
@@ -218,11 +234,15 @@ fn prepare_error(field: &str, flat_tokens: bool, error: EmbedError) -> ApiError 
             StatusCode::BAD_REQUEST,
             ErrorKind::Tokenizer,
             format!("{field}[{index}]: cannot tokenize: {source}"),
+        )
+        .at(format!("{field}[{index}]")),
+        EmbedError::TooLong { index, tokens, max } => ApiError::invalid_at(
+            format!("{field}[{index}]"),
+            format_args!(
+                "{tokens} tokens (with the end-of-text token), more than the {max} the model \
+                 takes; shorten it or send truncate: true"
+            ),
         ),
-        EmbedError::TooLong { index, tokens, max } => ApiError::invalid(format!(
-            "{field}[{index}]: {tokens} tokens (with the end-of-text token), more than the \
-             {max} the model takes; shorten it or send truncate: true"
-        )),
         EmbedError::TokenOutOfRange {
             index,
             position,
@@ -234,19 +254,23 @@ fn prepare_error(field: &str, flat_tokens: bool, error: EmbedError) -> ApiError 
             } else {
                 format!("{field}[{index}][{position}]")
             };
-            ApiError::invalid(format!(
-                "{path}: token id {id} is not in the vocabulary (ids are below {rows})"
-            ))
+            ApiError::invalid_at(
+                path,
+                format_args!("token id {id} is not in the vocabulary (ids are below {rows})"),
+            )
         }
-        EmbedError::InstructionTooLong { tokens, max } => ApiError::invalid(format!(
-            "instruction: {tokens} tokens on its own; the model takes {max} with the query"
-        )),
-        EmbedError::EmptyTokens { index } => ApiError::empty(format!(
-            "{field}[{index}]: an array of token ids must not be empty"
-        )),
-        EmbedError::Dimensions { requested, max } => ApiError::invalid(format!(
-            "dimensions: must be between 1 and {max} (the model's width), got {requested}"
-        )),
+        EmbedError::InstructionTooLong { tokens, max } => ApiError::invalid_at(
+            "instruction",
+            format_args!("{tokens} tokens on its own; the model takes {max} with the query"),
+        ),
+        EmbedError::EmptyTokens { index } => ApiError::empty_at(
+            format!("{field}[{index}]"),
+            "an array of token ids must not be empty",
+        ),
+        EmbedError::Dimensions { requested, max } => ApiError::invalid_at(
+            "dimensions",
+            format_args!("must be between 1 and {max} (the model's width), got {requested}"),
+        ),
         EmbedError::Engine(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Backend,
@@ -343,16 +367,18 @@ fn openai_job(
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "encoding_format: expected \"float\" or \"base64\", got {other:?}"
-            )))
+            return Err(ApiError::invalid_at(
+                "encoding_format",
+                format_args!("expected \"float\" or \"base64\", got {other:?}"),
+            ))
         }
     };
     let side = parse_side("truncation_direction", body.truncation_direction.as_deref())?;
     let instruction = match &body.instruction {
         Some(task) if task.trim().is_empty() => {
-            return Err(ApiError::invalid(
-                "instruction: must not be empty (leave it out for documents)",
+            return Err(ApiError::invalid_at(
+                "instruction",
+                "must not be empty (leave it out for documents)",
             ))
         }
         other => other.clone(),

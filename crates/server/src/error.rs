@@ -95,7 +95,7 @@ pub struct OpenAiErrorDetail {
 }
 
 impl OpenAiError {
-    fn new(status: StatusCode, message: String) -> OpenAiError {
+    fn new(status: StatusCode, message: String, param: Option<String>) -> OpenAiError {
         let (kind, code) = match status.as_u16() {
             401 => ("authentication_error", Some("invalid_api_key")),
             404 => ("invalid_request_error", Some("model_not_found")),
@@ -103,18 +103,6 @@ impl OpenAiError {
             500..=599 => ("server_error", None),
             _ => ("invalid_request_error", None),
         };
-        // Messages start with the field's path when a field is at fault
-        // (`dimensions: must be ...`, `input[2]: ...`).
-        let param = message
-            .split_once(": ")
-            .map(|(head, _)| head)
-            .filter(|head| {
-                !head.is_empty()
-                    && head
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c))
-            })
-            .map(str::to_string);
         let code = match (status.as_u16(), &param) {
             (404, Some(p)) if p != "model" => None,
             _ => code,
@@ -138,6 +126,9 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// Extra headers, e.g. `Allow` on a 405.
     pub allow: Option<&'static str>,
+    /// The request field at fault (`dimensions`, `input[2]`,
+    /// `documents[0].text`), when one is: OpenAI's `param`.
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -148,7 +139,32 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             allow: None,
+            param: None,
         }
+    }
+
+    /// The same error blamed on `field` (its path in the request body).
+    pub fn at(mut self, field: impl Into<String>) -> ApiError {
+        self.param = Some(field.into());
+        self
+    }
+
+    /// 400 on `field`: the message is `field: detail`.
+    pub fn invalid_at(field: impl Into<String>, detail: impl std::fmt::Display) -> ApiError {
+        let field = field.into();
+        ApiError::invalid(format!("{field}: {detail}")).at(field)
+    }
+
+    /// 400 on `field` for an empty required input: `field: detail`.
+    pub fn empty_at(field: impl Into<String>, detail: impl std::fmt::Display) -> ApiError {
+        let field = field.into();
+        ApiError::empty(format!("{field}: {detail}")).at(field)
+    }
+
+    /// 422 on `field` (the wrong type): `field: detail`.
+    pub fn wrong_type_at(field: impl Into<String>, detail: impl std::fmt::Display) -> ApiError {
+        let field = field.into();
+        ApiError::wrong_type(format!("{field}: {detail}")).at(field)
     }
 
     /// 400: valid types, invalid values.
@@ -291,6 +307,7 @@ impl IntoResponse for Failure {
             message,
             retry_after,
             allow,
+            param,
         } = self.error;
         // OpenAI answers a field of the wrong type with a 400, and its SDK
         // raises BadRequestError only for that status.
@@ -311,11 +328,11 @@ impl IntoResponse for Failure {
                 error_type: kind.as_str().to_string(),
             })
             .into_response(),
-            Dialect::OpenAi => Json(OpenAiError::new(status, message)).into_response(),
+            Dialect::OpenAi => Json(OpenAiError::new(status, message, param)).into_response(),
             Dialect::CohereAndOpenAi => Json(serde_json::json!({
                 "id": uuid::Uuid::new_v4().to_string(),
                 "message": message.clone(),
-                "error": OpenAiError::new(status, message).error,
+                "error": OpenAiError::new(status, message, param).error,
             }))
             .into_response(),
         };
@@ -339,5 +356,30 @@ impl IntoResponse for Failure {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_param_is_the_field_the_error_names_not_its_message() {
+        let field = ApiError::invalid_at("input[2]", "a token id is an integer");
+        assert_eq!(field.message, "input[2]: a token id is an integer");
+        assert_eq!(field.param.as_deref(), Some("input[2]"));
+        let detail = |e: ApiError| OpenAiError::new(e.status, e.message, e.param).error;
+        assert_eq!(detail(field).param.as_deref(), Some("input[2]"));
+        // A message that merely looks like `path: text` names no field.
+        let plain = ApiError::invalid("malformed JSON: expected value");
+        assert_eq!(detail(plain).param, None);
+        // A field can be blamed without the `field: ` prefix in the message.
+        let blamed = ApiError::empty("inputs must not be empty").at("inputs");
+        assert_eq!(detail(blamed).param.as_deref(), Some("inputs"));
+        // 404s keep `model_not_found` only when the model is at fault.
+        let model = ApiError::new(StatusCode::NOT_FOUND, ErrorKind::Validation, "m").at("model");
+        assert_eq!(detail(model).code.as_deref(), Some("model_not_found"));
+        let route = ApiError::new(StatusCode::NOT_FOUND, ErrorKind::Validation, "no route").at("x");
+        assert_eq!(detail(route).code, None);
     }
 }

@@ -90,11 +90,11 @@ fn classify(path: &str, error: &serde_json::Error) -> ApiError {
                 } else {
                     format!("{path}.{field}")
                 };
-                ApiError::invalid(format!("{full}: this field is required"))
+                ApiError::invalid_at(full, "this field is required")
             } else if path == "." {
                 ApiError::wrong_type(format!("the body must be a JSON object: {text}"))
             } else {
-                ApiError::wrong_type(format!("{path}: {text}"))
+                ApiError::wrong_type_at(path.to_string(), text)
             }
         }
     }

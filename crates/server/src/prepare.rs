@@ -50,9 +50,10 @@ pub fn parse_side(field: &str, value: Option<&str>) -> Result<TruncationSide, Ap
     match value.map(str::to_ascii_lowercase).as_deref() {
         None | Some("right") | Some("end") => Ok(TruncationSide::Right),
         Some("left") | Some("start") => Ok(TruncationSide::Left),
-        Some(other) => Err(ApiError::invalid(format!(
-            "{field}: expected \"right\" or \"left\", got {other:?}"
-        ))),
+        Some(other) => Err(ApiError::invalid_at(
+            field,
+            format_args!("expected \"right\" or \"left\", got {other:?}"),
+        )),
     }
 }
 
@@ -61,9 +62,7 @@ pub fn positive(field: &str, value: Option<i64>) -> Result<Option<usize>, ApiErr
     match value {
         None => Ok(None),
         Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
-        Some(n) => Err(ApiError::invalid(format!(
-            "{field} must be at least 1, got {n}"
-        ))),
+        Some(n) => Err(ApiError::invalid(format!("{field} must be at least 1, got {n}")).at(field)),
     }
 }
 
@@ -75,7 +74,7 @@ pub fn document_texts(
 ) -> Result<Vec<String>, ApiError> {
     if let Some(fields) = rank_fields {
         if fields.is_empty() {
-            return Err(ApiError::invalid("rank_fields must not be empty"));
+            return Err(ApiError::invalid("rank_fields must not be empty").at("rank_fields"));
         }
     }
     documents
@@ -85,20 +84,23 @@ pub fn document_texts(
             (DocumentInput::Text(text), _) => Ok(text.clone()),
             (DocumentInput::Object(map), None) => match map.get("text") {
                 Some(Value::String(text)) => Ok(text.clone()),
-                Some(_) => Err(ApiError::wrong_type(format!(
-                    "documents[{index}].text: expected a string"
-                ))),
-                None => Err(ApiError::invalid(format!(
-                    "documents[{index}]: an object document needs a `text` field (or name its fields in rank_fields)"
-                ))),
+                Some(_) => Err(ApiError::wrong_type_at(
+                    format!("documents[{index}].text"),
+                    "expected a string",
+                )),
+                None => Err(ApiError::invalid_at(
+                    format!("documents[{index}]"),
+                    "an object document needs a `text` field (or name its fields in rank_fields)",
+                )),
             },
             (DocumentInput::Object(map), Some(fields)) => {
                 let mut lines = Vec::with_capacity(fields.len());
                 for field in fields {
                     let value = map.get(field).ok_or_else(|| {
-                        ApiError::invalid(format!(
-                            "documents[{index}]: has no field `{field}` named in rank_fields"
-                        ))
+                        ApiError::invalid_at(
+                            format!("documents[{index}]"),
+                            format_args!("has no field `{field}` named in rank_fields"),
+                        )
                     })?;
                     let value = match value {
                         Value::String(s) => s.clone(),
@@ -130,13 +132,15 @@ pub fn prepare(prompt: &PromptBuilder, job: &RerankJob) -> Result<PreparedReques
                 axum::http::StatusCode::BAD_REQUEST,
                 ErrorKind::Tokenizer,
                 format!("query: cannot tokenize: {e}"),
-            ),
-            RequestError::Query(other) => ApiError::invalid(format!("query: {other}")),
+            )
+            .at("query"),
+            RequestError::Query(other) => ApiError::invalid_at("query", other),
             RequestError::Tokenizer { index, source } => ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
                 ErrorKind::Tokenizer,
                 format!("{list}[{index}]: cannot tokenize: {source}"),
-            ),
+            )
+            .at(format!("{list}[{index}]")),
             RequestError::DocumentTooLong {
                 index,
                 tokens,
@@ -146,7 +150,8 @@ pub fn prepare(prompt: &PromptBuilder, job: &RerankJob) -> Result<PreparedReques
             } => ApiError::invalid(format!(
                 "{list}[{index}] is {tokens} tokens long but only {capacity} fit beside the query{}, and truncate is false",
                 chunk_note(chunks, room)
-            )),
+            ))
+            .at(format!("{list}[{index}]")),
         }
     })
 }

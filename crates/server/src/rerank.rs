@@ -82,16 +82,17 @@ fn check_query_and_count(
     list: &str,
 ) -> Result<(), ApiError> {
     if query.trim().is_empty() {
-        return Err(ApiError::empty("query must not be empty"));
+        return Err(ApiError::empty("query must not be empty").at("query"));
     }
     if count == 0 {
-        return Err(ApiError::empty(format!("{list} must not be empty")));
+        return Err(ApiError::empty(format!("{list} must not be empty")).at(list));
     }
     let max = options.max_documents;
     if count > max {
-        return Err(ApiError::invalid(format!(
-            "{list}: {count} items, more than the maximum of {max} (--max-documents)"
-        )));
+        return Err(ApiError::invalid_at(
+            list,
+            format_args!("{count} items, more than the maximum of {max} (--max-documents)"),
+        ));
     }
     Ok(())
 }

@@ -207,6 +207,7 @@ pub async fn model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -
                         names.join(", ")
                     ),
                 )
+                .at("model")
             })
     });
     match found {
@@ -319,7 +320,7 @@ pub async fn tokenize(State(state): State<Arc<AppState>>, request: Request) -> R
             TokenizeInputs::Many(texts) => texts,
         };
         if inputs.is_empty() {
-            return Err(ApiError::empty("inputs must not be empty"));
+            return Err(ApiError::empty("inputs must not be empty").at("inputs"));
         }
         let worker = Arc::clone(&state);
         state

@@ -290,6 +290,7 @@ impl AppState {
                 serves.join(" and ")
             ),
         )
+        .at("model")
     }
 
     /// Every hosted model is loaded and computing.
@@ -382,7 +383,8 @@ fn check_served(served: &[String], requested: Option<&str>) -> Result<(), ApiErr
                     "model: '{name}' is not served here; available: {}",
                     served.join(", ")
                 ),
-            ))
+            )
+            .at("model"))
         }
         _ => Ok(()),
     }
