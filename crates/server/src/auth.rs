@@ -13,8 +13,6 @@ use subtle::ConstantTimeEq;
 use crate::error::{ApiError, Dialect};
 use crate::state::AppState;
 
-const OPEN_PATHS: [&str; 2] = ["/health", "/metrics"];
-
 pub async fn require_key(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -22,7 +20,8 @@ pub async fn require_key(
 ) -> Response {
     let keys = &state.options.api_keys;
     let path = request.uri().path();
-    if keys.is_empty() || OPEN_PATHS.contains(&path) {
+    let open = crate::route_table::route_of(path).is_some_and(|route| route.open);
+    if keys.is_empty() || open {
         return next.run(request).await;
     }
     let presented = request

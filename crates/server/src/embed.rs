@@ -19,6 +19,7 @@ use crate::encode::millis;
 use crate::error::{ApiError, Dialect, ErrorKind, Failure};
 use crate::json::{json_body, parse};
 use crate::prepare::{parse_side, with_truncated_header};
+use crate::route_table::Endpoint;
 use crate::state::{AppState, ServerOptions};
 use crate::types::{EmbeddingsRequest, EmbeddingsResponse, TeiEmbedRequest};
 
@@ -427,20 +428,21 @@ pub fn validate_embeddings(
     path: &str,
     bytes: &[u8],
 ) -> Result<PreparedEmbeddings, Failure> {
-    let (dialect, job) = match path {
-        "/v1/embeddings" => (
+    let endpoint = crate::route_table::route_of(path).map(|route| route.endpoint);
+    let (dialect, job) = match endpoint {
+        Some(Endpoint::Embeddings) => (
             Dialect::OpenAi,
             parse::<EmbeddingsRequest>(bytes).and_then(|b| openai_job(options, &b).map(|j| j.0)),
         ),
-        "/embed" => (
+        Some(Endpoint::EmbedTei) => (
             Dialect::Tei,
             parse::<TeiEmbedRequest>(bytes).and_then(|b| tei_job(options, &b)),
         ),
-        other => {
+        _ => {
             let error = ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorKind::Validation,
-                format!("{other} is not an embedding route"),
+                format!("{path} is not an embedding route"),
             );
             return Err(error.in_dialect(Dialect::OpenAi));
         }

@@ -26,14 +26,10 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The dialect of the route `path` reaches (the route table's), Cohere's
+    /// for a path that reaches none.
     pub fn of_path(path: &str) -> Dialect {
-        match path {
-            "/rerank" | "/embed" | "/tokenize" => Dialect::Tei,
-            "/v1/embeddings" => Dialect::OpenAi,
-            "/v1/models" => Dialect::CohereAndOpenAi,
-            p if p.starts_with("/v1/models/") => Dialect::OpenAi,
-            _ => Dialect::Cohere,
-        }
+        crate::route_table::route_of(path).map_or(Dialect::Cohere, |route| route.dialect)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 mod prepare;
 mod rerank;
+mod route_table;
 mod routes;
 pub mod state;
 mod tokenize_pool;
@@ -32,7 +33,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
 use tessera_engine::scheduler::{EmbedModel, GroupScorer, RerankModel};
 use tessera_engine::{EmbedFormat, PromptBuilder};
@@ -119,40 +119,11 @@ impl Server {
 
     pub fn router(&self) -> Router {
         let state = Arc::clone(&self.state);
-        Router::new()
-            .route(
-                "/v1/rerank",
-                post(rerank::rerank_v1).fallback(routes::post_only),
-            )
-            .route(
-                "/v2/rerank",
-                post(rerank::rerank_v2).fallback(routes::post_only),
-            )
-            .route(
-                "/rerank",
-                post(rerank::rerank_tei).fallback(routes::post_only),
-            )
-            .route(
-                "/v1/embeddings",
-                post(embed::embeddings).fallback(routes::post_only),
-            )
-            .route("/embed", post(embed::embed_tei).fallback(routes::post_only))
-            .route(
-                "/tokenize",
-                post(routes::tokenize).fallback(routes::post_only),
-            )
-            .route("/health", get(routes::health).fallback(routes::get_only))
-            .route("/v1/models", get(routes::models).fallback(routes::get_only))
-            .route(
-                "/v1/models/{*id}",
-                get(routes::model).fallback(routes::get_only),
-            )
-            .route("/info", get(routes::info).fallback(routes::get_only))
-            .route("/metrics", get(routes::metrics).fallback(routes::get_only))
-            .route(
-                "/openapi.json",
-                get(routes::openapi).fallback(routes::get_only),
-            )
+        route_table::ROUTES
+            .iter()
+            .fold(Router::new(), |router, route| {
+                router.route(route.path, route_table::method_router(route))
+            })
             .fallback(routes::not_found)
             .layer(middleware::from_fn_with_state(
                 Arc::clone(&state),

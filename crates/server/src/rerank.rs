@@ -20,6 +20,7 @@ use crate::json::{json_body, parse};
 use crate::prepare::{
     document_texts, echo_document, parse_side, positive, prepare, with_truncated_header, RerankJob,
 };
+use crate::route_table::Endpoint;
 use crate::state::{AppState, ServerOptions};
 use crate::types::{RerankRequest, RerankResponse, TeiRank, TeiRerankRequest};
 
@@ -164,12 +165,13 @@ pub fn validate_request(
     path: &str,
     bytes: &[u8],
 ) -> Result<ValidatedRequest, Failure> {
-    let (dialect, job) = match path {
-        "/v1/rerank" | "/v2/rerank" => {
+    let endpoint = crate::route_table::route_of(path).map(|route| route.endpoint);
+    let (dialect, job) = match endpoint {
+        Some(Endpoint::RerankV1 | Endpoint::RerankV2) => {
             let job = parse::<RerankRequest>(bytes).and_then(|b| cohere_job(options, &b));
             (Dialect::Cohere, job.map(|(job, _)| job))
         }
-        "/rerank" => match is_cohere_body(bytes) {
+        Some(Endpoint::RerankTei) => match is_cohere_body(bytes) {
             Ok(true) => {
                 let job = parse::<RerankRequest>(bytes).and_then(|b| cohere_job(options, &b));
                 (Dialect::Cohere, job.map(|(job, _)| job))
@@ -180,11 +182,11 @@ pub fn validate_request(
             ),
             Err(e) => (Dialect::Tei, Err(e)),
         },
-        other => {
+        _ => {
             let error = ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorKind::Validation,
-                format!("{other} is not a rerank route"),
+                format!("{path} is not a rerank route"),
             );
             return Err(error.in_dialect(Dialect::Cohere));
         }
