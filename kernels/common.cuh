@@ -286,7 +286,7 @@ static __device__ __forceinline__ void cp_async_commit() {
 #ifdef TESSERA_CUDA_EMULATION
     cuda_emu::cp_async_commit();
 #elif __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;");
+    asm volatile("cp.async.commit_group;" ::: "memory");
 #endif
 }
 
@@ -296,7 +296,9 @@ static __device__ __forceinline__ void cp_async_wait() {
 #ifdef TESSERA_CUDA_EMULATION
     cuda_emu::cp_async_wait(PENDING);
 #elif __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;" ::"n"(PENDING));
+    // "memory": no shared-memory access is moved across the wait by the compiler
+    // (every wait today is followed by a barrier, which is such a fence too).
+    asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
 #endif
 }
 

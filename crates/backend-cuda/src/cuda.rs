@@ -9,7 +9,7 @@ use std::fmt::Display;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use tessera_backend::BackendError;
 
@@ -127,6 +127,9 @@ pub struct CudaDevice {
     identity: DeviceIdentity,
     path: MatmulPath,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    /// Each kernel file's module, loaded (and JIT-compiled by the driver) once
+    /// for all its kernels.
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
 }
 
 impl CudaDevice {
@@ -153,11 +156,17 @@ impl CudaDevice {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )
             .map_err(|e| device_error("multiprocessor count", e))?;
+        let optin = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .map_err(|e| device_error("shared memory per block", e))?;
         let identity = DeviceIdentity {
             name: name.clone(),
             compute_capability: format!("{major}.{minor}"),
             driver: driver_version(),
             multiprocessors: multiprocessors.max(1) as usize,
+            max_shared_per_block: optin.max(0) as usize,
         };
         Ok(CudaDevice {
             identity,
@@ -170,6 +179,7 @@ impl CudaDevice {
             stream,
             path,
             functions: Mutex::new(HashMap::new()),
+            modules: Mutex::new(HashMap::new()),
         })
     }
 
@@ -283,10 +293,23 @@ impl CudaDevice {
         if let Some(f) = functions.get(launch.kernel) {
             return Ok(f.clone());
         }
-        let module = self
-            .ctx
-            .load_module(self.ptx(launch.module)?)
-            .map_err(|e| device_error(&format!("loading {}.cu", launch.module), e))?;
+        let module = {
+            let mut modules = self
+                .modules
+                .lock()
+                .map_err(|_| BackendError::Device("module table poisoned by a panic".into()))?;
+            match modules.get(launch.module) {
+                Some(module) => Arc::clone(module),
+                None => {
+                    let module = self
+                        .ctx
+                        .load_module(self.ptx(launch.module)?)
+                        .map_err(|e| device_error(&format!("loading {}.cu", launch.module), e))?;
+                    modules.insert(launch.module, Arc::clone(&module));
+                    module
+                }
+            }
+        };
         let f = module.load_function(launch.kernel).map_err(|e| {
             device_error(
                 &format!("kernel {} in {}.cu", launch.kernel, launch.module),

@@ -126,6 +126,10 @@ pub struct DeviceIdentity {
     pub driver: String,
     /// Streaming multiprocessors (what split-K and tile choices fill).
     pub multiprocessors: usize,
+    /// The most shared memory one block may opt in to (sm_80: 163 KiB,
+    /// sm_86/89: 99 KiB, sm_90: 227 KiB): configurations above it are never
+    /// chosen.
+    pub max_shared_per_block: usize,
 }
 
 /// A device that runs the kernels of `kernels/`. Memory is untyped bytes; the

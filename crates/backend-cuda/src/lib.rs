@@ -136,11 +136,14 @@ impl<D: Device> KernelBackend<D> {
     /// The configuration of a W8A16 GEMM of `rows` rows by the weights of
     /// `ns` output features over `k`.
     pub fn gemm_choice(&self, rows: usize, ns: &[usize], k: usize) -> ops::w8a16::GemmChoice {
-        let builtin =
-            || tuning::builtin_choice(self.device.identity().multiprocessors, rows, ns, k);
+        let identity = self.device.identity();
+        let builtin = || tuning::builtin_choice(&identity, rows, ns, k);
         match &self.gemm {
             GemmPolicy::Builtin => builtin(),
-            GemmPolicy::Table(table) => table.choose(ns, k, rows).unwrap_or_else(builtin),
+            GemmPolicy::Table(table) => table
+                .choose(ns, k, rows)
+                .filter(|c| c.config.fits(&identity))
+                .unwrap_or_else(builtin),
             GemmPolicy::Fixed(choice) => *choice,
         }
     }
@@ -153,15 +156,22 @@ impl<D: Device> KernelBackend<D> {
     }
 
     /// The tensor-core attention W8A16 runs at `head_dim`: the one set by
-    /// [`Self::with_attention`], else the tuning table's, else v3.
+    /// [`Self::with_attention`], else the tuning table's, else v3 — and v2
+    /// wherever v3's shared memory does not fit the device (sm_86/89).
     pub fn attention_kernel(&self, head_dim: usize) -> ops::attention::AttentionKernel {
-        if let Some(kernel) = self.attention {
-            return kernel;
+        use ops::attention::{f16kv_shared_bytes, AttentionKernel};
+        let wanted = match (self.attention, &self.gemm) {
+            (Some(kernel), _) => kernel,
+            (None, GemmPolicy::Table(table)) => {
+                table.attention_choice(head_dim).unwrap_or_default()
+            }
+            (None, _) => AttentionKernel::default(),
+        };
+        let fits = f16kv_shared_bytes(head_dim) <= self.device.identity().max_shared_per_block;
+        if wanted == AttentionKernel::F16Kv && !fits {
+            return AttentionKernel::Mma;
         }
-        match &self.gemm {
-            GemmPolicy::Table(table) => table.attention_choice(head_dim).unwrap_or_default(),
-            _ => ops::attention::AttentionKernel::default(),
-        }
+        wanted
     }
 
     /// Runs `op` on a device buffer of at least `bytes` bytes for split-K
@@ -547,6 +557,7 @@ mod tests {
                 compute_capability: "none".into(),
                 driver: "none".into(),
                 multiprocessors: 1,
+                max_shared_per_block: 48 * 1024,
             }
         }
 

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, KvRef, Qkv};
 use tessera_gguf::{GgmlType, QK8_0};
 
-use crate::ops::attention::{attention_with, mma_kernel_for_head_dim, AttentionKernel};
+use crate::ops::attention::{
+    attention_with, f16kv_shared_bytes, mma_kernel_for_head_dim, AttentionKernel,
+};
 pub use crate::ops::w8a16::{builtin_choice, MIN_STAGES_PER_SPLIT};
 use crate::ops::w8a16::{
     gemm_with, GemmChoice, GemmConfig, HalfRows, GEMM_CONFIGS, MAX_GROUP, MAX_SPLIT_K,
@@ -347,13 +349,15 @@ pub fn default_path(cache_dir: &Path, device: &DeviceIdentity) -> std::path::Pat
         .join(format!("{slug}.json"))
 }
 
-/// The candidates [`tune`] times for a shape: every configuration, and for
-/// v3 every split-K factor up to [`MAX_SPLIT_K`] that leaves each share
-/// [`MIN_STAGES_PER_SPLIT`] k stages and the grid within four waves.
-pub fn candidates(multiprocessors: usize, rows: usize, shape: &GemmShape) -> Vec<GemmChoice> {
+/// The candidates [`tune`] times for a shape: every configuration the device's
+/// shared memory holds, and for v3 every split-K factor up to [`MAX_SPLIT_K`]
+/// that leaves each share [`MIN_STAGES_PER_SPLIT`] k stages and the grid
+/// within four waves.
+pub fn candidates(device: &DeviceIdentity, rows: usize, shape: &GemmShape) -> Vec<GemmChoice> {
+    let multiprocessors = device.multiprocessors;
     let stages = GemmConfig::k_stages(shape.k);
     let mut out = Vec::new();
-    for config in GEMM_CONFIGS {
+    for config in GEMM_CONFIGS.iter().filter(|c| c.fits(device)) {
         out.push(GemmChoice { config, split_k: 1 });
         if !config.v3 {
             continue;
@@ -423,7 +427,7 @@ pub fn tune<D: Device>(
                 })
                 .collect::<Result<Vec<_>, BackendError>>()?;
             let mut timings = Vec::new();
-            for choice in candidates(identity.multiprocessors, r, shape) {
+            for choice in candidates(&identity, r, shape) {
                 let mut out_refs: Vec<&mut DeviceBuffer<D::Memory>> = outs.iter_mut().collect();
                 let mut run = || gemm_with(b, choice, &x, r, &weight_refs, false, &mut out_refs);
                 run()?;
@@ -522,7 +526,11 @@ pub fn tune_attention<D: Device>(
             len: w.prefix_tokens,
         }];
         let mut candidates = Vec::new();
-        for kernel in AttentionKernel::ALL {
+        let room = b.device().identity().max_shared_per_block;
+        let fits = |k: &AttentionKernel| {
+            *k != AttentionKernel::F16Kv || f16kv_shared_bytes(shape.head_dim) <= room
+        };
+        for kernel in AttentionKernel::ALL.into_iter().filter(fits) {
             let mut run = || {
                 let qkv = Qkv {
                     q: &q,
@@ -548,7 +556,7 @@ pub fn tune_attention<D: Device>(
         let best = candidates
             .iter()
             .min_by(|a, b| a.micros.total_cmp(&b.micros))
-            .expect("two kernels")
+            .expect("v2 always fits")
             .clone();
         let tflops = w.flops(shape) / (best.micros * 1e-6) / 1e12;
         progress(&format!(
@@ -598,6 +606,18 @@ mod tests {
             compute_capability: "9.0".into(),
             driver: "13.0".into(),
             multiprocessors: 132,
+            max_shared_per_block: 227 * 1024,
+        }
+    }
+
+    /// An sm_89 card: 99 KiB of shared memory per block.
+    fn l40s() -> DeviceIdentity {
+        DeviceIdentity {
+            name: "NVIDIA L40S".into(),
+            compute_capability: "8.9".into(),
+            driver: "13.0".into(),
+            multiprocessors: 142,
+            max_shared_per_block: 99 * 1024,
         }
     }
 
@@ -768,17 +788,33 @@ mod tests {
     fn the_builtin_choice_splits_k_only_to_fill_the_device() {
         // Qwen3-4B's down projection (n 2560, k 9728) at 512 rows: 20 × 4
         // tiles of 128 × 128 fill 80 of 132 SMs, no room for a second share.
-        let down = builtin_choice(132, 512, &[2560], 9728);
+        let h100 = h100();
+        let down = builtin_choice(&h100, 512, &[2560], 9728);
         assert_eq!(down.to_string(), "128x128");
         // At 64 rows: 20 tiles of 64 × 128, six shares of 76 stages each.
-        let few = builtin_choice(132, 64, &[2560], 9728);
+        let few = builtin_choice(&h100, 64, &[2560], 9728);
         assert_eq!(few.to_string(), "64x128 split-k 6");
         // Many rows: the 256-row tile, never split.
-        let many = builtin_choice(132, 16_384, &[9728, 9728], 2560);
+        let many = builtin_choice(&h100, 16_384, &[9728, 9728], 2560);
         assert_eq!(many.to_string(), "256x128");
         // A tiny k cannot be split below two stages a share.
-        assert_eq!(builtin_choice(132, 1, &[64], 128).split_k, 1);
-        assert_eq!(builtin_choice(132, 1, &[64], 256).split_k, 2);
+        assert_eq!(builtin_choice(&h100, 1, &[64], 128).split_k, 1);
+        assert_eq!(builtin_choice(&h100, 1, &[64], 256).split_k, 2);
+        // 99 KiB a block (sm_86/89): only 64 × 128 and v2 fit, whatever the rows.
+        let small = l40s();
+        assert_eq!(
+            builtin_choice(&small, 16_384, &[9728], 2560).config.name,
+            "64x128"
+        );
+        assert_eq!(
+            builtin_choice(&small, 512, &[2560], 9728).config.name,
+            "64x128"
+        );
+        let tiny = DeviceIdentity {
+            max_shared_per_block: 48 * 1024,
+            ..small
+        };
+        assert_eq!(builtin_choice(&tiny, 512, &[2560], 9728).to_string(), "v2");
     }
 
     #[test]
@@ -787,15 +823,24 @@ mod tests {
             n: vec![2560],
             k: 9728,
         };
-        let all = candidates(132, 512, &shape);
+        let all = candidates(&h100(), 512, &shape);
         for config in GEMM_CONFIGS {
             assert!(all.iter().any(|c| c.config == config && c.split_k == 1));
         }
         assert!(all.iter().all(|c| c.config.v3 || c.split_k == 1));
         assert!(all.iter().any(|c| c.split_k == 6));
         // Huge grids are not split: 256x128 at 16k rows is 1,280 blocks.
-        let big = candidates(132, 16_384, &shape);
+        let big = candidates(&h100(), 16_384, &shape);
         assert!(big.iter().all(|c| c.split_k == 1));
+        // Only what fits is timed on a 99 KiB card.
+        let small: Vec<&str> = candidates(&l40s(), 512, &shape)
+            .iter()
+            .map(|c| c.config.name)
+            .collect();
+        assert!(
+            small.iter().all(|name| ["64x128", "v2"].contains(name)),
+            "{small:?}"
+        );
     }
 
     #[test]

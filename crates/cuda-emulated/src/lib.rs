@@ -80,6 +80,7 @@ pub struct EmulatedDevice {
     replaced: Vec<(String, CString)>,
     faults: Option<Arc<AtomicUsize>>,
     multiprocessors: usize,
+    max_shared_per_block: usize,
 }
 
 impl EmulatedDevice {
@@ -89,7 +90,15 @@ impl EmulatedDevice {
             replaced: Vec::new(),
             faults: None,
             multiprocessors: EMULATED_MULTIPROCESSORS,
+            max_shared_per_block: EMULATED_MAX_SHARED_PER_BLOCK,
         }
+    }
+
+    /// The same device allowing a block at most `bytes` of shared memory (as a
+    /// GPU's opt-in limit: 99 KiB on sm_86/89); larger launches are refused.
+    pub fn with_max_shared_per_block(mut self, bytes: usize) -> EmulatedDevice {
+        self.max_shared_per_block = bytes;
+        self
     }
 
     /// The same device claiming `count` multiprocessors (what the built-in
@@ -121,6 +130,10 @@ const POISON: u8 = 0xff;
 /// parity kit's small matmuls take the split-K path of the built-in choice.
 pub const EMULATED_MULTIPROCESSORS: usize = 4;
 
+/// Shared memory a block may take on the emulated device by default: sm_90's
+/// opt-in limit.
+pub const EMULATED_MAX_SHARED_PER_BLOCK: usize = 227 * 1024;
+
 impl Device for EmulatedDevice {
     type Memory = HostMemory;
 
@@ -138,6 +151,7 @@ impl Device for EmulatedDevice {
             compute_capability: "emulated".into(),
             driver: "none".into(),
             multiprocessors: self.multiprocessors,
+            max_shared_per_block: self.max_shared_per_block,
         }
     }
 
@@ -203,6 +217,12 @@ impl Device for EmulatedDevice {
                     launch.kernel
                 )));
             }
+        }
+        if launch.shared_bytes as usize > self.max_shared_per_block {
+            return Err(BackendError::Device(format!(
+                "kernel {} needs {} bytes of shared memory per block; this device allows {}",
+                launch.kernel, launch.shared_bytes, self.max_shared_per_block
+            )));
         }
         let name = match self.replaced.iter().find(|(k, _)| k == launch.kernel) {
             Some((_, replacement)) => replacement.clone(),

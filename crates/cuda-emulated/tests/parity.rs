@@ -89,3 +89,48 @@ fn a_w8a16_gemm_given_too_little_shared_memory_fails_the_launch() {
         device.launch(&launch(config.shared_bytes())).unwrap();
     }
 }
+
+/// A device that lets a block opt in to only 99 KiB of shared memory (sm_86,
+/// sm_89) runs every W8A16 op: the built-in choice falls back to the GEMM
+/// configurations that fit (64 × 128, v2) and attention to v2, and the device
+/// refuses anything larger, as the CUDA driver would.
+#[test]
+fn w8a16_on_a_99_kib_device_falls_back_to_what_fits() {
+    use tessera_backend::parity::assert_all_pass;
+    use tessera_backend_cuda::ops::attention::AttentionKernel;
+    use tessera_backend_cuda::Arithmetic;
+    let small = || EmulatedDevice::new(MatmulPath::Mma).with_max_shared_per_block(99 * 1024);
+    let backend = KernelBackend::with_device(small())
+        .with_arithmetic(Arithmetic::W8A16)
+        .expect("mma device");
+    assert_eq!(
+        backend.gemm_choice(4096, &[2560], 9728).config.name,
+        "64x128"
+    );
+    assert_eq!(backend.attention_kernel(128), AttentionKernel::Mma);
+    assert_eq!(backend.attention_kernel(64), AttentionKernel::F16Kv);
+    assert_all_pass(&backend, Tolerances::W8A16, tessera_backend::parity::SEED);
+    // What does not fit is refused by the device, not run.
+    use tessera_backend_cuda::ops::w8a16::{GemmChoice, GemmConfig};
+    use tessera_backend_cuda::GemmPolicy;
+    let forced = KernelBackend::with_device(small())
+        .with_arithmetic(Arithmetic::W8A16)
+        .expect("mma device")
+        .with_gemm_policy(GemmPolicy::Fixed(GemmChoice {
+            config: GemmConfig::named("256x128").unwrap(),
+            split_k: 1,
+        }));
+    let reports = tessera_backend::parity::run_all(&forced, Tolerances::W8A16, 7);
+    let refused = reports
+        .iter()
+        .filter(|r| {
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("this device allows"))
+        })
+        .count();
+    assert!(
+        refused > 0,
+        "a 157 KiB launch on a 99 KiB device must be refused"
+    );
+}

@@ -38,7 +38,7 @@ fn tune_times_every_candidate_and_its_table_steers_the_backend() {
     let identity = backend.device().identity();
     assert_eq!(table.device, identity);
     for entry in &table.gemm {
-        let expected = candidates(identity.multiprocessors, entry.rows, &entry.shape);
+        let expected = candidates(&identity, entry.rows, &entry.shape);
         assert_eq!(entry.candidates.len(), expected.len());
         for config in GEMM_CONFIGS {
             assert!(entry.candidates.iter().any(|c| c.config == config.name));

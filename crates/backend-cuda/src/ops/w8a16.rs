@@ -327,6 +327,11 @@ impl GemmConfig {
         self.stages * (m * 64 * 2 + n * 64 + 2 * n * 2) + 2 * (n / 4) * 512
     }
 
+    /// Whether a block's shared memory fits what `device` lets one opt in to.
+    pub fn fits(&self, device: &crate::DeviceIdentity) -> bool {
+        self.shared_bytes() <= device.max_shared_per_block
+    }
+
     /// k stages (64 k) of a GEMM over `k`.
     pub fn k_stages(k: usize) -> usize {
         (k / QK8_0).div_ceil(2)
@@ -358,15 +363,30 @@ pub const MAX_SPLIT_K: usize = 8;
 
 /// The choice without a tuning table: the 64-row tile for a few rows, 128 × 128
 /// up to 1,024 rows, else 256 × 128 (the fewest instructions per mma:
-/// docs/kernels.md); split-K while the grid is under one block per
+/// docs/kernels.md) — each falling back to the next smaller one, down to v2,
+/// where the device's shared memory per block is too small (sm_86/89: 99 KiB
+/// leaves 64 × 128 and v2); split-K while the grid is under one block per
 /// multiprocessor and every share keeps [`MIN_STAGES_PER_SPLIT`] stages.
-pub fn builtin_choice(multiprocessors: usize, rows: usize, ns: &[usize], k: usize) -> GemmChoice {
-    let name = match rows {
-        0..=64 => "64x128",
-        65..=1024 => "128x128",
-        _ => "256x128",
+pub fn builtin_choice(
+    device: &crate::DeviceIdentity,
+    rows: usize,
+    ns: &[usize],
+    k: usize,
+) -> GemmChoice {
+    let multiprocessors = device.multiprocessors;
+    let preference: &[&str] = match rows {
+        0..=64 => &["64x128", "v2"],
+        65..=1024 => &["128x128", "64x128", "v2"],
+        _ => &["256x128", "128x128", "64x128", "v2"],
     };
-    let config = GemmConfig::named(name).expect("a built-in configuration");
+    let config = preference
+        .iter()
+        .filter_map(|name| GemmConfig::named(name))
+        .find(|c| c.fits(device))
+        .unwrap_or(GemmConfig::named("v2").expect("v2"));
+    if !config.v3 {
+        return GemmChoice { config, split_k: 1 };
+    }
     let blocks = column_tiles(config, ns) * rows.div_ceil(config.tile_rows).max(1);
     let stages = GemmConfig::k_stages(k);
     let mut split_k = 1;
