@@ -666,7 +666,23 @@ static __device__ __forceinline__ void attention_f16kv(const float* q, const u16
         }
     }
     __syncwarp();
+    // Q's A fragments: those of k steps 2.. read once into registers (24 at d =
+    // 128), so the key loop's shared-memory reads — its bound — are nearly all
+    // K's and V's; the first two k steps' are read in the loop, after the
+    // tile's first K fragment, so the first shared-memory read after the
+    // barrier is of the tile, where the emulator's warp order exposes a
+    // missing barrier (as in attention_mma).
     const u16* q_frag = my_q + ((lane / 8) & 1) * 8 * STRIDE + (lane % 8) * STRIDE + ((lane / 8) >> 1) * 8;
+    u32 qf[D / 16][4];
+#pragma unroll
+    for (int kk = 2; kk < D / 16; ++kk) {
+        int fq[4];
+        ldmatrix_x4(fq, q_frag + kk * 16);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            qf[kk][i] = u32(fq[i]);
+        }
+    }
 
     u32 last_key[2];
 #pragma unroll
@@ -724,32 +740,26 @@ static __device__ __forceinline__ void attention_f16kv(const float* q, const u16
         }
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk += 2) {
-            u32 qa[2][4];
 #pragma unroll
             for (int j = 0; j < ATT16_KEYS / 8; ++j) {
                 int f[4];
                 ldmatrix_x4(f, ks + (j * 8 + lane % 8) * STRIDE + kk * 16 + (lane / 8) * 8);
-                if (j == 0) {
-                    // Q's fragments after the tile's first: the first shared-memory
-                    // read after the barrier is of the tile, where the emulator's
-                    // warp order exposes a missing barrier (as in attention_mma).
+                if (kk == 0 && j == 0) {
 #pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        if (kk + h < D / 16) {
-                            int fq[4];
-                            ldmatrix_x4(fq, q_frag + (kk + h) * 16);
+                    for (int h = 0; h < 2 && h < D / 16; ++h) {
+                        int fq[4];
+                        ldmatrix_x4(fq, q_frag + h * 16);
 #pragma unroll
-                            for (int i = 0; i < 4; ++i) {
-                                qa[h][i] = u32(fq[i]);
-                            }
+                        for (int i = 0; i < 4; ++i) {
+                            qf[h][i] = u32(fq[i]);
                         }
                     }
                 }
                 const u32 b0[2] = {u32(f[0]), u32(f[1])};
-                mma_f16_m16n8k16(s[j], qa[0], b0);
+                mma_f16_m16n8k16(s[j], qf[kk], b0);
                 if (kk + 1 < D / 16) {
                     const u32 b1[2] = {u32(f[2]), u32(f[3])};
-                    mma_f16_m16n8k16(s[j], qa[1], b1);
+                    mma_f16_m16n8k16(s[j], qf[kk + 1], b1);
                 }
             }
         }
