@@ -267,6 +267,125 @@ static __device__ __forceinline__ void f32x4_to_f16_scaled(const float* src, u16
             pack_f16x2(__int_as_float(int(w[2])) * scale, __int_as_float(int(w[3])) * scale));
 }
 
+// The online softmax of one key tile, shared by both tensor-core kernels. `s`
+// holds S (scores in log2 units) in the m16n8 C layout — rows g (e = 0, 1) and
+// g + 8 (e = 2, 3) of 8-key tile j, keys 8j + 2t + e of the tile — and leaves P
+// there. Unless `whole`, score (j, e) of row h is masked unless 8j + e is at most
+// `limit[h]` (its last visible key minus the tile's first and 2t; the causal
+// mutant also needs `remaining`, the keys left from that same origin). Each
+// row's max and sum run across the lane quad; O is rescaled only when one of
+// this lane's rows has a new maximum (exp2(0) is exactly 1): on long contexts
+// most tiles leave it alone.
+template <int KEYS, int D>
+static __device__ __forceinline__ void att_softmax_tile(float (&s)[KEYS / 8][4], bool whole, const int (&limit)[2],
+                                                        int remaining, float (&m)[2], float (&l)[2],
+                                                        float (&o)[D / 8][4]) {
+    float correction[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float tile_max = negative_infinity();
+#pragma unroll
+        for (int j = 0; j < KEYS / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                float& score = s[j][2 * h + e];
+                if (!whole) {
+#ifdef TESSERA_MUTATE_ATTENTION_CAUSAL
+                    // Mutation test build: a row also sees the key after its own.
+                    const bool visible = j * 8 + e <= limit[h] + 1 && j * 8 + e < remaining;
+#else
+                    const bool visible = j * 8 + e <= limit[h];
+                    (void)remaining;
+#endif
+                    score = visible ? score : negative_infinity();
+                }
+                tile_max = fmaxf(tile_max, score);
+            }
+        }
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 2));
+        const float new_m = fmaxf(m[h], tile_max);
+        // No key visible yet: nothing to add, nothing to rescale.
+        const float base = new_m == negative_infinity() ? 0.0f : new_m;
+        correction[h] = exp2_ftz(m[h] - base);  // exp2(-inf) = 0 on the first tile
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < KEYS / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                float& p = s[j][2 * h + e];
+                p = exp2_ftz(p - base);
+                sum += p;
+            }
+        }
+        l[h] = l[h] * correction[h] + sum;  // this lane's share; the quad adds up at the end
+        m[h] = new_m;
+    }
+    if (correction[0] != 1.0f || correction[1] != 1.0f) {
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            o[n][0] *= correction[0];
+            o[n][1] *= correction[0];
+            o[n][2] *= correction[1];
+            o[n][3] *= correction[1];
+        }
+    }
+}
+
+// O += P·V for one key tile: P's C fragments are the A fragments (keys
+// 16ks..16ks+15); ldmatrix.trans on V's key rows (`vs`, rows of STRIDE f16)
+// gives B fragments (keys 2t, 2t+1 at dim g) for two tiles of 8 dims at once.
+template <int KEYS, int D, int STRIDE>
+static __device__ __forceinline__ void att_pv_tile(const float (&s)[KEYS / 8][4], const u16* vs,
+                                                   float (&o)[D / 8][4]) {
+    const u32 lane = threadIdx.x % WARP_SIZE;
+#pragma unroll
+    for (int ks = 0; ks < KEYS / 16; ++ks) {
+        const u32 a[4] = {pack_f16x2(s[2 * ks][0], s[2 * ks][1]), pack_f16x2(s[2 * ks][2], s[2 * ks][3]),
+                          pack_f16x2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
+                          pack_f16x2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+        const u32 mat = lane / 8;
+        const u16* vrow = vs + (ks * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (mat >> 1) * 8;
+#pragma unroll
+        for (int n = 0; n < D / 8; n += 2) {
+            int f[4];
+            ldmatrix_x4_trans(f, vrow + n * 8);
+            const u32 b0[2] = {u32(f[0]), u32(f[1])};
+            const u32 b1[2] = {u32(f[2]), u32(f[3])};
+            mma_f16_m16n8k16(o[n], a, b0);
+            mma_f16_m16n8k16(o[n + 1], a, b1);
+        }
+    }
+}
+
+// The warp's output rows: the quad's sums added up, O divided by them, stored
+// at `dst` (the warp's first row, this head) in rows `qw` apart; rows past
+// `rows_here` are not stored.
+template <int D>
+static __device__ __forceinline__ void att_store_rows(float (&l)[2], const float (&o)[D / 8][4], u32 rows_here,
+                                                      float* dst, u64 qw) {
+    const u32 lane = threadIdx.x % WARP_SIZE, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 1);
+        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 2);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const u32 r = g + 8 * h;
+        if (r >= rows_here) {
+            continue;
+        }
+        const float inv = 1.0f / l[h];
+        float* row = dst + u64(r) * qw;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            row[n * 8 + 2 * t] = o[n][2 * h] * inv;
+            row[n * 8 + 2 * t + 1] = o[n][2 * h + 1] * inv;
+        }
+    }
+}
+
 template <int D>
 static __device__ __forceinline__ void attention_mma(const float* q, const float* k, const float* v, const u32* tiles,
                                                      const u64* prefix_kv, u32 n_heads, u32 n_kv_heads,
@@ -425,106 +544,18 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
                 }
             }
         }
-        // Online softmax on rows g (h = 0) and g + 8 (h = 1); each row's 32 scores
-        // lie in the 4 lanes of a quad.
         // Masks only where some row of the warp stops inside the tile (its first
         // row sees the fewest keys); elsewhere every score is visible.
         const bool whole = t0 + ATT_MMA_KEYS - 1 <= prefix_len + (row0 - seq_start);
-        float correction[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float tile_max = negative_infinity();
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    float& score = s[j][2 * h + e];
-                    if (!whole) {
-                        const u32 key = t0 + j * 8 + 2 * t + e;
-#ifdef TESSERA_MUTATE_ATTENTION_CAUSAL
-                        // Mutation test build: a row also sees the key after its own.
-                        const bool visible = key <= last_key[h] + 1 && key < n_keys;
-#else
-                        const bool visible = key <= last_key[h];
-#endif
-                        score = visible ? score : negative_infinity();
-                    }
-                    tile_max = fmaxf(tile_max, score);
-                }
-            }
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 1));
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 2));
-            const float new_m = fmaxf(m[h], tile_max);
-            // No key visible yet: nothing to add, nothing to rescale.
-            const float base = new_m == negative_infinity() ? 0.0f : new_m;
-            correction[h] = exp2_ftz(m[h] - base);  // exp2(-inf) = 0 on the first tile
-            float sum = 0.0f;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    float& p = s[j][2 * h + e];
-                    p = exp2_ftz(p - base);
-                    sum += p;
-                }
-            }
-            l[h] = l[h] * correction[h] + sum;  // this lane's share; the quad adds up at the end
-            m[h] = new_m;
-        }
-        // O is rescaled only when one of this lane's rows has a new maximum
-        // (exp2(0) is exactly 1): on long contexts most tiles leave it alone.
-        if (correction[0] != 1.0f || correction[1] != 1.0f) {
-#pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
-                o[n][0] *= correction[0];
-                o[n][1] *= correction[0];
-                o[n][2] *= correction[1];
-                o[n][3] *= correction[1];
-            }
-        }
-        // O += P·V: P's C fragments are the A fragments (keys 16ks..16ks+15);
-        // ldmatrix.trans on V rows gives B fragments (keys 2t, 2t+1 at dim g)
-        // for two tiles of 8 dims at once.
-#pragma unroll
-        for (int ks = 0; ks < 2; ++ks) {
-            const u32 a[4] = {pack_f16x2(s[2 * ks][0], s[2 * ks][1]), pack_f16x2(s[2 * ks][2], s[2 * ks][3]),
-                              pack_f16x2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
-                              pack_f16x2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
-            const u32 mat = lane / 8;
-            const u16* vrow = sm.v + (ks * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (mat >> 1) * 8;
-#pragma unroll
-            for (int n = 0; n < D / 8; n += 2) {
-                int f[4];
-                ldmatrix_x4_trans(f, vrow + n * 8);
-                const u32 b0[2] = {u32(f[0]), u32(f[1])};
-                const u32 b1[2] = {u32(f[2]), u32(f[3])};
-                mma_f16_m16n8k16(o[n], a, b0);
-                mma_f16_m16n8k16(o[n + 1], a, b1);
-            }
-        }
+        const int origin = int(t0 + 2 * t);
+        const int limit[2] = {int(last_key[0]) - origin, int(last_key[1]) - origin};
+        att_softmax_tile<ATT_MMA_KEYS, D>(s, whole, limit, int(n_keys) - origin, m, l, o);
+        att_pv_tile<ATT_MMA_KEYS, D, STRIDE>(s, sm.v, o);
     }
     if (!warp_active) {
         return;
     }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 1);
-        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 2);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const u32 r = g + 8 * h;
-        if (r >= rows_here) {
-            continue;
-        }
-        const float inv = 1.0f / l[h];
-        float* dst = out + u64(row0 + r) * qw + u64(head) * D;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            dst[n * 8 + 2 * t] = o[n][2 * h] * inv;
-            dst[n * 8 + 2 * t + 1] = o[n][2 * h + 1] * inv;
-        }
-    }
+    att_store_rows<D>(l, o, rows_here, out + u64(row0) * qw + u64(head) * D, qw);
 }
 
 TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 2)
@@ -764,97 +795,17 @@ static __device__ __forceinline__ void attention_f16kv(const float* q, const u16
             }
         }
         const bool whole = t0 + ATT16_KEYS - 1 <= prefix_len + (row0 - seq_start);
-        float correction[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            // Score (j, e) is key t0 + 8j + 2t + e: visible while 8j + e is at
-            // most `limit` (one subtraction per row, then compile-time offsets).
-            const int limit = int(last_key[h]) - int(t0 + 2 * t);
-            float tile_max = negative_infinity();
-#pragma unroll
-            for (int j = 0; j < ATT16_KEYS / 8; ++j) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    float& score = s[j][2 * h + e];
-                    if (!whole) {
-#ifdef TESSERA_MUTATE_ATTENTION_CAUSAL
-                        const bool visible = j * 8 + e <= limit + 1 && t0 + j * 8 + 2 * t + e < n_keys;
-#else
-                        const bool visible = j * 8 + e <= limit;
-#endif
-                        score = visible ? score : negative_infinity();
-                    }
-                    tile_max = fmaxf(tile_max, score);
-                }
-            }
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 1));
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_MASK, tile_max, 2));
-            const float new_m = fmaxf(m[h], tile_max);
-            const float base = new_m == negative_infinity() ? 0.0f : new_m;
-            correction[h] = exp2_ftz(m[h] - base);
-            float sum = 0.0f;
-#pragma unroll
-            for (int j = 0; j < ATT16_KEYS / 8; ++j) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    float& p = s[j][2 * h + e];
-                    p = exp2_ftz(p - base);
-                    sum += p;
-                }
-            }
-            l[h] = l[h] * correction[h] + sum;
-            m[h] = new_m;
-        }
-        if (correction[0] != 1.0f || correction[1] != 1.0f) {
-#pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
-                o[n][0] *= correction[0];
-                o[n][1] *= correction[0];
-                o[n][2] *= correction[1];
-                o[n][3] *= correction[1];
-            }
-        }
-        // O += P·V, 16 keys at a time.
-#pragma unroll
-        for (int ks16 = 0; ks16 < ATT16_KEYS / 16; ++ks16) {
-            const u32 a[4] = {pack_f16x2(s[2 * ks16][0], s[2 * ks16][1]), pack_f16x2(s[2 * ks16][2], s[2 * ks16][3]),
-                              pack_f16x2(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]),
-                              pack_f16x2(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3])};
-            const u32 mat = lane / 8;
-            const u16* vrow = vs + (ks16 * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (mat >> 1) * 8;
-#pragma unroll
-            for (int n = 0; n < D / 8; n += 2) {
-                int f[4];
-                ldmatrix_x4_trans(f, vrow + n * 8);
-                const u32 b0[2] = {u32(f[0]), u32(f[1])};
-                const u32 b1[2] = {u32(f[2]), u32(f[3])};
-                mma_f16_m16n8k16(o[n], a, b0);
-                mma_f16_m16n8k16(o[n + 1], a, b1);
-            }
-        }
+        // Score (j, e) is key t0 + 8j + 2t + e: visible while 8j + e is at most
+        // the limit (one subtraction per row, then compile-time offsets).
+        const int origin = int(t0 + 2 * t);
+        const int limit[2] = {int(last_key[0]) - origin, int(last_key[1]) - origin};
+        att_softmax_tile<ATT16_KEYS, D>(s, whole, limit, int(n_keys) - origin, m, l, o);
+        att_pv_tile<ATT16_KEYS, D, STRIDE>(s, vs, o);
     }
     if (!warp_active) {
         return;
     }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 1);
-        l[h] += __shfl_xor_sync(FULL_MASK, l[h], 2);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const u32 r = g + 8 * h;
-        if (r >= rows_here) {
-            continue;
-        }
-        const float inv = 1.0f / l[h];
-        float* dst = out + u64(row0 + r) * qw + u64(head) * D;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            dst[n * 8 + 2 * t] = o[n][2 * h] * inv;
-            dst[n * 8 + 2 * t + 1] = o[n][2 * h + 1] * inv;
-        }
-    }
+    att_store_rows<D>(l, o, rows_here, out + u64(row0) * qw + u64(head) * D, qw);
 }
 
 // Grid (tiles, kv_heads · head chunks), 256 threads, sizeof(Att16Shared<D>)
