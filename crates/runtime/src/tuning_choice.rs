@@ -59,6 +59,17 @@ pub fn with_tuning<D: tessera_backend_cuda::Device>(
     backend: tessera_backend_cuda::KernelBackend<D>,
     tuning: &Tuning,
 ) -> Result<(tessera_backend_cuda::KernelBackend<D>, String), RuntimeError> {
+    let cache = tuning_cache_path(&backend.device().identity());
+    with_tuning_at(backend, tuning, cache)
+}
+
+/// [`with_tuning`] with the default table's place given (`cache`: where
+/// `--tuning default` looks).
+fn with_tuning_at<D: tessera_backend_cuda::Device>(
+    backend: tessera_backend_cuda::KernelBackend<D>,
+    tuning: &Tuning,
+    cache: Option<std::path::PathBuf>,
+) -> Result<(tessera_backend_cuda::KernelBackend<D>, String), RuntimeError> {
     if backend.arithmetic() != Arithmetic::W8A16 {
         return Ok((backend, String::new()));
     }
@@ -82,7 +93,7 @@ pub fn with_tuning<D: tessera_backend_cuda::Device>(
             ))
         }
         Tuning::Default => {
-            let Some(path) = tuning_cache_path(&identity).filter(|p| p.exists()) else {
+            let Some(path) = cache.filter(|p| p.exists()) else {
                 return Ok((
                     backend,
                     builtin + " (no tuning table: `tessera tune` writes one)",
@@ -129,4 +140,106 @@ pub fn gemm_shapes(config: &ModelConfig) -> Vec<GemmShape> {
         config.n_kv_heads * config.head_dim,
         config.ffn,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_backend_cuda::tuning::{GemmShape, Timing, TuningEntry, FORMAT};
+    use tessera_backend_cuda::{Device, GemmPolicy};
+    use tessera_cuda_emulated::{emulated, emulated_w8a16};
+
+    /// A one-entry table measured on `device`.
+    fn table_for(device: tessera_backend_cuda::DeviceIdentity) -> TuningTable {
+        TuningTable {
+            format: FORMAT,
+            device,
+            arithmetic: "w8a16".into(),
+            gemm: vec![TuningEntry {
+                shape: GemmShape { n: vec![64], k: 64 },
+                rows: 16,
+                config: "64x128".into(),
+                split_k: 1,
+                micros: 1.0,
+                tflops: 1.0,
+                candidates: vec![Timing {
+                    config: "64x128".into(),
+                    split_k: 1,
+                    micros: 1.0,
+                }],
+            }],
+            attention: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tuning_picks_a_table_or_the_builtin_choice_and_says_which() {
+        let dir =
+            std::env::temp_dir().join(format!("tessera-tuning-choice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let here = emulated_w8a16().device().identity();
+        let mine = dir.join("mine.json");
+        table_for(here.clone()).write(&mine).unwrap();
+        let theirs = dir.join("theirs.json");
+        let other = tessera_backend_cuda::DeviceIdentity {
+            name: "NVIDIA H200".into(),
+            ..here.clone()
+        };
+        table_for(other).write(&theirs).unwrap();
+
+        // W8A8 has one kernel: nothing to choose, nothing said.
+        let (_, said) = with_tuning_at(emulated(), &Tuning::File(theirs.clone()), None).unwrap();
+        assert_eq!(said, "");
+        let (b, said) =
+            with_tuning_at(emulated_w8a16(), &Tuning::Builtin, Some(mine.clone())).unwrap();
+        assert!(matches!(b.gemm_policy(), GemmPolicy::Builtin));
+        assert_eq!(said, ", GEMMs: built-in choice for 4 SMs");
+        // A table named by path: used when it is this device's, refused otherwise.
+        let (b, said) =
+            with_tuning_at(emulated_w8a16(), &Tuning::File(mine.clone()), None).unwrap();
+        assert!(matches!(b.gemm_policy(), GemmPolicy::Table(_)));
+        assert!(
+            said.contains("tuning table") && said.contains("mine.json (1 entries)"),
+            "{said}"
+        );
+        let refused = with_tuning_at(emulated_w8a16(), &Tuning::File(theirs.clone()), None)
+            .err()
+            .expect("another device's table is refused")
+            .to_string();
+        assert!(
+            refused.contains("NVIDIA H200") && refused.contains("tessera tune"),
+            "{refused}"
+        );
+        // The default place: the table when it is this device's, else the
+        // built-in choice with the reason.
+        let (b, said) =
+            with_tuning_at(emulated_w8a16(), &Tuning::Default, Some(mine.clone())).unwrap();
+        assert!(matches!(b.gemm_policy(), GemmPolicy::Table(_)), "{said}");
+        let (b, said) = with_tuning_at(emulated_w8a16(), &Tuning::Default, Some(theirs)).unwrap();
+        assert!(matches!(b.gemm_policy(), GemmPolicy::Builtin));
+        assert!(
+            said.contains("built-in") && said.contains("NVIDIA H200"),
+            "{said}"
+        );
+        let (b, said) = with_tuning_at(
+            emulated_w8a16(),
+            &Tuning::Default,
+            Some(dir.join("absent.json")),
+        )
+        .unwrap();
+        assert!(matches!(b.gemm_policy(), GemmPolicy::Builtin));
+        assert!(said.contains("no tuning table"), "{said}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn tuning_flags_parse_words_and_paths() {
+        assert_eq!("default".parse::<Tuning>(), Ok(Tuning::Default));
+        assert_eq!("builtin".parse::<Tuning>(), Ok(Tuning::Builtin));
+        assert_eq!(
+            "t.json".parse::<Tuning>(),
+            Ok(Tuning::File("t.json".into()))
+        );
+        assert!("".parse::<Tuning>().is_err());
+    }
 }
