@@ -1004,3 +1004,69 @@ fn tune_exists_and_tuning_tables_are_checked() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `bench --sweep`: one JSON record per grid point appended to `--out` as it
+/// is measured; a second run skips the points the file holds and measures only
+/// the new ones (an interrupted sweep resumes). Bad axes are refused by name.
+#[test]
+fn bench_sweep_writes_one_record_per_point_and_resumes() {
+    let dir = std::env::temp_dir().join(format!("tessera-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("sweep.jsonl");
+    let sweep = |docs: &str| {
+        tessera(&[
+            "bench",
+            "--backend",
+            "cpu",
+            "--sweep",
+            "--sweep-docs",
+            docs,
+            "--sweep-doc-tokens",
+            "8,16",
+            "--sweep-batch-tokens",
+            "64",
+            "--runs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let first = sweep("2");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let lines = |path: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON record per line"))
+            .collect()
+    };
+    let records = lines(&out);
+    assert_eq!(records.len(), 2);
+    for (record, tokens) in records.iter().zip([8, 16]) {
+        assert_eq!(record["workload"], "rerank");
+        assert_eq!(record["docs"], 2);
+        assert_eq!(record["doc_tokens"], tokens);
+        assert_eq!(record["batch_tokens"], 64);
+        assert!(record["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0));
+    }
+    // Again with one more docs value: the two points on file are skipped.
+    let second = sweep("2,3");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("skipped").count(), 2, "{stderr}");
+    let records = lines(&out);
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[2]["docs"], 3);
+    for bad in ["0", "8..4", "1..99999999999"] {
+        let refused = tessera(&["bench", "--sweep", "--sweep-docs", bad]);
+        assert_eq!(refused.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("--sweep-docs"));
+    }
+    let without = tessera(&["bench", "--sweep-docs", "4"]);
+    assert_eq!(without.status.code(), Some(2));
+    std::fs::remove_dir_all(dir).ok();
+}

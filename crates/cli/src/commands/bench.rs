@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tessera_engine::{PrefixGroup, ScoreRequest};
 use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Precision, Profiler};
 
-use super::bench_report::{Format, Profile, Record};
+use super::bench_report::{render_all, Format, Profile, Record};
 use crate::backends::BackendArgs;
 use crate::flags::{count, MAX_PASS_TOKENS};
 use crate::model_source::{self, ModelArgs};
@@ -76,6 +76,56 @@ pub struct BenchArgs {
     /// table), with the progress on stderr.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Measure the rerank workload over a grid of documents per request,
+    /// tokens per document and batch tokens (`--sweep-docs`,
+    /// `--sweep-doc-tokens`, `--sweep-batch-tokens`; defaults sized to finish
+    /// in minutes, smaller on the CPU), one record per point; no baseline.
+    #[arg(long, conflicts_with_all = ["sequence_tokens", "prefix_study", "profile"])]
+    sweep: bool,
+    /// Documents per request of the sweep: a comma list, or A..B (A, 2A, 4A, …
+    /// up to B).
+    #[arg(long, value_name = "LIST", requires = "sweep", value_parser = sweep_values)]
+    sweep_docs: Option<SweepAxis>,
+    /// Tokens per document of the sweep (as --sweep-docs).
+    #[arg(long, value_name = "LIST", requires = "sweep", value_parser = sweep_values)]
+    sweep_doc_tokens: Option<SweepAxis>,
+    /// Tokens per forward pass of the sweep (as --sweep-docs).
+    #[arg(long, value_name = "LIST", requires = "sweep", value_parser = sweep_values)]
+    sweep_batch_tokens: Option<SweepAxis>,
+    /// With --sweep: append each point's JSON record to FILE as it is
+    /// measured, and skip the points FILE already holds for this device,
+    /// backend, arithmetic and model (an interrupted sweep resumes).
+    #[arg(long, value_name = "FILE", requires = "sweep")]
+    out: Option<std::path::PathBuf>,
+}
+
+/// The values of one sweep axis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SweepAxis(Vec<usize>);
+
+/// A sweep axis: `8,32,128` or `8..128` (8, 16, 32, 64, 128); each value from 1
+/// to 16,777,216, at most 64 values.
+fn sweep_values(text: &str) -> Result<SweepAxis, String> {
+    let values: Vec<usize> = match text.split_once("..") {
+        Some((low, high)) => {
+            let low = count::<1, MAX_PASS_TOKENS>(low)?;
+            let high = count::<1, MAX_PASS_TOKENS>(high)?;
+            if high < low {
+                return Err(format!("{text}: the range ends below its start"));
+            }
+            std::iter::successors(Some(low), |v| v.checked_mul(2))
+                .take_while(|v| *v <= high)
+                .collect()
+        }
+        None => text
+            .split(',')
+            .map(count::<1, MAX_PASS_TOKENS>)
+            .collect::<Result<_, _>>()?,
+    };
+    if values.len() > 64 {
+        return Err(format!("{text}: {} values, at most 64", values.len()));
+    }
+    Ok(SweepAxis(values))
 }
 
 /// Token sequences of one measured workload and how they are batched.
@@ -260,47 +310,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let backend_name = reranker.backend_name();
     let on_cpu = backend_name.starts_with("cpu");
     let load_time = load_start.elapsed();
-    let prompt = reranker.prompt();
-    let vocab = prompt.tokenizer().vocab_size().min(151_643) as u32;
     let mut rng = StdRng::seed_from_u64(7);
-    let mut random_ids =
-        |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..vocab)).collect() };
+    if args.sweep {
+        let template = record_template(&args, &loaded.name, &device, reranker);
+        return sweep(&args, reranker, &mut rng, template);
+    }
     let workload = match args.sequence_tokens {
-        Some(len) => Workload {
-            passes: (0..args.docs)
-                .map(|_| (Vec::new(), vec![random_ids(len)]))
-                .collect(),
-            pair_tokens: vec![len; args.docs],
-        },
-        None => {
-            let query_ids = random_ids(args.query_tokens);
-            let query = prompt.tokenizer().decode(&query_ids)?;
-            let prefix = prompt.query_prefix(None, &query)?;
-            let request = ScoreRequest {
-                documents: (0..args.docs)
-                    .map(|_| {
-                        let mut doc = random_ids(args.doc_tokens);
-                        doc.extend_from_slice(prompt.suffix_ids());
-                        doc
-                    })
-                    .collect(),
-                prefix,
-            };
-            // Passes as the server's scheduler packs one request.
-            let passes = request
-                .passes(args.batch_tokens)
-                .into_iter()
-                .map(|pass| (request.prefix.clone(), request.documents[pass].to_vec()))
-                .collect();
+        Some(len) => {
+            let vocab = vocab_of(reranker);
             Workload {
-                passes,
-                pair_tokens: request
-                    .documents
-                    .iter()
-                    .map(|d| request.prefix.len() + d.len())
+                passes: (0..args.docs)
+                    .map(|_| (Vec::new(), vec![random_ids(&mut rng, vocab, len)]))
                     .collect(),
+                pair_tokens: vec![len; args.docs],
             }
         }
+        None => rerank_workload(
+            reranker,
+            &mut rng,
+            (args.docs, args.doc_tokens, args.query_tokens),
+            args.batch_tokens,
+        )?,
     };
     let c = reranker.config();
     say!(
@@ -365,29 +395,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let c = reranker.config();
     let mut record = Record {
-        tessera: env!("CARGO_PKG_VERSION").to_string(),
-        commit: option_env!("TESSERA_GIT_COMMIT")
-            .unwrap_or("unknown")
-            .to_string(),
-        device: device.clone(),
-        cpu: tessera_runtime::cpu_model(),
-        backend: backend_name.clone(),
-        arithmetic: if on_cpu {
-            args.run_on.precision.name().to_string()
-        } else if backend_name.starts_with("cuda") {
-            args.run_on.gpu_precision.name().to_string()
-        } else {
-            "f32".to_string()
-        },
-        model: loaded.name.clone(),
-        layers: c.n_layers,
-        hidden: c.hidden,
-        ffn: c.ffn,
-        heads: c.n_heads,
-        kv_heads: c.n_kv_heads,
-        head_dim: c.head_dim,
         workload: if args.sequence_tokens.is_some() {
             "prefill"
         } else {
@@ -410,6 +418,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         docs_per_s,
         reference_tokens_per_s: None,
         profile,
+        ..record_template(&args, &loaded.name, &device, reranker)
     };
     let baseline_docs = args.baseline_docs.min(args.docs);
     if (on_cpu && args.run_on.precision == Precision::Reference) || baseline_docs == 0 {
@@ -450,6 +459,216 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     emit(&record, args.format)
 }
 
+/// `n` random token ids below `vocab`.
+fn random_ids(rng: &mut StdRng, vocab: u32, n: usize) -> Vec<u32> {
+    (0..n).map(|_| rng.random_range(0..vocab)).collect()
+}
+
+/// The ids random documents draw from: the tokenizer's ordinary tokens.
+fn vocab_of(reranker: &dyn AnyReranker) -> u32 {
+    reranker.prompt().tokenizer().vocab_size().min(151_643) as u32
+}
+
+/// One query of `query_tokens` random tokens and `docs` documents of
+/// `doc_tokens`, in the prompt, batched into passes of `batch_tokens` as the
+/// server's scheduler packs one request.
+fn rerank_workload(
+    reranker: &dyn AnyReranker,
+    rng: &mut StdRng,
+    (docs, doc_tokens, query_tokens): (usize, usize, usize),
+    batch_tokens: usize,
+) -> anyhow::Result<Workload> {
+    let prompt = reranker.prompt();
+    let vocab = vocab_of(reranker);
+    let query_ids = random_ids(rng, vocab, query_tokens);
+    let query = prompt.tokenizer().decode(&query_ids)?;
+    let prefix = prompt.query_prefix(None, &query)?;
+    let request = ScoreRequest {
+        documents: (0..docs)
+            .map(|_| {
+                let mut doc = random_ids(rng, vocab, doc_tokens);
+                doc.extend_from_slice(prompt.suffix_ids());
+                doc
+            })
+            .collect(),
+        prefix,
+    };
+    let passes = request
+        .passes(batch_tokens)
+        .into_iter()
+        .map(|pass| (request.prefix.clone(), request.documents[pass].to_vec()))
+        .collect();
+    Ok(Workload {
+        passes,
+        pair_tokens: request
+            .documents
+            .iter()
+            .map(|d| request.prefix.len() + d.len())
+            .collect(),
+    })
+}
+
+/// A record's fields that do not depend on the workload: the build, the
+/// device, the backend and its arithmetic, the model; the rest zero.
+fn record_template(
+    args: &BenchArgs,
+    model: &str,
+    device: &str,
+    reranker: &dyn AnyReranker,
+) -> Record {
+    let backend = reranker.backend_name();
+    let c = reranker.config();
+    Record {
+        tessera: env!("CARGO_PKG_VERSION").to_string(),
+        commit: option_env!("TESSERA_GIT_COMMIT")
+            .unwrap_or("unknown")
+            .to_string(),
+        device: device.to_string(),
+        cpu: tessera_runtime::cpu_model(),
+        arithmetic: if backend.starts_with("cpu") {
+            args.run_on.precision.name().to_string()
+        } else if backend.starts_with("cuda") {
+            args.run_on.gpu_precision.name().to_string()
+        } else {
+            "f32".to_string()
+        },
+        backend,
+        model: model.to_string(),
+        layers: c.n_layers,
+        hidden: c.hidden,
+        ffn: c.ffn,
+        heads: c.n_heads,
+        kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+        workload: String::new(),
+        docs: 0,
+        doc_tokens: 0,
+        query_tokens: 0,
+        batch_tokens: 0,
+        passes: 0,
+        billed_tokens: 0,
+        runs: 0,
+        median_s: 0.0,
+        tokens_per_s: 0.0,
+        docs_per_s: 0.0,
+        reference_tokens_per_s: None,
+        profile: None,
+    }
+}
+
+/// The default sweep grid: documents per request × tokens per document ×
+/// batch tokens, sized to finish in a few minutes (smaller on the CPU).
+fn default_grid(on_cpu: bool) -> [Vec<usize>; 3] {
+    if on_cpu {
+        [vec![4, 16], vec![64, 256], vec![1024, 4096]]
+    } else {
+        [vec![16, 64, 256], vec![128, 512, 2048], vec![4096, 16384]]
+    }
+}
+
+/// Whether `line` (a JSON record) is the point `record` would measure: same
+/// device, backend, arithmetic, model and workload shape.
+fn same_point(line: &str, record: &Record) -> bool {
+    let Ok(old) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    let text = |key: &str, want: &str| old[key].as_str() == Some(want);
+    let number = |key: &str, want: usize| old[key].as_u64() == Some(want as u64);
+    text("device", &record.device)
+        && text("backend", &record.backend)
+        && text("arithmetic", &record.arithmetic)
+        && text("model", &record.model)
+        && text("workload", &record.workload)
+        && number("docs", record.docs)
+        && number("doc_tokens", record.doc_tokens)
+        && number("query_tokens", record.query_tokens)
+        && number("batch_tokens", record.batch_tokens)
+}
+
+/// `--sweep`: every point of the grid measured on the loaded model, one record
+/// each (appended to `--out` as it is measured, or written on stdout in
+/// `--format`), progress on stderr; points `--out` already holds are skipped.
+fn sweep(
+    args: &BenchArgs,
+    reranker: &dyn AnyReranker,
+    rng: &mut StdRng,
+    template: Record,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let [docs, doc_tokens, batch_tokens] = default_grid(template.backend.starts_with("cpu"));
+    let axis =
+        |given: &Option<SweepAxis>, default: Vec<usize>| given.clone().map_or(default, |a| a.0);
+    let docs = axis(&args.sweep_docs, docs);
+    let doc_tokens = axis(&args.sweep_doc_tokens, doc_tokens);
+    let batch_tokens = axis(&args.sweep_batch_tokens, batch_tokens);
+    let done: Vec<String> = match &args.out {
+        Some(path) if path.exists() => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut out = match &args.out {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let points = docs.len() * doc_tokens.len() * batch_tokens.len();
+    let mut records = Vec::new();
+    let mut index = 0;
+    for &d in &docs {
+        for &t in &doc_tokens {
+            for &b in &batch_tokens {
+                index += 1;
+                let mut record = Record {
+                    workload: "rerank".into(),
+                    docs: d,
+                    doc_tokens: t,
+                    query_tokens: args.query_tokens,
+                    batch_tokens: b,
+                    runs: args.runs,
+                    ..template.clone()
+                };
+                if done.iter().any(|line| same_point(line, &record)) {
+                    eprintln!("[{index}/{points}] {d} docs × {t} tokens, batch {b}: in the file already, skipped");
+                    continue;
+                }
+                let workload = rerank_workload(reranker, rng, (d, t, args.query_tokens), b)?;
+                let median = workload.measure(reranker, args.runs, true, "sweep")?;
+                record.passes = workload.passes.len();
+                record.billed_tokens = workload.tokens();
+                record.median_s = median;
+                record.tokens_per_s = workload.tokens() as f64 / median;
+                record.docs_per_s = workload.docs() as f64 / median;
+                eprintln!(
+                    "[{index}/{points}] {d} docs × {t} tokens, batch {b}: {:.1} tokens/s, {:.2} docs/s",
+                    record.tokens_per_s, record.docs_per_s
+                );
+                match &mut out {
+                    Some(file) => {
+                        let line = record.render(Format::Json)?.unwrap_or_default();
+                        writeln!(file, "{line}")?;
+                        file.flush()?;
+                    }
+                    None => records.push(record),
+                }
+            }
+        }
+    }
+    if let Some(text) = render_all(&records, args.format)? {
+        if !records.is_empty() {
+            println!("{text}");
+        }
+    }
+    Ok(())
+}
+
 /// Writes the record on stdout in `format` (text: already printed as it went).
 fn emit(record: &Record, format: Format) -> anyhow::Result<()> {
     if let Some(text) = record.render(format)? {
@@ -464,5 +683,28 @@ fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
         one
     } else {
         many
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_axes_are_lists_or_doubling_ranges() {
+        assert_eq!(
+            sweep_values("8..128"),
+            Ok(SweepAxis(vec![8, 16, 32, 64, 128]))
+        );
+        assert_eq!(sweep_values("3..20"), Ok(SweepAxis(vec![3, 6, 12])));
+        assert_eq!(sweep_values("5"), Ok(SweepAxis(vec![5])));
+        assert_eq!(sweep_values("1,2,3"), Ok(SweepAxis(vec![1, 2, 3])));
+        assert!(sweep_values("8..4")
+            .unwrap_err()
+            .contains("below its start"));
+        assert!(sweep_values("0").is_err());
+        assert!(sweep_values(&vec!["1"; 65].join(","))
+            .unwrap_err()
+            .contains("at most 64"));
     }
 }

@@ -213,24 +213,47 @@ impl Record {
 
     /// The record in `format`; `None` for text, which the run prints as it goes.
     pub fn render(&self, format: Format) -> anyhow::Result<Option<String>> {
-        Ok(match format {
-            Format::Text => None,
-            Format::Json => Some(serde_json::to_string(self)?),
-            Format::Csv => {
-                let row: Vec<String> = self.cells().iter().map(|c| csv_cell(c)).collect();
-                Some(format!("{}\n{}", CSV_COLUMNS.join(","), row.join(",")))
-            }
-            Format::Md => {
-                let row: Vec<String> = self.cells().iter().map(|c| c.replace('|', "\\|")).collect();
-                let rule = vec!["---"; CSV_COLUMNS.len()].join(" | ");
-                Some(format!(
-                    "| {} |\n| {rule} |\n| {} |",
-                    CSV_COLUMNS.join(" | "),
-                    row.join(" | ")
-                ))
-            }
-        })
+        render_all(std::slice::from_ref(self), format)
     }
+}
+
+/// Records in `format`, one header for all (a sweep's table): JSON Lines, CSV
+/// or a Markdown table; `None` for text (printed as it went).
+pub fn render_all(records: &[Record], format: Format) -> anyhow::Result<Option<String>> {
+    Ok(match format {
+        Format::Text => None,
+        Format::Json => Some(
+            records
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<Vec<_>, _>>()?
+                .join("\n"),
+        ),
+        Format::Csv => {
+            let mut lines = vec![CSV_COLUMNS.join(",")];
+            for record in records {
+                let row: Vec<String> = record.cells().iter().map(|c| csv_cell(c)).collect();
+                lines.push(row.join(","));
+            }
+            Some(lines.join("\n"))
+        }
+        Format::Md => {
+            let rule = vec!["---"; CSV_COLUMNS.len()].join(" | ");
+            let mut lines = vec![
+                format!("| {} |", CSV_COLUMNS.join(" | ")),
+                format!("| {rule} |"),
+            ];
+            for record in records {
+                let row: Vec<String> = record
+                    .cells()
+                    .iter()
+                    .map(|c| c.replace('|', "\\|"))
+                    .collect();
+                lines.push(format!("| {} |", row.join(" | ")));
+            }
+            Some(lines.join("\n"))
+        }
+    })
 }
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
