@@ -8,7 +8,9 @@ use tessera_backend::Backend;
 use tessera_gguf::GgufFile;
 use tessera_model::{ModelConfig, RerankTokenizer};
 
-use crate::tuning_choice::{gemm_shapes, tuning_cache_path, with_tuning, TuneOptions};
+use crate::tuning_choice::{
+    choices_line, gemm_shapes, tuning_cache_path, with_tuning, TuneOptions,
+};
 use crate::{
     model_on, tuning, Arithmetic, BackendOptions, Devices, Loaded, RuntimeError, TuningTable,
 };
@@ -32,7 +34,10 @@ fn on_gpu_number(
     let backend = CudaBackend::new(ordinal)
         .and_then(|b| b.with_arithmetic(options.gpu_precision))
         .map_err(RuntimeError::backend("cuda"))?;
-    let (backend, gemms) = with_tuning(backend, &options.tuning)?;
+    let (backend, mut gemms) = with_tuning(backend, &options.tuning)?;
+    if let Ok(config) = ModelConfig::from_gguf(file) {
+        gemms += &choices_line(&backend, &config, tessera_backend_cuda::MLP_CHUNK_ROWS);
+    }
     let name = backend.name();
     // A second handle on the same GPU, to read its memory after the backend
     // has moved into the engine.

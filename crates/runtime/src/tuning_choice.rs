@@ -119,6 +119,30 @@ fn with_tuning_at<D: tessera_backend_cuda::Device>(
     }
 }
 
+/// What serves a model's matmuls and attention on `backend` at `rows` tokens
+/// a pass, for the device line: `; at 4096 rows: q/k/v 256x128, o 256x128,
+/// gate/up 256x128, down 256x128, attention f16kv` (nothing in W8A8).
+pub fn choices_line<D: tessera_backend_cuda::Device>(
+    backend: &tessera_backend_cuda::KernelBackend<D>,
+    config: &ModelConfig,
+    rows: usize,
+) -> String {
+    if backend.arithmetic() != Arithmetic::W8A16 {
+        return String::new();
+    }
+    let names = ["q/k/v", "o", "gate/up", "down"];
+    let gemms: Vec<String> = gemm_shapes(config)
+        .iter()
+        .zip(names)
+        .map(|(shape, name)| format!("{name} {}", backend.gemm_choice(rows, &shape.n, shape.k)))
+        .collect();
+    format!(
+        "; at {rows} rows: {}, attention {}",
+        gemms.join(", "),
+        backend.attention_kernel(config.head_dim).name()
+    )
+}
+
 /// What `tessera tune` measures.
 #[derive(Clone, Debug)]
 pub struct TuneOptions {
@@ -230,6 +254,34 @@ mod tests {
         assert!(matches!(b.gemm_policy(), GemmPolicy::Builtin));
         assert!(said.contains("no tuning table"), "{said}");
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn the_device_line_names_what_serves_each_matmul_and_attention() {
+        let config = ModelConfig {
+            n_layers: 36,
+            hidden: 2560,
+            ffn: 9728,
+            n_heads: 32,
+            n_kv_heads: 8,
+            head_dim: 128,
+            rms_eps: 1e-6,
+            rope_theta: 1e6,
+            context_length: 40_960,
+        };
+        assert_eq!(choices_line(&emulated(), &config, 4096), "");
+        let line = choices_line(&emulated_w8a16(), &config, 4096);
+        assert_eq!(
+            line,
+            "; at 4096 rows: q/k/v 256x128, o 256x128, gate/up 256x128, down 256x128, attention f16kv"
+        );
+        // A few rows take the 64-row tile (the emulated device's 4 SMs are
+        // filled by these grids already: no split).
+        let few = choices_line(&emulated_w8a16(), &config, 16);
+        assert_eq!(
+            few,
+            "; at 16 rows: q/k/v 64x128, o 64x128, gate/up 64x128, down 64x128, attention f16kv"
+        );
     }
 
     #[test]
