@@ -254,6 +254,18 @@ static __device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
 #endif
 }
 
+// An aligned 16-byte store (st.v4.b32).
+static __device__ __forceinline__ void store_16(void* p, const u32 (&v)[4]) {
+#ifdef TESSERA_CUDA_EMULATION
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
+        cuda_emu::kernel_error("a 16-byte store to an address that is not 16-byte aligned");
+    }
+    std::memcpy(p, v, 16);
+#else
+    *reinterpret_cast<uint4*>(p) = make_uint4(v[0], v[1], v[2], v[3]);
+#endif
+}
+
 // An aligned 8-byte shared-memory store (st.shared.v2.b32).
 static __device__ __forceinline__ void store_8(void* p, u32 a, u32 b) {
 #ifdef TESSERA_CUDA_EMULATION
@@ -317,6 +329,108 @@ static __device__ __forceinline__ void require_dynamic_shared(u32 needed) {
     if (size < needed) {
         __trap();
     }
+#endif
+}
+
+// ------------------------------------------------------ Hopper wgmma (sm_90a)
+//
+// Warpgroup matrix multiply (four consecutive warps, 128 threads, issue it
+// together): compiled for sm_90a only (NVRTC compute_90a; `__CUDA_ARCH_FEAT_SM90_ALL`),
+// emulated lane-exactly (cuda_cpu.cpp's wgmma_m64nNk16_f16, which documents
+// the layouts), a trap on other targets. Results are asynchronous: read the
+// accumulators only after wgmma_wait covers their group.
+
+// The shared-memory address of `p` (what a matrix descriptor holds).
+static __device__ __forceinline__ u32 shared_address(const void* p) {
+#ifdef TESSERA_CUDA_EMULATION
+    return cuda_emu::shared_address(p);
+#else
+    return u32(__cvta_generic_to_shared(p));
+#endif
+}
+
+// A wgmma shared-memory matrix descriptor: start address, leading and stride
+// dimension byte offsets (multiples of 16), layout 0 (no swizzle) or 1
+// (128-byte swizzle), base offset 0.
+static __device__ __forceinline__ u64 gmma_desc(u32 address, u32 lbo, u32 sbo, u32 layout) {
+    return u64((address >> 4) & 0x3fffu) | (u64((lbo >> 4) & 0x3fffu) << 16) | (u64((sbo >> 4) & 0x3fffu) << 32) |
+           (u64(layout & 3u) << 62);
+}
+
+// wgmma.fence: orders the warpgroup's register writes (A fragments,
+// accumulators) before the wgmma that read them.
+static __device__ __forceinline__ void wgmma_fence() {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::wgmma_fence();
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
+static __device__ __forceinline__ void wgmma_commit() {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::wgmma_commit();
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
+// Pins the accumulators in place for the compiler: an empty volatile asm that
+// "writes" each of them, so no read of `d` moves above a wgmma_wait before it
+// (the wgmma's own asm names them as outputs, so nothing else orders those
+// reads after the wait) and no write moves below a wgmma after it.
+template <int N>
+static __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N]) {
+#ifndef TESSERA_CUDA_EMULATION
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        asm volatile("" : "+f"(d[i])::"memory");
+    }
+#else
+    (void)d;
+#endif
+}
+
+// Waits until at most PENDING committed wgmma groups are in flight.
+template <int PENDING>
+static __device__ __forceinline__ void wgmma_wait() {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::wgmma_wait(PENDING);
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(PENDING) : "memory");
+#else
+    __trap();
+#endif
+}
+
+// D (64 × 64, f32; this thread's 32: d[4j + 2h + e] = row 16·warp + g + 8h,
+// column 8j + 2t + e) = A (64 × 16, f16 in registers, mma.m16n8k16's A layout
+// per warp) · B (16 × 64, f16, K-major in shared memory by `desc_b`) + D when
+// `accumulate`.
+static __device__ __forceinline__ void wgmma_m64n64k16_f16(float (&d)[32], const u32 (&a)[4], u64 desc_b,
+                                                           bool accumulate) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::wgmma_m64nNk16_f16(d, 64, a, desc_b, accumulate);
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
+                   "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+                   "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+                   "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));
+#else
+    __trap();
 #endif
 }
 

@@ -337,17 +337,6 @@ struct W16Config {
 // Where 16-byte chunk `c` of raw weight row `n` is kept (see above).
 static __device__ __forceinline__ u32 w16_raw_chunk(u32 n, u32 c) { return c ^ (((n >> 1) & 1u) << 1); }
 
-static __device__ __forceinline__ void store_16(void* p, const u32 (&v)[4]) {
-#ifdef TESSERA_CUDA_EMULATION
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
-        cuda_emu::kernel_error("a 16-byte store to an address that is not 16-byte aligned");
-    }
-    std::memcpy(p, v, 16);
-#else
-    *reinterpret_cast<uint4*>(p) = make_uint4(v[0], v[1], v[2], v[3]);
-#endif
-}
-
 // What one thread copies and converts, fixed for the block's whole k loop;
 // pointers are at k stage 0 of the block's weight and rows, and advance by a
 // stage per stage. Thread tid's chunks i = 0, 1, ... are tid + i · THREADS in

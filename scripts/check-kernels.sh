@@ -131,6 +131,17 @@ for arch in "${ARCHS[@]}"; do
             echo "sm_$arch $line" >>"$LOOPS"
         done
     fi
+    # The wgmma probe: on sm_90a its loop issues HGMMA (the warpgroup mma the
+    # Hopper kernels build on); other targets compile its trap.
+    cubin="$OUT/sm_$arch/wgmma_probe.cubin"
+    if [[ $arch == 90a && -f "$cubin" ]]; then
+        line=$("$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" wgmma_probe_64x64 || true)
+        if [[ $line != *HGMMA* ]]; then
+            echo "FAILED: no HGMMA in the sm_90a loop of wgmma_probe_64x64: $line"
+            failures=$((failures + 1))
+        fi
+        echo "sm_$arch $line" >>"$LOOPS"
+    fi
     # Attention's arithmetic loops and their shared-memory loads per FMA (report only).
     cubin="$OUT/sm_$arch/attention.cubin"
     if [[ -f "$cubin" ]]; then

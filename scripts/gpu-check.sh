@@ -342,10 +342,13 @@ digest_facts() {
 }
 
 step_parity() {
-    "$BIN/gpu" every_op --nocapture --test-threads 1
+    # The op kit in both arithmetics, and the wgmma probe (the emulator's
+    # reading of the Hopper instruction checked against this card).
+    "$BIN/gpu" every_op wgmma_probe --nocapture --test-threads 1
 }
 digest_parity() {
     grep -E "test result" "$LOGS/parity.log" | tail -1
+    grep -E "wgmma probe|wgmma needs" "$LOGS/parity.log" | head -6
     grep -cE "FAILED|panicked" "$LOGS/parity.log" | sed 's/^/failure lines: /'
     skipped_note "$LOGS/parity.log"
 }

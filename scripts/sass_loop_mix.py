@@ -21,7 +21,7 @@ import re
 import subprocess
 import sys
 
-HOT = ("IMMA", "IDP", "HMMA")
+HOT = ("IMMA", "IDP", "HMMA", "HGMMA")
 
 
 def instructions(cuobjdump, cubin, kernel):
@@ -99,7 +99,7 @@ def main():
         return 1
     counts = collections.Counter(text.split()[0].split(".")[0] for _, text in loop)
     mix = ", ".join(f"{op} {n}" for op, n in counts.most_common())
-    mma = counts["IMMA"] + counts["HMMA"]
+    mma = counts["IMMA"] + counts["HMMA"] + counts["HGMMA"]
     per = f", {len(loop) / mma:.2f} per mma" if mma else ""
     print(f"{kernel}: {len(loop)} instructions per iteration{per}: {mix}")
     bad = [op for op in forbid if counts[op]]

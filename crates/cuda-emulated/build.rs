@@ -67,6 +67,16 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "mutant_attention_wait",
     ),
     (
+        "wgmma_probe",
+        "TESSERA_MUTATE_WGMMA_SWIZZLE",
+        "mutant_wgmma_swizzle",
+    ),
+    (
+        "wgmma_probe",
+        "TESSERA_MUTATE_WGMMA_WAIT",
+        "mutant_wgmma_wait",
+    ),
+    (
         "attention",
         "TESSERA_MUTATE_ATTENTION_BUFFER",
         "mutant_attention_buffer",

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <deque>
+#include <limits>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -35,6 +36,12 @@ struct PendingCopy {
     std::vector<uint8_t> data;
 };
 
+// A wgmma's result: the accumulator registers it writes, and their values.
+struct PendingWgmma {
+    float* d;
+    std::vector<float> values;
+};
+
 struct Fiber {
 #if defined(__x86_64__)
     void* sp = nullptr;
@@ -47,6 +54,10 @@ struct Fiber {
     unsigned collectives = 0;  // warp collectives entered so far
     std::vector<PendingCopy> open_group;
     std::deque<std::vector<PendingCopy>> committed;
+    // wgmma results in flight: issued since the last commit, then committed
+    // groups; each the accumulator array and the values it will hold.
+    std::vector<PendingWgmma> wgmma_open;
+    std::deque<std::vector<PendingWgmma>> wgmma_committed;
 };
 
 struct Warp {
@@ -265,6 +276,8 @@ bool run_block(Scheduler& s, uint3 block_idx, dim3 grid, dim3 block) {
         f.collectives = 0;
         f.open_group.clear();
         f.committed.clear();
+        f.wgmma_open.clear();
+        f.wgmma_committed.clear();
 #if defined(__x86_64__)
         f.sp = prepare_stack(f.stack);
 #else
@@ -383,6 +396,132 @@ void* dynamic_shared() {
 }
 
 unsigned dynamic_shared_bytes() { return scheduler->shared_bytes; }
+
+uint32_t shared_address(const void* p) {
+    Scheduler& s = *scheduler;
+    const auto* byte = static_cast<const uint8_t*>(p);
+    if (s.shared.empty() || byte < s.shared.data() || byte >= s.shared.data() + s.shared.size()) {
+        fail("a shared-memory address outside the block's dynamic shared memory");
+    }
+    return uint32_t(byte - s.shared.data());
+}
+
+// wgmma.mma_async m64nNk16 .f32.f16.f16, A from registers, B from a shared
+// memory descriptor; written from the PTX ISA, section 9.7.15 "Asynchronous
+// Warpgroup Level Matrix Multiply-Accumulate Instructions":
+//   A (64×16, per warp w of the warpgroup rows 16w..16w+15; four .f16x2
+//   registers a0..a7 as mma.m16n8k16's A): row = groupID (+8 for a2, a3, a6,
+//   a7), col = threadID_in_group*2 + (i & 1) (+8 for i >= 4).
+//   D (64×N, .f32, per warp its 16 rows): d[4j + 2h + e] = (row groupID + 8h,
+//   col 8j + threadID_in_group*2 + e).
+//   Matrix descriptor (64 bits): start address >> 4 in bits 0-13, leading
+//   dimension byte offset >> 4 in 16-29, stride dimension byte offset >> 4 in
+//   32-45, base offset in 49-51 (0 here), layout (swizzle) in 62-63: 0 none
+//   ("interleave"), 1 128-byte. K-major B (N rows, k contiguous) in core
+//   matrices of 8 rows × 16 bytes: without swizzle row n, k-octet c at
+//   start + (n%8)·16 + (n/8)·SBO + c·LBO; with the 128-byte swizzle rows are
+//   128 bytes (start + (n%8)·128 + (n/8)·SBO + c·16) and the 16-byte chunk
+//   index (address bits 4-6) is XORed with the row within the 1,024-byte atom
+//   (bits 7-9).
+// The products are exact (in double) and summed with D's old value, rounded
+// once to f32 per instruction, as mma_m16n8k16_f16 above.
+void wgmma_m64nNk16_f16(float* d, unsigned n, const uint32_t (&a)[4], uint64_t desc, bool accumulate) {
+    Scheduler& s = *scheduler;
+    Fiber& fiber = *s.running;
+    if (n % 8 != 0 || n == 0 || n > 256) {
+        fail("wgmma: N must be a multiple of 8 from 8 to 256");
+    }
+    uint32_t* mine = warp_slots_next() + lane_id() * kSlotWords;
+    std::memcpy(mine, a, 16);
+    const uint32_t* slots = warp_slots(warp_collective(0xffffffffu, "wgmma.mma_async"));
+    double A[16][16];
+    for (unsigned lane = 0; lane < 32; ++lane) {
+        const uint32_t* frag = slots + lane * kSlotWords;
+        const unsigned group = lane >> 2, in_group = lane & 3;
+        for (unsigned i = 0; i < 8; ++i) {
+            const uint16_t h = uint16_t(frag[i / 2] >> (16 * (i & 1)));
+            const unsigned row = (i & 2) ? group + 8 : group;
+            const unsigned col = in_group * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+            A[row][col] = half_bits_to_float(h);
+        }
+    }
+    const uint32_t start = uint32_t(desc & 0x3fff) << 4;
+    const uint32_t lbo = uint32_t((desc >> 16) & 0x3fff) << 4;
+    const uint32_t sbo = uint32_t((desc >> 32) & 0x3fff) << 4;
+    const unsigned base_offset = unsigned((desc >> 49) & 7), layout = unsigned(desc >> 62);
+    if (base_offset != 0 || (layout != 0 && layout != 1)) {
+        fail("wgmma: only base offset 0 and the no-swizzle and 128-byte swizzle layouts are emulated");
+    }
+    auto b = [&](unsigned k, unsigned col) -> double {
+        uint32_t offset;
+        if (layout == 0) {
+            offset = start + (col % 8) * 16 + (col / 8) * sbo + (k / 8) * lbo + (k % 8) * 2;
+        } else {
+            offset = start + (col % 8) * 128 + (col / 8) * sbo + (k / 8) * 16 + (k % 8) * 2;
+            offset ^= ((offset >> 7) & 7u) << 4;
+        }
+        if (offset + 2 > s.shared.size()) {
+            fail("wgmma: a B element outside the block's dynamic shared memory");
+        }
+        uint16_t h;
+        std::memcpy(&h, s.shared.data() + offset, 2);
+        return half_bits_to_float(h);
+    };
+    // The accumulator's value as the async proxy sees it: the newest pending
+    // result for it, else the registers.
+    const float* input = d;
+    for (auto group = fiber.wgmma_committed.rbegin(); group != fiber.wgmma_committed.rend() && input == d; ++group) {
+        for (auto op = group->rbegin(); op != group->rend(); ++op) {
+            if (op->d == d) {
+                input = op->values.data();
+                break;
+            }
+        }
+    }
+    for (auto op = fiber.wgmma_open.rbegin(); op != fiber.wgmma_open.rend(); ++op) {
+        if (op->d == d) {
+            input = op->values.data();
+            break;
+        }
+    }
+    const unsigned lane = lane_id(), group = lane >> 2, in_group = lane & 3;
+    PendingWgmma op{d, std::vector<float>(n / 2)};
+    for (unsigned j = 0; j < n / 8; ++j) {
+        for (unsigned h = 0; h < 2; ++h) {
+            for (unsigned e = 0; e < 2; ++e) {
+                const unsigned row = group + 8 * h, col = 8 * j + 2 * in_group + e;
+                const unsigned i = 4 * j + 2 * h + e;
+                double sum = accumulate ? double(input[i]) : 0.0;
+                for (unsigned k = 0; k < 16; ++k) {
+                    sum += A[row][k] * b(k, col);
+                }
+                op.values[i] = float(sum);
+            }
+        }
+    }
+    fiber.wgmma_open.push_back(std::move(op));
+    for (unsigned i = 0; i < n / 2; ++i) {
+        d[i] = std::numeric_limits<float>::quiet_NaN();  // in flight until waited for
+    }
+}
+
+void wgmma_fence() {}
+
+void wgmma_commit() {
+    Fiber& fiber = *scheduler->running;
+    fiber.wgmma_committed.push_back(std::move(fiber.wgmma_open));
+    fiber.wgmma_open.clear();
+}
+
+void wgmma_wait(unsigned pending_allowed) {
+    Fiber& fiber = *scheduler->running;
+    while (fiber.wgmma_committed.size() > pending_allowed) {
+        for (PendingWgmma& op : fiber.wgmma_committed.front()) {
+            std::memcpy(op.d, op.values.data(), op.values.size() * sizeof(float));
+        }
+        fiber.wgmma_committed.pop_front();
+    }
+}
 
 void cp_async(void* shared_dst, const void* global_src, unsigned bytes, unsigned src_bytes) {
     Fiber& fiber = *scheduler->running;

@@ -91,6 +91,18 @@ void ldmatrix_x4_trans(int (&d)[4], const void* row);
 // mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, lane-exact fragments
 // (cuda_cpu.cpp); the sum is exact, rounded once to f32.
 void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]);
+// The shared-memory address of `p` (cvta.to.shared): its offset in the running
+// block's dynamic shared memory, the only shared memory a wgmma operand uses here.
+uint32_t shared_address(const void* p);
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.f16.f16 with A in registers and B
+// K-major in shared memory by descriptor (no swizzle or 128-byte swizzle), for
+// the calling warp's 16 rows of the warpgroup's 64; `d` holds N/2 f32. Issued
+// asynchronously: `d` reads as NaN until a wgmma_wait covering its group.
+void wgmma_m64nNk16_f16(float* d, unsigned n, const uint32_t (&a)[4], uint64_t desc_b, bool accumulate);
+// wgmma.fence / commit_group / wait_group.
+void wgmma_fence();
+void wgmma_commit();
+void wgmma_wait(unsigned pending_allowed);
 // An aligned vector load of `bytes` (8 or 16) bytes (ld.shared.v2/v4.b32):
 // misaligned addresses are a kernel error, as on the GPU.
 void load_vector(void* dst, const void* src, unsigned bytes);

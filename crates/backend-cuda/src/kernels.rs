@@ -27,6 +27,10 @@ pub const MODULES: &[(&str, &str)] = &[
     ("rope", include_str!("../../../kernels/rope.cu")),
     ("score_head", include_str!("../../../kernels/score_head.cu")),
     ("swiglu", include_str!("../../../kernels/swiglu.cu")),
+    (
+        "wgmma_probe",
+        include_str!("../../../kernels/wgmma_probe.cu"),
+    ),
 ];
 
 const INCLUDE_COMMON: &str = "#include \"common.cuh\"";
@@ -45,9 +49,15 @@ pub fn module_source(stem: &str) -> Option<String> {
 
 pub use crate::kernel_names::kernel_names;
 
-/// The `compute_XY` virtual architecture NVRTC targets for a device.
+/// The virtual architecture NVRTC targets for a device: `compute_XY`, and on
+/// compute capability 9.0 `compute_90a`, whose arch-specific instructions
+/// (`wgmma`, `setmaxnreg`, TMA multicast) the Hopper kernels need; its PTX runs
+/// on sm_90 only, which is what 9.0 is.
 pub fn nvrtc_arch(major: u32, minor: u32) -> String {
-    format!("compute_{major}{minor}")
+    match (major, minor) {
+        (9, 0) => "compute_90a".to_string(),
+        _ => format!("compute_{major}{minor}"),
+    }
 }
 
 /// A stable 64-bit FNV-1a hash (the on-disk PTX cache key).
@@ -95,7 +105,9 @@ mod tests {
 
     #[test]
     fn architectures_and_cache_keys() {
-        assert_eq!(nvrtc_arch(9, 0), "compute_90");
+        assert_eq!(nvrtc_arch(9, 0), "compute_90a");
+        assert_eq!(nvrtc_arch(8, 0), "compute_80");
+        assert_eq!(nvrtc_arch(8, 9), "compute_89");
         assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
         assert_eq!(fnv1a(&[b"x"]), fnv1a(&[b"x"]));
     }

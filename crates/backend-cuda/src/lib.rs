@@ -13,6 +13,7 @@ mod kernel_names;
 pub mod kernels;
 mod memory;
 pub mod ops;
+pub mod probe;
 pub mod tuning;
 
 #[cfg(feature = "cuda")]

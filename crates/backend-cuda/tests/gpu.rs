@@ -91,3 +91,33 @@ fn gpu_w8a16_scores_match_the_w8a32_reference_on_every_fixture() {
         );
     }
 }
+
+/// The wgmma probe (kernels/wgmma_probe.cu) on an sm_90 GPU, in both shared
+/// memory layouts: the hardware's product against f64. The emulated test runs
+/// the same probe; agreement here is what says the emulator reads the PTX
+/// ISA's wgmma layouts, descriptors and async groups as the hardware does.
+#[test]
+fn wgmma_probe_on_the_gpu_matches_the_product_in_both_layouts() {
+    use tessera_backend_cuda::probe::{wgmma_probe, WgmmaLayout};
+    use tessera_backend_cuda::Device;
+    let Some(backend) = gpu() else {
+        return;
+    };
+    let device = backend.device();
+    let cc = device.identity().compute_capability;
+    if cc != "9.0" {
+        println!("skipped: wgmma needs compute capability 9.0 (sm_90a); this GPU is {cc}");
+        return;
+    }
+    for layout in [WgmmaLayout::Interleave, WgmmaLayout::Swizzle128] {
+        for (k, seed) in [(64, 1), (128, 2), (1024, 3)] {
+            let result =
+                wgmma_probe(device, "wgmma_probe_64x64", k, layout, seed).expect("probe runs");
+            let error = result.relative_error();
+            println!("wgmma probe {layout:?} k {k}: relative error {error:.2e}");
+            // The tensor cores may truncate inside each k16 sum: allow a few
+            // f32 ulps per instruction.
+            assert!(error < 1e-5, "{layout:?} k {k}: {error:.2e}");
+        }
+    }
+}

@@ -405,3 +405,54 @@ fn w8a16_rows_are_scaled_by_powers_of_two_into_f16_range() {
         }
     }
 }
+
+/// The emulated wgmma (m64n64k16, A in registers, B K-major in shared memory by
+/// descriptor, no swizzle and 128-byte swizzle, chained over k and waited per
+/// group) computes A · Bᵀ: each instruction rounds once to f32, so 8 of them
+/// over k = 128 stay within a few f32 ulps of the f64 product. The probe's two
+/// mutants — chunks stored unswizzled under a swizzle descriptor, results never
+/// waited for — each fail.
+#[test]
+fn the_wgmma_probe_computes_the_product_in_both_layouts() {
+    use tessera_backend_cuda::probe::{wgmma_probe, WgmmaLayout};
+    let device = EmulatedDevice::new(MatmulPath::Mma);
+    for layout in [WgmmaLayout::Interleave, WgmmaLayout::Swizzle128] {
+        for (k, seed) in [(64, 1), (128, 2)] {
+            let result = wgmma_probe(&device, "wgmma_probe_64x64", k, layout, seed).unwrap();
+            let error = result.relative_error();
+            println!("{layout:?} k {k}: relative error {error:.2e}");
+            assert!(error < 1e-6, "{layout:?} k {k}: {error:.2e}");
+        }
+    }
+    let swizzle = EmulatedDevice::new(MatmulPath::Mma).with_kernel_replaced(
+        "wgmma_probe_64x64",
+        "mutant_wgmma_swizzle::wgmma_probe_64x64",
+    );
+    let wrong = wgmma_probe(
+        &swizzle,
+        "wgmma_probe_64x64",
+        128,
+        WgmmaLayout::Swizzle128,
+        2,
+    )
+    .unwrap();
+    assert!(
+        wrong.relative_error() > 1e-2,
+        "{:.2e}",
+        wrong.relative_error()
+    );
+    let unwaited = EmulatedDevice::new(MatmulPath::Mma)
+        .with_kernel_replaced("wgmma_probe_64x64", "mutant_wgmma_wait::wgmma_probe_64x64");
+    let early = wgmma_probe(
+        &unwaited,
+        "wgmma_probe_64x64",
+        128,
+        WgmmaLayout::Interleave,
+        2,
+    )
+    .unwrap();
+    assert!(
+        early.relative_error().is_infinite(),
+        "results read before the wait must be NaN"
+    );
+}
