@@ -128,7 +128,8 @@ pub struct DeviceIdentity {
     pub multiprocessors: usize,
     /// The most shared memory one block may opt in to (sm_80: 163 KiB,
     /// sm_86/89: 99 KiB, sm_90: 227 KiB): configurations above it are never
-    /// chosen.
+    /// chosen. (0 in a table that does not record it: no device matches.)
+    #[serde(default)]
     pub max_shared_per_block: usize,
 }
 

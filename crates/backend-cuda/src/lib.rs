@@ -144,6 +144,7 @@ impl<D: Device> KernelBackend<D> {
             GemmPolicy::Table(table) => table
                 .choose(ns, k, rows)
                 .filter(|c| c.config.fits(&identity))
+                .map(|c| tuning::split_for_rows(&identity, c, rows, ns, k))
                 .unwrap_or_else(builtin),
             GemmPolicy::Fixed(choice) => *choice,
         }

@@ -170,7 +170,7 @@ pub struct TuningTable {
 pub enum TuningError {
     #[error("tuning table {path}: {detail}")]
     Read { path: String, detail: String },
-    #[error("tuning table {path} was measured on {found}; this is {here}: run `tessera tune` on this device (or leave --tuning out for the built-in choice)")]
+    #[error("tuning table {path} was measured on {found}; this is {here}: run `tessera tune` on this device (or give --tuning builtin for the built-in choice)")]
     OtherDevice {
         path: String,
         found: String,
@@ -294,6 +294,34 @@ impl TuningTable {
 }
 
 impl TuningTable {
+    /// Keeps `older`'s entries (a table of the same device) for every shape,
+    /// row count and attention workload this one did not measure.
+    pub fn merge_older(&mut self, older: TuningTable) {
+        for entry in older.gemm {
+            if !self
+                .gemm
+                .iter()
+                .any(|e| e.shape == entry.shape && e.rows == entry.rows)
+            {
+                self.gemm.push(entry);
+            }
+        }
+        for entry in older.attention {
+            let same = |e: &AttentionEntry| {
+                (e.n_heads, e.n_kv_heads, e.head_dim, e.workload)
+                    == (
+                        entry.n_heads,
+                        entry.n_kv_heads,
+                        entry.head_dim,
+                        entry.workload,
+                    )
+            };
+            if !self.attention.iter().any(same) {
+                self.attention.push(entry);
+            }
+        }
+    }
+
     /// The attention kernel with the least time summed over the table's
     /// workloads at `head_dim`, or `None` when none was timed there.
     pub fn attention_choice(&self, head_dim: usize) -> Option<AttentionKernel> {
@@ -347,6 +375,37 @@ pub fn default_path(cache_dir: &Path, device: &DeviceIdentity) -> std::path::Pat
         .join("tessera")
         .join("tuning")
         .join(format!("{slug}.json"))
+}
+
+/// A table's choice for `rows` rows: its split-K factor lowered until the grid
+/// is within the bounds [`candidates`] times (each share two stages or more,
+/// at most four waves) — an entry measured at a few rows must not split a
+/// large batch (nor claim its workspace).
+pub fn split_for_rows(
+    device: &DeviceIdentity,
+    choice: GemmChoice,
+    rows: usize,
+    ns: &[usize],
+    k: usize,
+) -> GemmChoice {
+    let config = choice.config;
+    if !config.v3 {
+        return GemmChoice { config, split_k: 1 };
+    }
+    let blocks: usize = ns
+        .iter()
+        .map(|n| n.div_ceil(config.tile_cols))
+        .sum::<usize>()
+        * rows.div_ceil(config.tile_rows);
+    let stages = GemmConfig::k_stages(k);
+    let mut split_k = choice.split_k.clamp(1, MAX_SPLIT_K);
+    while split_k > 1
+        && (stages / split_k < MIN_STAGES_PER_SPLIT
+            || blocks * split_k > 4 * device.multiprocessors)
+    {
+        split_k -= 1;
+    }
+    GemmChoice { config, split_k }
 }
 
 /// The candidates [`tune`] times for a shape: every configuration the device's
@@ -755,6 +814,37 @@ mod tests {
         // Another shape (or the same n in another grouping): not in the table.
         assert!(t.choose(&[4096], 2560, 512).is_none());
         assert!(t.choose(&qkv, 4096, 512).is_none());
+    }
+
+    #[test]
+    fn a_new_table_keeps_an_older_ones_other_shapes() {
+        let mut new = table();
+        new.gemm.truncate(1);
+        new.gemm[0].config = "256x128".into();
+        new.attention.clear();
+        new.merge_older(table());
+        // Its own entry wins; the older table's other entries come back.
+        assert_eq!(new.gemm.len(), 3);
+        assert_eq!(new.gemm[0].config, "256x128");
+        assert_eq!(new.attention.len(), 2);
+    }
+
+    #[test]
+    fn a_table_split_measured_at_few_rows_is_not_used_on_a_large_batch() {
+        let config = GemmConfig::named("128x128").unwrap();
+        let choice = GemmChoice { config, split_k: 4 };
+        // 512 rows of the down projection: 80 blocks, four shares fit in 4 waves.
+        assert_eq!(
+            split_for_rows(&h100(), choice, 512, &[2560], 9728).split_k,
+            4
+        );
+        // 16,384 rows: 2,560 blocks already, no split.
+        assert_eq!(
+            split_for_rows(&h100(), choice, 16_384, &[2560], 9728).split_k,
+            1
+        );
+        // k = 256 is four stages: at most two shares of two.
+        assert_eq!(split_for_rows(&h100(), choice, 16, &[64], 256).split_k, 2);
     }
 
     #[test]

@@ -135,6 +135,12 @@ pub fn tune(
         &mut progress,
     )
     .map_err(RuntimeError::backend("cuda"))?;
+    // Tuning a second model on this GPU keeps the first one's entries.
+    if let Ok(old) = TuningTable::read(&path) {
+        if old.check(&path, &table.device, Arithmetic::W8A16).is_ok() {
+            table.merge_older(old);
+        }
+    }
     table.write(&path)?;
     Ok((table, path))
 }

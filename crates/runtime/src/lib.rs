@@ -44,7 +44,9 @@ pub use tessera_backend::profile::{self, Profiler};
 pub use tessera_backend_cpu::Precision;
 pub use tessera_backend_cuda::tuning::{self, GemmShape, TuningTable};
 pub use tessera_backend_cuda::Arithmetic;
-pub use tuning_choice::{gemm_shapes, tuning_cache_path, with_tuning, TuneOptions, Tuning};
+pub use tuning_choice::{
+    choices_line, gemm_shapes, tuning_cache_path, with_tuning, TuneOptions, Tuning,
+};
 
 /// Where a model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -502,6 +504,9 @@ pub fn open(
         BackendChoice::Auto => {
             match cuda::on_cuda(file, tokenizer.clone(), options) {
                 Ok(loaded) => return Ok(loaded),
+                // A GPU is there but the table asked for is not its own: say
+                // so rather than run elsewhere without it.
+                Err(e @ RuntimeError::Tuning(_)) => return Err(e),
                 Err(e) => tracing::info!("backend auto: no CUDA ({e})"),
             }
             match wgpu::on_wgpu(file, tokenizer.clone(), false, options) {

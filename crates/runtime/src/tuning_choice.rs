@@ -71,7 +71,14 @@ fn with_tuning_at<D: tessera_backend_cuda::Device>(
     cache: Option<std::path::PathBuf>,
 ) -> Result<(tessera_backend_cuda::KernelBackend<D>, String), RuntimeError> {
     if backend.arithmetic() != Arithmetic::W8A16 {
-        return Ok((backend, String::new()));
+        let note = match tuning {
+            Tuning::File(path) => format!(
+                ", tuning table {} not used: w8a8 has one kernel (tables choose w8a16's)",
+                path.display()
+            ),
+            _ => String::new(),
+        };
+        return Ok((backend, note));
     }
     let identity = backend.device().identity();
     let builtin = format!(
@@ -211,9 +218,12 @@ mod tests {
         };
         table_for(other).write(&theirs).unwrap();
 
-        // W8A8 has one kernel: nothing to choose, nothing said.
-        let (_, said) = with_tuning_at(emulated(), &Tuning::File(theirs.clone()), None).unwrap();
+        // W8A8 has one kernel: nothing to choose; a table named anyway is said
+        // to be unused.
+        let (_, said) = with_tuning_at(emulated(), &Tuning::Default, Some(mine.clone())).unwrap();
         assert_eq!(said, "");
+        let (_, said) = with_tuning_at(emulated(), &Tuning::File(theirs.clone()), None).unwrap();
+        assert!(said.contains("not used: w8a8 has one kernel"), "{said}");
         let (b, said) =
             with_tuning_at(emulated_w8a16(), &Tuning::Builtin, Some(mine.clone())).unwrap();
         assert!(matches!(b.gemm_policy(), GemmPolicy::Builtin));

@@ -99,8 +99,10 @@ impl OpenAiError {
             500..=599 => ("server_error", None),
             _ => ("invalid_request_error", None),
         };
-        let code = match (status.as_u16(), &param) {
-            (404, Some(p)) if p != "model" => None,
+        // `model_not_found` only when the model named is what was not found.
+        let code = match (status.as_u16(), param.as_deref()) {
+            (404, Some("model")) => code,
+            (404, _) => None,
             _ => code,
         };
         OpenAiError {
@@ -372,10 +374,12 @@ mod tests {
         // A field can be blamed without the `field: ` prefix in the message.
         let blamed = ApiError::empty("inputs must not be empty").at("inputs");
         assert_eq!(detail(blamed).param.as_deref(), Some("inputs"));
-        // 404s keep `model_not_found` only when the model is at fault.
+        // 404s say `model_not_found` only when the model is at fault.
         let model = ApiError::new(StatusCode::NOT_FOUND, ErrorKind::Validation, "m").at("model");
         assert_eq!(detail(model).code.as_deref(), Some("model_not_found"));
         let route = ApiError::new(StatusCode::NOT_FOUND, ErrorKind::Validation, "no route").at("x");
         assert_eq!(detail(route).code, None);
+        let unnamed = ApiError::new(StatusCode::NOT_FOUND, ErrorKind::Validation, "no route");
+        assert_eq!(detail(unnamed).code, None);
     }
 }

@@ -149,12 +149,14 @@ pub const ROUTES: &[Route] = &[
     ),
 ];
 
-/// The route a request path reaches, if any.
+/// The route a request path reaches, if any; a path under a `{*rest}` route
+/// belongs to it even with nothing after the slash (`/v1/models/`: the router
+/// answers it 404, in that route's dialect).
 pub fn route_of(path: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|r| match r.path.split_once("/{*") {
         Some((prefix, _)) => path
             .strip_prefix(prefix)
-            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/')),
+            .is_some_and(|rest| rest.starts_with('/')),
         None => r.path == path,
     })
 }
@@ -200,7 +202,10 @@ mod tests {
             route_of("/v1/models/Qwen/Qwen3").map(|r| r.endpoint),
             Some(Endpoint::Model)
         );
-        assert!(route_of("/v1/models/").is_none());
+        assert_eq!(
+            route_of("/v1/models/").map(|r| r.dialect),
+            Some(Dialect::OpenAi)
+        );
         assert!(route_of("/v1/rerank/").is_none());
         assert!(route_of("/nope").is_none());
         let open: Vec<&str> = ROUTES.iter().filter(|r| r.open).map(|r| r.path).collect();

@@ -566,6 +566,12 @@ fn default_grid(on_cpu: bool) -> [Vec<usize>; 3] {
     }
 }
 
+/// A device line without what loading measured (`, model resident 4.61 GB of
+/// 85.0 GB`, `, model mapped …`), which varies from run to run.
+fn device_name(device: &str) -> &str {
+    device.split(", model ").next().unwrap_or(device)
+}
+
 /// Whether `line` (a JSON record) is the point `record` would measure: same
 /// device, backend, arithmetic, model and workload shape.
 fn same_point(line: &str, record: &Record) -> bool {
@@ -574,7 +580,7 @@ fn same_point(line: &str, record: &Record) -> bool {
     };
     let text = |key: &str, want: &str| old[key].as_str() == Some(want);
     let number = |key: &str, want: usize| old[key].as_u64() == Some(want as u64);
-    text("device", &record.device)
+    old["device"].as_str().map(device_name) == Some(device_name(&record.device))
         && text("backend", &record.backend)
         && text("arithmetic", &record.arithmetic)
         && text("model", &record.model)
@@ -652,10 +658,13 @@ fn sweep(
                 );
                 match &mut out {
                     Some(file) => {
-                        let line = record.render(Format::Json)?.unwrap_or_default();
-                        writeln!(file, "{line}")?;
+                        // One write a record: an interrupted sweep leaves whole lines.
+                        let line = record.render(Format::Json)?.unwrap_or_default() + "\n";
+                        file.write_all(line.as_bytes())?;
                         file.flush()?;
                     }
+                    // JSON Lines go out as measured; a table needs them all.
+                    None if args.format == Format::Json => emit(&record, Format::Json)?,
                     None => records.push(record),
                 }
             }
@@ -689,6 +698,21 @@ fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resumed_points_match_whatever_loading_measured() {
+        assert_eq!(
+            device_name(
+                "cuda:0 cuda (NVIDIA H100), w8a16, model resident 4.61 GB of 85.0 GB, GEMMs: x"
+            ),
+            "cuda:0 cuda (NVIDIA H100), w8a16"
+        );
+        assert_eq!(
+            device_name("cpu (2 threads), model mapped 0.01 GB"),
+            "cpu (2 threads)"
+        );
+        assert_eq!(device_name("wgpu:0 llvmpipe"), "wgpu:0 llvmpipe");
+    }
 
     #[test]
     fn sweep_axes_are_lists_or_doubling_ranges() {

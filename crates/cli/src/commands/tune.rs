@@ -24,7 +24,7 @@ pub struct TuneArgs {
     source: ModelArgs,
     /// Tokens per pass to time each GEMM at, comma-separated; a served batch
     /// uses the entry nearest its size.
-    #[arg(long, value_delimiter = ',', default_value = "512,2048,8192,16384",
+    #[arg(long, value_delimiter = ',', default_value = "512,2048,4096,8192,16384",
           value_parser = count::<1, MAX_PASS_TOKENS>)]
     rows: Vec<usize>,
     /// Timed launches per candidate after one warm-up (the fastest counts).
