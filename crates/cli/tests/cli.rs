@@ -272,6 +272,13 @@ fn bench_writes_a_json_record_with_a_profile() {
     assert!((shares - 1.0).abs() < 1e-9, "{shares}");
     // The human-readable profile went to stderr.
     assert!(String::from_utf8_lossy(&out.stderr).contains("profile    attention"));
+    // The CPU's own ceilings, measured in the same run, beside the run's
+    // matmul rate, which cannot exceed the fast path's best.
+    let ceiling = record["ceilings"]["matmul_gflop_per_s"].as_f64().unwrap();
+    let achieved = record["matmul_gflop_per_s"].as_f64().unwrap();
+    assert!(record["ceilings"]["copy_gb_per_s"].as_f64().unwrap() > 0.0);
+    assert!(achieved > 0.0 && achieved < 2.0 * ceiling, "{achieved} vs {ceiling}");
+    assert_eq!(record["ceilings"]["matmul_shape"], "512x2560x2560");
 }
 
 /// `tessera serve` under `ulimit -n 40`, flooded with more connections than it

@@ -25,6 +25,7 @@ use tessera_engine::{
 use tessera_gguf::GgufFile;
 use tessera_model::{ModelConfig, ModelKind, RerankTokenizer};
 
+mod ceilings;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -38,6 +39,7 @@ mod wgpu;
 #[path = "wgpu_off.rs"]
 mod wgpu;
 
+pub use ceilings::{cpu_ceilings, CeilingSizes, Ceilings};
 pub use cpu::cpu_model;
 pub use cuda::tune;
 pub use tessera_backend::profile::{self, Profiler};

@@ -214,13 +214,29 @@ impl Workload {
         warm_up: bool,
         label: &str,
     ) -> anyhow::Result<f64> {
-        let run_once = || self.run_counted(reranker).map(|(seconds, _)| seconds);
+        Ok(self.measure_counted(reranker, runs, warm_up, label)?.0)
+    }
+
+    /// As `measure`, with the token rows the median run computed (the
+    /// billed tokens where the engine does not count them).
+    fn measure_counted(
+        &self,
+        reranker: &dyn AnyReranker,
+        runs: usize,
+        warm_up: bool,
+        label: &str,
+    ) -> anyhow::Result<(f64, u64)> {
         if warm_up {
-            run_once()?;
+            self.run_counted(reranker)?;
         }
         let mut times = Vec::with_capacity(runs);
         for i in 0..runs {
-            let t = run_once()?;
+            let (t, computed) = self.run_counted(reranker)?;
+            let computed = if computed == 0 {
+                self.tokens() as u64
+            } else {
+                computed
+            };
             say!(
                 "{label:<10} run {:>2}  {:.3} s  {:.1} tokens/s  {:.2} docs/s",
                 i + 1,
@@ -228,10 +244,10 @@ impl Workload {
                 self.tokens() as f64 / t,
                 self.docs() as f64 / t
             );
-            times.push(t);
+            times.push((t, computed));
         }
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
+        times.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (median, computed) = times[times.len() / 2];
         say!(
             "{label:<10} median  {:.3} s  {:.1} tokens/s  {:.2} docs/s  ({} docs, {} tokens)",
             median,
@@ -240,7 +256,7 @@ impl Workload {
             self.docs(),
             self.tokens()
         );
-        Ok(median)
+        Ok((median, computed))
     }
 }
 
@@ -379,7 +395,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .to_string()
     };
     let label = label.as_str();
-    let measured = workload.measure(reranker, args.runs, true, label)?;
+    let (measured, computed) = workload.measure_counted(reranker, args.runs, true, label)?;
+    let matmul_gflop_per_s = matmul_flops_per_token(reranker) * computed as f64 / measured / 1e9;
+    let ceilings = measure_ceilings(&args, on_cpu, matmul_gflop_per_s)?;
     let rate = |w: &Workload, t: f64| (w.tokens() as f64 / t, w.docs() as f64 / t);
     let (tokens_per_s, docs_per_s) = rate(&workload, measured);
     let profile = match &profiler {
@@ -417,6 +435,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         tokens_per_s,
         docs_per_s,
         reference_tokens_per_s: None,
+        matmul_gflop_per_s: Some(matmul_gflop_per_s),
+        ceilings,
         profile,
         ..record_template(&args, &loaded.name, &device, reranker)
     };
@@ -552,8 +572,44 @@ fn record_template(
         tokens_per_s: 0.0,
         docs_per_s: 0.0,
         reference_tokens_per_s: None,
+        matmul_gflop_per_s: None,
+        ceilings: None,
         profile: None,
     }
+}
+
+/// 2 · the matmul weights a token row goes through: every layer's q, k, v,
+/// o, gate, up and down projections (attention and the score head aside).
+fn matmul_flops_per_token(reranker: &dyn AnyReranker) -> f64 {
+    let c = reranker.config();
+    let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+    let per_layer =
+        c.hidden * (q + 2 * kv) + q * c.hidden + 2 * c.hidden * c.ffn + c.ffn * c.hidden;
+    2.0 * (c.n_layers * per_layer) as f64
+}
+
+/// The CPU's ceilings, measured with the run's threads (GPU ceilings are not
+/// measured yet: `None`), and a line reading this run's matmul rate against
+/// them.
+fn measure_ceilings(
+    args: &BenchArgs,
+    on_cpu: bool,
+    matmul_gflop_per_s: f64,
+) -> anyhow::Result<Option<tessera_runtime::Ceilings>> {
+    if !on_cpu {
+        return Ok(None);
+    }
+    let threads = args.run_on.options().threads;
+    let c = tessera_runtime::cpu_ceilings(threads, tessera_runtime::CeilingSizes::default())?;
+    say!(
+        "ceilings   copy {:.1} GB/s; fast-path matmul {:.1} GFLOP/s at {} — this run's matmuls {:.1} GFLOP/s, {:.0}% of it",
+        c.copy_gb_per_s,
+        c.matmul_gflop_per_s,
+        c.matmul_shape,
+        matmul_gflop_per_s,
+        100.0 * matmul_gflop_per_s / c.matmul_gflop_per_s
+    );
+    Ok(Some(c))
 }
 
 /// The default sweep grid: documents per request × tokens per document ×
@@ -646,7 +702,10 @@ fn sweep(
                     continue;
                 }
                 let workload = rerank_workload(reranker, rng, (d, t, args.query_tokens), b)?;
-                let median = workload.measure(reranker, args.runs, true, "sweep")?;
+                let (median, computed) =
+                    workload.measure_counted(reranker, args.runs, true, "sweep")?;
+                record.matmul_gflop_per_s =
+                    Some(matmul_flops_per_token(reranker) * computed as f64 / median / 1e9);
                 record.passes = workload.passes.len();
                 record.billed_tokens = workload.tokens();
                 record.median_s = median;

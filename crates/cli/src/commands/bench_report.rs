@@ -139,10 +139,16 @@ pub struct Record {
     pub docs_per_s: f64,
     /// The CPU reference path on the first documents, when measured.
     pub reference_tokens_per_s: Option<f64>,
+    /// The run's matmul work (2 · the layers' matmul weights · the token rows
+    /// the passes computed) per second of its median run.
+    pub matmul_gflop_per_s: Option<f64>,
+    /// The device's own ceilings measured in the same run (the CPU: a large
+    /// copy and the fast path's matmul at a large shape).
+    pub ceilings: Option<tessera_runtime::Ceilings>,
     pub profile: Option<Profile>,
 }
 
-const CSV_COLUMNS: [&str; 26] = [
+const CSV_COLUMNS: [&str; 29] = [
     "tessera",
     "commit",
     "device",
@@ -168,6 +174,9 @@ const CSV_COLUMNS: [&str; 26] = [
     "tokens_per_s",
     "docs_per_s",
     "reference_tokens_per_s",
+    "matmul_gflop_per_s",
+    "ceiling_copy_gb_per_s",
+    "ceiling_matmul_gflop_per_s",
     "profile_ms",
 ];
 
@@ -207,6 +216,14 @@ impl Record {
             format!("{:.3}", self.docs_per_s),
             self.reference_tokens_per_s
                 .map_or(String::new(), |r| format!("{r:.1}")),
+            self.matmul_gflop_per_s
+                .map_or(String::new(), |r| format!("{r:.1}")),
+            self.ceilings
+                .as_ref()
+                .map_or(String::new(), |c| format!("{:.2}", c.copy_gb_per_s)),
+            self.ceilings
+                .as_ref()
+                .map_or(String::new(), |c| format!("{:.1}", c.matmul_gflop_per_s)),
             profile,
         ]
     }
@@ -296,6 +313,12 @@ mod tests {
             tokens_per_s: 72_400.0,
             docs_per_s: 200.0,
             reference_tokens_per_s: None,
+            matmul_gflop_per_s: Some(123.4),
+            ceilings: Some(tessera_runtime::Ceilings {
+                copy_gb_per_s: 9.5,
+                matmul_gflop_per_s: 456.7,
+                matmul_shape: "512x2560x2560".into(),
+            }),
             profile: Some(Profile::from_ops(
                 &[
                     OpTime {
