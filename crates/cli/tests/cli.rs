@@ -277,7 +277,10 @@ fn bench_writes_a_json_record_with_a_profile() {
     let ceiling = record["ceilings"]["matmul_gflop_per_s"].as_f64().unwrap();
     let achieved = record["matmul_gflop_per_s"].as_f64().unwrap();
     assert!(record["ceilings"]["copy_gb_per_s"].as_f64().unwrap() > 0.0);
-    assert!(achieved > 0.0 && achieved < 2.0 * ceiling, "{achieved} vs {ceiling}");
+    assert!(
+        achieved > 0.0 && achieved < 2.0 * ceiling,
+        "{achieved} vs {ceiling}"
+    );
     assert_eq!(record["ceilings"]["matmul_shape"], "512x2560x2560");
 }
 
