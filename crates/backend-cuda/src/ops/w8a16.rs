@@ -426,12 +426,7 @@ pub fn gemm<D: Device>(
     accumulate: bool,
     outs: &mut [&mut DeviceBuffer<D::Memory>],
 ) -> Result<(), BackendError> {
-    if weights.len() != outs.len() {
-        return Err(BackendError::Invalid {
-            op: "matmul",
-            detail: format!("{} weights for {} outputs", weights.len(), outs.len()),
-        });
-    }
+    tessera_backend::unfused::check_pairs("matmul", weights.len(), outs.len())?;
     for (group, out_group) in weights.chunks(MAX_GROUP).zip(outs.chunks_mut(MAX_GROUP)) {
         let ns: Vec<usize> = group.iter().map(|w| w.rows).collect();
         let choice = b.gemm_choice(rows, &ns, x.k);

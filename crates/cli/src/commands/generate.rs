@@ -67,6 +67,29 @@ struct Dims {
     ffn: usize,
 }
 
+impl Shape {
+    /// The hyper-parameters a model of this shape is written with (those
+    /// `tessera tune` takes the matmul shapes from).
+    pub fn config(self) -> tessera_model::ModelConfig {
+        let d = dims(self);
+        tessera_model::ModelConfig {
+            n_layers: d.layers,
+            hidden: d.hidden,
+            ffn: d.ffn,
+            n_heads: d.heads,
+            n_kv_heads: d.kv_heads,
+            head_dim: d.head_dim,
+            rms_eps: RMS_EPS,
+            rope_theta: ROPE_THETA,
+            context_length: CONTEXT_LENGTH,
+        }
+    }
+}
+
+const RMS_EPS: f32 = 1e-6;
+const ROPE_THETA: f32 = 1e6;
+const CONTEXT_LENGTH: usize = 40_960;
+
 /// Rows of the embedding matrix in Qwen3 checkpoints (the vocabulary is padded).
 const VOCAB_ROWS: usize = 151_936;
 
@@ -150,7 +173,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     );
     w.add_metadata("general.file_type", MetaValue::U32(7)); // MOSTLY_Q8_0
     w.add_metadata("qwen3.block_count", u32v(d.layers));
-    w.add_metadata("qwen3.context_length", u32v(40_960));
+    w.add_metadata("qwen3.context_length", u32v(CONTEXT_LENGTH));
     w.add_metadata("qwen3.embedding_length", u32v(d.hidden));
     w.add_metadata("qwen3.feed_forward_length", u32v(d.ffn));
     w.add_metadata("qwen3.attention.head_count", u32v(d.heads));
@@ -159,9 +182,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     w.add_metadata("qwen3.attention.value_length", u32v(d.head_dim));
     w.add_metadata(
         "qwen3.attention.layer_norm_rms_epsilon",
-        MetaValue::F32(1e-6),
+        MetaValue::F32(RMS_EPS),
     );
-    w.add_metadata("qwen3.rope.freq_base", MetaValue::F32(1e6));
+    w.add_metadata("qwen3.rope.freq_base", MetaValue::F32(ROPE_THETA));
     match args.kind {
         Kind::Reranker => {
             w.add_metadata("qwen3.pooling_type", MetaValue::U32(4)); // rank

@@ -9,6 +9,7 @@ use clap::Args;
 use tessera_model::ModelConfig;
 use tessera_runtime::{gemm_shapes, TuneOptions};
 
+use super::generate::Shape;
 use crate::flags::{count, MAX_PASS_TOKENS};
 use crate::model_source::{self, ModelArgs};
 
@@ -39,28 +40,14 @@ pub struct TuneArgs {
     device: usize,
 }
 
-/// Qwen3-Reranker-4B's dimensions (its GGUF's `qwen3.*` keys).
-fn qwen3_4b() -> ModelConfig {
-    ModelConfig {
-        n_layers: 36,
-        hidden: 2560,
-        ffn: 9728,
-        n_heads: 32,
-        n_kv_heads: 8,
-        head_dim: 128,
-        rms_eps: 1e-6,
-        rope_theta: 1e6,
-        context_length: 40_960,
-    }
-}
-
 pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let (config, what) = match args.source.path()? {
         Some(path) => {
             let loaded = model_source::open_warning(Some(&path))?;
             (ModelConfig::from_gguf(&loaded.file)?, loaded.name)
         }
-        None => (qwen3_4b(), "Qwen3-Reranker-4B".to_string()),
+        // Qwen3-Reranker-4B has Qwen3-4B's shape, as `generate --shape 4b` writes it.
+        None => (Shape::Qwen3_4b.config(), "Qwen3-Reranker-4B".to_string()),
     };
     let shapes = gemm_shapes(&config);
     eprintln!(
