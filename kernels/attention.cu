@@ -267,6 +267,58 @@ static __device__ __forceinline__ void f32x4_to_f16_scaled(const float* src, u16
             pack_f16x2(__int_as_float(int(w[2])) * scale, __int_as_float(int(w[3])) * scale));
 }
 
+// The query head and rows one warp of a tensor-core attention block takes:
+// the block holds the query heads of one KV head (heads_per_block of them, a
+// divisor of the group) × 16-row tiles; warp w takes head w % heads_per_block
+// of the block's and rows row_begin + 16·(w / heads_per_block) on (rows_here of
+// them, 0 past the tile).
+struct AttWarp {
+    u32 kv_head, head, row0, rows_here;
+};
+
+static __device__ __forceinline__ AttWarp att_warp(u32 row_begin, u32 row_count, u32 n_heads, u32 n_kv_heads,
+                                                   u32 heads_per_block) {
+    const u32 group = n_heads / n_kv_heads;
+    const u32 chunks = group / heads_per_block;
+    const u32 kv_head = blockIdx.y / chunks;
+#ifdef TESSERA_MUTATE_ATTENTION_GQA
+    // Mutation test build: query heads mapped to KV heads round-robin instead of
+    // in consecutive groups (the other common GQA convention, wrong here).
+    const u32 head0 = (blockIdx.y % chunks) * heads_per_block * n_kv_heads + kv_head;
+    const u32 head_step = n_kv_heads;
+#else
+    const u32 head0 = kv_head * group + (blockIdx.y % chunks) * heads_per_block;
+    const u32 head_step = 1;
+#endif
+    const u32 warp = threadIdx.x / WARP_SIZE;
+    const u32 row0 = row_begin + (warp / heads_per_block) * 16;
+    const u32 rows_left = row0 < row_begin + row_count ? row_begin + row_count - row0 : 0;
+    return AttWarp{kv_head, head0 + (warp % heads_per_block) * head_step, row0, rows_left < 16 ? rows_left : 16};
+}
+
+// Q: the warp stages its 16 rows (zeros past the tile) as f16 in its own part
+// of `q_shared` (rows of STRIDE f16). Scores come out in log2 units: Q is
+// multiplied by scale · log2(e) before it is rounded, so exp2 of a score is the
+// softmax's exp. Returns this lane's ldmatrix row for Q's A fragments: matrices
+// 0/1 rows 0-7/8-15 of columns kk·16.., 2/3 the same of kk·16+8...
+template <int D, int STRIDE>
+static __device__ __forceinline__ const u16* att_stage_q(const float* q, const AttWarp& w, u64 qw, float scale,
+                                                         u16* q_shared) {
+    const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const float q_scale = scale * 1.4426950408889634f;
+    u16* my_q = q_shared + warp * 16 * STRIDE;
+    for (u32 id = lane; id < 16 * (D / 4); id += WARP_SIZE) {
+        const u32 r = id / (D / 4), c = (id % (D / 4)) * 4;
+        if (r < w.rows_here) {
+            f32x4_to_f16_scaled(q + u64(w.row0 + r) * qw + u64(w.head) * D + c, my_q + r * STRIDE + c, q_scale);
+        } else {
+            store_8(my_q + r * STRIDE + c, 0u, 0u);
+        }
+    }
+    __syncwarp();
+    return my_q + ((lane / 8) & 1) * 8 * STRIDE + (lane % 8) * STRIDE + ((lane / 8) >> 1) * 8;
+}
+
 // The online softmax of one key tile, shared by both tensor-core kernels. `s`
 // holds S (scores in log2 units) in the m16n8 C layout — rows g (e = 0, 1) and
 // g + 8 (e = 2, 3) of 8-key tile j, keys 8j + 2t + e of the tile — and leaves P
@@ -398,46 +450,13 @@ static __device__ __forceinline__ void attention_mma(const float* q, const float
     const u32 seq_start = tile[0], row_begin = tile[1], row_count = tile[2], prefix_len = tile[3];
     const float* prefix_k = prefix_len > 0 ? reinterpret_cast<const float*>(prefix_kv[2 * tile[4]]) : k;
     const float* prefix_v = prefix_len > 0 ? reinterpret_cast<const float*>(prefix_kv[2 * tile[4] + 1]) : v;
-    const u32 group = n_heads / n_kv_heads;
-    const u32 chunks = group / heads_per_block;
-    const u32 kv_head = blockIdx.y / chunks;
-#ifdef TESSERA_MUTATE_ATTENTION_GQA
-    // Mutation test build: query heads mapped to KV heads round-robin instead of
-    // in consecutive groups (the other common GQA convention, wrong here).
-    const u32 head0 = (blockIdx.y % chunks) * heads_per_block * n_kv_heads + kv_head;
-    const u32 head_step = n_kv_heads;
-#else
-    const u32 head0 = kv_head * group + (blockIdx.y % chunks) * heads_per_block;
-    const u32 head_step = 1;
-#endif
-    const u64 qw = u64(n_heads) * D, kvw = u64(n_kv_heads) * D;
-    const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    const u32 g = lane / 4, t = lane % 4;
-    // This warp: head head0 + (warp % heads_per_block), rows row0 .. row0 + 15.
-    const u32 head = head0 + (warp % heads_per_block) * head_step;
-    const u32 row0 = row_begin + (warp / heads_per_block) * 16;
-    const u32 rows_left = row0 < row_begin + row_count ? row_begin + row_count - row0 : 0;
-    const u32 rows_here = rows_left < 16 ? rows_left : 16;
+    const AttWarp w = att_warp(row_begin, row_count, n_heads, n_kv_heads, heads_per_block);
+    const u32 kv_head = w.kv_head, head = w.head, row0 = w.row0, rows_here = w.rows_here;
     const bool warp_active = rows_here > 0;  // heads_per_block divides the 8 warps
-
-    // Q: each warp stages its 16 rows (zeros past the tile) in its own part of
-    // shared memory, where the key loop reads them.
-    // Scores come out in log2 units: Q is multiplied by scale · log2(e) before
-    // it is rounded to f16, so exp2 of a score is the softmax's exp.
-    const float q_scale = scale * 1.4426950408889634f;
-    u16* my_q = sm.q + warp * 16 * STRIDE;
-    for (u32 id = lane; id < 16 * (D / 4); id += WARP_SIZE) {
-        const u32 r = id / (D / 4), c = (id % (D / 4)) * 4;
-        if (warp_active && r < rows_here) {
-            f32x4_to_f16_scaled(q + u64(row0 + r) * qw + u64(head) * D + c, my_q + r * STRIDE + c, q_scale);
-        } else {
-            store_8(my_q + r * STRIDE + c, 0u, 0u);
-        }
-    }
-    __syncwarp();
-    // A fragments of Q for k step kk come from the warp's rows with ldmatrix:
-    // matrices 0/1 rows 0-7/8-15 of columns kk·16.., 2/3 the same of kk·16+8...
-    const u16* q_frag = my_q + ((lane / 8) & 1) * 8 * STRIDE + (lane % 8) * STRIDE + ((lane / 8) >> 1) * 8;
+    const u64 qw = u64(n_heads) * D, kvw = u64(n_kv_heads) * D;
+    const u32 lane = threadIdx.x % WARP_SIZE;
+    const u32 g = lane / 4, t = lane % 4;
+    const u16* q_frag = att_stage_q<D, STRIDE>(q, w, qw, scale, sm.q);
 
     // Rows g and g + 8 of the warp: the last key each sees (prefix keys count
     // first); a row past the tile sees nothing and is never stored.
@@ -655,24 +674,12 @@ static __device__ __forceinline__ void attention_f16kv(const float* q, const u16
     const u32* tile = tiles + 5 * blockIdx.x;
     const u32 seq_start = tile[0], row_begin = tile[1], row_count = tile[2], prefix_len = tile[3];
     const u32 prefix_row = tile[4];
-    const u32 group = n_heads / n_kv_heads;
-    const u32 chunks = group / heads_per_block;
-    const u32 kv_head = blockIdx.y / chunks;
-#ifdef TESSERA_MUTATE_ATTENTION_GQA
-    const u32 head0 = (blockIdx.y % chunks) * heads_per_block * n_kv_heads + kv_head;
-    const u32 head_step = n_kv_heads;
-#else
-    const u32 head0 = kv_head * group + (blockIdx.y % chunks) * heads_per_block;
-    const u32 head_step = 1;
-#endif
-    const u64 qw = u64(n_heads) * D, kvw = u64(n_kv_heads) * D;
-    const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    const u32 g = lane / 4, t = lane % 4;
-    const u32 head = head0 + (warp % heads_per_block) * head_step;
-    const u32 row0 = row_begin + (warp / heads_per_block) * 16;
-    const u32 rows_left = row0 < row_begin + row_count ? row_begin + row_count - row0 : 0;
-    const u32 rows_here = rows_left < 16 ? rows_left : 16;
+    const AttWarp w = att_warp(row_begin, row_count, n_heads, n_kv_heads, heads_per_block);
+    const u32 kv_head = w.kv_head, row0 = w.row0, rows_here = w.rows_here;
     const bool warp_active = rows_here > 0;
+    const u64 qw = u64(n_heads) * D, kvw = u64(n_kv_heads) * D;
+    const u32 lane = threadIdx.x % WARP_SIZE;
+    const u32 g = lane / 4, t = lane % 4;
 
     // This KV head's columns of the prefix's rows and of the sequence's own.
     const u16* k_prefix = k16 + u64(prefix_row) * kvw + u64(kv_head) * D;
@@ -686,24 +693,13 @@ static __device__ __forceinline__ void attention_f16kv(const float* q, const u16
     att16_issue_tile<D>(sm.k[0], sm.v[0], 0, n_keys, prefix_len, k_prefix, k_own, v_prefix, v_own, kvw);
     cp_async_commit();
 
-    const float q_scale = scale * 1.4426950408889634f;
-    u16* my_q = sm.q + warp * 16 * STRIDE;
-    for (u32 id = lane; id < 16 * (D / 4); id += WARP_SIZE) {
-        const u32 r = id / (D / 4), c = (id % (D / 4)) * 4;
-        if (warp_active && r < rows_here) {
-            f32x4_to_f16_scaled(q + u64(row0 + r) * qw + u64(head) * D + c, my_q + r * STRIDE + c, q_scale);
-        } else {
-            store_8(my_q + r * STRIDE + c, 0u, 0u);
-        }
-    }
-    __syncwarp();
+    const u16* q_frag = att_stage_q<D, STRIDE>(q, w, qw, scale, sm.q);
     // Q's A fragments: those of k steps 2.. read once into registers (24 at d =
     // 128), so the key loop's shared-memory reads — its bound — are nearly all
     // K's and V's; the first two k steps' are read in the loop, after the
     // tile's first K fragment, so the first shared-memory read after the
     // barrier is of the tile, where the emulator's warp order exposes a
     // missing barrier (as in attention_mma).
-    const u16* q_frag = my_q + ((lane / 8) & 1) * 8 * STRIDE + (lane % 8) * STRIDE + ((lane / 8) >> 1) * 8;
     u32 qf[D / 16][4];
 #pragma unroll
     for (int kk = 2; kk < D / 16; ++kk) {
@@ -805,7 +801,7 @@ static __device__ __forceinline__ void attention_f16kv(const float* q, const u16
     if (!warp_active) {
         return;
     }
-    att_store_rows<D>(l, o, rows_here, out + u64(row0) * qw + u64(head) * D, qw);
+    att_store_rows<D>(l, o, rows_here, out + u64(row0) * qw + u64(w.head) * D, qw);
 }
 
 // Grid (tiles, kv_heads · head chunks), 256 threads, sizeof(Att16Shared<D>)

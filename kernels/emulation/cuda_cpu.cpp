@@ -397,6 +397,23 @@ void* dynamic_shared() {
 
 unsigned dynamic_shared_bytes() { return scheduler->shared_bytes; }
 
+// The 16 × 16 f16 A operand of a warp's m16n8k16 (or its share of a wgmma's
+// m64k16) from the lanes' four registers in `slots` (words 0-3 of each lane):
+// a0..a7 at row groupID (+8 for a2, a3, a6, a7), column threadID_in_group·2 +
+// (i & 1) (+8 for i >= 4).
+static void f16_a_fragments(const uint32_t* slots, double (&A)[16][16]) {
+    for (unsigned lane = 0; lane < 32; ++lane) {
+        const uint32_t* frag = slots + lane * kSlotWords;
+        const unsigned group = lane >> 2, in_group = lane & 3;
+        for (unsigned i = 0; i < 8; ++i) {
+            const uint16_t h = uint16_t(frag[i / 2] >> (16 * (i & 1)));
+            const unsigned row = (i & 2) ? group + 8 : group;
+            const unsigned col = in_group * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+            A[row][col] = half_bits_to_float(h);
+        }
+    }
+}
+
 uint32_t shared_address(const void* p) {
     Scheduler& s = *scheduler;
     const auto* byte = static_cast<const uint8_t*>(p);
@@ -435,16 +452,7 @@ void wgmma_m64nNk16_f16(float* d, unsigned n, const uint32_t (&a)[4], uint64_t d
     std::memcpy(mine, a, 16);
     const uint32_t* slots = warp_slots(warp_collective(0xffffffffu, "wgmma.mma_async"));
     double A[16][16];
-    for (unsigned lane = 0; lane < 32; ++lane) {
-        const uint32_t* frag = slots + lane * kSlotWords;
-        const unsigned group = lane >> 2, in_group = lane & 3;
-        for (unsigned i = 0; i < 8; ++i) {
-            const uint16_t h = uint16_t(frag[i / 2] >> (16 * (i & 1)));
-            const unsigned row = (i & 2) ? group + 8 : group;
-            const unsigned col = in_group * 2 + (i & 1) + (i >= 4 ? 8 : 0);
-            A[row][col] = half_bits_to_float(h);
-        }
-    }
+    f16_a_fragments(slots, A);
     const uint32_t start = uint32_t(desc & 0x3fff) << 4;
     const uint32_t lbo = uint32_t((desc >> 16) & 0x3fff) << 4;
     const uint32_t sbo = uint32_t((desc >> 32) & 0x3fff) << 4;
@@ -678,15 +686,10 @@ void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)
     double A[16][16];
     double B[16][8];
     float C[16][8];
+    f16_a_fragments(slots, A);
     for (unsigned lane = 0; lane < 32; ++lane) {
         const uint32_t* frag = slots + lane * kSlotWords;
         const unsigned group = lane >> 2, in_group = lane & 3;
-        for (unsigned i = 0; i < 8; ++i) {
-            const uint16_t h = uint16_t(frag[i / 2] >> (16 * (i & 1)));
-            const unsigned row = (i & 2) ? group + 8 : group;
-            const unsigned col = in_group * 2 + (i & 1) + (i >= 4 ? 8 : 0);
-            A[row][col] = half_bits_to_float(h);
-        }
         for (unsigned i = 0; i < 4; ++i) {
             const uint16_t h = uint16_t(frag[4 + i / 2] >> (16 * (i & 1)));
             const unsigned row = in_group * 2 + (i & 1) + (i >= 2 ? 8 : 0);

@@ -488,27 +488,24 @@ pub fn tune<D: Device>(
             let mut timings = Vec::new();
             for choice in candidates(&identity, r, shape) {
                 let mut out_refs: Vec<&mut DeviceBuffer<D::Memory>> = outs.iter_mut().collect();
-                let mut run = || gemm_with(b, choice, &x, r, &weight_refs, false, &mut out_refs);
-                run()?;
-                device.synchronize()?;
-                let mut best = f64::INFINITY;
-                for _ in 0..repeats.max(1) {
-                    let start = Instant::now();
-                    run()?;
-                    device.synchronize()?;
-                    best = best.min(start.elapsed().as_secs_f64() * 1e6);
-                }
+                let best = best_micros(device, repeats, || {
+                    gemm_with(b, choice, &x, r, &weight_refs, false, &mut out_refs)
+                })?;
                 timings.push(Timing {
                     config: choice.config.name.to_string(),
                     split_k: choice.split_k,
                     micros: best,
                 });
             }
-            let best = timings
+            let Some(best) = timings
                 .iter()
                 .min_by(|a, b| a.micros.total_cmp(&b.micros))
-                .expect("every shape has candidates")
-                .clone();
+                .cloned()
+            else {
+                return Err(BackendError::Device(format!(
+                    "{shape} at {r} rows: no configuration fits this device's shared memory"
+                )));
+            };
             let tflops = shape.flops(r) / (best.micros * 1e-6) / 1e12;
             progress(&format!(
                 "{shape} at {r} rows: {} split-k {} in {:.1} µs ({tflops:.1} TFLOP/s), {} candidates",
@@ -590,33 +587,28 @@ pub fn tune_attention<D: Device>(
             *k != AttentionKernel::F16Kv || f16kv_shared_bytes(shape.head_dim) <= room
         };
         for kernel in AttentionKernel::ALL.into_iter().filter(fits) {
-            let mut run = || {
+            let best = best_micros(b.device(), repeats, || {
                 let qkv = Qkv {
                     q: &q,
                     k: &k,
                     v: &v,
                 };
                 attention_with(b, kernel, qkv, shape, &layout, &prefixes, &mut out)
-            };
-            run()?;
-            b.device().synchronize()?;
-            let mut best = f64::INFINITY;
-            for _ in 0..repeats.max(1) {
-                let start = Instant::now();
-                run()?;
-                b.device().synchronize()?;
-                best = best.min(start.elapsed().as_secs_f64() * 1e6);
-            }
+            })?;
             candidates.push(AttentionTiming {
                 kernel: kernel.name().to_string(),
                 micros: best,
             });
         }
-        let best = candidates
+        // v2 (51 KiB at d = 128) is always timed: it fits every card with
+        // tensor cores.
+        let Some(best) = candidates
             .iter()
             .min_by(|a, b| a.micros.total_cmp(&b.micros))
-            .expect("v2 always fits")
-            .clone();
+            .cloned()
+        else {
+            return Err(BackendError::Device("no attention kernel was timed".into()));
+        };
         let tflops = w.flops(shape) / (best.micros * 1e-6) / 1e12;
         progress(&format!(
             "attention {}×{}+{} at head size {}: {} in {:.1} µs ({tflops:.1} TFLOP/s)",
@@ -634,6 +626,25 @@ pub fn tune_attention<D: Device>(
         });
     }
     Ok(entries)
+}
+
+/// The best of `repeats` timed runs of `run` (each waited for on the
+/// device), after one warm-up, in microseconds.
+fn best_micros<D: Device>(
+    device: &D,
+    repeats: usize,
+    mut run: impl FnMut() -> Result<(), BackendError>,
+) -> Result<f64, BackendError> {
+    run()?;
+    device.synchronize()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        run()?;
+        device.synchronize()?;
+        best = best.min(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(best)
 }
 
 /// A Q8_0 weight `[n, k]` of uninitialised device memory (for timing).

@@ -16,12 +16,20 @@ pub(crate) fn on_wgpu(
 ) -> Result<Loaded, RuntimeError> {
     let backend = tessera_backend_wgpu::WgpuBackend::new(allow_cpu_adapter)
         .map_err(RuntimeError::backend("wgpu"))?;
-    let adapter = backend.adapter();
-    let device = format!(
-        "{} ({}, {})",
-        adapter.name, adapter.api, adapter.device_type
-    );
-    let on_gpu = !adapter.is_cpu;
+    loaded_on(backend, "", file, tokenizer, options)
+}
+
+/// The model on `backend`, its device line `{label}{name} ({api}, {type})`.
+fn loaded_on(
+    backend: tessera_backend_wgpu::WgpuBackend,
+    label: &str,
+    file: &Arc<GgufFile>,
+    tokenizer: Option<RerankTokenizer>,
+    options: &BackendOptions,
+) -> Result<Loaded, RuntimeError> {
+    let info = backend.adapter();
+    let device = format!("{label}{} ({}, {})", info.name, info.api, info.device_type);
+    let on_gpu = !info.is_cpu;
     Ok(Loaded {
         model: model_on(backend, file, tokenizer, options.profiler.clone())?,
         device,
@@ -56,17 +64,13 @@ pub(crate) fn open_adapters(
             };
             let backend =
                 WgpuBackend::with_options(&wgpu_options).map_err(RuntimeError::backend("wgpu"))?;
-            let info = backend.adapter();
-            let device = format!(
-                "wgpu:{adapter} {} ({}, {})",
-                info.name, info.api, info.device_type
-            );
-            let on_gpu = !info.is_cpu;
-            Ok(Loaded {
-                model: model_on(backend, file, tokenizer.clone(), options.profiler.clone())?,
-                device,
-                on_gpu,
-            })
+            loaded_on(
+                backend,
+                &format!("wgpu:{adapter} "),
+                file,
+                tokenizer.clone(),
+                options,
+            )
         })
         .collect()
 }

@@ -242,11 +242,7 @@ pub fn attention_with<D: Device>(
     b.with_tables(
         &[("attention tiles", bytemuck::cast_slice(&tile_table))],
         |tables| {
-            let grid = [
-                to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
-                grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
-                1,
-            ];
+            let grid = grid(&tile_table, n_kv_heads * (group / per_block))?;
             // Both kernels take (q, k, v, tiles, prefixes, n_heads, n_kv_heads,
             // [d,] heads_per_block, scale, out): the f32 one also takes d, which
             // the tensor-core ones have as a template parameter.
@@ -278,6 +274,15 @@ pub fn attention_with<D: Device>(
             })
         },
     )
+}
+
+/// The grid of every attention kernel: a block per tile and head group.
+fn grid(tile_table: &[u32], head_groups: usize) -> Result<[u32; 3], BackendError> {
+    Ok([
+        to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
+        grid_yz(head_groups, "attention", "head groups")?,
+        1,
+    ])
 }
 
 /// Rows of the f16 K/V buffers of one v3 call: each prefix's rows in order
@@ -316,12 +321,7 @@ fn attention_f16kv<D: Device>(
     if tile_table.is_empty() {
         return Ok(());
     }
-    let tokens = layout
-        .sequences
-        .iter()
-        .map(|s| s.start + s.len)
-        .max()
-        .unwrap_or(0);
+    let tokens = layout.total_tokens();
     let (prefix_rows, rows) = f16kv_rows(&prefix_lens, tokens);
     for tile in tile_table.chunks_mut(TILE_WORDS) {
         // A tile without a prefix reads no prefix row: 0 is as good as any.
@@ -374,11 +374,7 @@ fn attention_f16kv<D: Device>(
                 b.device.launch(&Launch {
                     module: "attention",
                     kernel,
-                    grid: [
-                        to_u32(tile_table.len() / TILE_WORDS, "attention", "tiles")?,
-                        grid_yz(n_kv_heads * (group / per_block), "attention", "head groups")?,
-                        1,
-                    ],
+                    grid: grid(&tile_table, n_kv_heads * (group / per_block))?,
                     block: [MMA_WARPS as u32 * 32, 1, 1],
                     shared_bytes: f16kv_shared_bytes(d) as u32,
                     args: vec![
