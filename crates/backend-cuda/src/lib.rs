@@ -63,6 +63,9 @@ pub struct KernelBackend<D: Device> {
     mlp_chunk_rows: usize,
     arithmetic: Arithmetic,
     gemm: GemmPolicy,
+    /// The device's identity, read once: every GEMM and attention launch
+    /// consults its SM count and shared-memory limit.
+    identity: DeviceIdentity,
 }
 
 /// How the backend picks each W8A16 GEMM's configuration.
@@ -79,6 +82,7 @@ pub enum GemmPolicy {
 impl<D: Device> KernelBackend<D> {
     pub fn with_device(device: D) -> KernelBackend<D> {
         KernelBackend {
+            identity: device.identity(),
             device,
             quantised: Mutex::new(None),
             halves: Mutex::new(None),
@@ -126,7 +130,7 @@ impl<D: Device> KernelBackend<D> {
         table: tuning::TuningTable,
         path: &std::path::Path,
     ) -> Result<KernelBackend<D>, tuning::TuningError> {
-        table.check(path, &self.device.identity(), self.arithmetic)?;
+        table.check(path, &self.identity, self.arithmetic)?;
         Ok(self.with_gemm_policy(GemmPolicy::Table(Arc::new(table))))
     }
 
@@ -137,14 +141,14 @@ impl<D: Device> KernelBackend<D> {
     /// The configuration of a W8A16 GEMM of `rows` rows by the weights of
     /// `ns` output features over `k`.
     pub fn gemm_choice(&self, rows: usize, ns: &[usize], k: usize) -> ops::w8a16::GemmChoice {
-        let identity = self.device.identity();
-        let builtin = || tuning::builtin_choice(&identity, rows, ns, k);
+        let identity = &self.identity;
+        let builtin = || tuning::builtin_choice(identity, rows, ns, k);
         match &self.gemm {
             GemmPolicy::Builtin => builtin(),
             GemmPolicy::Table(table) => table
                 .choose(ns, k, rows)
-                .filter(|c| c.config.fits(&identity))
-                .map(|c| tuning::split_for_rows(&identity, c, rows, ns, k))
+                .filter(|c| c.config.fits(identity))
+                .map(|c| tuning::split_for_rows(identity, c, rows, ns, k))
                 .unwrap_or_else(builtin),
             GemmPolicy::Fixed(choice) => *choice,
         }
@@ -169,7 +173,7 @@ impl<D: Device> KernelBackend<D> {
             }
             (None, _) => AttentionKernel::default(),
         };
-        let fits = f16kv_shared_bytes(head_dim) <= self.device.identity().max_shared_per_block;
+        let fits = f16kv_shared_bytes(head_dim) <= self.identity.max_shared_per_block;
         if wanted == AttentionKernel::F16Kv && !fits {
             return AttentionKernel::Mma;
         }
