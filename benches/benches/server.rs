@@ -12,7 +12,7 @@ use tessera_engine::scheduler::GroupScorer;
 use tessera_engine::{prepare, EngineError, PairScore, PrefixGroup, PromptBuilder, RerankOptions};
 use tessera_gguf::GgufFile;
 use tessera_model::RerankTokenizer;
-use tessera_server::{ModelInfo, Server, ServerOptions};
+use tessera_server::{Model, ModelInfo, Server, ServerOptions};
 
 /// A model that scores instantly: every pair gets the same logits.
 struct Instant;
@@ -55,7 +55,8 @@ fn bench(c: &mut Criterion) {
         placeholder: true,
     };
     server
-        .install_model(Instant, prompt.clone(), info)
+        .service()
+        .install(Model::scorer(Instant, prompt.clone()), info)
         .expect("installs");
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -6,6 +6,7 @@ mod backends;
 mod commands;
 mod flags;
 mod hub;
+mod in_process;
 mod model_source;
 mod terminal;
 

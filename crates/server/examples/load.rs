@@ -12,7 +12,7 @@ use serde_json::json;
 use tessera_backend_cpu::CpuBackend;
 use tessera_engine::{RerankOptions, Reranker};
 use tessera_gguf::GgufFile;
-use tessera_server::{ModelInfo, Server, ServerOptions};
+use tessera_server::{Model, ModelInfo, Server, ServerOptions};
 
 const QUERY: &str = "how do I reset my password";
 const DOCS: [&str; 3] = [
@@ -65,14 +65,13 @@ async fn main() -> anyhow::Result<()> {
         None => {
             let server = Server::new(ServerOptions::default());
             let model = reranker()?;
-            let prompt = model.prompt().clone();
             let info = ModelInfo {
                 name: "tiny-q8".into(),
                 backend: "cpu".into(),
                 device: "cpu".into(),
                 placeholder: true,
             };
-            server.install_model(model, prompt, info)?;
+            server.service().install(Model::reranker(model), info)?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let base = format!("http://{}", listener.local_addr()?);
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

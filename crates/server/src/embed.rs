@@ -4,15 +4,15 @@
 //! embedding model's compute threads and awaits the vectors.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
-use tessera_engine::{
-    EmbedError, EmbedFormat, EmbedInput, EmbedOptions, Embedding, PreparedEmbeddings,
+use tessera_service::{
+    prepare_embeddings, EmbedError, EmbedFormat, EmbedOptions, Embedding, ModelKind,
+    PreparedEmbeddings, ServiceError,
 };
 
 use crate::encode::millis;
@@ -27,20 +27,7 @@ use crate::types::{EmbeddingsRequest, EmbeddingsResponse, TeiEmbedRequest};
 pub const TRUNCATED_INPUTS_HEADER: &str = "x-truncated-inputs";
 
 /// What a client sent: texts, or token ids it tokenised itself.
-#[derive(Debug)]
-enum Inputs {
-    Texts(Vec<String>),
-    Tokens(Vec<Vec<u32>>),
-}
-
-impl Inputs {
-    fn len(&self) -> usize {
-        match self {
-            Inputs::Texts(t) => t.len(),
-            Inputs::Tokens(t) => t.len(),
-        }
-    }
-}
+use tessera_service::EmbedInputs as Inputs;
 
 /// A checked embedding request, ready to prepare.
 struct EmbedJob {
@@ -49,24 +36,15 @@ struct EmbedJob {
     /// The one input came as a flat array of token ids (`input: [1, 2, 3]`):
     /// a token's path is `input[j]`, not `input[0][j]`.
     flat_tokens: bool,
-    inputs: Inputs,
-    options: EmbedOptions,
-    normalize: bool,
+    job: tessera_service::EmbedJob,
 }
 
 impl EmbedJob {
     /// Tokenised and cut with `format` (the engine's front door), errors in
     /// the route's words.
     fn prepare(&self, format: &EmbedFormat) -> Result<PreparedEmbeddings, ApiError> {
-        let borrowed: Vec<EmbedInput<'_>> = match &self.inputs {
-            Inputs::Texts(texts) => texts.iter().map(|t| EmbedInput::Text(t)).collect(),
-            Inputs::Tokens(ids) => ids.iter().map(|t| EmbedInput::Tokens(t)).collect(),
-        };
-        let mut prepared = format
-            .prepare(&borrowed, &self.options)
-            .map_err(|e| prepare_error(self.field, self.flat_tokens, e))?;
-        prepared.normalize = self.normalize;
-        Ok(prepared)
+        prepare_embeddings(format, &self.job)
+            .map_err(|e| prepare_error(self.field, self.flat_tokens, e))
     }
 }
 
@@ -280,56 +258,39 @@ fn prepare_error(field: &str, flat_tokens: bool, error: EmbedError) -> ApiError 
     }
 }
 
-/// Prepares off the async workers, queues, awaits. Dropping the returned
-/// future (the client went away) abandons the queued work.
+/// Embeds through the service (prepared in its pool, queued, awaited within
+/// the deadline). Dropping the returned future (the client went away)
+/// abandons the queued work.
 async fn embed(state: &Arc<AppState>, route: &str, job: EmbedJob) -> Result<Embedded, ApiError> {
-    let model = state.embedder()?;
-    let started = Instant::now();
-    let worker = Arc::clone(state);
-    let inputs = job.inputs.len();
-    let prepared = state
-        .tokenize
-        .run(move || job.prepare(&worker.embedder()?.format))
-        .await??;
-    let tokenize_time = started.elapsed();
-    state.metrics.record_tokenize(tokenize_time);
-
-    let pending = model.scheduler.submit(prepared.score_request())?;
-    let deadline = state.options.request_timeout;
-    let output = tokio::time::timeout(deadline, pending.wait())
+    let inputs = job.job.inputs.len();
+    let (field, flat_tokens) = (job.field, job.flat_tokens);
+    let embedded = state
+        .service
+        .embed(job.job)
         .await
-        .map_err(|_| ApiError::timed_out(deadline))??;
-    if output.scores.len() != prepared.sequences.len() {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Backend,
-            format!(
-                "the model returned {} vectors for {} inputs",
-                output.scores.len(),
-                prepared.sequences.len()
-            ),
-        ));
-    }
-    let tokens = prepared.total_tokens();
-    let truncated: Vec<usize> = (0..prepared.truncated.len())
-        .filter(|&i| prepared.truncated[i])
-        .collect();
-    let vectors = prepared.finish(output.scores);
+        .map_err(|error| match error {
+            ServiceError::Embed(error) => prepare_error(field, flat_tokens, error),
+            other => other.into(),
+        })?;
+    let timings = embedded.timings;
     state
         .metrics
-        .record_embedded(inputs, output.queue_time, output.compute_time);
+        .record_embedded(inputs, timings.queue, timings.compute);
     tracing::info!(
         route,
         inputs,
-        tokens,
-        truncated = truncated.len(),
-        tokenize_ms = millis(tokenize_time),
-        queue_ms = millis(output.queue_time),
-        inference_ms = millis(output.compute_time),
-        batches = output.batches,
+        tokens = embedded.tokens,
+        truncated = embedded.truncated.len(),
+        tokenize_ms = millis(timings.tokenize),
+        queue_ms = millis(timings.queue),
+        inference_ms = millis(timings.compute),
+        batches = timings.batches,
         "embedded"
     );
-    Ok(Embedded { vectors, truncated })
+    Ok(Embedded {
+        vectors: embedded.vectors,
+        truncated: embedded.truncated,
+    })
 }
 
 #[utoipa::path(
@@ -389,13 +350,15 @@ fn openai_job(
     let job = EmbedJob {
         field: "input",
         flat_tokens,
-        inputs,
-        options: EmbedOptions {
-            instruction,
-            dimensions: dimensions(body.dimensions.as_ref())?,
-            truncation: body.truncate.unwrap_or(true).then_some(side),
+        job: tessera_service::EmbedJob {
+            inputs,
+            options: EmbedOptions {
+                instruction,
+                dimensions: dimensions(body.dimensions.as_ref())?,
+                truncation: body.truncate.unwrap_or(true).then_some(side),
+            },
+            normalize: true,
         },
-        normalize: true,
     };
     Ok((job, base64))
 }
@@ -408,13 +371,15 @@ fn tei_job(options: &ServerOptions, body: &TeiEmbedRequest) -> Result<EmbedJob, 
     Ok(EmbedJob {
         field: "inputs",
         flat_tokens: false,
-        inputs,
-        options: EmbedOptions {
-            instruction: None,
-            dimensions: dimensions(body.dimensions.as_ref())?,
-            truncation: body.truncate.unwrap_or(true).then_some(side),
+        job: tessera_service::EmbedJob {
+            inputs,
+            options: EmbedOptions {
+                instruction: None,
+                dimensions: dimensions(body.dimensions.as_ref())?,
+                truncation: body.truncate.unwrap_or(true).then_some(side),
+            },
+            normalize: body.normalize.unwrap_or(true),
         },
-        normalize: body.normalize.unwrap_or(true),
     })
 }
 
@@ -455,7 +420,7 @@ async fn openai_embeddings(
     state: &Arc<AppState>,
     body: EmbeddingsRequest,
 ) -> Result<Response, ApiError> {
-    let own_name = state.embedder()?.info.name.clone();
+    let own_name = state.model(ModelKind::Embedding)?.info.name.clone();
     let (job, base64) = openai_job(&state.options, &body)?;
     let embedded = embed(state, "/v1/embeddings", job).await?;
     let model = state.embedding_model_name(body.model.as_deref(), &own_name);
@@ -482,7 +447,7 @@ pub async fn embed_tei(State(state): State<Arc<AppState>>, request: Request) -> 
     let result = async {
         let bytes = json_body(request).await?;
         let body: TeiEmbedRequest = parse(&bytes)?;
-        state.embedder()?;
+        state.model(ModelKind::Embedding)?;
         let job = tei_job(&state.options, &body)?;
         let embedded = embed(&state, "/embed", job).await?;
         let vectors: Vec<Vec<f32>> = embedded.vectors.into_iter().map(|e| e.values).collect();

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use tessera_engine::scheduler::SchedulerError;
+use tessera_service::{SchedulerError, ServiceError};
 use utoipa::ToSchema;
 
 /// Which API's conventions a response follows.
@@ -200,16 +200,6 @@ impl ApiError {
         )
     }
 
-    /// 500: a tokenizing task on the blocking pool failed (panicked or was
-    /// cancelled); the request itself may have been fine.
-    pub fn task_failed(error: tokio::task::JoinError) -> ApiError {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Tokenizer,
-            format!("the tokenizer task failed: {error}"),
-        )
-    }
-
     pub fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> ApiError {
         ApiError {
             allow: Some(allow),
@@ -287,6 +277,36 @@ impl From<SchedulerError> for ApiError {
                 }
             }
         }
+    }
+}
+
+/// A service call's failure as the client sees it. A rerank or embedding
+/// call's own errors name the dialect's fields and are mapped by the routes
+/// first; here they are only the fallback.
+pub(crate) fn from_service(error: ServiceError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        ServiceError::NotHosted { wanted, hosted } => crate::state::not_hosted(wanted, &hosted),
+        ServiceError::NotReady => ApiError::not_ready(),
+        ServiceError::Rerank(_) | ServiceError::Embed(_) => ApiError::invalid(message),
+        ServiceError::Tokenize { index, message } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Tokenizer,
+            format!("inputs[{index}]: cannot tokenize: {message}"),
+        ),
+        ServiceError::Queue(error) => error.into(),
+        ServiceError::TimedOut(deadline) => ApiError::timed_out(deadline),
+        // The request itself may have been fine.
+        ServiceError::TaskFailed(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Tokenizer,
+            message,
+        ),
+        ServiceError::Load(_) | ServiceError::Internal(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Backend,
+            message,
+        ),
     }
 }
 

@@ -22,7 +22,6 @@ mod rerank;
 mod route_table;
 mod routes;
 pub mod state;
-mod tokenize_pool;
 pub mod types;
 
 use std::future::Future;
@@ -34,8 +33,9 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use tessera_engine::scheduler::{EmbedModel, GroupScorer, RerankModel};
-use tessera_engine::{EmbedFormat, PromptBuilder};
+use tessera_service::{Loading, SchedulerObserver, Service};
+
+use crate::metrics::{EmbeddingObserver, Metrics};
 use tokio::net::TcpListener;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -43,7 +43,8 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 pub use embed::validate_embeddings;
 pub use error::{ApiError, Dialect};
 pub use rerank::{validate_request, ValidatedRequest, TRUNCATED_HEADER};
-pub use state::{AppState, Hosted, ModelInfo, ServerOptions};
+pub use state::{AppState, ServerOptions};
+pub use tessera_service::{Hosted, Model, ModelInfo, ServiceOptions};
 
 /// The server: its state (the models it hosts, their queues, the limits) and
 /// its routes.
@@ -53,68 +54,46 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server with no model yet: `/health` answers 503 until every model it
-    /// hosts ([`ServerOptions::hosts`]) is installed — the reranker by
-    /// [`Self::install`], [`Self::install_all`] or [`Self::install_model`], the
-    /// embedding model by [`Self::install_embedder`].
+    /// A server over a new [`Service`] started from `options.service`: with a
+    /// load plan its models load meanwhile, and `/health` answers 503 until
+    /// every hosted model is in; the returned [`Loading`] says when they are,
+    /// or why they could not be. Without one, install the hosted models with
+    /// [`Service::install`] on [`Self::service`].
+    pub fn start(options: ServerOptions) -> (Server, Loading) {
+        let metrics = Arc::new(Metrics::new());
+        let mut service_options = options.service.clone();
+        let observers = &mut service_options.observers;
+        observers.reranker = Some(Arc::clone(&metrics) as Arc<dyn SchedulerObserver>);
+        observers.embedder = Some(Arc::new(EmbeddingObserver(Arc::clone(&metrics))));
+        observers.tokenize_pool = metrics.tokenize_pool_gauges();
+        let recorder = Arc::clone(&metrics);
+        observers.tokenized = Some(Arc::new(move |elapsed| recorder.record_tokenize(elapsed)));
+        let (service, loading) = Service::start(service_options);
+        let state = AppState {
+            options,
+            metrics,
+            service,
+        };
+        (
+            Server {
+                state: Arc::new(state),
+            },
+            loading,
+        )
+    }
+
+    /// [`Self::start`] with nothing to load: the caller installs the models.
     pub fn new(options: ServerOptions) -> Server {
-        Server {
-            state: Arc::new(AppState::new(options)),
-        }
+        Server::start(options).0
     }
 
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
     }
 
-    /// Moves the model onto its compute thread; requests are answered from now on.
-    pub fn install_model<S>(
-        &self,
-        scorer: S,
-        prompt: PromptBuilder,
-        info: ModelInfo,
-    ) -> std::io::Result<()>
-    where
-        S: GroupScorer + Send + 'static,
-    {
-        self.state.install_model(scorer, prompt, info)
-    }
-
-    /// [`Self::install_model`] for a model that carries its own prompt (a
-    /// loaded `Reranker`, on any backend).
-    pub fn install<M>(&self, model: M, info: ModelInfo) -> std::io::Result<()>
-    where
-        M: RerankModel + Send + 'static,
-    {
-        self.install_all(vec![model], info)
-    }
-
-    /// The same model on several devices (or CPU replicas): one compute thread
-    /// each, one queue; a request goes to whichever device is idle.
-    pub fn install_all<M>(&self, models: Vec<M>, info: ModelInfo) -> std::io::Result<()>
-    where
-        M: RerankModel + Send + 'static,
-    {
-        let prompt = models
-            .first()
-            .map(|m| m.prompt().clone())
-            .ok_or_else(|| std::io::Error::other("no model to install"))?;
-        self.state.install_replicas(models, prompt, info)
-    }
-
-    /// Moves the embedding model (one per device or replica) onto its compute
-    /// threads; `/v1/embeddings` and `/embed` answer from now on. The server
-    /// must have been created hosting one ([`ServerOptions::hosts`]).
-    pub fn install_embedder<M>(
-        &self,
-        models: Vec<M>,
-        format: EmbedFormat,
-        info: ModelInfo,
-    ) -> std::io::Result<()>
-    where
-        M: EmbedModel + Send + 'static,
-    {
-        self.state.install_embedder(models, format, info)
+    /// The service under the routes.
+    pub fn service(&self) -> &Service {
+        &self.state.service
     }
 
     pub fn router(&self) -> Router {
@@ -159,12 +138,12 @@ impl Server {
         let state = Arc::clone(&self.state);
         let signal = async move {
             shutdown.await;
-            state.begin_shutdown();
+            state.service.begin_shutdown();
             tracing::info!("shutting down: no new connections; finishing requests in flight");
         };
         edge::serve(listener, self.router(), Arc::clone(&self.state), signal).await?;
         let state = Arc::clone(&self.state);
-        tokio::task::spawn_blocking(move || state.stop_model())
+        tokio::task::spawn_blocking(move || state.service.stop())
             .await
             .map_err(std::io::Error::other)?;
         tracing::info!("stopped");

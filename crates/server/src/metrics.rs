@@ -11,8 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tessera_engine::scheduler::{BatchReport, SchedulerObserver, SchedulerStats};
-use tessera_engine::PrefixCacheStats;
+use tessera_service::{BatchReport, PrefixCacheStats, SchedulerObserver, SchedulerStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceLabels {
@@ -44,7 +43,7 @@ pub struct Metrics {
     tokens_per_second: Gauge<f64, AtomicU64>,
     documents_scored: Counter,
     tokenize_seconds: Histogram,
-    tokenize_pool: crate::tokenize_pool::PoolGauges,
+    tokenize_pool: tessera_service::PoolGauges,
     queue_seconds: Histogram,
     inference_seconds: Histogram,
     dropped_requests: Counter,
@@ -264,7 +263,7 @@ impl Metrics {
             "Time to tokenize one request",
             tokenize_seconds.clone(),
         );
-        let tokenize_pool = crate::tokenize_pool::PoolGauges::default();
+        let tokenize_pool = tessera_service::PoolGauges::default();
         for (name, help, gauge) in [
             (
                 "tessera_tokenize_threads",
@@ -439,7 +438,7 @@ impl Metrics {
     }
 
     /// The gauges the tokenising pool keeps up to date.
-    pub fn tokenize_pool_gauges(&self) -> crate::tokenize_pool::PoolGauges {
+    pub fn tokenize_pool_gauges(&self) -> tessera_service::PoolGauges {
         self.tokenize_pool.clone()
     }
 

@@ -1,14 +1,11 @@
 //! The API's side of preparing a call: document text from strings or object
 //! fields, option values checked field by field, and the engine's
 //! [`RequestError`]s named the way the dialect names its fields. Tokenizing,
-//! truncation, chunking and billing are the engine's
-//! ([`tessera_engine::prepare`]), shared with `tessera rerank`.
+//! truncation, chunking and billing are the service's (the engine's front
+//! door), shared with `tessera rerank`.
 
 use serde_json::Value;
-use tessera_engine::{
-    request::chunk_note, PreparedRequest, PromptBuilder, PromptError, RequestError, RerankOptions,
-    TruncationSide,
-};
+use tessera_service::{chunk_note, PromptError, RequestError, RerankOptions, TruncationSide};
 
 use crate::error::{ApiError, ErrorKind};
 use crate::types::DocumentInput;
@@ -25,6 +22,15 @@ pub struct RerankJob {
 }
 
 impl RerankJob {
+    /// What the service is asked to do; `list` stays here, for messages.
+    pub fn into_service_job(self) -> tessera_service::RerankJob {
+        tessera_service::RerankJob {
+            query: self.query,
+            documents: self.documents,
+            options: self.options,
+        }
+    }
+
     /// A job's options from the API's fields: `truncate: false` refuses a
     /// document that does not fit; `max_tokens_per_doc` always cuts, on the
     /// truncation side.
@@ -122,12 +128,10 @@ pub fn echo_document(document: &DocumentInput) -> Value {
     }
 }
 
-/// Tokenizes and lays out a job through the engine's front door; its errors
-/// are the client's (400), named with the dialect's field names.
-pub fn prepare(prompt: &PromptBuilder, job: &RerankJob) -> Result<PreparedRequest, ApiError> {
-    tessera_engine::prepare(prompt, &job.query, &job.documents, &job.options).map_err(|error| {
-        let list = job.list;
-        match error {
+/// A rerank call's preparation error (the client's, 400) named with the
+/// dialect's field names: `list` is its name for the documents.
+pub fn request_error(list: &str, error: RequestError) -> ApiError {
+    match error {
             RequestError::Query(PromptError::Tokenizer(e)) => ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
                 ErrorKind::Tokenizer,
@@ -152,8 +156,7 @@ pub fn prepare(prompt: &PromptBuilder, job: &RerankJob) -> Result<PreparedReques
                 chunk_note(chunks, room)
             ))
             .at(format!("{list}[{index}]")),
-        }
-    })
+    }
 }
 
 /// `response` with header `name` listing `truncated` (indices of documents or

@@ -3,7 +3,6 @@
 //! thread, queues the pairs for the compute thread and awaits their scores.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -11,14 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use tessera_engine::request::ranking;
-use tessera_engine::{PromptBuilder, RerankOutput};
+use tessera_service::{
+    prepare_rerank, ranking, ModelKind, PromptBuilder, RerankOutput, ServiceError,
+};
 
 use crate::encode::millis;
 use crate::error::{ApiError, Dialect, ErrorKind, Failure};
 use crate::json::{json_body, parse};
 use crate::prepare::{
-    document_texts, echo_document, parse_side, positive, prepare, with_truncated_header, RerankJob,
+    document_texts, echo_document, parse_side, positive, request_error, with_truncated_header,
+    RerankJob,
 };
 use crate::route_table::Endpoint;
 use crate::state::{AppState, ServerOptions};
@@ -26,54 +27,43 @@ use crate::types::{RerankRequest, RerankResponse, TeiRank, TeiRerankRequest};
 
 pub const TRUNCATED_HEADER: &str = "x-truncated-documents";
 
-/// Tokenizes off the async workers, queues, awaits; the scores come back
-/// shaped by the engine (best chunk per document, billing). Dropping the
-/// returned future (the client went away) abandons the queued work.
+/// Ranks through the service (tokenised in its pool, queued, awaited within
+/// the deadline); the scores come back shaped by the engine (best chunk per
+/// document, billing). Dropping the returned future (the client went away)
+/// abandons the queued work.
 async fn score(
     state: &Arc<AppState>,
     route: &str,
     job: RerankJob,
 ) -> Result<RerankOutput, ApiError> {
-    let model = state.model()?;
-    let started = Instant::now();
-    let worker = Arc::clone(state);
-    let mut prepared = state
-        .tokenize
-        .run(move || {
-            let model = worker.model()?;
-            prepare(&model.prompt, &job)
-        })
-        .await??;
-    let tokenize_time = started.elapsed();
-    state.metrics.record_tokenize(tokenize_time);
-
-    let pending = model
-        .scheduler
-        .submit(std::mem::take(&mut prepared.score))?;
-    let deadline = state.options.request_timeout;
-    // Dropping `pending` on time-out abandons whatever of the request is not computed.
-    let output = tokio::time::timeout(deadline, pending.wait())
-        .await
-        .map_err(|_| ApiError::timed_out(deadline))??;
-    let scored = prepared.output(&output.scores);
-    state.metrics.record_scored(
-        scored.documents.len(),
-        output.queue_time,
-        output.compute_time,
-    );
+    let list = job.list;
+    let ranked =
+        state
+            .service
+            .rerank(job.into_service_job())
+            .await
+            .map_err(|error| match error {
+                ServiceError::Rerank(error) => request_error(list, error),
+                other => other.into(),
+            })?;
+    let timings = ranked.timings;
+    let scored = &ranked.output;
+    state
+        .metrics
+        .record_scored(scored.documents.len(), timings.queue, timings.compute);
     tracing::info!(
         route,
         documents = scored.documents.len(),
-        pairs = output.scores.len(),
+        pairs = ranked.pairs,
         tokens = scored.total_tokens,
-        truncated = prepared.truncated.len(),
-        tokenize_ms = millis(tokenize_time),
-        queue_ms = millis(output.queue_time),
-        inference_ms = millis(output.compute_time),
-        batches = output.batches,
+        truncated = ranked.truncated.len(),
+        tokenize_ms = millis(timings.tokenize),
+        queue_ms = millis(timings.queue),
+        inference_ms = millis(timings.compute),
+        batches = timings.batches,
         "scored"
     );
-    Ok(scored)
+    Ok(ranked.output)
 }
 
 fn check_query_and_count(
@@ -193,7 +183,9 @@ pub fn validate_request(
     };
     let job = job.map_err(|e| e.in_dialect(dialect))?;
     let documents = job.documents.len();
-    let prepared = prepare(prompt, &job).map_err(|e| e.in_dialect(dialect))?;
+    let list = job.list;
+    let prepared = prepare_rerank(prompt, &job.query, &job.documents, &job.options)
+        .map_err(|e| request_error(list, e).in_dialect(dialect))?;
     let total_tokens = prepared.total_tokens();
     Ok(ValidatedRequest {
         dialect,
@@ -261,7 +253,7 @@ async fn cohere_rerank(
     route: &str,
 ) -> Result<Response, ApiError> {
     let (job, top_n) = cohere_job(&state.options, &body)?;
-    let own_name = state.model()?.info.name.clone();
+    let own_name = state.model(ModelKind::Reranker)?.info.name.clone();
     let scored = score(state, route, job).await?;
     let echo = |index: usize| echo_document(&body.documents[index]);
     let response = RerankResponse::new(

@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use tessera_engine::scheduler::DeviceStatus;
+use tessera_service::{Health as ServiceHealth, ModelKind};
 
 use crate::error::{ApiError, Dialect, ErrorKind};
 use crate::json::{json_body, parse};
@@ -22,81 +22,24 @@ use crate::types::{
     responses((status = 200, description = "The model is loaded", body = Health),
               (status = 503, description = "Loading or shutting down", body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    // A model whose every device failed its last batches; the server is
-    // unhealthy only when no hosted model serves (one still serving is
-    // reported `degraded`, as a device out of rotation is).
-    let reranker_failing = state
-        .loaded_reranker()
-        .and_then(|model| model.scheduler.device_failing());
-    let embedder_failing = state
-        .loaded_embedder()
-        .and_then(|model| model.scheduler.device_failing())
-        .map(|failure| format!("embedding model: {failure}"));
-    let hosts = state.options.hosts;
-    let none_serves = (!hosts.reranker || reranker_failing.is_some())
-        && (!hosts.embedder || embedder_failing.is_some());
-    let failing: Vec<String> = reranker_failing
-        .into_iter()
-        .chain(embedder_failing)
-        .collect();
-    let (status, text) = if state.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())
-    } else if !failing.is_empty() && none_serves {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "device failing: the last batches all failed ({})",
-                failing.join("; ")
-            ),
-        )
-    } else if state.is_ready() {
-        // Devices out of rotation, each model's named by `whose`.
-        let retired = |devices: Vec<DeviceStatus>, whose: &'static str| {
-            devices
-                .into_iter()
-                .filter(|d| d.retired)
-                .map(move |d| format!("{whose}device {} out of rotation: {}", d.index, d.failure))
-        };
-        let reranker = retired(
-            state
-                .loaded_reranker()
-                .map(|model| model.scheduler.devices())
-                .unwrap_or_default(),
-            "",
-        );
-        let embedder = retired(
-            state
-                .loaded_embedder()
-                .map(|model| model.scheduler.devices())
-                .unwrap_or_default(),
-            "embedding model's ",
-        );
-        let out: Vec<String> = failing
-            .iter()
-            .map(|f| format!("device failing, the other model serves: {f}"))
-            .chain(reranker)
-            .chain(embedder)
-            .collect();
-        if !out.is_empty() {
-            let detail = Some(out.join("; "));
-            let health = Health {
-                status: "degraded".into(),
-                detail,
-            };
-            return (StatusCode::OK, Json(health)).into_response();
-        }
-        (StatusCode::OK, "ok".to_string())
-    } else if state.compute_stopped() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "compute thread stopped".to_string(),
-        )
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading".to_string())
+    // The service is unhealthy only when no hosted model serves; one still
+    // serving is reported `degraded`, as a device out of rotation is.
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    let (status, text, detail) = match state.service.health() {
+        ServiceHealth::ShuttingDown => (unavailable, "shutting down".to_string(), None),
+        ServiceHealth::DeviceFailing(failing) => (
+            unavailable,
+            format!("device failing: the last batches all failed ({failing})"),
+            None,
+        ),
+        ServiceHealth::Ready => (StatusCode::OK, "ok".to_string(), None),
+        ServiceHealth::Degraded(detail) => (StatusCode::OK, "degraded".to_string(), Some(detail)),
+        ServiceHealth::ComputeStopped => (unavailable, "compute thread stopped".to_string(), None),
+        ServiceHealth::Loading => (unavailable, "loading".to_string(), None),
     };
     let health = Health {
         status: text,
-        detail: None,
+        detail,
     };
     (status, Json(health)).into_response()
 }
@@ -107,8 +50,8 @@ fn limits(options: &crate::state::ServerOptions, max_pair_tokens: usize) -> Limi
         max_pair_tokens,
         max_documents: options.max_documents,
         max_body_bytes: options.max_body_bytes,
-        max_batch_tokens: options.scheduler.max_batch_tokens,
-        max_queue_tokens: options.scheduler.max_queue_tokens,
+        max_batch_tokens: options.service.scheduler.max_batch_tokens,
+        max_queue_tokens: options.service.scheduler.max_queue_tokens,
     }
 }
 
@@ -123,20 +66,20 @@ fn served_names(configured: &[String], own: &str) -> Vec<String> {
 /// Every served name of every hosted model: its OpenAI card and its Cohere
 /// entry; 503 while a hosted model loads.
 fn model_cards(state: &AppState) -> Result<Vec<(ModelCard, CohereModel)>, ApiError> {
-    let hosts = state.options.hosts;
+    let hosts = state.service.hosts();
     // (names, kind, endpoint, context length) of each hosted model.
     let mut entries: Vec<(Vec<String>, &str, &str, usize)> = Vec::new();
     if hosts.reranker {
-        let model = state.model()?;
+        let model = state.model(ModelKind::Reranker)?;
         entries.push((
             served_names(&state.options.served_model_names, &model.info.name),
             "reranker",
             "rerank",
-            model.prompt.max_pair_tokens(),
+            model.max_input_tokens(),
         ));
     }
     if hosts.embedder {
-        let model = state.embedder()?;
+        let model = state.model(ModelKind::Embedding)?;
         entries.push((
             served_names(
                 &state.options.embedding_served_model_names,
@@ -144,7 +87,7 @@ fn model_cards(state: &AppState) -> Result<Vec<(ModelCard, CohereModel)>, ApiErr
             ),
             "embedding",
             "embed",
-            model.format.max_tokens(),
+            model.max_input_tokens(),
         ));
     }
     Ok(entries
@@ -220,8 +163,9 @@ pub async fn model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -
     responses((status = 200, description = "Model, backend, device, limits, version", body = Info)))]
 pub async fn info(State(state): State<Arc<AppState>>) -> Response {
     let options = &state.options;
-    let embedding = if options.hosts.embedder {
-        match state.embedder() {
+    let hosts = state.service.hosts();
+    let embedding = if hosts.embedder {
+        match state.model(ModelKind::Embedding) {
             Ok(model) => Some(EmbeddingModelInfo {
                 model_id: model.info.name.clone(),
                 served_model_names: served_names(
@@ -230,22 +174,25 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
                 ),
                 backend: model.info.backend.clone(),
                 device: model.info.device.clone(),
-                dimensions: model.format.width(),
-                max_input_tokens: model.format.max_tokens(),
+                dimensions: model.dimensions().unwrap_or_default(),
+                max_input_tokens: model.max_input_tokens(),
             }),
             Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
         }
     } else {
         None
     };
-    if !options.hosts.reranker {
+    if !hosts.reranker {
         // Only an embedding model: the top-level fields describe it.
         let Some(embedding) = embedding else {
             return ApiError::not_ready()
                 .in_dialect(Dialect::Cohere)
                 .into_response();
         };
-        let placeholder = state.loaded_embedder().is_some_and(|m| m.info.placeholder);
+        let placeholder = state
+            .service
+            .loaded(ModelKind::Embedding)
+            .is_some_and(|m| m.info.placeholder);
         return Json(Info {
             model_id: embedding.model_id,
             served_model_names: embedding.served_model_names,
@@ -260,7 +207,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
         })
         .into_response();
     }
-    let model = match state.model() {
+    let model = match state.model(ModelKind::Reranker) {
         Ok(model) => model,
         Err(e) => return e.in_dialect(Dialect::Cohere).into_response(),
     };
@@ -271,7 +218,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
         model_type: "reranker".into(),
         backend: model.info.backend.clone(),
         device: model.info.device.clone(),
-        limits: limits(options, model.prompt.max_pair_tokens()),
+        limits: limits(options, model.max_input_tokens()),
         auth_required: !options.api_keys.is_empty(),
         version: env!("CARGO_PKG_VERSION").into(),
         embedding_model: embedding,
@@ -284,19 +231,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // The models' queues share one token budget: `queued_tokens` is their sum
     // either way; requests and throughput add up.
-    let reranker = state.loaded_reranker().map(|m| m.scheduler.stats());
-    let embedder = state.loaded_embedder().map(|m| m.scheduler.stats());
-    let stats = match (reranker, embedder) {
-        (Some(r), Some(e)) => Some(tessera_engine::scheduler::SchedulerStats {
-            queued_requests: r.queued_requests + e.queued_requests,
-            completed_requests: r.completed_requests + e.completed_requests,
-            dropped_requests: r.dropped_requests + e.dropped_requests,
-            batches: r.batches + e.batches,
-            tokens_per_second: r.tokens_per_second + e.tokens_per_second,
-            ..r
-        }),
-        (one, other) => one.or(other),
-    };
+    let stats = state.service.stats();
     (
         [(
             header::CONTENT_TYPE,
@@ -322,60 +257,28 @@ pub async fn tokenize(State(state): State<Arc<AppState>>, request: Request) -> R
         if inputs.is_empty() {
             return Err(ApiError::empty("inputs must not be empty").at("inputs"));
         }
-        let worker = Arc::clone(&state);
-        state
-            .tokenize
-            .run(move || tokenize_all(&worker, &inputs))
-            .await?
+        let tokens = state.service.tokenize(inputs).await?;
+        Ok(tokens
+            .into_iter()
+            .map(|tokens| {
+                tokens
+                    .into_iter()
+                    .map(|t| Token {
+                        id: t.id,
+                        text: t.text,
+                        special: t.special,
+                        start: Some(t.start),
+                        stop: Some(t.stop),
+                    })
+                    .collect()
+            })
+            .collect::<Vec<Vec<Token>>>())
     }
     .await;
     match result {
         Ok(tokens) => Json(tokens).into_response(),
         Err(e) => e.in_dialect(Dialect::Tei).into_response(),
     }
-}
-
-fn tokenize_all(state: &AppState, inputs: &[String]) -> Result<Vec<Vec<Token>>, ApiError> {
-    // Either model's tokenizer: the reranker's when it hosts one.
-    let tokenizer = match state.loaded_reranker() {
-        Some(model) => model.prompt.tokenizer().inner(),
-        None if !state.options.hosts.reranker => state.embedder()?.format.tokenizer().inner(),
-        None => return Err(ApiError::not_ready()),
-    };
-    let added = tokenizer.get_added_vocabulary();
-    inputs
-        .iter()
-        .enumerate()
-        .map(|(index, text)| {
-            let encoding = tokenizer.encode(text.as_str(), false).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorKind::Tokenizer,
-                    format!("inputs[{index}]: cannot tokenize: {e}"),
-                )
-            })?;
-            Ok(encoding
-                .get_ids()
-                .iter()
-                .zip(encoding.get_offsets())
-                .map(|(&id, &(start, stop))| {
-                    let piece = tokenizer.id_to_token(id).unwrap_or_default();
-                    let text = text
-                        .get(start..stop)
-                        .map(str::to_string)
-                        .or_else(|| tokenizer.decode(&[id], false).ok())
-                        .unwrap_or_default();
-                    Token {
-                        id,
-                        text,
-                        special: added.is_special_token(&piece),
-                        start: Some(start),
-                        stop: Some(stop),
-                    }
-                })
-                .collect())
-        })
-        .collect()
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "server",

@@ -6,7 +6,7 @@
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
-use tessera_engine::{Embedding, RerankOutput};
+use tessera_service::{Embedding, RerankOutput};
 use utoipa::ToSchema;
 
 /// A document: a string, or an object with a `text` field (other keys are kept and

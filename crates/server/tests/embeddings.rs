@@ -449,19 +449,32 @@ impl tessera_engine::scheduler::EmbedModel for BrokenEmbedder {
 #[tokio::test]
 async fn a_failing_model_degrades_the_server_while_the_other_serves() {
     let options = ServerOptions {
-        hosts: tessera_server::Hosted {
-            reranker: true,
-            embedder: true,
+        service: tessera_server::ServiceOptions {
+            hosts: tessera_server::Hosted {
+                reranker: true,
+                embedder: true,
+            },
+            ..Default::default()
         },
         ..ServerOptions::default()
     };
     let server = tessera_server::Server::new(options);
     server
-        .install(load_reranker(), common::info())
+        .service()
+        .install(
+            tessera_server::Model::reranker(load_reranker()),
+            common::info(),
+        )
         .expect("reranker installs");
     let format = load_embedder().format().clone();
+    let copies =
+        vec![Box::new(BrokenEmbedder) as Box<dyn tessera_engine::scheduler::EmbedModel + Send>];
     server
-        .install_embedder(vec![BrokenEmbedder], format, common::info())
+        .service()
+        .install(
+            tessera_server::Model::Embedder { copies, format },
+            common::info(),
+        )
         .expect("embedder installs");
     let server = common::serve_server(server).await;
     for _ in 0..3 {

@@ -8,6 +8,7 @@ use reqwest::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::json;
 use tessera_engine::scheduler::SchedulerConfig;
 use tessera_server::ServerOptions;
+use tessera_server::ServiceOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_values_are_400_naming_the_field() {
@@ -282,9 +283,12 @@ async fn api_keys_guard_everything_but_health_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_429_with_retry_after_and_loading_is_503() {
     let options = ServerOptions {
-        scheduler: SchedulerConfig {
-            max_batch_tokens: 16_384,
-            max_queue_tokens: 300,
+        service: ServiceOptions {
+            scheduler: SchedulerConfig {
+                max_batch_tokens: 16_384,
+                max_queue_tokens: 300,
+            },
+            ..Default::default()
         },
         ..ServerOptions::default()
     };

@@ -86,7 +86,10 @@ async fn a_panic_on_the_compute_thread_fails_its_requests_and_the_worker_survive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_gets_503_and_its_work_is_dropped() {
     let options = ServerOptions {
-        request_timeout: Duration::from_millis(400),
+        service: tessera_server::ServiceOptions {
+            request_timeout: Duration::from_millis(400),
+            ..Default::default()
+        },
         ..ServerOptions::default()
     };
     let (server, gate) = start_gated(options).await;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tessera_backend::BackendError;
 use tessera_engine::scheduler::GroupScorer;
 use tessera_engine::{EngineError, PairScore, PrefixGroup};
-use tessera_server::{ModelInfo, Server, ServerOptions};
+use tessera_server::{Model, ModelInfo, Server, ServerOptions};
 
 use common::{load_reranker, metric};
 
@@ -41,8 +41,8 @@ async fn serve(scorers: Vec<Box<dyn GroupScorer + Send>>) -> String {
     let server = Server::new(ServerOptions::default());
     let prompt = load_reranker().prompt().clone();
     server
-        .state()
-        .install_replicas(scorers, prompt, info())
+        .service()
+        .install(Model::scorers(scorers, prompt), info())
         .expect("installs");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

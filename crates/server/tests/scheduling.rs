@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 use tessera_server::ServerOptions;
+use tessera_service::ModelKind;
 
 fn request_for(i: usize) -> Value {
     let documents: Vec<String> = (0..1 + i % 5)
@@ -47,20 +48,15 @@ async fn concurrent_requests_get_the_scores_they_get_alone() {
             read(request.send().await.expect("sent")).await
         }));
     }
-    let scheduler = server
-        .server
-        .state()
-        .model()
-        .expect("model")
-        .scheduler
-        .clone();
+    let service = server.server.service().clone();
+    let reranker = service.model(ModelKind::Reranker).expect("model");
     for _ in 0..1000 {
-        if scheduler.stats().queued_requests == 33 {
+        if reranker.stats().queued_requests == 33 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(scheduler.stats().queued_requests, 33, "all requests queued");
+    assert_eq!(reranker.stats().queued_requests, 33, "all requests queued");
     gate.open();
     assert_eq!(
         blocker.await.expect("task").expect("answered").status(),
@@ -181,10 +177,9 @@ async fn graceful_shutdown_answers_requests_in_flight() {
     server.finished().await.expect("serve returns cleanly");
     assert!(!server
         .server
-        .state()
-        .model()
+        .service()
+        .model(ModelKind::Reranker)
         .expect("model")
-        .scheduler
         .is_running());
 }
 
@@ -219,7 +214,10 @@ async fn metrics_cover_routes_queue_batches_and_timings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_is_tokenised_by_a_bounded_pool() {
     let server = start(ServerOptions {
-        tokenize_threads: 2,
+        service: tessera_server::ServiceOptions {
+            tokenize_threads: 2,
+            ..Default::default()
+        },
         max_connections: 1024,
         ..ServerOptions::default()
     })

@@ -10,8 +10,8 @@ use anyhow::bail;
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_engine::{PrefixGroup, ScoreRequest};
 use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Precision, Profiler};
+use tessera_service::{PrefixGroup, ScoreRequest};
 
 use super::bench_report::{render_all, Format, Profile, Record};
 use crate::backends::BackendArgs;

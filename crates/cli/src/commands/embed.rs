@@ -1,16 +1,17 @@
 //! `tessera embed`: texts from the command line or a file embedded with a
-//! Qwen3 embedding GGUF through the engine's embedding front door, so the
+//! Qwen3 embedding GGUF by the service started in this process, so the
 //! vectors, truncation and billing equal `/v1/embeddings`' for the same request.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use tessera_engine::{EmbedOptions, TruncationSide};
 use tessera_server::types::EmbeddingsResponse;
+use tessera_service::{EmbedInputs, EmbedJob, EmbedOptions, TruncationSide};
 
 use super::rerank::read_documents_file;
 use crate::backends::BackendArgs;
+use crate::in_process::{self, Role};
 use crate::model_source::{self, ModelArgs};
 
 /// `--model` / `--model-id` as every command has them, but required: the
@@ -74,14 +75,6 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         );
     }
     let tokenizer = model_source::tokenizer_override(args.tokenizer.as_ref())?;
-    let embedder = tessera_runtime::open(
-        args.run_on.choice(),
-        &loaded.file,
-        tokenizer,
-        &args.run_on.options(),
-    )?
-    .model
-    .into_embedder(&loaded.name)?;
     let side = if args.truncate_left {
         TruncationSide::Left
     } else {
@@ -94,11 +87,19 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         truncation: (!args.no_truncate).then_some(side),
     };
-    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let vectors = embedder.embed(&refs, &options)?;
-    let truncated: Vec<usize> = (0..vectors.len())
-        .filter(|&i| vectors[i].truncated)
-        .collect();
+    let job = EmbedJob {
+        inputs: EmbedInputs::Texts(inputs),
+        options,
+        normalize: true,
+    };
+    let embedded = in_process::call(
+        &loaded,
+        tokenizer,
+        Role::Embedder,
+        &args.run_on,
+        |service| async move { service.embed(job).await },
+    )?;
+    let (vectors, truncated) = (embedded.vectors, embedded.truncated);
 
     if args.json {
         let body = EmbeddingsResponse::new(vectors, false, loaded.name.clone());

@@ -1,6 +1,6 @@
 //! `tessera rerank`: one query, documents from the command line or a file,
-//! scored through the engine's front door with the API's options, so the
-//! scores, truncation and billing equal `/v1/rerank`'s for the same request.
+//! scored by the service started in this process with the API's options, so
+//! the scores, truncation and billing equal `/v1/rerank`'s for the same request.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
-use tessera_engine::{RerankOptions, TruncationSide};
 use tessera_server::types::RerankResponse;
+use tessera_service::{RerankJob, RerankOptions, TruncationSide};
 
 use crate::backends::BackendArgs;
+use crate::in_process::{self, Role};
 use crate::model_source::{self, ModelArgs};
 
 #[derive(Args)]
@@ -96,14 +97,6 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
     }
     let loaded = model_source::open_warning(args.source.path()?.as_deref())?;
     let tokenizer = model_source::tokenizer_override(args.tokenizer.as_ref())?;
-    let reranker = tessera_runtime::open(
-        args.run_on.choice(),
-        &loaded.file,
-        tokenizer,
-        &args.run_on.options(),
-    )?
-    .model
-    .into_reranker(&loaded.name)?;
     let side = if args.truncate_left {
         TruncationSide::Left
     } else {
@@ -117,8 +110,18 @@ pub fn run(args: RerankArgs) -> anyhow::Result<()> {
         max_chunks_per_doc: saturating_usize(args.max_chunks_per_doc),
         ..RerankOptions::default()
     };
-    let refs: Vec<&str> = documents.iter().map(String::as_str).collect();
-    let output = reranker.rerank(&args.query, &refs, &options)?;
+    let job = RerankJob {
+        query: args.query.clone(),
+        documents: documents.clone(),
+        options,
+    };
+    let output = in_process::call(
+        &loaded,
+        tokenizer,
+        Role::Reranker,
+        &args.run_on,
+        |service| async move { service.rerank(job).await.map(|ranked| ranked.output) },
+    )?;
 
     if args.json {
         let echo = |index: usize| json!({ "text": documents[index] });

@@ -6,16 +6,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use tessera_engine::scheduler::SchedulerConfig;
-use tessera_engine::DEFAULT_MAX_BATCH_TOKENS;
-use tessera_gguf::GgufFile;
-use tessera_model::{ModelKind, RerankTokenizer};
-use tessera_runtime::{AnyModel, BackendChoice, BackendOptions, Devices};
-use tessera_server::{Hosted, ModelInfo, Server, ServerOptions};
+use tessera_model::ModelKind;
+use tessera_runtime::{BackendChoice, Devices};
+use tessera_server::{Server, ServerOptions};
+use tessera_service::{
+    LoadPlan, ModelFile, Placement, SchedulerConfig, ServiceOptions, DEFAULT_MAX_BATCH_TOKENS,
+};
 
 use crate::backends::BackendArgs;
 use crate::flags::{count, MAX_PASS_TOKENS};
@@ -303,6 +303,53 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // `--model` is the embedding model: its name, tokenizer and served names
     // are those of `--model`.
     let primary_embeds = reranker_source.is_none();
+    let auth = args.api_keys.iter().any(|k| !k.is_empty());
+    let tokenizer =
+        model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
+    // Replicas run on the CPU: `auto` is resolved here, once, before listening.
+    let backend =
+        tessera_runtime::replicas_backend(args.run_on.choice(), usize::from(args.replicas))
+            .map_err(|e| StartupError(e.to_string()))?;
+    tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
+    if args.devices.is_some() {
+        let gpu_backend = match args.run_on.choice() {
+            BackendChoice::Cpu => {
+                return Err(StartupError(
+                    "--devices is for the CUDA or wgpu backend; on the CPU use --replicas".into(),
+                )
+                .into())
+            }
+            BackendChoice::Wgpu => BackendChoice::Wgpu,
+            BackendChoice::Cuda | BackendChoice::Auto => BackendChoice::Cuda,
+        };
+        tessera_runtime::available(gpu_backend).map_err(|e| StartupError(e.to_string()))?;
+    }
+    if reranker_source
+        .as_ref()
+        .or(embedder_source.as_ref())
+        .is_some_and(|s| s.embedded)
+    {
+        tracing::warn!("{}", model_source::EMBEDDED_WARNING);
+    }
+    // The `--tokenizer` override goes with `--model`.
+    let (reranker_tokenizer, embedder_tokenizer) = if primary_embeds {
+        (None, tokenizer)
+    } else {
+        (tokenizer, None)
+    };
+    let plan = LoadPlan {
+        reranker: reranker_source.map(|source| model_file(source, reranker_tokenizer)),
+        embedder: embedder_source.map(|source| model_file(source, embedder_tokenizer)),
+        backend,
+        backend_options: args.run_on.options(),
+        placement: match args.devices {
+            Some(devices) => Placement::Gpus(devices),
+            None => Placement::Replicas(usize::from(args.replicas)),
+        },
+        prefix_cache_bytes: args.prefix_cache_bytes,
+        warm_up_tokens: args.warm_up_tokens,
+        progress: Arc::new(TerminalProgress),
+    };
     let options = ServerOptions {
         api_keys: args
             .api_keys
@@ -324,46 +371,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             names(&args.embedding_served_model_names)
         },
-        hosts: Hosted {
-            reranker: reranker_source.is_some(),
-            embedder: embedder_source.is_some(),
-        },
         max_documents: args.max_documents,
         max_body_bytes: args.max_body_bytes,
-        scheduler: SchedulerConfig {
-            max_batch_tokens: args.max_batch_tokens,
-            max_queue_tokens: args.max_queue_tokens,
-        },
-        request_timeout: args.request_timeout,
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
         max_connections: args.max_connections,
-        tokenize_threads: args
-            .tokenize_threads
-            .unwrap_or_else(tessera_server::state::default_tokenize_threads),
+        service: ServiceOptions {
+            hosts: plan.hosts(),
+            load: Some(plan),
+            scheduler: SchedulerConfig {
+                max_batch_tokens: args.max_batch_tokens,
+                max_queue_tokens: args.max_queue_tokens,
+            },
+            request_timeout: args.request_timeout,
+            tokenize_threads: args
+                .tokenize_threads
+                .unwrap_or_else(tessera_service::default_tokenize_threads),
+            ..ServiceOptions::default()
+        },
     };
-    let auth = !options.api_keys.is_empty();
-    let tokenizer =
-        model_source::tokenizer_override(args.tokenizer.as_ref()).map_err(StartupError::from)?;
-    // Replicas run on the CPU: `auto` is resolved here, once, before listening.
-    let backend =
-        tessera_runtime::replicas_backend(args.run_on.choice(), usize::from(args.replicas))
-            .map_err(|e| StartupError(e.to_string()))?;
-    tessera_runtime::available(args.run_on.choice()).map_err(|e| StartupError(e.to_string()))?;
-    if args.devices.is_some() {
-        let gpu_backend = match args.run_on.choice() {
-            BackendChoice::Cpu => {
-                return Err(StartupError(
-                    "--devices is for the CUDA or wgpu backend; on the CPU use --replicas".into(),
-                )
-                .into())
-            }
-            BackendChoice::Wgpu => BackendChoice::Wgpu,
-            BackendChoice::Cuda | BackendChoice::Auto => BackendChoice::Cuda,
-        };
-        tessera_runtime::available(gpu_backend).map_err(|e| StartupError(e.to_string()))?;
-    }
-    let server = Server::new(options);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .map_err(|e| {
@@ -390,6 +416,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     });
 
+    // The service loads the models on a thread of its own while the server
+    // answers `/health` with 503.
+    let (server, loading) = Server::start(options);
     let mut serving = {
         let server = server.clone();
         tokio::spawn(async move {
@@ -398,59 +427,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
         })
     };
-    let cache = args.prefix_cache_bytes;
-    let warm_up = WarmUp {
-        tokens: args.warm_up_tokens,
-        max_batch_tokens: args.max_batch_tokens,
-    };
-    let cpu = args.run_on.options();
-    let placement = match args.devices {
-        Some(devices) => Placement::Gpus(devices),
-        None => Placement::Replicas(usize::from(args.replicas)),
-    };
-    // The `--tokenizer` override goes with `--model`.
-    let (reranker_tokenizer, embedder_tokenizer) = if primary_embeds {
-        (None, tokenizer)
-    } else {
-        (tokenizer, None)
-    };
-    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Models> {
-        let mut models = Models::default();
-        if let Some(source) = reranker_source {
-            let tokenizer = reranker_tokenizer;
-            let (all, info) = load(source, tokenizer, backend, &cpu, &placement, cache, warm_up)?;
-            let what = info.name.clone();
-            let rerankers = all
-                .into_iter()
-                .map(|m| m.into_reranker(&what))
-                .collect::<Result<Vec<_>, _>>()?;
-            models.reranker = Some((rerankers, info));
-        }
-        if let Some(source) = embedder_source {
-            let tokenizer = embedder_tokenizer;
-            let (all, info) = load(source, tokenizer, backend, &cpu, &placement, cache, warm_up)?;
-            let what = info.name.clone();
-            let embedders = all
-                .into_iter()
-                .map(|m| m.into_embedder(&what))
-                .collect::<Result<Vec<_>, _>>()?;
-            models.embedder = Some((embedders, info));
-        }
-        Ok(models)
-    });
     tokio::select! {
-        result = loaded => {
-            let models = result.context("the model loader stopped")??;
-            if !server.state().is_shutting_down() {
-                if let Some((embedders, info)) = models.embedder {
-                    let format = embedders[0].format().clone();
-                    server.install_embedder(embedders, format, info)?;
-                }
-                if let Some((rerankers, info)) = models.reranker {
-                    server.install_all(rerankers, info)?;
-                }
-                tracing::info!("ready");
-            }
+        result = loading.wait() => {
+            result.map_err(|e| anyhow::anyhow!("{e}"))?;
             serving.await.context("the server task stopped")??;
         }
         result = &mut serving => {
@@ -461,143 +440,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hosted models, each on every device (or replica), with its description.
-#[derive(Default)]
-struct Models {
-    reranker: Option<(Vec<Box<dyn tessera_runtime::AnyReranker>>, ModelInfo)>,
-    embedder: Option<(Vec<Box<dyn tessera_runtime::AnyEmbedder>>, ModelInfo)>,
-}
-
-/// Where the engines go: N replicas on the chosen backend (N > 1: the CPU), or
-/// one per named GPU. Every hosted model is placed the same way.
-enum Placement {
-    Replicas(usize),
-    Gpus(Devices),
-}
-
-/// The startup warm-up pass: `tokens` when given, else the batch budget on a GPU
-/// and none on the CPU (there it would only cost startup time).
-#[derive(Clone, Copy)]
-struct WarmUp {
-    tokens: Option<usize>,
-    max_batch_tokens: usize,
-}
-
-impl WarmUp {
-    fn tokens(&self, on_gpu: bool) -> usize {
-        self.tokens
-            .unwrap_or(if on_gpu { self.max_batch_tokens } else { 0 })
-    }
-}
-
-/// One model file on every device of `placement`, warmed up.
-fn load(
+/// A model file as the service loads it.
+fn model_file(
     source: model_source::LoadedFile,
-    tokenizer: Option<RerankTokenizer>,
-    backend: BackendChoice,
-    cpu: &BackendOptions,
-    placement: &Placement,
-    prefix_cache_bytes: usize,
-    warm_up: WarmUp,
-) -> anyhow::Result<(Vec<AnyModel>, ModelInfo)> {
-    let started = Instant::now();
-    let placeholder = source.embedded;
-    if placeholder {
-        tracing::warn!("{}", model_source::EMBEDDED_WARNING);
-    }
-    warm_pages(&source.file, &source.name);
-    let spinner = terminal::spinner("building the engine");
-    let all = match placement {
-        Placement::Replicas(n) => {
-            tessera_runtime::open_replicas(backend, &source.file, tokenizer, cpu, *n)
-        }
-        Placement::Gpus(devices) => {
-            tessera_runtime::open_devices(backend, devices, &source.file, tokenizer, cpu)
-        }
-    }
-    .with_context(|| format!("cannot load model {}", source.name))?;
-    for loaded in &all {
-        loaded
-            .model
-            .on_device()
-            .set_prefix_cache_bytes(prefix_cache_bytes);
-    }
-    drop(spinner);
-    let first = &all[0];
-    let tokens = warm_up.tokens(first.on_gpu);
-    if tokens > 0 {
-        let spinner = terminal::spinner("warm-up pass");
-        let start = Instant::now();
-        for loaded in &all {
-            loaded.model.on_device().warm_up(tokens).with_context(|| {
-                format!(
-                    "the warm-up pass of {tokens} tokens failed: lower --max-batch-tokens \
-                     (or --warm-up-tokens) to what the device holds"
-                )
-            })?;
-        }
-        drop(spinner);
-        tracing::info!(
-            tokens,
-            seconds = seconds(start.elapsed()),
-            "warm-up pass done"
-        );
-    }
-    let device = match (placement, all.len()) {
-        (_, 1) => first.device.clone(),
-        (Placement::Replicas(_), n) => {
-            format!("{n} replicas of {}, the mapping shared", first.device)
-        }
-        (Placement::Gpus(_), _) => all
-            .iter()
-            .map(|l| l.device.as_str())
-            .collect::<Vec<_>>()
-            .join("; "),
-    };
-    let info = ModelInfo {
+    tokenizer: Option<tessera_model::RerankTokenizer>,
+) -> ModelFile {
+    ModelFile {
+        file: source.file,
         name: source.name,
-        backend: first.model.on_device().backend_name(),
-        device,
-        placeholder,
-    };
-    tracing::info!(
-        model = %info.name,
-        kind = first.model.kind().name(),
-        backend = %info.backend,
-        device = %info.device,
-        seconds = seconds(started.elapsed()),
-        "model loaded"
-    );
-    Ok((all.into_iter().map(|l| l.model).collect(), info))
+        placeholder: source.embedded,
+        tokenizer,
+    }
 }
 
-/// Seconds rounded to the millisecond, for log fields (`0.266`, not
-/// `0.265521812`).
-fn seconds(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1e3).round() / 1e3
-}
+/// Loading's steps on a terminal: a bar while the file is read, a spinner
+/// while the engine is built and warmed up; log lines otherwise.
+struct TerminalProgress;
 
-/// Reads every page of the mapped file once, so the load that follows (and the
-/// first requests) do not stall on disk; on a terminal this is the progress bar.
-fn warm_pages(file: &Arc<GgufFile>, name: &str) {
-    const CHUNK: usize = 8 << 20;
-    const PAGE: usize = 4096;
-    let bytes = file.bytes();
-    let total = bytes.len() as u64;
-    let bar = terminal::bytes_bar(total, format!("reading {name}"));
-    if bar.is_none() {
-        tracing::info!(model = name, mib = total >> 20, "reading the model file");
+impl tessera_service::Progress for TerminalProgress {
+    fn step(&self, what: &str) -> Box<dyn Send> {
+        Box::new(terminal::spinner(what))
     }
-    let mut checksum = 0u8;
-    for chunk in bytes.chunks(CHUNK) {
-        for offset in (0..chunk.len()).step_by(PAGE) {
-            checksum ^= chunk[offset];
-        }
-        if let Some(bar) = &bar {
-            bar.bar().inc(chunk.len() as u64);
+
+    fn reading(&self, name: &str, total: u64) -> Box<dyn FnMut(u64) + Send> {
+        match terminal::bytes_bar(total, format!("reading {name}")) {
+            Some(bar) => Box::new(move |bytes| bar.bar().inc(bytes)),
+            None => {
+                tracing::info!(model = name, mib = total >> 20, "reading the model file");
+                Box::new(|_| {})
+            }
         }
     }
-    std::hint::black_box(checksum);
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tessera_backend_cpu::CpuBackend;
-use tessera_engine::scheduler::GroupScorer;
+use tessera_engine::scheduler::{EmbedModel, GroupScorer};
 use tessera_engine::{Embedder, EngineError, PairScore, PrefixGroup, Reranker};
 use tessera_gguf::GgufFile;
 use tessera_model::{PromptBuilder, RerankTokenizer};
-use tessera_server::{Hosted, ModelInfo, Server, ServerOptions};
+use tessera_server::{Hosted, Model, ModelInfo, Server, ServerOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -139,7 +139,8 @@ pub async fn start_with<S: GroupScorer + Send + 'static>(
     let server = Server::new(options);
     if let Some((scorer, prompt)) = model {
         server
-            .install_model(scorer, prompt, info())
+            .service()
+            .install(Model::scorer(scorer, prompt), info())
             .expect("model installs");
     }
     serve_server(server).await
@@ -152,13 +153,16 @@ pub async fn start_models(
     reranker: Option<Reranker<CpuBackend>>,
     embedder: Option<Embedder<CpuBackend>>,
 ) -> TestServer {
-    options.hosts = Hosted {
+    options.service.hosts = Hosted {
         reranker: reranker.is_some(),
         embedder: embedder.is_some(),
     };
     let server = Server::new(options);
     if let Some(reranker) = reranker {
-        server.install(reranker, info()).expect("reranker installs");
+        server
+            .service()
+            .install(Model::reranker(reranker), info())
+            .expect("reranker installs");
     }
     if let Some(embedder) = embedder {
         let format = embedder.format().clone();
@@ -166,8 +170,10 @@ pub async fn start_models(
             name: "tiny-embed-q8".into(),
             ..info()
         };
+        let copies = vec![Box::new(embedder) as Box<dyn EmbedModel + Send>];
         server
-            .install_embedder(vec![embedder], format, info)
+            .service()
+            .install(Model::Embedder { copies, format }, info)
             .expect("embedder installs");
     }
     serve_server(server).await

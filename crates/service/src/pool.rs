@@ -9,7 +9,7 @@ use std::sync::Arc;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
+use crate::ServiceError;
 
 /// The gauges the pool keeps: threads tokenising now, their most since the
 /// start, and requests waiting for a thread.
@@ -52,7 +52,7 @@ impl TokenizePool {
     }
 
     /// Runs `work` on a blocking thread once one of the pool's turns is free.
-    pub async fn run<T, F>(&self, work: F) -> Result<T, ApiError>
+    pub async fn run<T, F>(&self, work: F) -> Result<T, ServiceError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -61,7 +61,7 @@ impl TokenizePool {
         let turn = Arc::clone(&self.turns)
             .acquire_owned()
             .await
-            .map_err(|_| ApiError::not_ready())?;
+            .map_err(|_| ServiceError::NotReady)?;
         drop(waiting);
         let gauges = self.gauges.clone();
         tokio::task::spawn_blocking(move || {
@@ -76,7 +76,7 @@ impl TokenizePool {
             work()
         })
         .await
-        .map_err(ApiError::task_failed)
+        .map_err(|e| ServiceError::TaskFailed(e.to_string()))
     }
 }
 
