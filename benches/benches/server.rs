@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use tessera_engine::scheduler::GroupScorer;
+use tessera_engine::scheduler::DeviceModel;
 use tessera_engine::{prepare, EngineError, PairScore, PrefixGroup, PromptBuilder, RerankOptions};
 use tessera_gguf::GgufFile;
 use tessera_model::RerankTokenizer;
@@ -17,8 +17,10 @@ use tessera_server::{Model, ModelInfo, Server, ServerOptions};
 /// A model that scores instantly: every pair gets the same logits.
 struct Instant;
 
-impl GroupScorer for Instant {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+impl DeviceModel for Instant {
+    type Output = PairScore;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         Ok(groups
             .iter()
             .map(|g| {
@@ -56,7 +58,7 @@ fn bench(c: &mut Criterion) {
     };
     server
         .service()
-        .install(Model::scorer(Instant, prompt.clone()), info)
+        .install(Model::scorers(vec![Instant], prompt.clone()), info)
         .expect("installs");
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -76,7 +78,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let prepared = prepare(&prompt, QUERY, &docs, &options).expect("prepares");
             let scores = Instant
-                .score_groups(&[PrefixGroup {
+                .compute(&[PrefixGroup {
                     prefix: &prepared.score.prefix,
                     documents: prepared.score.documents.iter().map(Vec::as_slice).collect(),
                 }])

@@ -186,7 +186,7 @@ fn instructed_queries_share_only_their_common_token_prefix() {
         prompt.len() - 1,
         "the merged `:` is not shared"
     );
-    let request = mixed.score_request();
+    let request = mixed.packed_request();
     assert_eq!(request.prefix, prompt[..prompt.len() - 1]);
     for (document, whole) in request.documents.iter().zip(&mixed.sequences) {
         assert_eq!([&request.prefix[..], document].concat(), *whole);

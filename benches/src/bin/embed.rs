@@ -27,7 +27,7 @@ use anyhow::{bail, Context};
 use tessera_engine::pack::next_pass;
 use tessera_engine::{PrefixGroup, DEFAULT_MAX_BATCH_TOKENS};
 use tessera_gguf::GgufFile;
-use tessera_runtime::{BackendChoice, BackendOptions, EmbedModel, GroupScorer};
+use tessera_runtime::{BackendChoice, BackendOptions, DeviceModel};
 
 struct Args {
     reranker: PathBuf,
@@ -142,7 +142,7 @@ fn main() -> anyhow::Result<()> {
                 .iter()
                 .map(Vec::as_slice)
                 .collect();
-            embedder.embed_sequences(&pass)?;
+            embedder.compute(&[whole_sequences(pass)])?;
             start += taken;
         }
         Ok(())
@@ -159,7 +159,7 @@ fn main() -> anyhow::Result<()> {
                     .map(Vec::as_slice)
                     .collect(),
             };
-            reranker.score_groups(&[group])?;
+            reranker.compute(&[group])?;
             start += taken;
         }
         Ok(())
@@ -185,7 +185,7 @@ fn main() -> anyhow::Result<()> {
     let whole: Vec<Vec<u32>> = queries.iter().map(|q| [&prompt[..], q].concat()).collect();
     let whole_time = time(args.runs, || {
         let pass: Vec<&[u32]> = whole.iter().map(Vec::as_slice).collect();
-        embedder.embed_sequences(&pass)?;
+        embedder.compute(&[whole_sequences(pass)])?;
         Ok(())
     })?;
     let shared_time = time(args.runs, || {
@@ -193,17 +193,17 @@ fn main() -> anyhow::Result<()> {
             prefix: &prompt,
             documents: queries.iter().map(Vec::as_slice).collect(),
         };
-        embedder.embed_groups(&[group])?;
+        embedder.compute(&[group])?;
         Ok(())
     })?;
     // The two agree (the shared path is what the server runs).
     let pass: Vec<&[u32]> = whole.iter().take(4).map(Vec::as_slice).collect();
-    let a = embedder.embed_sequences(&pass)?;
+    let a = embedder.compute(&[whole_sequences(pass)])?.remove(0);
     let group = PrefixGroup {
         prefix: &prompt,
         documents: queries.iter().take(4).map(Vec::as_slice).collect(),
     };
-    let b = embedder.embed_groups(&[group])?.remove(0);
+    let b = embedder.compute(&[group])?.remove(0);
     let cosine = a
         .iter()
         .zip(&b)
@@ -271,4 +271,12 @@ fn main() -> anyhow::Result<()> {
     }
     println!("lowest cosine, shared against whole: {cosine:.9}");
     Ok(())
+}
+
+/// Whole sequences as one group with no shared prefix.
+fn whole_sequences(documents: Vec<&[u32]>) -> PrefixGroup<'_> {
+    PrefixGroup {
+        prefix: &[],
+        documents,
+    }
 }

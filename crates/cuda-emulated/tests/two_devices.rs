@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tessera_backend_cuda::{KernelBackend, MatmulPath};
 use tessera_cuda_emulated::{emulated, EmulatedCudaBackend, EmulatedDevice};
-use tessera_engine::scheduler::{Scheduler, SchedulerConfig, SchedulerError};
+use tessera_engine::scheduler::{QueueBudget, Scheduler, SchedulerConfig, SchedulerError};
 use tessera_engine::{RerankOptions, Reranker};
 use tessera_gguf::GgufFile;
 use tessera_tests::fixture;
@@ -31,9 +31,10 @@ fn two_emulated_devices_share_the_queue_and_score_as_one() {
         max_batch_tokens: 256,
         ..SchedulerConfig::default()
     };
-    let scheduler = Scheduler::spawn_replicas(
+    let scheduler = Scheduler::spawn(
         vec![reranker(emulated()), reranker(emulated())],
         config,
+        &QueueBudget::new(),
         None,
     )
     .expect("spawn");
@@ -53,7 +54,7 @@ fn two_emulated_devices_share_the_queue_and_score_as_one() {
         .map(|p| scheduler.submit(p.score.clone()).expect("queued"))
         .collect();
     for (i, (p, prep)) in pending.into_iter().zip(&prepared).enumerate() {
-        let got = p.blocking_wait().expect("scored").scores;
+        let got = p.blocking_wait().expect("scored").items;
         let want = single.score_request(&prep.score, 256).expect("one device");
         assert_eq!(got, want, "request {i}: the same bits on either device");
     }
@@ -72,9 +73,10 @@ fn a_device_whose_launches_fail_leaves_rotation() {
     let failing = KernelBackend::with_device(
         EmulatedDevice::new(MatmulPath::Mma).with_launch_faults(Arc::clone(&faults)),
     );
-    let scheduler = Scheduler::spawn_replicas(
+    let scheduler = Scheduler::spawn(
         vec![reranker(failing), reranker(emulated())],
         SchedulerConfig::default(),
+        &QueueBudget::new(),
         None,
     )
     .expect("spawn");

@@ -130,8 +130,8 @@ impl PreparedEmbeddings {
     /// The sequences as the scheduler takes them: the shared instruction
     /// tokens as the prefix (computed once, and kept in the prefix cache),
     /// each input's remaining tokens as a document.
-    pub fn score_request(&self) -> crate::ScoreRequest {
-        crate::ScoreRequest {
+    pub fn packed_request(&self) -> crate::PackedRequest {
+        crate::PackedRequest {
             prefix: self
                 .sequences
                 .first()
@@ -417,7 +417,7 @@ impl<B: Backend> Embedder<B> {
             .collect();
         let prepared = self.format.prepare(&inputs, options)?;
         // As the server runs it: the shared instruction tokens once per pass.
-        let request = prepared.score_request();
+        let request = prepared.packed_request();
         let documents = &request.documents;
         let mut vectors = Vec::with_capacity(documents.len());
         let mut start = 0;

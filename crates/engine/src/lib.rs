@@ -20,7 +20,7 @@ pub use embed::{
 };
 pub use forward::{Engine, EngineError, PairScore, PrefixGroup};
 pub use load::LoadError;
-pub use pack::{ScoreRequest, DEFAULT_MAX_BATCH_TOKENS};
+pub use pack::{PackedRequest, DEFAULT_MAX_BATCH_TOKENS};
 pub use prefix_cache::{PrefixCacheStats, DEFAULT_PREFIX_CACHE_BYTES};
 pub use request::{
     prepare, DocumentScore, PreparedRequest, RequestError, RerankOptions, RerankOutput,

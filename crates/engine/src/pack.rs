@@ -14,12 +14,12 @@ pub const DEFAULT_MAX_BATCH_TOKENS: usize = 16_384;
 /// One request's work: documents (each already ending with the prompt suffix) that
 /// all follow the same query prefix.
 #[derive(Clone, Debug, Default)]
-pub struct ScoreRequest {
+pub struct PackedRequest {
     pub prefix: Vec<u32>,
     pub documents: Vec<Vec<u32>>,
 }
 
-impl ScoreRequest {
+impl PackedRequest {
     /// Sum of full pair lengths: what the request occupies in the queue (and what
     /// is billed).
     pub fn tokens(&self) -> usize {
@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn passes_cover_every_document_once_in_order() {
-        let request = ScoreRequest {
+        let request = PackedRequest {
             prefix: vec![0; 5],
             documents: [7, 1, 30, 2, 2, 2].iter().map(|&n| vec![0; n]).collect(),
         };

@@ -11,7 +11,7 @@ use std::ops::Range;
 use tessera_model::prompt::PromptError;
 use tessera_model::{PromptBuilder, TokenizerError, TruncationSide};
 
-use crate::pack::{ScoreRequest, DEFAULT_MAX_BATCH_TOKENS};
+use crate::pack::{PackedRequest, DEFAULT_MAX_BATCH_TOKENS};
 use crate::PairScore;
 
 /// How one rerank call treats its documents (the API's options).
@@ -87,7 +87,7 @@ pub fn chunk_note(chunks: usize, room: usize) -> String {
 #[derive(Debug, Default)]
 pub struct PreparedRequest {
     /// The query prefix and every pair's document part (a chunk plus the suffix).
-    pub score: ScoreRequest,
+    pub score: PackedRequest,
     /// For each document, its chunks' positions in `score.documents`.
     pub chunks: Vec<Range<usize>>,
     /// Documents that lost tokens (to `max_tokens_per_doc` or truncation), ascending.
@@ -162,7 +162,7 @@ pub fn prepare(
         document_tokens.push(billed);
     }
     Ok(PreparedRequest {
-        score: ScoreRequest {
+        score: PackedRequest {
             prefix,
             documents: units,
         },
@@ -331,7 +331,7 @@ mod tests {
     #[test]
     fn a_document_scores_its_best_chunk_and_bills_every_pair() {
         let prepared = PreparedRequest {
-            score: ScoreRequest {
+            score: PackedRequest {
                 prefix: vec![0; 10],
                 documents: vec![vec![0; 3], vec![0; 4], vec![0; 5], vec![0; 2]],
             },

@@ -1,5 +1,5 @@
 //! A loaded reranker for callers that score directly (no server): the one
-//! front door's path — [`prepare`], [`ScoreRequest::passes`], the forward pass,
+//! front door's path — [`prepare`], [`PackedRequest::passes`], the forward pass,
 //! [`PreparedRequest::output`] — run on the caller's thread.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use tessera_backend::Backend;
 use tessera_gguf::GgufFile;
 use tessera_model::{ModelKind, PromptBuilder, RerankTokenizer, Weights};
 
-use crate::pack::ScoreRequest;
+use crate::pack::PackedRequest;
 use crate::request::{prepare, PreparedRequest, RequestError, RerankOptions, RerankOutput};
 use crate::{Engine, EngineError, LoadError, PairScore, PrefixGroup};
 
@@ -94,7 +94,7 @@ impl<B: Backend> Reranker<B> {
     /// Every pair of `request`, in passes of at most `budget` tokens.
     pub fn score_request(
         &self,
-        request: &ScoreRequest,
+        request: &PackedRequest,
         budget: usize,
     ) -> Result<Vec<PairScore>, EngineError> {
         let mut scores = Vec::with_capacity(request.documents.len());

@@ -182,7 +182,7 @@ pub fn embeddings(data: &[u8]) {
                 );
                 assert!(ids.iter().all(|&id| (id as usize) < EMBED_ROWS));
             }
-            let request = prepared.score_request();
+            let request = prepared.packed_request();
             assert_eq!(request.documents.len(), n);
             assert_eq!(
                 request.tokens(),

@@ -17,12 +17,10 @@ use std::sync::Arc;
 
 use tessera_backend::profile::Profiled;
 use tessera_backend::{Backend, BackendError};
-pub use tessera_engine::scheduler::{EmbedModel, GroupScorer, RerankModel};
-use tessera_engine::{
-    EmbedError, EmbedFormat, EmbedOptions, Embedder, Embedding, Engine, EngineError, LoadError,
-    RerankError, RerankOptions, RerankOutput, Reranker,
-};
+pub use tessera_engine::scheduler::DeviceModel;
+use tessera_engine::{EmbedFormat, Embedder, Engine, EngineError, LoadError, PairScore, Reranker};
 use tessera_gguf::GgufFile;
+use tessera_model::PromptBuilder;
 use tessera_model::{ModelConfig, ModelKind, RerankTokenizer};
 
 mod ceilings;
@@ -202,35 +200,25 @@ impl<M: HasEngine + Send> OnDevice for M {
     }
 }
 
-/// A loaded reranker on some backend.
-pub trait AnyReranker: RerankModel + OnDevice {
-    fn rerank(
-        &self,
-        query: &str,
-        documents: &[&str],
-        options: &RerankOptions,
-    ) -> Result<RerankOutput, RerankError>;
+/// A loaded reranker on some backend: it scores (query, document) pairs
+/// ([`DeviceModel`]) and carries the prompt requests are prepared with.
+pub trait AnyReranker: DeviceModel<Output = PairScore> + OnDevice {
+    fn prompt(&self) -> &PromptBuilder;
 }
 
 impl<B: Backend + Send> AnyReranker for Reranker<B>
 where
     Reranker<B>: Send,
 {
-    fn rerank(
-        &self,
-        query: &str,
-        documents: &[&str],
-        options: &RerankOptions,
-    ) -> Result<RerankOutput, RerankError> {
-        Reranker::rerank(self, query, documents, options)
+    fn prompt(&self) -> &PromptBuilder {
+        Reranker::prompt(self)
     }
 }
 
-/// A loaded embedding model on some backend.
-pub trait AnyEmbedder: EmbedModel + OnDevice {
-    /// How its inputs are tokenised (what a server prepares requests with).
+/// A loaded embedding model on some backend: it pools sequences into vectors
+/// ([`DeviceModel`]) and carries how its inputs are tokenised.
+pub trait AnyEmbedder: DeviceModel<Output = Vec<f32>> + OnDevice {
     fn format(&self) -> &EmbedFormat;
-    fn embed(&self, inputs: &[&str], options: &EmbedOptions) -> Result<Vec<Embedding>, EmbedError>;
 }
 
 impl<B: Backend + Send> AnyEmbedder for Embedder<B>
@@ -239,10 +227,6 @@ where
 {
     fn format(&self) -> &EmbedFormat {
         Embedder::format(self)
-    }
-
-    fn embed(&self, inputs: &[&str], options: &EmbedOptions) -> Result<Vec<Embedding>, EmbedError> {
-        Embedder::embed(self, inputs, options)
     }
 }
 

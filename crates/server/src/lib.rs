@@ -3,11 +3,12 @@
 //! errors in each dialect's shape, Prometheus metrics and a generated OpenAPI
 //! document. One server hosts a reranker, an embedding model, or both.
 //!
-//! Handlers only validate, and tokenize on the bounded tokenizer pool
-//! (`tokenize_pool`: `--tokenize-threads` workers, its queue counted toward
-//! admission); each model runs on its scheduler's compute threads. Start one
-//! with [`Server::new`], [`Server::install`] or [`Server::install_all`] (and
-//! [`Server::install_embedder`]) and [`Server::serve`].
+//! The models, their queues and the bounded tokenising pool belong to the
+//! service ([`tessera_service`], the only crate under this one): handlers
+//! validate a body in their dialect, call the service, and render its answer —
+//! or its error, with the field at fault in the dialect's words. Start one with
+//! [`Server::start`] (a service that loads its models meanwhile) or
+//! [`Server::new`] and [`Service::install`], then [`Server::serve`].
 
 mod auth;
 mod edge;

@@ -435,8 +435,13 @@ async fn tei_embed_normalises_unless_asked_not_to() {
 /// An embedding model whose device fails every batch.
 struct BrokenEmbedder;
 
-impl tessera_engine::scheduler::EmbedModel for BrokenEmbedder {
-    fn embed_sequences(&self, _: &[&[u32]]) -> Result<Vec<Vec<f32>>, tessera_engine::EngineError> {
+impl tessera_engine::scheduler::DeviceModel for BrokenEmbedder {
+    type Output = Vec<f32>;
+
+    fn compute(
+        &self,
+        _: &[tessera_engine::PrefixGroup<'_>],
+    ) -> Result<Vec<Vec<Vec<f32>>>, tessera_engine::EngineError> {
         Err(tessera_engine::EngineError::Backend(
             tessera_backend::BackendError::Device("injected: the device fell off the bus".into()),
         ))
@@ -467,8 +472,10 @@ async fn a_failing_model_degrades_the_server_while_the_other_serves() {
         )
         .expect("reranker installs");
     let format = load_embedder().format().clone();
-    let copies =
-        vec![Box::new(BrokenEmbedder) as Box<dyn tessera_engine::scheduler::EmbedModel + Send>];
+    let copies = vec![Box::new(BrokenEmbedder)
+        as Box<
+            dyn tessera_engine::scheduler::DeviceModel<Output = Vec<f32>> + Send,
+        >];
     server
         .service()
         .install(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use tessera_engine::scheduler::GroupScorer;
+use tessera_engine::scheduler::DeviceModel;
 use tessera_engine::{EngineError, PairScore, PrefixGroup};
 use tessera_server::ServerOptions;
 
@@ -21,9 +21,11 @@ struct Faulty<S> {
     panics: Arc<AtomicUsize>,
 }
 
-impl<S: GroupScorer> GroupScorer for Faulty<S> {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
-        let scores = self.inner.score_groups(groups)?;
+impl<S: DeviceModel<Output = PairScore>> DeviceModel for Faulty<S> {
+    type Output = PairScore;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+        let scores = self.inner.compute(groups)?;
         let armed = self
             .panics
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

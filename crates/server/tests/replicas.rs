@@ -7,7 +7,7 @@ mod common;
 
 use serde_json::{json, Value};
 use tessera_backend::BackendError;
-use tessera_engine::scheduler::GroupScorer;
+use tessera_engine::scheduler::DeviceModel;
 use tessera_engine::{EngineError, PairScore, PrefixGroup};
 use tessera_server::{Model, ModelInfo, Server, ServerOptions};
 
@@ -27,8 +27,10 @@ fn info() -> ModelInfo {
 /// A replica whose device fails every batch.
 struct BrokenDevice;
 
-impl GroupScorer for BrokenDevice {
-    fn score_groups(&self, _: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+impl DeviceModel for BrokenDevice {
+    type Output = PairScore;
+
+    fn compute(&self, _: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         std::thread::sleep(std::time::Duration::from_millis(5));
         Err(EngineError::Backend(BackendError::Device(
             "injected: the device fell off the bus".into(),
@@ -37,7 +39,7 @@ impl GroupScorer for BrokenDevice {
 }
 
 /// The server on a free port with these replicas; its base URL.
-async fn serve(scorers: Vec<Box<dyn GroupScorer + Send>>) -> String {
+async fn serve(scorers: Vec<Box<dyn DeviceModel<Output = PairScore> + Send>>) -> String {
     let server = Server::new(ServerOptions::default());
     let prompt = load_reranker().prompt().clone();
     server

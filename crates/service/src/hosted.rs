@@ -5,11 +5,12 @@
 use std::sync::{Arc, OnceLock};
 
 use tessera_engine::scheduler::{
-    Compute, DeviceStatus, EmbedModel, Embeds, GroupScorer, QueueBudget, RerankModel, Scheduler,
-    SchedulerConfig, SchedulerObserver, SchedulerStats,
+    DeviceModel, DeviceStatus, QueueBudget, Scheduler, SchedulerConfig, SchedulerObserver,
+    SchedulerStats,
 };
-use tessera_engine::{EmbedFormat, PromptBuilder};
+use tessera_engine::{EmbedFormat, PairScore, PromptBuilder};
 use tessera_model::ModelKind;
+use tessera_runtime::{AnyEmbedder, AnyReranker};
 
 use crate::ServiceError;
 
@@ -25,13 +26,17 @@ pub struct ModelInfo {
 }
 
 /// A model handed to [`crate::Service::install`]: its copies (one per device
-/// or replica, the same model on each) and what they compute.
+/// or replica, the same model on each), each what a compute thread runs, and
+/// what its requests are prepared with.
 pub enum Model {
-    /// Scores (query, document) pairs, with the prompt requests are prepared with.
-    Reranker(Vec<Box<dyn RerankModel + Send>>),
+    /// Scores (query, document) pairs; requests are prepared with `prompt`.
+    Reranker {
+        copies: Vec<Box<dyn DeviceModel<Output = PairScore> + Send>>,
+        prompt: PromptBuilder,
+    },
     /// Pools sequences into vectors; its inputs are tokenised with `format`.
     Embedder {
-        copies: Vec<Box<dyn EmbedModel + Send>>,
+        copies: Vec<Box<dyn DeviceModel<Output = Vec<f32>> + Send>>,
         format: EmbedFormat,
     },
 }
@@ -39,63 +44,38 @@ pub enum Model {
 impl Model {
     pub fn kind(&self) -> ModelKind {
         match self {
-            Model::Reranker(_) => ModelKind::Reranker,
+            Model::Reranker { .. } => ModelKind::Reranker,
             Model::Embedder { .. } => ModelKind::Embedding,
         }
     }
 
-    /// One copy: a reranker that carries its own prompt.
-    pub fn reranker<M: RerankModel + Send + 'static>(model: M) -> Model {
-        Model::Reranker(vec![Box::new(model)])
+    /// One copy of a loaded reranker, with its own prompt.
+    pub fn reranker<M: AnyReranker + 'static>(model: M) -> Model {
+        let prompt = model.prompt().clone();
+        Model::scorers(vec![model], prompt)
     }
 
-    /// A scorer with the prompt it is used with (a test double, or a scorer
-    /// that does not carry one).
-    pub fn scorer<S: GroupScorer + Send + 'static>(scorer: S, prompt: PromptBuilder) -> Model {
-        Model::scorers(vec![scorer], prompt)
+    /// One copy of a loaded embedding model, with its own format.
+    pub fn embedder<M: AnyEmbedder + 'static>(model: M) -> Model {
+        Model::Embedder {
+            format: model.format().clone(),
+            copies: vec![Box::new(model)],
+        }
     }
 
-    /// Copies of a scorer (one per device or replica) sharing one prompt.
-    pub fn scorers<S: GroupScorer + Send + 'static>(
-        scorers: Vec<S>,
-        prompt: PromptBuilder,
-    ) -> Model {
-        Model::Reranker(
-            scorers
+    /// Copies of a scorer (one per device or replica: loaded rerankers, or
+    /// test doubles) sharing one prompt.
+    pub fn scorers<S>(scorers: Vec<S>, prompt: PromptBuilder) -> Model
+    where
+        S: DeviceModel<Output = PairScore> + Send + 'static,
+    {
+        Model::Reranker {
+            copies: scorers
                 .into_iter()
-                .map(|scorer| {
-                    Box::new(WithPrompt {
-                        scorer,
-                        prompt: prompt.clone(),
-                    }) as Box<dyn RerankModel + Send>
-                })
+                .map(|s| Box::new(s) as Box<dyn DeviceModel<Output = PairScore> + Send>)
                 .collect(),
-        )
-    }
-}
-
-/// A [`GroupScorer`] given a prompt.
-struct WithPrompt<S> {
-    scorer: S,
-    prompt: PromptBuilder,
-}
-
-impl<S: GroupScorer> GroupScorer for WithPrompt<S> {
-    fn score_groups(
-        &self,
-        groups: &[tessera_engine::PrefixGroup<'_>],
-    ) -> Result<Vec<Vec<tessera_engine::PairScore>>, tessera_engine::EngineError> {
-        self.scorer.score_groups(groups)
-    }
-
-    fn prefix_cache_stats(&self) -> Option<tessera_engine::PrefixCacheStats> {
-        self.scorer.prefix_cache_stats()
-    }
-}
-
-impl<S: GroupScorer> RerankModel for WithPrompt<S> {
-    fn prompt(&self) -> &PromptBuilder {
-        &self.prompt
+            prompt,
+        }
     }
 }
 
@@ -300,23 +280,14 @@ impl Models {
             return Err(taken());
         }
         let queue = match model {
-            Model::Reranker(copies) => {
-                let prompt = copies
-                    .first()
-                    .map(|m| m.prompt().clone())
-                    .ok_or_else(|| ServiceError::Internal("no model to install".into()))?;
-                Queue::Scores {
-                    prompt,
-                    scheduler: self.spawn(copies, config, observer)?,
-                }
-            }
-            Model::Embedder { copies, format } => {
-                let copies: Vec<_> = copies.into_iter().map(Embeds).collect();
-                Queue::Vectors {
-                    format,
-                    scheduler: self.spawn(copies, config, observer)?,
-                }
-            }
+            Model::Reranker { copies, prompt } => Queue::Scores {
+                prompt,
+                scheduler: self.spawn(copies, config, observer)?,
+            },
+            Model::Embedder { copies, format } => Queue::Vectors {
+                format,
+                scheduler: self.spawn(copies, config, observer)?,
+            },
         };
         cell.set(HostedModel { info, queue }).map_err(|lost| {
             lost.shutdown();
@@ -324,16 +295,16 @@ impl Models {
         })
     }
 
-    fn spawn<C>(
+    fn spawn<M>(
         &self,
-        copies: Vec<C>,
+        copies: Vec<M>,
         config: SchedulerConfig,
         observer: Option<Arc<dyn SchedulerObserver>>,
-    ) -> Result<Scheduler<C::Item>, ServiceError>
+    ) -> Result<Scheduler<M::Output>, ServiceError>
     where
-        C: Compute + Send + 'static,
+        M: DeviceModel + Send + 'static,
     {
-        Scheduler::spawn_in(&self.budget, copies, config, observer)
+        Scheduler::spawn(copies, config, &self.budget, observer)
             .map_err(|e| ServiceError::Internal(format!("cannot start a compute thread: {e}")))
     }
 

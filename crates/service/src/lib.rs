@@ -43,6 +43,6 @@ pub use tessera_engine::{
     RerankOutput, DEFAULT_MAX_BATCH_TOKENS,
 };
 /// A packed request and its groups, as a benchmark feeds a model directly.
-pub use tessera_engine::{PrefixGroup, ScoreRequest};
+pub use tessera_engine::{PackedRequest, PrefixGroup};
 /// The models' kinds and request options.
 pub use tessera_model::{ModelKind, TruncationSide};

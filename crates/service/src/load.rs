@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tessera_engine::scheduler::DeviceModel;
 use tessera_gguf::GgufFile;
 use tessera_model::{ModelKind, RerankTokenizer};
 use tessera_runtime::{AnyModel, BackendChoice, BackendOptions, Devices, Loaded};
@@ -134,12 +135,16 @@ fn load_all(service: &Service, plan: &LoadPlan) -> Result<(), ServiceError> {
     let mut models = Vec::new();
     if let Some(source) = &plan.reranker {
         let (all, info) = load(source, plan, service.options().scheduler.max_batch_tokens)?;
-        let copies = all
+        let rerankers = all
             .into_iter()
-            .map(|m| m.into_reranker(&info.name).map(boxed_reranker))
+            .map(|m| m.into_reranker(&info.name))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ServiceError::Load(e.to_string()))?;
-        models.push((Model::Reranker(copies), info));
+        let prompt = rerankers
+            .first()
+            .map(|m| m.prompt().clone())
+            .ok_or_else(|| ServiceError::Load(format!("{}: no device took it", info.name)))?;
+        models.push((Model::scorers(rerankers, prompt), info));
     }
     if let Some(source) = &plan.embedder {
         let (all, info) = load(source, plan, service.options().scheduler.max_batch_tokens)?;
@@ -152,7 +157,10 @@ fn load_all(service: &Service, plan: &LoadPlan) -> Result<(), ServiceError> {
             .first()
             .map(|m| m.format().clone())
             .ok_or_else(|| ServiceError::Load(format!("{}: no device took it", info.name)))?;
-        let copies = embedders.into_iter().map(boxed_embedder).collect();
+        let copies = embedders
+            .into_iter()
+            .map(|m| Box::new(m) as Box<dyn DeviceModel<Output = Vec<f32>> + Send>)
+            .collect();
         models.push((Model::Embedder { copies, format }, info));
     }
     if service.is_shutting_down() {
@@ -165,18 +173,6 @@ fn load_all(service: &Service, plan: &LoadPlan) -> Result<(), ServiceError> {
     }
     tracing::info!("ready");
     Ok(())
-}
-
-fn boxed_reranker(
-    model: Box<dyn tessera_runtime::AnyReranker>,
-) -> Box<dyn tessera_engine::scheduler::RerankModel + Send> {
-    Box::new(model)
-}
-
-fn boxed_embedder(
-    model: Box<dyn tessera_runtime::AnyEmbedder>,
-) -> Box<dyn tessera_engine::scheduler::EmbedModel + Send> {
-    Box::new(model)
 }
 
 /// One model file on every device of the placement, warmed up.

@@ -388,8 +388,8 @@ impl Service {
         // Dropping `pending` on time-out abandons whatever of the request is not computed.
         let output = self.within_deadline(pending.wait()).await??;
         Ok(Reranked {
-            output: prepared.output(&output.scores),
-            pairs: output.scores.len(),
+            output: prepared.output(&output.items),
+            pairs: output.items.len(),
             truncated: prepared.truncated,
             timings: Timings {
                 tokenize,
@@ -417,12 +417,12 @@ impl Service {
             .run(move || worker.prepare_embeddings(&job))
             .await??;
         let tokenize = self.tokenized(started);
-        let pending = scheduler.submit(prepared.score_request())?;
+        let pending = scheduler.submit(prepared.packed_request())?;
         let output = self.within_deadline(pending.wait()).await??;
-        if output.scores.len() != prepared.sequences.len() {
+        if output.items.len() != prepared.sequences.len() {
             return Err(ServiceError::Internal(format!(
                 "the model returned {} vectors for {} inputs",
-                output.scores.len(),
+                output.items.len(),
                 prepared.sequences.len()
             )));
         }
@@ -431,7 +431,7 @@ impl Service {
             .collect();
         Ok(Embedded {
             tokens: prepared.total_tokens(),
-            vectors: prepared.finish(output.scores),
+            vectors: prepared.finish(output.items),
             truncated,
             timings: Timings {
                 tokenize,

@@ -11,7 +11,7 @@ use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Precision, Profiler};
-use tessera_service::{PrefixGroup, ScoreRequest};
+use tessera_service::{PackedRequest, PrefixGroup};
 
 use super::bench_report::{render_all, Format, Profile, Record};
 use crate::backends::BackendArgs;
@@ -169,7 +169,7 @@ impl Workload {
                 prefix,
                 documents: documents.iter().map(Vec::as_slice).collect(),
             };
-            reranker.score_groups(&[group])?;
+            reranker.compute(&[group])?;
         }
         let seconds = start.elapsed().as_secs_f64();
         let computed = reranker
@@ -503,7 +503,7 @@ fn rerank_workload(
     let query_ids = random_ids(rng, vocab, query_tokens);
     let query = prompt.tokenizer().decode(&query_ids)?;
     let prefix = prompt.query_prefix(None, &query)?;
-    let request = ScoreRequest {
+    let request = PackedRequest {
         documents: (0..docs)
             .map(|_| {
                 let mut doc = random_ids(rng, vocab, doc_tokens);

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tessera_backend::BackendError;
 
 use super::{
-    BatchReport, Compute, Job, SchedulerError, ScoreOutput, Shared, DEVICE_FAILURES_UNHEALTHY,
+    BatchReport, Computed, DeviceModel, Job, SchedulerError, Shared, DEVICE_FAILURES_UNHEALTHY,
 };
 use crate::pack::next_pass;
 use crate::{EngineError, PrefixGroup};
@@ -22,9 +22,9 @@ struct Slot {
     end: usize,
 }
 
-pub(super) fn run<S: Compute>(shared: &Shared<S::Item>, scorer: &S, device: usize) {
+pub(super) fn run<S: DeviceModel>(shared: &Shared<S::Output>, scorer: &S, device: usize) {
     // Jobs taken off the shared queue; the front one may be partly done.
-    let mut active: VecDeque<Job<S::Item>> = VecDeque::new();
+    let mut active: VecDeque<Job<S::Output>> = VecDeque::new();
     loop {
         if shared.devices[device].retired.load(Ordering::Acquire) {
             hand_back(shared, active);
@@ -216,11 +216,11 @@ fn fitting<T>(job: &Job<T>, room: usize) -> usize {
     taken
 }
 
-fn score_batch<S: Compute>(
-    shared: &Shared<S::Item>,
+fn score_batch<S: DeviceModel>(
+    shared: &Shared<S::Output>,
     scorer: &S,
     device: usize,
-    active: &mut VecDeque<Job<S::Item>>,
+    active: &mut VecDeque<Job<S::Output>>,
     slots: &[Slot],
 ) {
     let groups: Vec<PrefixGroup<'_>> = slots
@@ -323,7 +323,7 @@ fn score_batch<S: Compute>(
                     .map(|d| prefix + d.len())
                     .sum();
                 shared.queued_tokens.fetch_sub(done, Ordering::AcqRel);
-                job.scores.extend(group_scores);
+                job.items.extend(group_scores);
                 job.cursor = slot.end;
                 job.started.get_or_insert(started);
                 job.compute_time += elapsed;
@@ -361,11 +361,11 @@ fn answer<T>(shared: &Shared<T>, job: Job<T>, error: Option<Failure>) {
         Some(Failure::Model(message)) => Err(SchedulerError::Compute(message)),
         None => {
             let started = job.started.unwrap_or(job.submitted);
-            Ok(ScoreOutput {
+            Ok(Computed {
                 queue_time: started.saturating_duration_since(job.submitted),
                 compute_time: job.compute_time,
                 batches: job.batches,
-                scores: job.scores,
+                items: job.items,
             })
         }
     };

@@ -25,35 +25,31 @@ use std::time::{Duration, Instant};
 use tessera_backend::Backend;
 use tokio::sync::oneshot;
 
-pub use crate::pack::ScoreRequest;
+pub use crate::pack::PackedRequest;
 use crate::pack::DEFAULT_MAX_BATCH_TOKENS;
-use crate::{
-    Engine, EngineError, PairScore, PrefixCacheStats, PrefixGroup, PromptBuilder, Reranker,
-};
+use crate::{Embedder, EngineError, PairScore, PrefixCacheStats, PrefixGroup, Reranker};
 
-/// Anything that scores prefix groups: the engine, a loaded reranker, or a test double.
-pub trait GroupScorer {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError>;
+/// A model on one device, as a compute thread runs it: groups of sequences in
+/// (each a shared prefix and the documents that follow it), one
+/// [`Self::Output`] per document out, group by group — a pair's yes/no logits
+/// for a reranker ([`Reranker`]), a pooled vector for an embedding model
+/// ([`Embedder`]). Test doubles implement it too.
+pub trait DeviceModel {
+    type Output: Send + 'static;
 
-    /// The prefix cache's counters, when the scorer has one.
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Self::Output>>, EngineError>;
+
+    /// The prefix cache's counters, when the model has one.
     fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
         None
     }
 }
 
-impl<B: Backend> GroupScorer for Engine<B> {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
-        Engine::score_groups(self, groups)
-    }
+impl<T: DeviceModel + ?Sized> DeviceModel for Box<T> {
+    type Output = T::Output;
 
-    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
-        Some(Engine::prefix_cache_stats(self))
-    }
-}
-
-impl<T: GroupScorer + ?Sized> GroupScorer for Box<T> {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
-        (**self).score_groups(groups)
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<T::Output>>, EngineError> {
+        (**self).compute(groups)
     }
 
     fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
@@ -61,8 +57,10 @@ impl<T: GroupScorer + ?Sized> GroupScorer for Box<T> {
     }
 }
 
-impl<B: Backend> GroupScorer for Reranker<B> {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+impl<B: Backend> DeviceModel for Reranker<B> {
+    type Output = PairScore;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         self.engine().score_groups(groups)
     }
 
@@ -71,92 +69,11 @@ impl<B: Backend> GroupScorer for Reranker<B> {
     }
 }
 
-/// A scorer that also knows its prompt: what a server installs, so that
-/// requests are prepared with the same prompt the model was loaded with.
-pub trait RerankModel: GroupScorer {
-    fn prompt(&self) -> &PromptBuilder;
-}
+impl<B: Backend> DeviceModel for Embedder<B> {
+    type Output = Vec<f32>;
 
-impl<B: Backend> RerankModel for Reranker<B> {
-    fn prompt(&self) -> &PromptBuilder {
-        Reranker::prompt(self)
-    }
-}
-
-/// What a compute thread runs: groups of sequences in, one item per sequence
-/// out. Every [`GroupScorer`] computes scores; an [`EmbedModel`] behind
-/// [`Embeds`] computes vectors.
-pub trait Compute {
-    type Item: Send + 'static;
-
-    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Self::Item>>, EngineError>;
-
-    /// The prefix cache's counters, when the model has one.
-    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
-        None
-    }
-}
-
-impl<S: GroupScorer + ?Sized> Compute for S {
-    type Item = PairScore;
-
-    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
-        self.score_groups(groups)
-    }
-
-    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
-        GroupScorer::prefix_cache_stats(self)
-    }
-}
-
-/// Anything that pools whole token sequences into vectors: the embedding
-/// engine, a loaded embedder, or a test double.
-pub trait EmbedModel {
-    /// One vector per sequence, in order ([`Engine::embed`]).
-    fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError>;
-
-    /// One vector per `prefix ++ document`, by group ([`Engine::embed_groups`]:
-    /// a shared prefix is computed once). By default each sequence is joined
-    /// and embedded whole.
-    fn embed_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
-        let joined: Vec<Vec<u32>> = groups
-            .iter()
-            .flat_map(|g| g.documents.iter().map(|d| [g.prefix, d].concat()))
-            .collect();
-        let sequences: Vec<&[u32]> = joined.iter().map(Vec::as_slice).collect();
-        let mut vectors = self.embed_sequences(&sequences)?.into_iter();
-        Ok(groups
-            .iter()
-            .map(|g| vectors.by_ref().take(g.documents.len()).collect())
-            .collect())
-    }
-
-    /// The prefix cache's counters, when the model has one.
-    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
-        None
-    }
-}
-
-impl<T: EmbedModel + ?Sized> EmbedModel for Box<T> {
-    fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
-        (**self).embed_sequences(sequences)
-    }
-
-    fn embed_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
-        (**self).embed_groups(groups)
-    }
-
-    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
-        (**self).prefix_cache_stats()
-    }
-}
-
-impl<B: Backend> EmbedModel for crate::Embedder<B> {
-    fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
-        self.engine().embed(sequences)
-    }
-
-    fn embed_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+    /// Each vector pooled, not yet normalised (a shared prefix computed once).
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
         self.engine().embed_groups(groups)
     }
 
@@ -165,28 +82,22 @@ impl<B: Backend> EmbedModel for crate::Embedder<B> {
     }
 }
 
-/// An [`EmbedModel`] on a compute thread: a request's documents are its
-/// inputs' token sequences after its prefix (a common token prefix of its
-/// inputs, computed once, or none), and each comes back as its pooled vector,
-/// not yet normalised.
-pub struct Embeds<M>(pub M);
-
-impl<M: EmbedModel> Compute for Embeds<M> {
-    type Item = Vec<f32>;
-
-    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
-        self.0.embed_groups(groups)
-    }
-
-    fn prefix_cache_stats(&self) -> Option<PrefixCacheStats> {
-        self.0.prefix_cache_stats()
-    }
-}
-
-impl<T: RerankModel + ?Sized> RerankModel for Box<T> {
-    fn prompt(&self) -> &PromptBuilder {
-        (**self).prompt()
-    }
+/// `compute` for a model that takes whole sequences: each `prefix ++
+/// document` joined and passed to `each` in order, the results regrouped.
+pub fn per_sequence<T>(
+    groups: &[PrefixGroup<'_>],
+    each: impl FnOnce(&[&[u32]]) -> Result<Vec<T>, EngineError>,
+) -> Result<Vec<Vec<T>>, EngineError> {
+    let joined: Vec<Vec<u32>> = groups
+        .iter()
+        .flat_map(|g| g.documents.iter().map(|d| [g.prefix, d].concat()))
+        .collect();
+    let sequences: Vec<&[u32]> = joined.iter().map(Vec::as_slice).collect();
+    let mut results = each(&sequences)?.into_iter();
+    Ok(groups
+        .iter()
+        .map(|g| results.by_ref().take(g.documents.len()).collect())
+        .collect())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,10 +119,11 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Scores (or vectors) of one request, in document order, and where its time went.
+/// What the model computed for one request — each document's item (scores,
+/// or vectors), in document order — and where its time went.
 #[derive(Clone, Debug)]
-pub struct ScoreOutput<T = PairScore> {
-    pub scores: Vec<T>,
+pub struct Computed<T = PairScore> {
+    pub items: Vec<T>,
     /// From submission to the start of its first batch.
     pub queue_time: Duration,
     /// Sum of the durations of the batches it took part in.
@@ -290,14 +202,14 @@ pub struct SchedulerStats {
     pub tokens_per_second: f64,
 }
 
-type Reply<T> = oneshot::Sender<Result<ScoreOutput<T>, SchedulerError>>;
+type Reply<T> = oneshot::Sender<Result<Computed<T>, SchedulerError>>;
 
 /// A request in the queue or on the compute thread.
 struct Job<T> {
-    request: ScoreRequest,
+    request: PackedRequest,
     /// Documents already scored.
     cursor: usize,
-    scores: Vec<T>,
+    items: Vec<T>,
     reply: Reply<T>,
     submitted: Instant,
     started: Option<Instant>,
@@ -403,7 +315,7 @@ impl QueueBudget {
 }
 
 /// Handle to the queue and its compute threads; cheap to clone. `T` is what
-/// the model computes per sequence: scores, or vectors ([`Embeds`]).
+/// the model computes per sequence: scores, or vectors ([`DeviceModel::Output`]).
 pub struct Scheduler<T = PairScore> {
     shared: Arc<Shared<T>>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -421,18 +333,18 @@ impl<T> Clone for Scheduler<T> {
 /// A submitted request's result. Dropping it abandons the request: work not yet
 /// started is skipped.
 pub struct Pending<T = PairScore> {
-    reply: oneshot::Receiver<Result<ScoreOutput<T>, SchedulerError>>,
+    reply: oneshot::Receiver<Result<Computed<T>, SchedulerError>>,
 }
 
 impl<T> Pending<T> {
-    pub async fn wait(self) -> Result<ScoreOutput<T>, SchedulerError> {
+    pub async fn wait(self) -> Result<Computed<T>, SchedulerError> {
         self.reply
             .await
             .unwrap_or(Err(SchedulerError::ComputeThreadGone))
     }
 
     /// For callers outside an async runtime.
-    pub fn blocking_wait(self) -> Result<ScoreOutput<T>, SchedulerError> {
+    pub fn blocking_wait(self) -> Result<Computed<T>, SchedulerError> {
         self.reply
             .blocking_recv()
             .unwrap_or(Err(SchedulerError::ComputeThreadGone))
@@ -440,45 +352,23 @@ impl<T> Pending<T> {
 }
 
 impl<T: Send + 'static> Scheduler<T> {
-    /// Moves `scorer` onto a new compute thread, which owns it until shutdown.
-    pub fn spawn<S>(
-        scorer: S,
+    /// One compute thread per copy of the model (a device, or a replica on
+    /// the CPU), each owning its copy until shutdown, all fed by one queue
+    /// whose tokens count in `budget` — which other schedulers (other models)
+    /// may share. Device `i` is `models[i]`; at least one.
+    pub fn spawn<M>(
+        models: Vec<M>,
         config: SchedulerConfig,
-        observer: Option<Arc<dyn SchedulerObserver>>,
-    ) -> std::io::Result<Scheduler<T>>
-    where
-        S: Compute<Item = T> + Send + 'static,
-    {
-        Scheduler::spawn_replicas(vec![scorer], config, observer)
-    }
-
-    /// One compute thread per scorer (a device, or a replica on the CPU), all
-    /// fed by one queue; device `i` is `scorers[i]`. At least one scorer.
-    pub fn spawn_replicas<S>(
-        scorers: Vec<S>,
-        config: SchedulerConfig,
-        observer: Option<Arc<dyn SchedulerObserver>>,
-    ) -> std::io::Result<Scheduler<T>>
-    where
-        S: Compute<Item = T> + Send + 'static,
-    {
-        Scheduler::spawn_in(&QueueBudget::new(), scorers, config, observer)
-    }
-
-    /// [`Self::spawn_replicas`] counting its queued tokens in `budget`, which
-    /// other schedulers (other models) share.
-    pub fn spawn_in<S>(
         budget: &QueueBudget,
-        scorers: Vec<S>,
-        config: SchedulerConfig,
         observer: Option<Arc<dyn SchedulerObserver>>,
     ) -> std::io::Result<Scheduler<T>>
     where
-        S: Compute<Item = T> + Send + 'static,
+        M: DeviceModel<Output = T> + Send + 'static,
     {
+        let scorers = models;
         if scorers.is_empty() {
             return Err(std::io::Error::other(
-                "a scheduler needs at least one scorer",
+                "a scheduler needs at least one model",
             ));
         }
         let shared = Arc::new(Shared {
@@ -533,18 +423,18 @@ impl<T: Send + 'static> Scheduler<T> {
     }
 
     /// The budget this scheduler counts its queued tokens in, for another
-    /// model's scheduler to share ([`Self::spawn_in`]).
+    /// model's scheduler to share ([`Self::spawn`]).
     pub fn budget(&self) -> QueueBudget {
         QueueBudget(Arc::clone(&self.shared.queued_tokens))
     }
 
     /// Queues a request, or refuses it at once when the queue is full or closed.
-    pub fn submit(&self, request: ScoreRequest) -> Result<Pending<T>, SchedulerError> {
+    pub fn submit(&self, request: PackedRequest) -> Result<Pending<T>, SchedulerError> {
         let (reply, receiver) = oneshot::channel();
         let pending = Pending { reply: receiver };
         if request.documents.is_empty() {
-            let _ = reply.send(Ok(ScoreOutput {
-                scores: Vec::new(),
+            let _ = reply.send(Ok(Computed {
+                items: Vec::new(),
                 queue_time: Duration::ZERO,
                 compute_time: Duration::ZERO,
                 batches: 0,
@@ -578,7 +468,7 @@ impl<T: Send + 'static> Scheduler<T> {
         }
         self.shared.queued_requests.fetch_add(1, Ordering::AcqRel);
         state.jobs.push_back(Job {
-            scores: Vec::with_capacity(request.documents.len()),
+            items: Vec::with_capacity(request.documents.len()),
             request,
             cursor: 0,
             reply,

@@ -39,8 +39,10 @@ fn echo(prefix: &[u32], doc: &[u32]) -> PairScore {
     }
 }
 
-impl GroupScorer for EchoScorer {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+impl DeviceModel for EchoScorer {
+    type Output = PairScore;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(gate) = &self.gate {
             let _ = gate.lock().expect("gate").recv();
@@ -56,8 +58,8 @@ impl GroupScorer for EchoScorer {
     }
 }
 
-fn request(prefix: u32, docs: usize, doc_len: usize) -> ScoreRequest {
-    ScoreRequest {
+fn request(prefix: u32, docs: usize, doc_len: usize) -> PackedRequest {
+    PackedRequest {
         prefix: vec![prefix; 4],
         documents: (0..docs).map(|i| vec![i as u32; doc_len]).collect(),
     }
@@ -84,7 +86,8 @@ fn wait_until(mut condition: impl FnMut() -> bool) {
 fn large_request_is_spread_over_batches_and_reassembled_in_order() {
     let scorer = EchoScorer::new();
     let batches = Arc::clone(&scorer.batches);
-    let scheduler = Scheduler::spawn(scorer, config(30, 10_000), None).expect("spawn");
+    let scheduler = Scheduler::spawn(vec![scorer], config(30, 10_000), &QueueBudget::new(), None)
+        .expect("spawn");
     let req = request(1, 10, 5);
     let out = scheduler
         .submit(req.clone())
@@ -92,7 +95,7 @@ fn large_request_is_spread_over_batches_and_reassembled_in_order() {
         .blocking_wait()
         .expect("scored");
     let expected: Vec<PairScore> = req.documents.iter().map(|d| echo(&req.prefix, d)).collect();
-    assert_eq!(out.scores, expected);
+    assert_eq!(out.items, expected);
     assert!(
         out.batches > 1,
         "30-token batches cannot hold 10 × 9 tokens"
@@ -108,7 +111,13 @@ fn queued_requests_share_a_batch_as_separate_groups() {
     let (scorer, open) = EchoScorer::gated();
     let batches = Arc::clone(&scorer.batches);
     let calls = Arc::clone(&scorer.calls);
-    let scheduler = Scheduler::spawn(scorer, config(1000, 10_000), None).expect("spawn");
+    let scheduler = Scheduler::spawn(
+        vec![scorer],
+        config(1000, 10_000),
+        &QueueBudget::new(),
+        None,
+    )
+    .expect("spawn");
     let first = scheduler.submit(request(1, 1, 3)).expect("queued");
     wait_until(|| calls.load(Ordering::SeqCst) == 1);
     let second = scheduler.submit(request(2, 2, 3)).expect("queued");
@@ -121,8 +130,8 @@ fn queued_requests_share_a_batch_as_separate_groups() {
         second.blocking_wait().expect("second"),
         third.blocking_wait().expect("third"),
     );
-    assert_eq!((a.scores.len(), b.scores.len(), c.scores.len()), (1, 2, 3));
-    assert_eq!(b.scores[1], echo(&[2; 4], &[1; 3]));
+    assert_eq!((a.items.len(), b.items.len(), c.items.len()), (1, 2, 3));
+    assert_eq!(b.items[1], echo(&[2; 4], &[1; 3]));
     assert_eq!(*batches.lock().expect("batches"), vec![vec![1], vec![2, 3]]);
     scheduler.shutdown();
 }
@@ -137,7 +146,8 @@ fn a_short_request_is_answered_in_the_next_pass_not_after_a_long_one() {
     let batches = Arc::clone(&scorer.batches);
     let calls = Arc::clone(&scorer.calls);
     // 30 tokens a pass: the long request's prefix (4) + 5 documents of 5.
-    let scheduler = Scheduler::spawn(scorer, config(30, 10_000), None).expect("spawn");
+    let scheduler = Scheduler::spawn(vec![scorer], config(30, 10_000), &QueueBudget::new(), None)
+        .expect("spawn");
     let long = request(1, 20, 5);
     let long_pending = scheduler.submit(long.clone()).expect("queued");
     wait_until(|| calls.load(Ordering::SeqCst) == 1);
@@ -148,7 +158,7 @@ fn a_short_request_is_answered_in_the_next_pass_not_after_a_long_one() {
     open.send(()).expect("gate");
     let short_out = short_pending.blocking_wait().expect("short");
     assert_eq!(
-        short_out.scores,
+        short_out.items,
         vec![echo(&short.prefix, &short.documents[0])]
     );
     // Only two passes were let through: the long request (four passes at
@@ -163,7 +173,7 @@ fn a_short_request_is_answered_in_the_next_pass_not_after_a_long_one() {
         .iter()
         .map(|d| echo(&long.prefix, d))
         .collect();
-    assert_eq!(long_out.scores, expected);
+    assert_eq!(long_out.items, expected);
     let batches = batches.lock().expect("batches").clone();
     // Pass 2: the short one (4 + 5) first, the long one in the rest (4 + 3 × 5).
     assert_eq!(batches[..2], [vec![5], vec![1, 3]]);
@@ -178,7 +188,8 @@ fn short_requests_never_starve_the_oldest() {
     let (scorer, open) = EchoScorer::gated();
     let batches = Arc::clone(&scorer.batches);
     let calls = Arc::clone(&scorer.calls);
-    let scheduler = Scheduler::spawn(scorer, config(30, 10_000), None).expect("spawn");
+    let scheduler = Scheduler::spawn(vec![scorer], config(30, 10_000), &QueueBudget::new(), None)
+        .expect("spawn");
     let long = scheduler.submit(request(1, 10, 5)).expect("queued");
     wait_until(|| calls.load(Ordering::SeqCst) == 1);
     // Eight short requests, more than fit in one pass.
@@ -205,7 +216,8 @@ fn short_requests_never_starve_the_oldest() {
 fn overload_is_refused_with_a_retry_hint_and_oversize_as_too_large() {
     let (scorer, open) = EchoScorer::gated();
     let calls = Arc::clone(&scorer.calls);
-    let scheduler = Scheduler::spawn(scorer, config(1000, 40), None).expect("spawn");
+    let scheduler =
+        Scheduler::spawn(vec![scorer], config(1000, 40), &QueueBudget::new(), None).expect("spawn");
     let first = scheduler.submit(request(1, 2, 6)).expect("20 tokens fit");
     wait_until(|| calls.load(Ordering::SeqCst) == 1);
     let second = scheduler.submit(request(1, 2, 6)).expect("40 tokens fit");
@@ -238,7 +250,8 @@ fn overload_is_refused_with_a_retry_hint_and_oversize_as_too_large() {
 fn abandoned_request_is_never_computed() {
     let (scorer, open) = EchoScorer::gated();
     let calls = Arc::clone(&scorer.calls);
-    let scheduler = Scheduler::spawn(scorer, config(10, 10_000), None).expect("spawn");
+    let scheduler = Scheduler::spawn(vec![scorer], config(10, 10_000), &QueueBudget::new(), None)
+        .expect("spawn");
     let first = scheduler.submit(request(1, 1, 3)).expect("queued");
     wait_until(|| calls.load(Ordering::SeqCst) == 1);
     let abandoned = scheduler.submit(request(2, 4, 3)).expect("queued");
@@ -259,7 +272,8 @@ fn abandoned_request_is_never_computed() {
 fn shutdown_answers_what_is_queued_then_refuses() {
     let (scorer, open) = EchoScorer::gated();
     let calls = Arc::clone(&scorer.calls);
-    let scheduler = Scheduler::spawn(scorer, config(10, 10_000), None).expect("spawn");
+    let scheduler = Scheduler::spawn(vec![scorer], config(10, 10_000), &QueueBudget::new(), None)
+        .expect("spawn");
     let first = scheduler.submit(request(1, 1, 3)).expect("queued");
     wait_until(|| calls.load(Ordering::SeqCst) == 1);
     let second = scheduler.submit(request(2, 1, 3)).expect("queued");
@@ -282,8 +296,10 @@ fn shutdown_answers_what_is_queued_then_refuses() {
 
 struct FailingScorer;
 
-impl GroupScorer for FailingScorer {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+impl DeviceModel for FailingScorer {
+    type Output = PairScore;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         if groups.iter().any(|g| g.prefix[0] == 7) {
             panic!("boom");
         }
@@ -293,7 +309,13 @@ impl GroupScorer for FailingScorer {
 
 #[test]
 fn scorer_errors_and_panics_reach_the_caller_and_the_thread_survives() {
-    let scheduler = Scheduler::spawn(FailingScorer, config(100, 10_000), None).expect("spawn");
+    let scheduler = Scheduler::spawn(
+        vec![FailingScorer],
+        config(100, 10_000),
+        &QueueBudget::new(),
+        None,
+    )
+    .expect("spawn");
     let panicked = scheduler
         .submit(request(7, 1, 1))
         .expect("queued")
@@ -316,8 +338,10 @@ struct Replica {
     broken: bool,
 }
 
-impl GroupScorer for Replica {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+impl DeviceModel for Replica {
+    type Output = PairScore;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         self.batches.fetch_add(1, Ordering::SeqCst);
         // Long enough that concurrent requests find the other replica idle.
         std::thread::sleep(Duration::from_millis(5));
@@ -343,7 +367,8 @@ fn replicas(broken: [bool; 2]) -> (Scheduler, [Arc<AtomicUsize>; 2]) {
             broken,
         })
         .collect();
-    let scheduler = Scheduler::spawn_replicas(scorers, config(8, 10_000), None).expect("spawn");
+    let scheduler =
+        Scheduler::spawn(scorers, config(8, 10_000), &QueueBudget::new(), None).expect("spawn");
     (scheduler, counts)
 }
 
@@ -360,7 +385,7 @@ fn replicas_share_one_queue_and_both_compute() {
             .iter()
             .map(|d| echo(&[i as u32; 4], d))
             .collect();
-        assert_eq!(output.scores, want, "request {i}");
+        assert_eq!(output.items, want, "request {i}");
     }
     let [a, b] = counts.map(|c| c.load(Ordering::SeqCst));
     assert!(
@@ -446,19 +471,29 @@ fn the_last_device_is_never_retired_but_reported_failing() {
 /// tokens were computed together.
 struct EchoEmbedder;
 
-impl EmbedModel for EchoEmbedder {
-    fn embed_sequences(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
-        Ok(sequences
-            .iter()
-            .map(|s| s.iter().map(|&id| id as f32).collect())
-            .collect())
+impl DeviceModel for EchoEmbedder {
+    type Output = Vec<f32>;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        per_sequence(groups, |sequences| {
+            Ok(sequences
+                .iter()
+                .map(|s| s.iter().map(|&id| id as f32).collect())
+                .collect())
+        })
     }
 }
 
 #[test]
 fn an_embedding_model_gets_whole_sequences_back_in_order_across_batches() {
-    let scheduler = Scheduler::spawn(Embeds(EchoEmbedder), config(5, 1000), None).expect("spawn");
-    let request = ScoreRequest {
+    let scheduler = Scheduler::spawn(
+        vec![EchoEmbedder],
+        config(5, 1000),
+        &QueueBudget::new(),
+        None,
+    )
+    .expect("spawn");
+    let request = PackedRequest {
         prefix: vec![9],
         documents: vec![vec![1, 2], vec![3], vec![4, 5, 6], vec![7]],
     };
@@ -467,7 +502,7 @@ fn an_embedding_model_gets_whole_sequences_back_in_order_across_batches() {
     // The prefix is prepended to each sequence; a budget of 5 tokens takes
     // several batches, reassembled in input order.
     assert_eq!(
-        output.scores,
+        output.items,
         [
             vec![9.0, 1.0, 2.0],
             vec![9.0, 3.0],
@@ -483,13 +518,13 @@ fn an_embedding_model_gets_whole_sequences_back_in_order_across_batches() {
 fn schedulers_in_one_budget_refuse_work_when_their_sum_is_full() {
     let (scorer, open) = EchoScorer::gated();
     let budget = QueueBudget::new();
-    let scores = Scheduler::spawn_in(&budget, vec![scorer], config(64, 50), None).expect("spawn");
-    let vectors = Scheduler::spawn_in(&budget, vec![Embeds(EchoEmbedder)], config(64, 50), None)
-        .expect("spawn");
+    let scores = Scheduler::spawn(vec![scorer], config(64, 50), &budget, None).expect("spawn");
+    let vectors =
+        Scheduler::spawn(vec![EchoEmbedder], config(64, 50), &budget, None).expect("spawn");
     // 3 × (4 + 8) = 36 tokens held by the gated scorer.
     let held = scores.submit(request(1, 3, 8)).expect("queued");
     wait_until(|| scores.stats().queued_tokens == 36);
-    let too_many = ScoreRequest {
+    let too_many = PackedRequest {
         prefix: Vec::new(),
         documents: vec![vec![1; 15]],
     };
@@ -497,12 +532,12 @@ fn schedulers_in_one_budget_refuse_work_when_their_sum_is_full() {
         Err(SchedulerError::Overloaded { queued, .. }) => assert_eq!(queued, 36),
         other => panic!("the shared budget should refuse: {:?}", other.map(|_| ())),
     }
-    let fits = ScoreRequest {
+    let fits = PackedRequest {
         prefix: Vec::new(),
         documents: vec![vec![1; 14]],
     };
     let vector = vectors.submit(fits).expect("fits beside").blocking_wait();
-    assert_eq!(vector.expect("embedded").scores[0].len(), 14);
+    assert_eq!(vector.expect("embedded").items[0].len(), 14);
     open.send(()).expect("open");
     held.blocking_wait().expect("scored");
     wait_until(|| budget.0.load(Ordering::Acquire) == 0);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tessera_backend_cpu::CpuBackend;
-use tessera_engine::scheduler::{EmbedModel, GroupScorer};
+use tessera_engine::scheduler::DeviceModel;
 use tessera_engine::{Embedder, EngineError, PairScore, PrefixGroup, Reranker};
 use tessera_gguf::GgufFile;
 use tessera_model::{PromptBuilder, RerankTokenizer};
@@ -87,10 +87,12 @@ pub struct Gated<S> {
     pub gate: Gate,
 }
 
-impl<S: GroupScorer> GroupScorer for Gated<S> {
-    fn score_groups(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
+impl<S: DeviceModel<Output = PairScore>> DeviceModel for Gated<S> {
+    type Output = PairScore;
+
+    fn compute(&self, groups: &[PrefixGroup<'_>]) -> Result<Vec<Vec<PairScore>>, EngineError> {
         self.gate.pass();
-        self.inner.score_groups(groups)
+        self.inner.compute(groups)
     }
 }
 
@@ -132,7 +134,7 @@ pub async fn start_gated(options: ServerOptions) -> (TestServer, Gate) {
 }
 
 /// The server with any scorer and prompt, or none yet (`/health` is 503).
-pub async fn start_with<S: GroupScorer + Send + 'static>(
+pub async fn start_with<S: DeviceModel<Output = PairScore> + Send + 'static>(
     options: ServerOptions,
     model: Option<(S, PromptBuilder)>,
 ) -> TestServer {
@@ -140,7 +142,7 @@ pub async fn start_with<S: GroupScorer + Send + 'static>(
     if let Some((scorer, prompt)) = model {
         server
             .service()
-            .install(Model::scorer(scorer, prompt), info())
+            .install(Model::scorers(vec![scorer], prompt), info())
             .expect("model installs");
     }
     serve_server(server).await
@@ -170,7 +172,7 @@ pub async fn start_models(
             name: "tiny-embed-q8".into(),
             ..info()
         };
-        let copies = vec![Box::new(embedder) as Box<dyn EmbedModel + Send>];
+        let copies = vec![Box::new(embedder) as Box<dyn DeviceModel<Output = Vec<f32>> + Send>];
         server
             .service()
             .install(Model::Embedder { copies, format }, info)
