@@ -36,10 +36,13 @@ struct PendingCopy {
     std::vector<uint8_t> data;
 };
 
-// A wgmma's result: the accumulator registers it writes, and their values.
+// A wgmma's result: the accumulator registers it writes, and their values;
+// and the shared-memory operand it read, (offset, f16 bits) per element this
+// lane used, which must be unchanged when the wgmma is waited for.
 struct PendingWgmma {
     float* d;
     std::vector<float> values;
+    std::vector<std::pair<uint32_t, uint16_t>> read;
 };
 
 struct Fiber {
@@ -460,6 +463,9 @@ void wgmma_m64nNk16_f16(float* d, unsigned n, const uint32_t (&a)[4], uint64_t d
     if (base_offset != 0 || (layout != 0 && layout != 1)) {
         fail("wgmma: only base offset 0 and the no-swizzle and 128-byte swizzle layouts are emulated");
     }
+    const unsigned lane = lane_id(), group = lane >> 2, in_group = lane & 3;
+    PendingWgmma op{d, std::vector<float>(n / 2), {}};
+    op.read.reserve(n / 4 * 16);
     auto b = [&](unsigned k, unsigned col) -> double {
         uint32_t offset;
         if (layout == 0) {
@@ -473,35 +479,40 @@ void wgmma_m64nNk16_f16(float* d, unsigned n, const uint32_t (&a)[4], uint64_t d
         }
         uint16_t h;
         std::memcpy(&h, s.shared.data() + offset, 2);
+        op.read.emplace_back(offset, h);
         return half_bits_to_float(h);
     };
     // The accumulator's value as the async proxy sees it: the newest pending
     // result for it, else the registers.
     const float* input = d;
-    for (auto group = fiber.wgmma_committed.rbegin(); group != fiber.wgmma_committed.rend() && input == d; ++group) {
-        for (auto op = group->rbegin(); op != group->rend(); ++op) {
-            if (op->d == d) {
-                input = op->values.data();
+    for (auto pending = fiber.wgmma_committed.rbegin(); pending != fiber.wgmma_committed.rend() && input == d;
+         ++pending) {
+        for (auto earlier = pending->rbegin(); earlier != pending->rend(); ++earlier) {
+            if (earlier->d == d) {
+                input = earlier->values.data();
                 break;
             }
         }
     }
-    for (auto op = fiber.wgmma_open.rbegin(); op != fiber.wgmma_open.rend(); ++op) {
-        if (op->d == d) {
-            input = op->values.data();
+    for (auto open = fiber.wgmma_open.rbegin(); open != fiber.wgmma_open.rend(); ++open) {
+        if (open->d == d) {
+            input = open->values.data();
             break;
         }
     }
-    const unsigned lane = lane_id(), group = lane >> 2, in_group = lane & 3;
-    PendingWgmma op{d, std::vector<float>(n / 2)};
     for (unsigned j = 0; j < n / 8; ++j) {
-        for (unsigned h = 0; h < 2; ++h) {
-            for (unsigned e = 0; e < 2; ++e) {
-                const unsigned row = group + 8 * h, col = 8 * j + 2 * in_group + e;
+        for (unsigned e = 0; e < 2; ++e) {
+            const unsigned col = 8 * j + 2 * in_group + e;
+            double column[16];
+            for (unsigned k = 0; k < 16; ++k) {
+                column[k] = b(k, col);
+            }
+            for (unsigned h = 0; h < 2; ++h) {
+                const unsigned row = group + 8 * h;
                 const unsigned i = 4 * j + 2 * h + e;
                 double sum = accumulate ? double(input[i]) : 0.0;
                 for (unsigned k = 0; k < 16; ++k) {
-                    sum += A[row][k] * b(k, col);
+                    sum += A[row][k] * column[k];
                 }
                 op.values[i] = float(sum);
             }
@@ -521,10 +532,23 @@ void wgmma_commit() {
     fiber.wgmma_open.clear();
 }
 
+// The PTX ISA (wgmma.mma_async) leaves the result undefined when a wgmma's
+// shared-memory operand is written before the wgmma_wait that covers it (the
+// async proxy may read it at any time until then): the emulator reads it at
+// issue, and here, as the wgmma completes, checks that every element it read
+// is still there — a ring slot refilled too early is an error, not a lucky pass.
 void wgmma_wait(unsigned pending_allowed) {
     Fiber& fiber = *scheduler->running;
+    const std::vector<uint8_t>& shared = scheduler->shared;
     while (fiber.wgmma_committed.size() > pending_allowed) {
         for (PendingWgmma& op : fiber.wgmma_committed.front()) {
+            for (const auto& [offset, bits] : op.read) {
+                uint16_t now;
+                std::memcpy(&now, shared.data() + offset, 2);
+                if (now != bits) {
+                    fail("wgmma: its shared-memory operand was written before wgmma.wait_group covered it");
+                }
+            }
             std::memcpy(op.d, op.values.data(), op.values.size() * sizeof(float));
         }
         fiber.wgmma_committed.pop_front();
