@@ -81,6 +81,21 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "TESSERA_MUTATE_ATTENTION_BUFFER",
         "mutant_attention_buffer",
     ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_WGMMA_A_FRAGMENT",
+        "mutant_wgmma_a_fragment",
+    ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_WGMMA_B_SWIZZLE",
+        "mutant_wgmma_b_swizzle",
+    ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_WGMMA_RING_WAIT",
+        "mutant_wgmma_ring_wait",
+    ),
 ];
 
 // The backend's own parser, the same file.

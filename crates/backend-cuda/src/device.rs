@@ -133,6 +133,19 @@ pub struct DeviceIdentity {
     pub max_shared_per_block: usize,
 }
 
+impl DeviceIdentity {
+    /// What the CPU emulator (`tessera-cuda-emulated`) reports as its compute
+    /// capability.
+    pub const EMULATED: &'static str = "emulated";
+
+    /// Whether the device runs the wgmma kernels: compute capability 9.0
+    /// (sm_90a: NVRTC targets compute_90a there, and no later architecture
+    /// has wgmma), or the emulator, which implements it.
+    pub fn has_wgmma(&self) -> bool {
+        self.compute_capability == "9.0" || self.compute_capability == Self::EMULATED
+    }
+}
+
 /// A device that runs the kernels of `kernels/`. Memory is untyped bytes; the
 /// backend keeps the element types.
 pub trait Device {

@@ -148,7 +148,7 @@ impl Device for EmulatedDevice {
     fn identity(&self) -> DeviceIdentity {
         DeviceIdentity {
             name: self.name(),
-            compute_capability: "emulated".into(),
+            compute_capability: DeviceIdentity::EMULATED.into(),
             driver: "none".into(),
             multiprocessors: self.multiprocessors,
             max_shared_per_block: self.max_shared_per_block,
