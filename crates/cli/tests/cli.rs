@@ -282,6 +282,16 @@ fn bench_writes_a_json_record_with_a_profile() {
         "{achieved} vs {ceiling}"
     );
     assert_eq!(record["ceilings"]["matmul_shape"], "512x2560x2560");
+    // Each modelled op kind carries what it computed and moved at least.
+    let ops = profile["ops"].as_array().unwrap();
+    let attention = ops.iter().find(|op| op["op"] == "attention").unwrap();
+    assert!(attention["flops"].as_f64().unwrap() > 0.0);
+    assert!(attention["bytes"].as_f64().unwrap() > 0.0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("GFLOP/s") && stderr.contains("of roof"),
+        "{stderr}"
+    );
 }
 
 /// `tessera serve` under `ulimit -n 40`, flooded with more connections than it
