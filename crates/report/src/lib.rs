@@ -1,10 +1,14 @@
-//! Benchmark records of `tessera bench` and how to read them: each op kind's
-//! FLOPs and minimum bytes (`op_cost`), the records as written and read back
-//! (`record`), and the roofline arithmetic (`roofline`).
+//! Benchmark records of `tessera bench` read back and drawn: each op kind's
+//! FLOPs and minimum bytes (`op_cost`), the roofline arithmetic (`roofline`),
+//! and `tessera report`'s page — one self-contained HTML file of inline SVG
+//! charts and the tables under them (`runs`, `charts`, `page`).
 
+pub mod charts;
 pub mod op_cost;
+mod page;
 pub mod record;
 pub mod roofline;
+pub mod runs;
 
 use std::path::Path;
 
@@ -26,6 +30,8 @@ pub enum ReportError {
     },
     #[error("{paths}: no bench records (make them with `tessera bench --format json` or `--sweep --out FILE`)")]
     Empty { paths: String },
+    #[error("drawing the chart '{chart}': {message}")]
+    Draw { chart: String, message: String },
 }
 
 /// The records of one JSON Lines file (blank lines skipped).
@@ -52,6 +58,27 @@ pub fn parse_records(path: &str, text: &str) -> Result<Vec<Record>, ReportError>
         .collect()
 }
 
+/// The report page of `records` (read from `sources`, named on the page),
+/// `progress` told of each step.
+pub fn render(
+    records: Vec<Record>,
+    sources: &[String],
+    progress: &mut dyn FnMut(&str),
+) -> Result<String, ReportError> {
+    if records.is_empty() {
+        return Err(ReportError::Empty {
+            paths: sources.join(", "),
+        });
+    }
+    let runs = runs::group(records);
+    progress(&format!(
+        "{} {} in the records",
+        runs.len(),
+        if runs.len() == 1 { "run" } else { "runs" }
+    ));
+    page::render(&runs, sources, progress)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,8 +93,10 @@ mod tests {
     }
 
     #[test]
-    fn blank_lines_are_no_records() {
+    fn no_records_is_an_error_naming_the_files() {
         assert!(parse_records("r.jsonl", "\n  \n").unwrap().is_empty());
+        let err = render(Vec::new(), &["a.jsonl".into()], &mut |_| {}).unwrap_err();
+        assert!(err.to_string().starts_with("a.jsonl: no bench records"));
     }
 
     #[test]
