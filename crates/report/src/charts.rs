@@ -262,7 +262,8 @@ pub fn lines(
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(0.0f64, f64::max);
-    let y_range = 0.0..(y_max * 1.15).max(1e-9);
+    // Headroom above the highest point for the legend in the upper left.
+    let y_range = 0.0..(y_max * 1.6).max(1e-9);
     svg(title, subtitle, |area| {
         let mut chart = ChartBuilder::on(area)
             .margin(12)
