@@ -538,6 +538,122 @@ static __device__ __forceinline__ void wgmma_m64n256k16_f16(float (&d)[128], con
 #endif
 }
 
+// ------------------------------------------- TMA and mbarrier (sm_90, sm_90a)
+//
+// The tensor memory accelerator copies a box of a 2-D tensor described by a
+// tensor map (built on the host: cuTensorMapEncodeTiled on the GPU, the
+// emulated device's own encoding there) into shared memory, and completes its
+// bytes as transactions on an mbarrier, which consumers wait on by phase
+// parity (PTX ISA §9.7.9.25 cp.async.bulk.tensor, §9.7.13.15 mbarrier).
+
+// CUtensorMap: 128 opaque bytes, passed as a __grid_constant__ parameter.
+struct __align__(128) TensorMap {
+    u64 opaque[16];
+};
+
+static __device__ __forceinline__ void mbarrier_init(u64* bar, u32 count) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::mbarrier_init(bar, count);
+#elif __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count) : "memory");
+#else
+    __trap();
+#endif
+}
+
+// Makes the initialised barriers visible to the async proxy (TMA's complete_tx).
+static __device__ __forceinline__ void fence_mbarrier_init() {
+#ifdef TESSERA_CUDA_EMULATION
+#elif __CUDA_ARCH__ >= 900
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
+static __device__ __forceinline__ void mbarrier_arrive(u64* bar) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::mbarrier_arrive(bar);
+#elif __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address(bar)) : "memory");
+#else
+    __trap();
+#endif
+}
+
+// One arrival that also expects `bytes` of transactions in this phase.
+static __device__ __forceinline__ void mbarrier_arrive_expect_tx(u64* bar, u32 bytes) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::mbarrier_arrive_expect_tx(bar, bytes);
+#elif __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)), "r"(bytes)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+
+// Waits until the barrier's phase of `parity` (0 or 1) has completed.
+static __device__ __forceinline__ void mbarrier_wait(u64* bar, u32 parity) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::mbarrier_wait(bar, parity);
+#elif __CUDA_ARCH__ >= 900
+    const u32 address = shared_address(bar);
+    u32 done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(address), "r"(parity)
+            : "memory");
+    }
+#else
+    __trap();
+#endif
+}
+
+// The box of `map` at (c0, c1) (element column, row) into `dst` (shared,
+// 128-byte aligned; 1,024 with the 128-byte swizzle), its bytes completing on
+// `bar`.
+static __device__ __forceinline__ void tma_load_2d(void* dst, const TensorMap* map, int c0, int c1, u64* bar) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::tma_load_2d(dst, map, c0, c1, bar);
+#elif __CUDA_ARCH__ >= 900
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::
+            "r"(shared_address(dst)),
+        "l"(reinterpret_cast<u64>(map)), "r"(c0), "r"(c1), "r"(shared_address(bar))
+        : "memory");
+#else
+    __trap();
+#endif
+}
+
+// setmaxnreg.{inc,dec}.sync.aligned.u32 (sm_90a): the calling warpgroup's
+// registers per thread raised or lowered to REGS, so a warp-specialised
+// kernel gives its producers' registers to its consumers (the register file is
+// allocated per warpgroup: 3 warpgroups of a 384-thread block start at 168).
+// The emulator has no register file: nothing to do there.
+template <int REGS>
+static __device__ __forceinline__ void setmaxnreg_inc() {
+#ifdef TESSERA_CUDA_EMULATION
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(REGS));
+#else
+    __trap();
+#endif
+}
+
+template <int REGS>
+static __device__ __forceinline__ void setmaxnreg_dec() {
+#ifdef TESSERA_CUDA_EMULATION
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(REGS));
+#else
+    __trap();
+#endif
+}
+
 // ---------------------------------------------------------------- reductions
 
 static __device__ __forceinline__ float warp_sum(float v) {

@@ -152,21 +152,23 @@ static __device__ __forceinline__ void wg_store_scale(unsigned char* scale_slot,
 // h of block b for rows (features) 16·warp + g and + 8: registers 0 and 2 row
 // g's k pairs (8t + 4h, +1) and (8t + 4h + 2, +3), registers 1 and 3 row
 // g + 8's (PTX ISA §9.7.15, wgmma's A in registers: mma.m16n8k16's A layout
-// per warp of the warpgroup).
-template <typename C>
-static __device__ __forceinline__ void wg_convert(const unsigned char* raw_slot, const unsigned char* scale_slot,
+// per warp of the warpgroup). scale[b][r]: the d (f16 bits) of feature
+// 16·warp + g + 8r in block b. `swizzled`: the raw rows are in w16_raw_chunk's
+// order (cp.async), else as they are (the TMA box).
+template <bool swizzled>
+static __device__ __forceinline__ void wg_convert(const unsigned char* raw_slot, const u16 (&scale)[2][2],
                                                   u32 (&a)[4][4]) {
     const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const u32 g = lane / 4, t = lane % 4;
-    const u16* scale = reinterpret_cast<const u16*>(scale_slot);
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const u32 f = warp * 16 + g + 8 * r;
+            const u32 chunk = swizzled ? w16_raw_chunk(f, 2 * b + t / 2) : 2 * b + t / 2;
             u32 bytes[2];
-            load_8(bytes, raw_slot + f * 64 + w16_raw_chunk(f, 2 * b + t / 2) * 16 + (t % 2) * 8);
-            const u32 d = scale[b * C::BM + f];
+            load_8(bytes, raw_slot + f * 64 + chunk * 16 + (t % 2) * 8);
+            const u32 d = scale[b][r];
             const u32 d2 = d | (d << 16);
             u32 lo0, hi0, lo1, hi1;
             dequant_4(bytes[0], d2, lo0, hi0);
@@ -186,6 +188,20 @@ static __device__ __forceinline__ void wg_convert(const unsigned char* raw_slot,
     }
 }
 
+// This thread's scales of a stage from the slot's [half][feature] plane.
+template <typename C>
+static __device__ __forceinline__ void wg_slot_scales(const unsigned char* scale_slot, u16 (&scale)[2][2]) {
+    const u32 f = threadIdx.x / WARP_SIZE * 16 + threadIdx.x % WARP_SIZE / 4;
+    const u16* plane = reinterpret_cast<const u16*>(scale_slot);
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            scale[b][r] = plane[b * C::BM + f + 8 * r];
+        }
+    }
+}
+
 template <int BN>
 static __device__ __forceinline__ void wg_mma(float (&d)[BN / 2], const u32 (&a)[4], u64 desc) {
     if constexpr (BN == 128) {
@@ -195,10 +211,37 @@ static __device__ __forceinline__ void wg_mma(float (&d)[BN / 2], const u32 (&a)
     }
 }
 
+// A stage's four k16 wgmma on the activations at shared address `b_address`,
+// committed as one group. K-major B, 128-byte swizzle: rows of 128 bytes,
+// 8-row atoms 1,024 bytes apart (the stride offset); k16 step `step` starts
+// 32 bytes in.
+template <typename C>
+static __device__ __forceinline__ void wg_mma_stage(u32 b_address, u32 (&a)[4][4], float (&acc)[C::ACC]) {
+    u64 desc[4];
+#pragma unroll
+    for (u32 step = 0; step < 4; ++step) {
+        desc[step] = gmma_desc(b_address + step * 32, 16, 1024, 1);
+    }
+    // Every input of the four wgmma is computed before the fence: ptxas
+    // serialises wgmma whose inputs are defined between the fence and them.
+    wgmma_fence_operands(a);
+    wgmma_fence_operands(desc);
+    wgmma_fence_operands(acc);
+    wgmma_fence();
+#pragma unroll
+    for (u32 step = 0; step < 4; ++step) {
+        wg_mma<C::BN>(acc, a[step], desc[step]);
+    }
+    wgmma_commit();
+}
+
 // Where a block's stages lie and which of them it computes.
 struct WgPlan {
     unsigned char* smem;  // 1,024-byte aligned
     u32 smem_address;     // its shared address
+    W16Group group;       // the block's weight
+    u32 group_index;      // which of the launch's (0, 1, 2)
+    u32 row0, col0;       // its first token and feature
     u32 stage0, stages, tail_stage;
     // `stages` rounded up to even: the loop runs two stages an iteration, with
     // no branch around the second (a branch joining the accumulators costs
@@ -206,6 +249,36 @@ struct WgPlan {
     // count's last stage is all zeros and adds exactly nothing.
     u32 padded;
 };
+
+// The block's place: its weight (feature tiles are numbered across the groups
+// in order), tile, split-K share of the k stages, and aligned shared memory.
+template <typename C>
+static __device__ __forceinline__ WgPlan wg_plan(u32 k, const W16Group& g0, const W16Group& g1, const W16Group& g2) {
+    DYNAMIC_SHARED(unsigned char, smem_raw);
+    require_dynamic_shared(C::SHARED_BYTES);
+    const u32 raw_address = shared_address(smem_raw);
+    const u32 pad = (1024 - raw_address % 1024) % 1024;
+    WgPlan p;
+    p.smem = smem_raw + pad;
+    p.smem_address = raw_address + pad;
+    const u32 tiles0 = (g0.n + C::BM - 1) / C::BM, tiles1 = (g1.n + C::BM - 1) / C::BM;
+    const u32 tile = blockIdx.x;
+    p.group_index = tile < tiles0 ? 0 : (tile < tiles0 + tiles1 ? 1 : 2);
+    p.group = p.group_index == 0 ? g0 : (p.group_index == 1 ? g1 : g2);
+    p.col0 = (tile < tiles0 ? tile : (tile < tiles0 + tiles1 ? tile - tiles0 : tile - tiles0 - tiles1)) * C::BM;
+    p.row0 = blockIdx.y * C::BN;
+    const u32 k_blocks = k / QK8_0;
+    const u32 total_stages = (k_blocks + 1) / 2;
+    const u32 per_split = (total_stages + gridDim.z - 1) / gridDim.z;
+    p.stage0 = blockIdx.z * per_split < total_stages ? blockIdx.z * per_split : total_stages;
+    p.stages = per_split < total_stages - p.stage0 ? per_split : total_stages - p.stage0;
+    p.tail_stage = k_blocks % 2 == 1 ? total_stages - 1 : ~0u;
+    // At least two: the k loop below runs at least once (no path around it
+    // joins the accumulators either); an empty split share's two stages are
+    // zeros, so its partial sums are too.
+    p.padded = p.stages < 2 ? 2 : p.stages + (p.stages & 1);
+    return p;
+}
 
 // One iteration of the k loop (stage s; see the top of the file). `a` is one
 // of the two A register sets (alternating: the caller unrolls by two so each
@@ -226,26 +299,10 @@ static __device__ __forceinline__ void wg_iteration(const WgThread& w, const WgP
     }
     cp_async_commit();  // possibly empty: one group per iteration
     const u32 slot = s % C::STAGES;
-    wg_convert<C>(p.smem + C::RAW_OFFSET + slot * C::RAW_BYTES, p.smem + C::SCALE_OFFSET + slot * C::SCALE_BYTES, a);
-    // K-major B, 128-byte swizzle: rows of 128 bytes, 8-row atoms 1,024 bytes
-    // apart (the stride offset); k16 step `step` starts 32 bytes in.
-    const u32 b_address = p.smem_address + C::B_OFFSET + slot * C::B_BYTES;
-    u64 desc[4];
-#pragma unroll
-    for (u32 step = 0; step < 4; ++step) {
-        desc[step] = gmma_desc(b_address + step * 32, 16, 1024, 1);
-    }
-    // Every input of the four wgmma is computed before the fence: ptxas
-    // serialises wgmma whose inputs are defined between the fence and them.
-    wgmma_fence_operands(a);
-    wgmma_fence_operands(desc);
-    wgmma_fence_operands(acc);
-    wgmma_fence();
-#pragma unroll
-    for (u32 step = 0; step < 4; ++step) {
-        wg_mma<C::BN>(acc, a[step], desc[step]);
-    }
-    wgmma_commit();
+    u16 scales[2][2];
+    wg_slot_scales<C>(p.smem + C::SCALE_OFFSET + slot * C::SCALE_BYTES, scales);
+    wg_convert<true>(p.smem + C::RAW_OFFSET + slot * C::RAW_BYTES, scales, a);
+    wg_mma_stage<C>(p.smem_address + C::B_OFFSET + slot * C::B_BYTES, a, acc);
 #ifdef TESSERA_MUTATE_WGMMA_RING_WAIT
     // Mutation test build: two groups left in flight, so the slot refilled next
     // iteration may still be read by stage s - 1's wgmma.
@@ -261,61 +318,13 @@ static __device__ __forceinline__ void wg_iteration(const WgThread& w, const WgP
     }
 }
 
+// Epilogue: acc[4j + 2h + e] is feature 16·warp + g + 8h, token 8j + 2t + e;
+// the sums times the token's 2^e (exact), stored, added, or written to this
+// split's share of `partial`.
 template <typename C>
-static __device__ __forceinline__ void wg_gemm(const u16* x, const float* row_scales, u32 rows, u32 k, u32 accumulate,
-                                               const W16Group& g0, const W16Group& g1, const W16Group& g2,
-                                               float* partial, u32 partial_stride) {
-    DYNAMIC_SHARED(unsigned char, smem_raw);
-    require_dynamic_shared(C::SHARED_BYTES);
-    const u32 raw_address = shared_address(smem_raw);
-    const u32 pad = (1024 - raw_address % 1024) % 1024;
-    // The block's group: feature tiles are numbered across the groups in order.
-    const u32 tiles0 = (g0.n + C::BM - 1) / C::BM, tiles1 = (g1.n + C::BM - 1) / C::BM;
-    const u32 tile = blockIdx.x;
-    const W16Group group = tile < tiles0 ? g0 : (tile < tiles0 + tiles1 ? g1 : g2);
-    const u32 col0 = (tile < tiles0 ? tile : (tile < tiles0 + tiles1 ? tile - tiles0 : tile - tiles0 - tiles1)) * C::BM;
-    const u32 row0 = blockIdx.y * C::BN;
-    // This split's share of the k stages.
-    const u32 k_blocks = k / QK8_0;
-    const u32 total_stages = (k_blocks + 1) / 2;
-    const u32 per_split = (total_stages + gridDim.z - 1) / gridDim.z;
-    const u32 stage0 = blockIdx.z * per_split < total_stages ? blockIdx.z * per_split : total_stages;
-    WgPlan p;
-    p.smem = smem_raw + pad;
-    p.smem_address = raw_address + pad;
-    p.stage0 = stage0;
-    p.stages = per_split < total_stages - stage0 ? per_split : total_stages - stage0;
-    p.tail_stage = k_blocks % 2 == 1 ? total_stages - 1 : ~0u;
-    p.padded = p.stages + (p.stages & 1);
-
-    const WgThread w = wg_thread<C>(x, rows, k, row0, group.wq, group.ws, group.n, col0);
-    float acc[C::ACC];
-#pragma unroll
-    for (int i = 0; i < C::ACC; ++i) {
-        acc[i] = 0.0f;
-    }
-    // Prologue: stages 0 .. STAGES - 3 in flight, one group each.
-#pragma unroll
-    for (u32 s = 0; s < C::STAGES - 2; ++s) {
-        if (s < p.padded) {
-            const u16 scale = wg_issue_stage<C>(w, stage0 + s, stage0 + s == p.tail_stage, s < p.stages,
-                                                p.smem + C::B_OFFSET + s * C::B_BYTES,
-                                                p.smem + C::RAW_OFFSET + s * C::RAW_BYTES);
-            wg_store_scale<C>(p.smem + C::SCALE_OFFSET + s * C::SCALE_BYTES, scale);
-        }
-        cp_async_commit();
-    }
-    u32 a0[4][4], a1[4][4];
-    for (u32 s = 0; s < p.padded; s += 2) {
-        wg_iteration<C>(w, p, s, a0, acc);
-        wg_iteration<C>(w, p, s + 1, a1, acc);
-    }
-    wgmma_wait<0>();
-    wgmma_fence_operands(acc);
-
-    // Epilogue: acc[4j + 2h + e] is feature 16·warp + g + 8h, token 8j + 2t + e;
-    // the sums times the token's 2^e (exact), stored, added, or written to this
-    // split's share of `partial`.
+static __device__ __forceinline__ void wg_epilogue(const float (&acc)[C::ACC], u32 rows, u32 row0, u32 col0,
+                                                   const W16Group& group, const float* row_scales, u32 accumulate,
+                                                   float* partial, u32 partial_stride) {
     const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const u32 g = lane / 4, t = lane % 4;
     const bool split = gridDim.z > 1;
@@ -342,6 +351,44 @@ static __device__ __forceinline__ void wg_gemm(const u16* x, const float* row_sc
     }
 }
 
+template <typename C>
+static __device__ __forceinline__ void wg_gemm(const u16* x, const float* row_scales, u32 rows, u32 k, u32 accumulate,
+                                               const W16Group& g0, const W16Group& g1, const W16Group& g2,
+                                               float* partial, u32 partial_stride) {
+    const WgPlan p = wg_plan<C>(k, g0, g1, g2);
+    const W16Group& group = p.group;
+    const u32 row0 = p.row0, col0 = p.col0, stage0 = p.stage0;
+
+    const WgThread w = wg_thread<C>(x, rows, k, row0, group.wq, group.ws, group.n, col0);
+    float acc[C::ACC];
+#pragma unroll
+    for (int i = 0; i < C::ACC; ++i) {
+        acc[i] = 0.0f;
+    }
+    // Prologue: stages 0 .. STAGES - 3 in flight, one group each.
+#pragma unroll
+    for (u32 s = 0; s < C::STAGES - 2; ++s) {
+        if (s < p.padded) {
+            const u16 scale = wg_issue_stage<C>(w, stage0 + s, stage0 + s == p.tail_stage, s < p.stages,
+                                                p.smem + C::B_OFFSET + s * C::B_BYTES,
+                                                p.smem + C::RAW_OFFSET + s * C::RAW_BYTES);
+            wg_store_scale<C>(p.smem + C::SCALE_OFFSET + s * C::SCALE_BYTES, scale);
+        }
+        cp_async_commit();
+    }
+    u32 a0[4][4], a1[4][4];
+    u32 s = 0;
+    do {
+        wg_iteration<C>(w, p, s, a0, acc);
+        wg_iteration<C>(w, p, s + 1, a1, acc);
+        s += 2;
+    } while (s < p.padded);
+    wgmma_wait<0>();
+    wgmma_fence_operands(acc);
+
+    wg_epilogue<C>(acc, rows, row0, col0, group, row_scales, accumulate, partial, partial_stride);
+}
+
 #define WG_CALL(C)                                                                                        \
     wg_gemm<C>(x, row_scales, rows, k, accumulate, W16Group{wq0, ws0, out0, n0, 0}, W16Group{wq1, ws1, out1, n1, n0}, \
                W16Group{wq2, ws2, out2, n2, n0 + n1}, partial, partial_stride)
@@ -353,3 +400,162 @@ using Wg256 = WgConfig<256, 5>;
 
 TESSERA_KERNEL void __launch_bounds__(256, 1) matmul_w8a16_wgmma_128x128(W16_PARAMS) { WG_CALL(Wg128); }
 TESSERA_KERNEL void __launch_bounds__(256, 1) matmul_w8a16_wgmma_256x128(W16_PARAMS) { WG_CALL(Wg256); }
+
+// ------------------------------------------------------------------ TMA
+//
+// matmul_w8a16_wgmma_tma_<BN>x128: the same GEMM with its operands staged by
+// the tensor memory accelerator. A producer warpgroup (warps 8-11: registers
+// are allocated per warpgroup, and it hands most of its own to the consumers
+// with setmaxnreg; one lane issues)
+// waits until a slot is free (its `empty` mbarrier: one arrival per consumer
+// warp once that warp's wgmma reading it have completed), declares the slot's
+// bytes on its `full` mbarrier (arrive.expect_tx) and issues two TMA boxes:
+// the activations (64 k × BN tokens, the tensor map's 128-byte swizzle, the
+// layout the wgmma descriptor reads) and the raw weights (64 k × 128 features,
+// row-major). Elements outside the tensors arrive as zeros — the tail block,
+// the padding stage, the rows past the last — and still count as bytes. The
+// two consumer warpgroups wait on `full` by phase parity, read their scales
+// from global memory, convert, issue the stage's wgmma, and once the previous
+// stage's group has completed free its slot. No block barrier in the loop.
+
+template <int BN_, int STAGES_>
+struct WgTmaConfig : WgConfig<BN_, STAGES_> {
+    using Base = WgConfig<BN_, STAGES_>;
+    static constexpr int THREADS = Base::THREADS + 128;  // + the producer warpgroup
+    // Registers per thread after setmaxnreg: 128 · 40 + 256 · 232 ≤ 65,536.
+    static constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
+    static constexpr u32 STAGE_BYTES = Base::B_BYTES + Base::RAW_BYTES;  // a full phase's transactions
+    static constexpr u32 BAR_OFFSET = Base::RAW_OFFSET + Base::STAGES * Base::RAW_BYTES;  // full[], then empty[]
+    static constexpr u32 SHARED_BYTES = BAR_OFFSET + 2 * Base::STAGES * 8 + 1024;
+    static constexpr u32 CONSUMER_WARPS = Base::THREADS / WARP_SIZE;
+};
+
+// A consumer thread's scales of k stage `ks` straight from global memory
+// (the [feature][block] plane; 0 past n or k).
+template <typename C>
+static __device__ __forceinline__ void wg_global_scales(const WgPlan& p, u32 k_blocks, u32 ks, u16 (&scale)[2][2]) {
+    const u32 f = p.col0 + threadIdx.x / WARP_SIZE * 16 + threadIdx.x % WARP_SIZE / 4;
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const u32 block = 2 * ks + b, feature = f + 8 * r;
+            scale[b][r] = block < k_blocks && feature < p.group.n ? p.group.ws[u64(feature) * k_blocks + block] : u16(0);
+        }
+    }
+}
+
+template <typename C>
+static __device__ __forceinline__ void wg_tma_stage(const WgPlan& p, u32 k_blocks, u32 s, u32 (&a)[4][4],
+                                                    float (&acc)[C::ACC]) {
+    u64* full = reinterpret_cast<u64*>(p.smem + C::BAR_OFFSET);
+    u64* empty = full + C::STAGES;
+    const u32 slot = s % C::STAGES;
+    u16 scales[2][2];
+    wg_global_scales<C>(p, k_blocks, p.stage0 + s, scales);
+#ifdef TESSERA_MUTATE_MBARRIER_PARITY
+    // Mutation test build: waits for the other phase (the one already past).
+    mbarrier_wait(&full[slot], ((s / C::STAGES) & 1) ^ 1);
+#else
+    mbarrier_wait(&full[slot], (s / C::STAGES) & 1);
+#endif
+    wg_convert<false>(p.smem + C::RAW_OFFSET + slot * C::RAW_BYTES, scales, a);
+    wg_mma_stage<C>(p.smem_address + C::B_OFFSET + slot * C::B_BYTES, a, acc);
+#ifdef TESSERA_MUTATE_TMA_EMPTY_ARRIVE
+    // Mutation test build: stage s - 1's slot freed before its wgmma are
+    // waited for.
+    if (s >= 1 && threadIdx.x % WARP_SIZE == 0) {
+        mbarrier_arrive(&empty[(s - 1) % C::STAGES]);
+    }
+    wgmma_wait<1>();
+#else
+    wgmma_wait<1>();
+    // Stage s - 1's wgmma (this warp's share) are done: its slot is free.
+    if (s >= 1 && threadIdx.x % WARP_SIZE == 0) {
+        mbarrier_arrive(&empty[(s - 1) % C::STAGES]);
+    }
+#endif
+    wgmma_fence_operands(acc);
+}
+
+template <typename C>
+static __device__ __forceinline__ void wg_gemm_tma(const TensorMap* x_map, const TensorMap* w_map0,
+                                                   const TensorMap* w_map1, const TensorMap* w_map2,
+                                                   const float* row_scales, u32 rows, u32 k, u32 accumulate,
+                                                   const W16Group& g0, const W16Group& g1, const W16Group& g2,
+                                                   float* partial, u32 partial_stride) {
+    const WgPlan p = wg_plan<C>(k, g0, g1, g2);
+    if (p.row0 >= rows || p.col0 >= p.group.n) {
+        return;  // an empty tile (the whole block): nothing to copy or store
+    }
+    const u32 k_blocks = k / QK8_0;
+    u64* full = reinterpret_cast<u64*>(p.smem + C::BAR_OFFSET);
+    u64* empty = full + C::STAGES;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < C::STAGES; ++i) {
+            mbarrier_init(&full[i], 1);
+            mbarrier_init(&empty[i], C::CONSUMER_WARPS);
+        }
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+    const u32 warp = threadIdx.x / WARP_SIZE;
+    if (warp >= C::CONSUMER_WARPS) {
+        // The producer: one lane issues every copy.
+        setmaxnreg_dec<C::PRODUCER_REGS>();
+        if (threadIdx.x == C::CONSUMER_WARPS * WARP_SIZE) {
+            // The maps stay where the launch put them (parameter space): TMA
+            // reads a tensor map there or in global memory, not a copy.
+            const TensorMap* w_map = p.group_index == 0 ? w_map0 : (p.group_index == 1 ? w_map1 : w_map2);
+            for (u32 s = 0; s < p.padded; ++s) {
+                const u32 slot = s % C::STAGES;
+                if (s >= C::STAGES) {
+                    mbarrier_wait(&empty[slot], ((s / C::STAGES) - 1) & 1);
+                }
+#ifdef TESSERA_MUTATE_TMA_EXPECT_TX
+                // Mutation test build: the weights' bytes left out of the phase.
+                mbarrier_arrive_expect_tx(&full[slot], C::B_BYTES);
+#else
+                mbarrier_arrive_expect_tx(&full[slot], C::STAGE_BYTES);
+#endif
+                // The padding stage reads past k (zeros), not the next share's.
+                const int k0 = s < p.stages ? int((p.stage0 + s) * 64) : int(k);
+                tma_load_2d(p.smem + C::B_OFFSET + slot * C::B_BYTES, x_map, k0, int(p.row0), &full[slot]);
+                tma_load_2d(p.smem + C::RAW_OFFSET + slot * C::RAW_BYTES, w_map, k0, int(p.col0), &full[slot]);
+            }
+        }
+        return;
+    }
+    setmaxnreg_inc<C::CONSUMER_REGS>();
+    float acc[C::ACC];
+#pragma unroll
+    for (int i = 0; i < C::ACC; ++i) {
+        acc[i] = 0.0f;
+    }
+    u32 a0[4][4], a1[4][4];
+    u32 s = 0;
+    do {
+        wg_tma_stage<C>(p, k_blocks, s, a0, acc);
+        wg_tma_stage<C>(p, k_blocks, s + 1, a1, acc);
+        s += 2;
+    } while (s < p.padded);
+    wgmma_wait<0>();
+    wgmma_fence_operands(acc);
+    wg_epilogue<C>(acc, rows, p.row0, p.col0, p.group, row_scales, accumulate, partial, partial_stride);
+}
+
+// Grid as the cp.async kernels; 384 threads (two consumer warpgroups and the
+// producer warpgroup); C::SHARED_BYTES of dynamic shared memory. Besides v3's
+// parameters: tensor maps of the activations (f16 [rows][k], box 64 × BN,
+// 128-byte swizzle) and of each group's int8 weights ([n][k], box 64 × 128).
+using WgTma256 = WgTmaConfig<256, 5>;
+
+TESSERA_KERNEL void __launch_bounds__(384, 1)
+    matmul_w8a16_wgmma_tma_256x128(W16_PARAMS, const __grid_constant__ TensorMap x_map,
+                                   const __grid_constant__ TensorMap w_map0, const __grid_constant__ TensorMap w_map1,
+                                   const __grid_constant__ TensorMap w_map2) {
+    (void)x;
+    wg_gemm_tma<WgTma256>(&x_map, &w_map0, &w_map1, &w_map2, row_scales, rows, k, accumulate, W16Group{wq0, ws0, out0, n0, 0},
+                          W16Group{wq1, ws1, out1, n1, n0}, W16Group{wq2, ws2, out2, n2, n0 + n1}, partial,
+                          partial_stride);
+}

@@ -89,7 +89,7 @@ fn wgmma_configs() -> impl Iterator<Item = &'static tessera_backend_cuda::ops::w
 fn the_wgmma_gemm_matches_the_f64_product_through_a_deep_pipeline() {
     let case = case();
     let tolerance = Tolerances::W8A16.matmul;
-    assert_eq!(wgmma_configs().count(), 2);
+    assert_eq!(wgmma_configs().count(), 3);
     for config in wgmma_configs() {
         // Split three ways: shares of 6, 6 and 5 stages (the last padded).
         for split_k in [1, 3] {
@@ -103,35 +103,65 @@ fn the_wgmma_gemm_matches_the_f64_product_through_a_deep_pipeline() {
 }
 
 /// Each new piece of the wgmma GEMM has a mutant that must fail the deep case
-/// on both configurations: the A registers' fragment order (registers 1 and 2
-/// swapped), the activations' 128-byte swizzle (chunks stored unswizzled
-/// under a swizzling descriptor), and the ring's wgmma wait (two groups left
-/// in flight, so a slot is refilled while a wgmma may still read it — the
-/// emulator reports the overwritten operand).
+/// on every configuration it is compiled into: the A registers' fragment order
+/// (registers 1 and 2 swapped); with cp.async, the activations' 128-byte
+/// swizzle (chunks stored unswizzled under a swizzling descriptor) and the
+/// ring's wgmma wait (two groups left in flight, so a slot is refilled while a
+/// wgmma may still read it — the emulator reports the overwritten operand);
+/// with TMA, the full barrier's phase parity (the consumers pass the wait for
+/// the phase already past, read slots before their copies land and free them,
+/// so the producer arrives again on a phase still waiting for its bytes), the
+/// expected
+/// transaction bytes (the weights' left out: more bytes complete than
+/// expected) and the empty barrier (a slot freed while its wgmma may still
+/// read it: overwritten operand).
 #[test]
 fn wgmma_gemm_mutants_fail_the_deep_case() {
     let case = case();
     let tolerance = Tolerances::W8A16.matmul;
     for config in wgmma_configs() {
         let choice = GemmChoice { config, split_k: 1 };
-        for space in [
-            "mutant_wgmma_a_fragment",
-            "mutant_wgmma_b_swizzle",
-            "mutant_wgmma_ring_wait",
-        ] {
+        let spaces: &[(&str, Option<&str>)] = if config.tma {
+            &[
+                ("mutant_wgmma_a_fragment", None),
+                (
+                    "mutant_mbarrier_parity",
+                    Some("more arrivals than the barrier's count"),
+                ),
+                (
+                    "mutant_tma_expect_tx",
+                    Some("more transaction bytes completed than expected"),
+                ),
+                (
+                    "mutant_tma_empty_arrive",
+                    Some("written before wgmma.wait_group"),
+                ),
+            ]
+        } else {
+            &[
+                ("mutant_wgmma_a_fragment", None),
+                ("mutant_wgmma_b_swizzle", None),
+                (
+                    "mutant_wgmma_ring_wait",
+                    Some("written before wgmma.wait_group"),
+                ),
+            ]
+        };
+        for &(space, error) in spaces {
             let mutant = format!("{space}::{}", config.kernel);
             let device =
                 EmulatedDevice::new(MatmulPath::Mma).with_kernel_replaced(config.kernel, &mutant);
             let got = nmse(device, choice, &case);
             println!("{mutant}: {got:?}");
-            match (space, got) {
-                ("mutant_wgmma_ring_wait", Err(e)) => assert!(
-                    e.contains("written before wgmma.wait_group"),
-                    "{mutant}: {e}"
+            match (error, got) {
+                (Some(expected), Err(e)) => assert!(e.contains(expected), "{mutant}: {e}"),
+                (Some(_), Ok(v)) => panic!("{mutant} ran to the end: NMSE {v}"),
+                // NaN (a slot read before it landed) fails as surely.
+                (None, Ok(v)) => assert!(
+                    v.is_nan() || v > 1e3 * tolerance,
+                    "{mutant}: NMSE {v} passes"
                 ),
-                ("mutant_wgmma_ring_wait", Ok(v)) => panic!("{mutant} ran to the end: NMSE {v}"),
-                (_, Ok(v)) => assert!(v > 1e3 * tolerance, "{mutant}: NMSE {v} passes"),
-                (_, Err(e)) => panic!("{mutant}: {e}"),
+                (None, Err(e)) => panic!("{mutant}: {e}"),
             }
         }
     }

@@ -341,6 +341,9 @@ pub struct GemmConfig {
     pub layout: F16Layout,
     /// Built on wgmma (sm_90a): runs on compute capability 9.0 only.
     pub wgmma: bool,
+    /// Operands staged by TMA (tensor maps after v3's parameters), a
+    /// producer warpgroup beside the consumers.
+    pub tma: bool,
 }
 
 /// Weights one grouped launch takes (q, k and v).
@@ -364,9 +367,17 @@ pub const GEMM_CONFIGS: &[GemmConfig] = &[
         grouped: false,
         layout: F16Layout::FragmentTiles,
         wgmma: false,
+        tma: false,
     },
     wgmma("wgmma-128x128", "matmul_w8a16_wgmma_128x128", 128, 6),
     wgmma("wgmma-256x128", "matmul_w8a16_wgmma_256x128", 256, 5),
+    GemmConfig {
+        name: "wgmma-tma-256x128",
+        kernel: "matmul_w8a16_wgmma_tma_256x128",
+        warps: 12,
+        tma: true,
+        ..wgmma("", "", 256, 5)
+    },
 ];
 
 const fn v3(
@@ -388,6 +399,7 @@ const fn v3(
         grouped: true,
         layout: F16Layout::FragmentTiles,
         wgmma: false,
+        tma: false,
     }
 }
 
@@ -410,6 +422,7 @@ const fn wgmma(
         grouped: true,
         layout: F16Layout::WgmmaRows,
         wgmma: true,
+        tma: false,
     }
 }
 
@@ -433,6 +446,11 @@ impl GemmConfig {
             return 0;
         }
         let (m, n) = (self.tile_rows, self.tile_cols);
+        if self.tma {
+            // `WgTmaConfig`: activations and raw weights a stage, a full and
+            // an empty mbarrier a stage (scales come from global memory).
+            return self.stages * (m * 64 * 2 + n * 64 + 2 * 8) + 1024;
+        }
         let stages = self.stages * (m * 64 * 2 + n * 64 + 2 * n * 2);
         if self.wgmma {
             stages + 1024
@@ -675,6 +693,9 @@ pub fn gemm_with<D: Device>(
             KernelArg::Ptr(partial),
             KernelArg::U32(to_u32(total, "matmul", "n")?),
         ]);
+        if choice.config.tma {
+            args.extend(tensor_maps(b, choice.config, x, rows, &operands)?);
+        }
         b.device.launch(&Launch {
             module: choice.config.module,
             kernel: choice.config.kernel,
@@ -706,6 +727,56 @@ pub fn gemm_with<D: Device>(
         }
         Ok(())
     })
+}
+
+/// The TMA kernels' tensor maps: the f16 activations (`rows` × k, boxes of
+/// 64 k × the tile's tokens, 128-byte swizzle: the layout wgmma reads) and
+/// each weight's int8 rows (n × k, boxes of 64 k × 128 features), the first
+/// weight's standing in for absent ones (never read: they have no tiles).
+fn tensor_maps<D: Device>(
+    b: &KernelBackend<D>,
+    config: &GemmConfig,
+    x: &HalfRows<D::Memory>,
+    rows: usize,
+    operands: &[(&DeviceWeight<D::Memory>, &D::Memory)],
+) -> Result<Vec<KernelArg>, BackendError> {
+    use crate::device::{TensorElement, TensorMapSpec};
+    let k = x.k;
+    let mut maps = vec![KernelArg::TensorMap(b.device.tensor_map_2d(
+        &TensorMapSpec {
+            address: b.device.address(&x.values),
+            element: TensorElement::F16,
+            cols: k,
+            rows,
+            pitch: k * 2,
+            box_cols: 64,
+            box_rows: to_u32(config.tile_rows, "matmul", "tile rows")?,
+            swizzle_128: true,
+        },
+    )?)];
+    for g in 0..MAX_GROUP {
+        let (weight, _) =
+            operands
+                .get(g)
+                .or(operands.first())
+                .ok_or_else(|| BackendError::Invalid {
+                    op: "matmul",
+                    detail: "a launch without weights".into(),
+                })?;
+        maps.push(KernelArg::TensorMap(b.device.tensor_map_2d(
+            &TensorMapSpec {
+                address: b.device.address(&weight.data),
+                element: TensorElement::U8,
+                cols: k,
+                rows: weight.rows,
+                pitch: k,
+                box_cols: 64,
+                box_rows: to_u32(config.tile_cols, "matmul", "tile columns")?,
+                swizzle_128: false,
+            },
+        )?));
+    }
+    Ok(maps)
 }
 
 /// Threads of the split-K reduction (one output each).
@@ -861,6 +932,12 @@ mod tests {
         let shared = |name| GemmConfig::named(name).unwrap().shared_bytes();
         assert_eq!(shared("wgmma-128x128"), 151_552);
         assert_eq!(shared("wgmma-256x128"), 208_384);
+        // WgTmaConfig::SHARED_BYTES: no scale slots, two mbarriers a stage.
+        assert_eq!(shared("wgmma-tma-256x128"), 205_904);
+        assert_eq!(
+            GemmConfig::named("wgmma-tma-256x128").unwrap().threads(),
+            384
+        );
         assert!(shared("wgmma-256x128") <= 227 * 1024);
     }
 
