@@ -8,6 +8,7 @@
 //! plan (grid, block, shared memory, parameters) from pure functions that are unit
 //! tested without a GPU.
 
+pub mod agreement;
 pub mod ceilings;
 pub mod device;
 mod kernel_names;

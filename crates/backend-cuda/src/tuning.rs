@@ -456,10 +456,11 @@ pub fn candidates(device: &DeviceIdentity, rows: usize, shape: &GemmShape) -> Ve
 }
 
 /// Times every candidate for every shape at every row count on `b`'s device
-/// (the weights and activations are uninitialised device memory: the time of
-/// a tensor-core GEMM does not depend on the values), `repeats` launches each
-/// after one warm-up, and returns the table of winners. `progress` gets one
-/// line per shape and row count.
+/// (the time of a tensor-core GEMM does not depend on the values),
+/// `repeats` launches each after one warm-up, and returns the table of
+/// winners. A configuration whose outputs differ from the built-in choice's on
+/// random inputs ([`crate::agreement`]) is not timed: `progress` says so, and
+/// gets one line per shape and row count.
 pub fn tune<D: Device>(
     b: &KernelBackend<D>,
     shapes: &[GemmShape],
@@ -477,11 +478,18 @@ pub fn tune<D: Device>(
                 detail: format!("{shape}: 1 to {MAX_GROUP} weights and k a multiple of {QK8_0}"),
             });
         }
-        let weights = shape
+        let mut weights = shape
             .n
             .iter()
             .map(|&n| uninitialised_q8_0(device, n, shape.k))
             .collect::<Result<Vec<_>, _>>()?;
+        // Only configurations that compute what the built-in choice computes
+        // (checked at the fewest rows asked, at most 512) are timed.
+        let check_rows = rows.iter().copied().min().unwrap_or(1).clamp(1, 512);
+        let wrong = crate::agreement::disagreements(b, check_rows, &mut weights)?;
+        for disagreement in &wrong {
+            progress(&format!("{shape} at {check_rows} rows: {disagreement}"));
+        }
         let weight_refs: Vec<&DeviceWeight<D::Memory>> = weights.iter().collect();
         for &r in rows {
             let x = HalfRows::alloc(device, r, shape.k)?;
@@ -502,7 +510,10 @@ pub fn tune<D: Device>(
                 })
                 .collect::<Result<Vec<_>, BackendError>>()?;
             let mut timings = Vec::new();
-            for choice in candidates(&identity, r, shape) {
+            for choice in candidates(&identity, r, shape)
+                .into_iter()
+                .filter(|c| wrong.iter().all(|w| w.config != c.config.name))
+            {
                 // Uninitialised values read in whichever layout the kernel reads.
                 x.set_layout(choice.config.layout);
                 let mut out_refs: Vec<&mut DeviceBuffer<D::Memory>> = outs.iter_mut().collect();
