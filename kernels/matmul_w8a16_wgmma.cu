@@ -32,7 +32,8 @@
 // wgmma (one commit group) and waits until only that group is in flight: stage
 // s - 1's wgmma are then done with their A registers (the other set, which
 // stage s + 1 converts into) and, after the next barrier, their shared memory
-// (the slot stage s + 1's iteration refills).
+// (the slot stage s + 1's iteration refills). The TMA configuration at the end
+// of the file stages the same slots with the tensor memory accelerator.
 #include "common.cuh"
 
 template <int BN_, int STAGES_>

@@ -319,8 +319,9 @@ pub fn swiglu_f16<D: Device>(
 /// stage, weights converted once per block, grouped launches, split-K), the
 /// v2 kernel `matmul_q8_0_w8a16` kept as the baseline a tuning run measures
 /// them against, and the Hopper kernels `matmul_w8a16_wgmma_<rows>x<cols>`
-/// (`kernels/matmul_w8a16_wgmma.cu`: wgmma, v3's launch interface, offered on
-/// compute capability 9.0 only).
+/// and `matmul_w8a16_wgmma_tma_256x128` (`kernels/matmul_w8a16_wgmma.cu`:
+/// wgmma, fed by cp.async or by TMA, v3's launch interface plus the TMA
+/// kernel's tensor maps, offered on compute capability 9.0 only).
 #[derive(Debug, PartialEq, Eq)]
 pub struct GemmConfig {
     /// What tuning tables and logs call it: `256x128`, ..., `v2`, `wgmma-128x128`.
