@@ -379,6 +379,20 @@ static __device__ __forceinline__ void wgmma_commit() {
 #endif
 }
 
+// fence.proxy.async.shared::cta: this thread's earlier shared-memory writes
+// (st.shared, and cp.async copies once waited for) become visible to the async
+// proxy, through which wgmma reads its shared-memory operands (PTX ISA, memory
+// consistency model, "proxies"); a barrier after it publishes every thread's.
+// The emulator has one view of shared memory: nothing to do there.
+static __device__ __forceinline__ void fence_proxy_async() {
+#ifdef TESSERA_CUDA_EMULATION
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
 // Pins the accumulators in place for the compiler: an empty volatile asm that
 // "writes" each of them, so no read of `d` moves above a wgmma_wait before it
 // (the wgmma's own asm names them as outputs, so nothing else orders those
@@ -392,6 +406,38 @@ static __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N]) {
     }
 #else
     (void)d;
+#endif
+}
+
+// The same for a wgmma's A registers: every one of them is computed before
+// this point (the compiler may not sink their arithmetic past the wgmma_fence
+// that follows, between the wgmma that read them: ptxas would then serialise
+// the wgmma).
+template <int M, int N>
+static __device__ __forceinline__ void wgmma_fence_operands(u32 (&a)[M][N]) {
+#ifndef TESSERA_CUDA_EMULATION
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+            asm volatile("" : "+r"(a[i][j])::"memory");
+        }
+    }
+#else
+    (void)a;
+#endif
+}
+
+// And for matrix descriptors.
+template <int N>
+static __device__ __forceinline__ void wgmma_fence_operands(u64 (&desc)[N]) {
+#ifndef TESSERA_CUDA_EMULATION
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        asm volatile("" : "+l"(desc[i])::"memory");
+    }
+#else
+    (void)desc;
 #endif
 }
 
@@ -429,6 +475,180 @@ static __device__ __forceinline__ void wgmma_m64n64k16_f16(float (&d)[32], const
                    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
                    "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));
+#else
+    __trap();
+#endif
+}
+
+// The same with N = 128 and 256 (d: this thread's N/2 f32, in the layout
+// above: d[4j + 2h + e] = row 16·warp + g + 8h, column 8j + 2t + e).
+static __device__ __forceinline__ void wgmma_m64n128k16_f16(float (&d)[64], const u32 (&a)[4], u64 desc_b,
+                                                            bool accumulate) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::wgmma_m64nNk16_f16(d, 128, a, desc_b, accumulate);
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));
+#else
+    __trap();
+#endif
+}
+
+static __device__ __forceinline__ void wgmma_m64n256k16_f16(float (&d)[128], const u32 (&a)[4], u64 desc_b,
+                                                            bool accumulate) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::wgmma_m64nNk16_f16(d, 256, a, desc_b, accumulate);
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+        "{%128, %129, %130, %131}, %132, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));
+#else
+    __trap();
+#endif
+}
+
+// ------------------------------------------- TMA and mbarrier (sm_90, sm_90a)
+//
+// The tensor memory accelerator copies a box of a 2-D tensor described by a
+// tensor map (built on the host: cuTensorMapEncodeTiled on the GPU, the
+// emulated device's own encoding there) into shared memory, and completes its
+// bytes as transactions on an mbarrier, which consumers wait on by phase
+// parity (PTX ISA §9.7.9.25 cp.async.bulk.tensor, §9.7.13.15 mbarrier).
+
+// CUtensorMap: 128 opaque bytes, passed as a __grid_constant__ parameter.
+struct __align__(128) TensorMap {
+    u64 opaque[16];
+};
+
+static __device__ __forceinline__ void mbarrier_init(u64* bar, u32 count) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::mbarrier_init(bar, count);
+#elif __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count) : "memory");
+#else
+    __trap();
+#endif
+}
+
+// Makes the initialised barriers visible to the async proxy (TMA's complete_tx).
+static __device__ __forceinline__ void fence_mbarrier_init() {
+#ifdef TESSERA_CUDA_EMULATION
+#elif __CUDA_ARCH__ >= 900
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
+static __device__ __forceinline__ void mbarrier_arrive(u64* bar) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::mbarrier_arrive(bar);
+#elif __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address(bar)) : "memory");
+#else
+    __trap();
+#endif
+}
+
+// One arrival that also expects `bytes` of transactions in this phase.
+static __device__ __forceinline__ void mbarrier_arrive_expect_tx(u64* bar, u32 bytes) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::mbarrier_arrive_expect_tx(bar, bytes);
+#elif __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)), "r"(bytes)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+
+// Waits until the barrier's phase of `parity` (0 or 1) has completed.
+static __device__ __forceinline__ void mbarrier_wait(u64* bar, u32 parity) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::mbarrier_wait(bar, parity);
+#elif __CUDA_ARCH__ >= 900
+    const u32 address = shared_address(bar);
+    u32 done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(address), "r"(parity)
+            : "memory");
+    }
+#else
+    __trap();
+#endif
+}
+
+// The box of `map` at (c0, c1) (element column, row) into `dst` (shared,
+// 128-byte aligned; 1,024 with the 128-byte swizzle), its bytes completing on
+// `bar`.
+static __device__ __forceinline__ void tma_load_2d(void* dst, const TensorMap* map, int c0, int c1, u64* bar) {
+#ifdef TESSERA_CUDA_EMULATION
+    cuda_emu::tma_load_2d(dst, map, c0, c1, bar);
+#elif __CUDA_ARCH__ >= 900
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::
+            "r"(shared_address(dst)),
+        "l"(reinterpret_cast<u64>(map)), "r"(c0), "r"(c1), "r"(shared_address(bar))
+        : "memory");
+#else
+    __trap();
+#endif
+}
+
+// setmaxnreg.{inc,dec}.sync.aligned.u32 (sm_90a): the calling warpgroup's
+// registers per thread raised or lowered to REGS, so a warp-specialised
+// kernel gives its producers' registers to its consumers (the register file is
+// allocated per warpgroup: 3 warpgroups of a 384-thread block start at 168).
+// The emulator has no register file: nothing to do there.
+template <int REGS>
+static __device__ __forceinline__ void setmaxnreg_inc() {
+#ifdef TESSERA_CUDA_EMULATION
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(REGS));
+#else
+    __trap();
+#endif
+}
+
+template <int REGS>
+static __device__ __forceinline__ void setmaxnreg_dec() {
+#ifdef TESSERA_CUDA_EMULATION
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(REGS));
 #else
     __trap();
 #endif
@@ -542,14 +762,37 @@ static __device__ __forceinline__ u64 f16_tile_index(u32 row, u32 c, u32 k_block
     return (u64(row / 16) * k_blocks + c / QK8_0) * 512 + (g * 4 + t) * 16 + position;
 }
 
+// Where the f16 activation of (row, c) lives in the wgmma W8A16 GEMM's layout
+// ("wgmma rows", matmul_w8a16_wgmma.cu): rows of `k` values one after another,
+// each 32-k block's values permuted so that, read in natural order as a wgmma
+// B operand (k16 step h of the block takes positions 16h..16h+15), they meet
+// the weights of the A registers a thread builds from 8 consecutive int8 of a
+// weight row: position 16h + 8u + 2t + e holds k 8t + 4h + 2u + e (the
+// register A fragment of PTX ISA §9.7.15, wgmma .f16, gives thread t k 2t, 2t+1
+// (u = 0) and 2t+8, 2t+9 (u = 1) of each step). The permutation moves 4-byte
+// pairs within a block: a block stays 64 contiguous bytes, so a stage's 64 k
+// of a row are 8 whole 16-byte chunks (cp.async or TMA, natural order).
+static __device__ __forceinline__ u64 f16_wgmma_index(u32 row, u32 c, u32 k) {
+    const u32 kk = c % QK8_0, t = kk / 8, h = (kk / 4) % 2, u = (kk / 2) % 2, e = kk % 2;
+    return u64(row) * k + (c - kk) + 16 * h + 8 * u + 2 * t + e;
+}
+
+// The activation layouts the row writers write (w8a16::F16Layout on the host).
+#define F16_FRAGMENT_TILES 0u
+#define F16_WGMMA_ROWS 1u
+
+static __device__ __forceinline__ u64 f16_index(u32 layout, u32 row, u32 c, u32 k) {
+    return layout == F16_WGMMA_ROWS ? f16_wgmma_index(row, c, k) : f16_tile_index(row, c, k / QK8_0);
+}
+
 // Writes row `row` of `dim` activations, `value(c)` for column c, as f16 divided
-// by the row's power of two (f16_row_exponent) into `out` in the fragment-tile
-// layout (f16_tile_index; dim a multiple of 32), and 2^e into row_scales[row].
+// by the row's power of two (f16_row_exponent) into `out` in `layout`
+// (F16_FRAGMENT_TILES: f16_tile_index; F16_WGMMA_ROWS: f16_wgmma_index; dim a
+// multiple of 32), and 2^e into row_scales[row].
 #define ROW_CACHE 16
 template <typename Value>
 static __device__ __forceinline__ void write_f16_row(const Value& value, u32 row, u32 dim, u16* out,
-                                                     float* row_scales, float* scratch) {
-    const u32 k_blocks = dim / QK8_0;
+                                                     float* row_scales, float* scratch, u32 layout) {
     float cached[ROW_CACHE];
     float amax = 0.0f;
 #pragma unroll
@@ -567,16 +810,61 @@ static __device__ __forceinline__ void write_f16_row(const Value& value, u32 row
     for (int i = 0; i < ROW_CACHE; ++i) {
         const u32 c = threadIdx.x + u32(i) * blockDim.x;
         if (c < dim) {
-            out[f16_tile_index(row, c, k_blocks)] = f32_to_f16_rn(cached[i] * down);
+            out[f16_index(layout, row, c, dim)] = f32_to_f16_rn(cached[i] * down);
         }
     }
     for (u32 c = threadIdx.x + ROW_CACHE * blockDim.x; c < dim; c += blockDim.x) {
-        out[f16_tile_index(row, c, k_blocks)] = f32_to_f16_rn(value(c) * down);
+        out[f16_index(layout, row, c, dim)] = f32_to_f16_rn(value(c) * down);
     }
     if (threadIdx.x == 0) {
         row_scales[row] = exp2_int(e);
     }
 }
+
+// ------------------------------------------------------ W8A16 weights
+
+// Four int8 weights → two f16x2 words scaled by d2 = (d, d): bytes 0, 1 in `lo`,
+// bytes 2, 3 in `hi`. The byte is biased to unsigned (x ^ 0x80 = x + 128) and
+// placed under the f16 exponent of 1024, whose spacing is 1: 0x64XX = 1024 + XX;
+// subtracting 1152 gives x exactly, and one rounded multiply gives f16(x · d).
+static __device__ __forceinline__ void dequant_4(u32 raw, u32 d2, u32& lo, u32& hi) {
+    const u32 biased = raw ^ 0x80808080u;
+#ifdef TESSERA_MUTATE_PRMT_SELECTOR
+    // Mutation test build: the two weights of each f16 pair swapped.
+    lo = byte_perm(biased, 0x64646464u, 0x5041u);
+#else
+    lo = byte_perm(biased, 0x64646464u, 0x5140u);
+#endif
+    hi = byte_perm(biased, 0x64646464u, 0x5342u);
+    const u32 magic = 0x64806480u;  // (1152, 1152)
+    lo = hmul2_rn(hsub2_rn(lo, magic), d2);
+    hi = hmul2_rn(hsub2_rn(hi, magic), d2);
+}
+
+// One weight of a grouped W8A16 GEMM launch (v3 and wgmma: up to three weights
+// that read the same activations, each block finding its own by its column tile).
+struct W16Group {
+    const i8* wq;
+    const u16* ws;
+    float* out;
+    u32 n;
+    u32 col_base;  // the group's first column among all groups' (in `partial`)
+};
+
+// The v3 and wgmma W8A16 GEMM kernels' parameters: the f16 activations and their row scales, rows, k,
+// accumulate, then (weight int8, weight scales, out, n) for up to three groups
+// (n = 0: absent), then the split-K workspace and its row stride (the groups'
+// n summed).
+#define W16_PARAMS                                                                                         \
+    const u16 *x, const float *row_scales, u32 rows, u32 k, u32 accumulate, const i8 *wq0, const u16 *ws0, \
+        float *out0, u32 n0, const i8 *wq1, const u16 *ws1, float *out1, u32 n1, const i8 *wq2,            \
+        const u16 *ws2, float *out2, u32 n2, float *partial, u32 partial_stride
+
+// Where the W8A16 GEMMs (v3 and wgmma) keep 16-byte chunk `c` of a stage's raw
+// int8 weight row `n` (64 bytes a row): rows 2 and 3 of every 4 have their
+// 32-byte halves swapped, so a half-warp's 8-byte reads of 8 rows (bytes
+// 8t..8t+7 of a block) meet every bank once.
+static __device__ __forceinline__ u32 w16_raw_chunk(u32 n, u32 c) { return c ^ (((n >> 1) & 1u) << 1); }
 
 // 2^x in one instruction, ex2.approx.ftz.f32 (PTX ISA, "ex2": max relative
 // error 2^-22.5 over the full range; a subnormal input or result is flushed to

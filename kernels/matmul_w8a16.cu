@@ -31,13 +31,14 @@
 #define W16_STAGES 3     // cp.async pipeline depth (stages of one Q8_0 block)
 #define W16_THREADS 256  // 8 warps
 
-// Activations → f16 rows for the W8A16 matmul (fragment-tile layout,
-// common.cuh's f16_tile_index): one block per row.
-TESSERA_KERNEL void f32_to_f16_rows(const float* x, u32 dim, u16* out, float* row_scales) {
+// Activations → f16 rows for the W8A16 matmuls in `layout` (fragment tiles,
+// common.cuh's f16_tile_index, for these kernels; wgmma rows for
+// matmul_w8a16_wgmma.cu's): one block per row.
+TESSERA_KERNEL void f32_to_f16_rows(const float* x, u32 dim, u16* out, float* row_scales, u32 layout) {
     __shared__ float scratch[WARP_SIZE];
     const u64 base = u64(blockIdx.x) * dim;
     const float* row = x + base;
-    write_f16_row([&](u32 c) { return row[c]; }, blockIdx.x, dim, out, row_scales, scratch);
+    write_f16_row([&](u32 c) { return row[c]; }, blockIdx.x, dim, out, row_scales, scratch, layout);
 }
 
 struct __align__(128) W16Stage {
@@ -105,24 +106,6 @@ static __device__ __forceinline__ u16 w16_load_stage(const W16Copies& c, u32 kb,
     }
     cp_async_16(&s.b[c.b_dst], c.b_valid ? c.b_src + k0 : c.b_src, c.b_valid);
     return c.scale_src != nullptr ? c.scale_src[kb] : u16(0);
-}
-
-// Four int8 weights → two f16x2 words scaled by d2 = (d, d): bytes 0, 1 in `lo`,
-// bytes 2, 3 in `hi`. The byte is biased to unsigned (x ^ 0x80 = x + 128) and
-// placed under the f16 exponent of 1024, whose spacing is 1: 0x64XX = 1024 + XX;
-// subtracting 1152 gives x exactly, and one rounded multiply gives f16(x · d).
-static __device__ __forceinline__ void dequant_4(u32 raw, u32 d2, u32& lo, u32& hi) {
-    const u32 biased = raw ^ 0x80808080u;
-#ifdef TESSERA_MUTATE_PRMT_SELECTOR
-    // Mutation test build: the two weights of each f16 pair swapped.
-    lo = byte_perm(biased, 0x64646464u, 0x5041u);
-#else
-    lo = byte_perm(biased, 0x64646464u, 0x5140u);
-#endif
-    hi = byte_perm(biased, 0x64646464u, 0x5342u);
-    const u32 magic = 0x64806480u;  // (1152, 1152)
-    lo = hmul2_rn(hsub2_rn(lo, magic), d2);
-    hi = hmul2_rn(hsub2_rn(hi, magic), d2);
 }
 
 // One stage's 32 k for the warp's 4 × 4 m16n8 tiles; acc[i][j] is tile (i, j)'s
@@ -298,14 +281,6 @@ TESSERA_KERNEL void __launch_bounds__(W16_THREADS, 2)
 // stages (2 × BN f16 bits). w8a16::Config::shared_bytes in the backend is the
 // same sum.
 
-struct W16Group {
-    const i8* wq;
-    const u16* ws;
-    float* out;
-    u32 n;
-    u32 col_base;  // the group's first column among all groups' (in `partial`)
-};
-
 template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_>
 struct W16Config {
     static constexpr int BM = BM_, BN = BN_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_;
@@ -333,9 +308,6 @@ struct W16Config {
     static_assert(MT * 16 * WARPS_M == BM && NT * 8 * WARPS_N == BN, "whole warp tiles");
     static_assert((BN / 8) % WARPS == 0 && THREADS % 128 == 0, "w16_thread's and w16_convert_stage's strides");
 };
-
-// Where 16-byte chunk `c` of raw weight row `n` is kept (see above).
-static __device__ __forceinline__ u32 w16_raw_chunk(u32 n, u32 c) { return c ^ (((n >> 1) & 1u) << 1); }
 
 // What one thread copies and converts, fixed for the block's whole k loop;
 // pointers are at k stage 0 of the block's weight and rows, and advance by a
@@ -644,14 +616,6 @@ static __device__ __forceinline__ void w16_gemm(const u16* x, const float* row_s
     }
 }
 
-// The kernels' parameters: the f16 activations and their row scales, rows, k,
-// accumulate, then (weight int8, weight scales, out, n) for up to three groups
-// (n = 0: absent), then the split-K workspace and its row stride (the groups'
-// n summed).
-#define W16_PARAMS                                                                                         \
-    const u16 *x, const float *row_scales, u32 rows, u32 k, u32 accumulate, const i8 *wq0, const u16 *ws0, \
-        float *out0, u32 n0, const i8 *wq1, const u16 *ws1, float *out1, u32 n1, const i8 *wq2,            \
-        const u16 *ws2, float *out2, u32 n2, float *partial, u32 partial_stride
 #define W16_CALL(C)                                                                                        \
     w16_gemm<C>(x, row_scales, rows, k, accumulate, W16Group{wq0, ws0, out0, n0, 0}, W16Group{wq1, ws1, out1, n1, n0}, \
                 W16Group{wq2, ws2, out2, n2, n0 + n1}, partial, partial_stride)

@@ -55,14 +55,15 @@ TESSERA_KERNEL void rms_norm_q8_0(const float* x, const float* weight, u32 dim, 
 }
 
 // rms_norm_f32 and then the normalised row as f16 for the W8A16 matmul (one block
-// per row): f16 values [rows, dim] (fragment-tile layout) divided by the row's power of two, and 2^e in
+// per row): f16 values [rows, dim] (in `layout`: fragment tiles or wgmma rows) divided by the row's power of two, and 2^e in
 // row_scales[row] (common.cuh's write_f16_row). Each value is computed as
 // rms_norm_f32 computes it.
 TESSERA_KERNEL void rms_norm_f16(const float* x, const float* weight, float eps, u32 dim, u16* out,
-                                 float* row_scales) {
+                                 float* row_scales, u32 layout) {
     __shared__ float scratch[WARP_SIZE];
     const u64 base = u64(blockIdx.x) * dim;
     const float* row = x + base;
     const float scale = rms_scale(row, dim, eps, scratch);
-    write_f16_row([&](u32 c) { return row[c] * scale * weight[c]; }, blockIdx.x, dim, out, row_scales, scratch);
+    write_f16_row([&](u32 c) { return row[c] * scale * weight[c]; }, blockIdx.x, dim, out, row_scales, scratch,
+                  layout);
 }

@@ -31,11 +31,12 @@ TESSERA_KERNEL void swiglu_q8_0(const float* gate, const float* up, u64 n_blocks
 }
 
 // swiglu_f32 of one row of `ffn` values, written as f16 for the W8A16 down
-// projection (one block per row): f16 values [rows, ffn] (fragment-tile layout) divided by the row's
+// projection (one block per row): f16 values [rows, ffn] (in `layout`: fragment tiles or wgmma rows) divided by the row's
 // power of two, 2^e in row_scales[row] (common.cuh's write_f16_row).
-TESSERA_KERNEL void swiglu_f16(const float* gate, const float* up, u32 ffn, u16* out, float* row_scales) {
+TESSERA_KERNEL void swiglu_f16(const float* gate, const float* up, u32 ffn, u16* out, float* row_scales,
+                               u32 layout) {
     __shared__ float scratch[WARP_SIZE];
     const u64 base = u64(blockIdx.x) * ffn;
     write_f16_row([&](u32 c) { return swiglu(gate[base + c], up[base + c]); }, blockIdx.x, ffn, out, row_scales,
-                  scratch);
+                  scratch, layout);
 }

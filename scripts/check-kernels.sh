@@ -142,6 +142,26 @@ for arch in "${ARCHS[@]}"; do
         fi
         echo "sm_$arch $line" >>"$LOOPS"
     fi
+    # The wgmma W8A16 GEMMs: on sm_90a their k loop issues HGMMA, and ptxas did
+    # not serialise the wgmma (warnings C7510-C7519: an input or accumulator
+    # register defined while a wgmma group is in flight, too few registers);
+    # other targets compile their trap.
+    cubin="$OUT/sm_$arch/matmul_w8a16_wgmma.cubin"
+    if [[ $arch == 90a && -f "$cubin" ]]; then
+        if grep -q "C751[0-9]" "$OUT/sm_$arch/matmul_w8a16_wgmma.ptxas.log"; then
+            echo "FAILED: ptxas serialises the wgmma of matmul_w8a16_wgmma:"
+            grep "C751[0-9]" "$OUT/sm_$arch/matmul_w8a16_wgmma.ptxas.log"
+            failures=$((failures + 1))
+        fi
+        for kernel in matmul_w8a16_wgmma_128x128 matmul_w8a16_wgmma_256x128 matmul_w8a16_wgmma_tma_256x128; do
+            if ! line=$("$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" "$kernel" \
+                    --forbid I2F I2FP F2F LDL STL) || [[ $line != *HGMMA* ]]; then
+                echo "FAILED hot loop of $kernel for sm_$arch (HGMMA expected, no conversion or spill): $line"
+                failures=$((failures + 1))
+            fi
+            echo "sm_$arch $line" >>"$LOOPS"
+        done
+    fi
     # Attention's arithmetic loops and their shared-memory loads per FMA (report only).
     cubin="$OUT/sm_$arch/attention.cubin"
     if [[ -f "$cubin" ]]; then

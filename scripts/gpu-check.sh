@@ -24,6 +24,10 @@
 #          JSON Lines records, the ncu reports), both rewritten after every step
 #          so that a call cut short still returns what was done. Scratch (the
 #          kernel cache, the 4.3 GB random models) lives under /tmp.
+#          Every `tessera bench` record (JSON Lines, with the card's measured
+#          ceilings and per-op profiles) goes to results/bench/; the run ends
+#          with `tessera report` on them (results/report.html), and here
+#          `tessera report results/bench/*.jsonl` makes the page again.
 #
 # The lease from the agent side: `run` with carry ["target/gpu-carry"], command
 # `bash scripts/gpu-check.sh run`, timeout_s 540.
@@ -52,6 +56,7 @@ STEPS=(
     "end_to_end    100 1 random 4B Q8_0 model, 100 x 256 + 32, both arithmetics, --profile"
     "transformers   60 1 transformers bf16 sdpa baseline, same workload"
     "model_parity   40 1 model parity on the tiny fixtures, both arithmetics"
+    "sweep          75 2 tessera bench --sweep --profile, 4B, both arithmetics (the report's curves)"
     "ncu            60 2 ncu (3 sections) on the hottest matmul and attention kernels"
     "served         60 2 served over HTTP (scripts/load.py throughput), W8A16"
     "embeddings     45 2 embedding beside rerank on the 4B shape"
@@ -259,7 +264,7 @@ run_step() {
 
 setup() {
     rm -rf "$WORK"
-    mkdir -p "$WORK/bin" "$LOGS"
+    mkdir -p "$WORK/bin" "$LOGS/bench"
     : >"$LOGS/summary.txt"
     if [[ ! -f $DIR/carry.tar.xz ]]; then
         note "[gpu-check] no carry in $DIR: run 'scripts/gpu-check.sh build' on a machine with Rust and carry $DIR"
@@ -392,9 +397,29 @@ step_end_to_end() {
         echo "-- --gpu-precision $precision"
         "$BIN/tessera" bench --backend cuda --gpu-precision "$precision" --tuning "$tuning" --model "$MODEL" --docs 100 \
             --doc-tokens 256 --query-tokens 32 --batch-tokens 32768 --baseline-docs 0 --runs 3 --profile \
-            --format json 2>&1 >>"$LOGS/end_to_end.jsonl" || status=1
+            --format json 2>&1 >>"$LOGS/bench/end_to_end.jsonl" || status=1
     done
     return $status
+}
+
+# A small grid of the rerank workload in both arithmetics, each point profiled:
+# the report's tokens/s curves against batch tokens and document length.
+step_sweep() {
+    [[ -f $MODEL ]] || { echo "no 4B model (end-to-end did not run)"; return 1; }
+    local precision status=0
+    local tuning=default
+    [[ -f $LOGS/tuning.json ]] && tuning=$LOGS/tuning.json
+    for precision in w8a16 w8a8; do
+        echo "-- --gpu-precision $precision"
+        "$BIN/tessera" bench --backend cuda --gpu-precision "$precision" --tuning "$tuning" --model "$MODEL" \
+            --sweep --profile --sweep-docs 32 --sweep-doc-tokens 128,512 --sweep-batch-tokens 4096,16384 \
+            --runs 2 --out "$LOGS/bench/sweep.jsonl" || status=1
+    done
+    return $status
+}
+digest_sweep() {
+    grep -cE '"workload":"rerank"' "$LOGS/bench/sweep.jsonl" 2>/dev/null | sed 's/$/ sweep records/'
+    grep -E "^ceilings" "$LOGS/sweep.log" | head -1
 }
 digest_end_to_end() {
     awk '/^-- --gpu-precision/ {p = $3} /median/ {print p": "$0}' "$LOGS/end_to_end.log" | sed -E 's/ +/ /g'
@@ -497,7 +522,8 @@ step_wgpu() {
     TESSERA_REQUIRE_WGPU=1 timeout 15 "$BIN/model_parity" --nocapture --test-threads 1 || status=1
     if [[ -f $MODEL ]]; then
         timeout 15 "$BIN/tessera" bench --backend wgpu --model "$MODEL" --docs 10 --doc-tokens 256 \
-            --query-tokens 32 --batch-tokens 4096 --baseline-docs 0 --runs 2 || status=1
+            --query-tokens 32 --batch-tokens 4096 --baseline-docs 0 --runs 2 \
+            --format json 2>&1 >>"$LOGS/bench/wgpu.jsonl" || status=1
     fi
     return $status
 }
@@ -541,6 +567,12 @@ run() {
         echo "-- end to end"
         grep -vE "^profile    (L[0-9]|op )" "$LOGS/end_to_end.log" 2>/dev/null
         ratio_line
+        echo "-- report"
+        if compgen -G "$LOGS/bench/*.jsonl" >/dev/null; then
+            "$BIN/tessera" report "$LOGS"/bench/*.jsonl --out "$LOGS/report.html" 2>&1 | tail -1
+        else
+            echo "no bench records"
+        fi
         echo "-- total $(now) s of the ${DEADLINE} s deadline"
     } >"$LOGS/full-summary.txt"
     cat "$LOGS/full-summary.txt"

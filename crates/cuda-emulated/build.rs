@@ -81,6 +81,36 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "TESSERA_MUTATE_ATTENTION_BUFFER",
         "mutant_attention_buffer",
     ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_WGMMA_A_FRAGMENT",
+        "mutant_wgmma_a_fragment",
+    ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_WGMMA_B_SWIZZLE",
+        "mutant_wgmma_b_swizzle",
+    ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_WGMMA_RING_WAIT",
+        "mutant_wgmma_ring_wait",
+    ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_MBARRIER_PARITY",
+        "mutant_mbarrier_parity",
+    ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_TMA_EXPECT_TX",
+        "mutant_tma_expect_tx",
+    ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_TMA_EMPTY_ARRIVE",
+        "mutant_tma_empty_arrive",
+    ),
 ];
 
 // The backend's own parser, the same file.
@@ -167,6 +197,8 @@ fn main() {
         .flag("-Wno-unused-parameter")
         .flag("-Wno-unused-function")
         .flag("-Wno-unknown-pragmas")
+        // Tensor maps are 128-byte aligned parameters; GCC notes an old ABI change.
+        .flag("-Wno-psabi")
         .file(emulation.join("cuda_cpu.cpp"));
     let mut registry = String::new();
     let mut calls = String::new();

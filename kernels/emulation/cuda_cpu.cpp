@@ -29,17 +29,20 @@ constexpr unsigned kMaxThreads = 1024;
 constexpr unsigned kSlotWords = 16;
 constexpr uint8_t kPoison = 0xff;  // NaN as f32, -1 as int8: an unwritten read fails parity
 
-enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
+enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, AtMbarrier, Done };
 
 struct PendingCopy {
     void* dst;
     std::vector<uint8_t> data;
 };
 
-// A wgmma's result: the accumulator registers it writes, and their values.
+// A wgmma's result: the accumulator registers it writes, and their values;
+// and the shared-memory operand it read, (offset, f16 bits) per element this
+// lane used, which must be unchanged when the wgmma is waited for.
 struct PendingWgmma {
     float* d;
     std::vector<float> values;
+    std::vector<std::pair<uint32_t, uint16_t>> read;
 };
 
 struct Fiber {
@@ -58,6 +61,17 @@ struct Fiber {
     // groups; each the accumulator array and the values it will hold.
     std::vector<PendingWgmma> wgmma_open;
     std::deque<std::vector<PendingWgmma>> wgmma_committed;
+    // AtMbarrier: the barrier (shared offset) and the phase parity awaited.
+    uint32_t mbarrier = 0;
+    unsigned mbarrier_parity = 0;
+};
+
+// An mbarrier's state; `copies` are the tensor copies issued against it that
+// have not landed yet, `in_flight` their bytes.
+struct Mbarrier {
+    unsigned expected = 0, pending = 0, phase = 0;
+    int64_t tx = 0, in_flight = 0;
+    std::vector<PendingCopy> copies;
 };
 
 struct Warp {
@@ -78,6 +92,7 @@ struct Scheduler {
     std::vector<Warp> warps;
     std::vector<uint8_t> shared;
     unsigned shared_bytes = 0;  // as launched (`shared` is rounded up to 16)
+    std::unordered_map<uint32_t, Mbarrier> mbarriers;  // by shared offset, this block's
     unsigned threads = 0;
     unsigned block_arrived = 0;
     unsigned done = 0;
@@ -257,6 +272,7 @@ bool run_block(Scheduler& s, uint3 block_idx, dim3 grid, dim3 block) {
     s.done = 0;
     s.barrier_released = false;
     std::memset(s.shared.data(), kPoison, s.shared.size());
+    s.mbarriers.clear();
     for (unsigned w = 0; w < s.warps.size(); ++w) {
         Warp& warp = s.warps[w];
         warp.lanes = std::min(32u, n - w * 32);
@@ -311,14 +327,16 @@ bool run_block(Scheduler& s, uint3 block_idx, dim3 grid, dim3 block) {
             }
         }
         if (!progressed) {
-            unsigned at_block = 0, at_warp = 0;
+            unsigned at_block = 0, at_warp = 0, at_mbarrier = 0;
             for (const Fiber& f : s.fibers) {
                 at_block += f.state == State::AtBlockBarrier;
                 at_warp += f.state == State::AtWarpBarrier;
+                at_mbarrier += f.state == State::AtMbarrier;
             }
             s.error = "deadlock in block (" + std::to_string(block_idx.x) + "," + std::to_string(block_idx.y) + "," +
                       std::to_string(block_idx.z) + "): " + std::to_string(at_block) + " threads wait at __syncthreads, " +
-                      std::to_string(at_warp) + " in a warp collective, " + std::to_string(s.done) + " exited";
+                      std::to_string(at_warp) + " in a warp collective, " + std::to_string(at_mbarrier) +
+                      " on an mbarrier, " + std::to_string(s.done) + " exited";
             return false;
         }
     }
@@ -460,6 +478,9 @@ void wgmma_m64nNk16_f16(float* d, unsigned n, const uint32_t (&a)[4], uint64_t d
     if (base_offset != 0 || (layout != 0 && layout != 1)) {
         fail("wgmma: only base offset 0 and the no-swizzle and 128-byte swizzle layouts are emulated");
     }
+    const unsigned lane = lane_id(), group = lane >> 2, in_group = lane & 3;
+    PendingWgmma op{d, std::vector<float>(n / 2), {}};
+    op.read.reserve(n / 4 * 16);
     auto b = [&](unsigned k, unsigned col) -> double {
         uint32_t offset;
         if (layout == 0) {
@@ -473,35 +494,40 @@ void wgmma_m64nNk16_f16(float* d, unsigned n, const uint32_t (&a)[4], uint64_t d
         }
         uint16_t h;
         std::memcpy(&h, s.shared.data() + offset, 2);
+        op.read.emplace_back(offset, h);
         return half_bits_to_float(h);
     };
     // The accumulator's value as the async proxy sees it: the newest pending
     // result for it, else the registers.
     const float* input = d;
-    for (auto group = fiber.wgmma_committed.rbegin(); group != fiber.wgmma_committed.rend() && input == d; ++group) {
-        for (auto op = group->rbegin(); op != group->rend(); ++op) {
-            if (op->d == d) {
-                input = op->values.data();
+    for (auto pending = fiber.wgmma_committed.rbegin(); pending != fiber.wgmma_committed.rend() && input == d;
+         ++pending) {
+        for (auto earlier = pending->rbegin(); earlier != pending->rend(); ++earlier) {
+            if (earlier->d == d) {
+                input = earlier->values.data();
                 break;
             }
         }
     }
-    for (auto op = fiber.wgmma_open.rbegin(); op != fiber.wgmma_open.rend(); ++op) {
-        if (op->d == d) {
-            input = op->values.data();
+    for (auto open = fiber.wgmma_open.rbegin(); open != fiber.wgmma_open.rend(); ++open) {
+        if (open->d == d) {
+            input = open->values.data();
             break;
         }
     }
-    const unsigned lane = lane_id(), group = lane >> 2, in_group = lane & 3;
-    PendingWgmma op{d, std::vector<float>(n / 2)};
     for (unsigned j = 0; j < n / 8; ++j) {
-        for (unsigned h = 0; h < 2; ++h) {
-            for (unsigned e = 0; e < 2; ++e) {
-                const unsigned row = group + 8 * h, col = 8 * j + 2 * in_group + e;
+        for (unsigned e = 0; e < 2; ++e) {
+            const unsigned col = 8 * j + 2 * in_group + e;
+            double column[16];
+            for (unsigned k = 0; k < 16; ++k) {
+                column[k] = b(k, col);
+            }
+            for (unsigned h = 0; h < 2; ++h) {
+                const unsigned row = group + 8 * h;
                 const unsigned i = 4 * j + 2 * h + e;
                 double sum = accumulate ? double(input[i]) : 0.0;
                 for (unsigned k = 0; k < 16; ++k) {
-                    sum += A[row][k] * b(k, col);
+                    sum += A[row][k] * column[k];
                 }
                 op.values[i] = float(sum);
             }
@@ -521,14 +547,180 @@ void wgmma_commit() {
     fiber.wgmma_open.clear();
 }
 
+// The PTX ISA (wgmma.mma_async) leaves the result undefined when a wgmma's
+// shared-memory operand is written before the wgmma_wait that covers it (the
+// async proxy may read it at any time until then): the emulator reads it at
+// issue, and here, as the wgmma completes, checks that every element it read
+// is still there — a ring slot refilled too early is an error, not a lucky pass.
 void wgmma_wait(unsigned pending_allowed) {
     Fiber& fiber = *scheduler->running;
+    const std::vector<uint8_t>& shared = scheduler->shared;
     while (fiber.wgmma_committed.size() > pending_allowed) {
         for (PendingWgmma& op : fiber.wgmma_committed.front()) {
+            for (const auto& [offset, bits] : op.read) {
+                uint16_t now;
+                std::memcpy(&now, shared.data() + offset, 2);
+                if (now != bits) {
+                    fail("wgmma: its shared-memory operand was written before wgmma.wait_group covered it");
+                }
+            }
             std::memcpy(op.d, op.values.data(), op.values.size() * sizeof(float));
         }
         fiber.wgmma_committed.pop_front();
     }
+    // .sync.aligned: the warp's lanes leave the wait together, each having
+    // retired its share (so what one lane does next, e.g. free a ring slot
+    // on an mbarrier, follows every lane's completion).
+    warp_collective(0xffffffffu, "wgmma.wait_group");
+}
+
+// ------------------------------------------------------------------ mbarrier
+
+namespace {
+
+Mbarrier& mbarrier_at(void* bar, uint32_t* offset_out) {
+    Scheduler& s = *scheduler;
+    const uint32_t offset = shared_address(bar);
+    if (offset % 8 != 0) {
+        fail("mbarrier: not 8-byte aligned");
+    }
+    auto found = s.mbarriers.find(offset);
+    if (found == s.mbarriers.end()) {
+        fail("mbarrier: used before mbarrier.init");
+    }
+    *offset_out = offset;
+    return found->second;
+}
+
+bool mbarrier_waited_on(const Scheduler& s, uint32_t offset) {
+    for (const Fiber& f : s.fibers) {
+        if (f.state == State::AtMbarrier && f.mbarrier == offset) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Lands the barrier's tensor copies (their transactions complete), then
+// completes the phase if nothing is pending: the parity flips, the counts
+// reset, and the fibers waiting for that phase run again.
+void mbarrier_progress(Mbarrier& m, uint32_t offset, bool land) {
+    Scheduler& s = *scheduler;
+    if (land) {
+        for (PendingCopy& copy : m.copies) {
+            std::memcpy(copy.dst, copy.data.data(), copy.data.size());
+        }
+        m.copies.clear();
+        m.tx -= m.in_flight;
+        m.in_flight = 0;
+    }
+    if (m.pending == 0 && m.tx == 0 && m.in_flight == 0) {
+        const unsigned completed = m.phase;
+        m.phase ^= 1u;
+        m.pending = m.expected;
+        for (Fiber& f : s.fibers) {
+            if (f.state == State::AtMbarrier && f.mbarrier == offset && f.mbarrier_parity == completed) {
+                f.state = State::Runnable;
+            }
+        }
+    } else if (m.tx < 0 && m.pending == 0) {
+        fail("mbarrier: more transaction bytes completed than expected (expect_tx too small)");
+    }
+}
+
+}  // namespace
+
+void mbarrier_init(void* bar, unsigned count) {
+    Scheduler& s = *scheduler;
+    const uint32_t offset = shared_address(bar);
+    if (offset % 8 != 0 || count == 0) {
+        fail("mbarrier.init: not 8-byte aligned, or a count of 0");
+    }
+    Mbarrier m;
+    m.expected = m.pending = count;
+    s.mbarriers[offset] = std::move(m);
+    std::memset(bar, 0, 8);  // the object's own bytes: not data
+}
+
+void mbarrier_arrive(void* bar) {
+    uint32_t offset;
+    Mbarrier& m = mbarrier_at(bar, &offset);
+    if (m.pending == 0) {
+        fail("mbarrier.arrive: more arrivals than the barrier's count");
+    }
+    --m.pending;
+    mbarrier_progress(m, offset, mbarrier_waited_on(*scheduler, offset));
+}
+
+void mbarrier_arrive_expect_tx(void* bar, unsigned bytes) {
+    uint32_t offset;
+    Mbarrier& m = mbarrier_at(bar, &offset);
+    m.tx += bytes;
+    if (m.pending == 0) {
+        fail("mbarrier.arrive.expect_tx: more arrivals than the barrier's count");
+    }
+    --m.pending;
+    mbarrier_progress(m, offset, mbarrier_waited_on(*scheduler, offset));
+}
+
+void mbarrier_wait(void* bar, unsigned parity) {
+    Scheduler& s = *scheduler;
+    uint32_t offset;
+    Mbarrier& m = mbarrier_at(bar, &offset);
+    if (m.phase != (parity & 1u)) {
+        return;  // the phase of this parity has completed (copies of the current one stay in flight)
+    }
+    mbarrier_progress(m, offset, true);
+    if (m.phase != (parity & 1u)) {
+        return;
+    }
+    Fiber& fiber = *s.running;
+    fiber.state = State::AtMbarrier;
+    fiber.mbarrier = offset;
+    fiber.mbarrier_parity = parity & 1u;
+    switch_to_scheduler(fiber);
+}
+
+void tma_load_2d(void* dst, const void* map_bytes, int c0, int c1, void* bar) {
+    Scheduler& s = *scheduler;
+    EmuTensorMap map;
+    std::memcpy(&map, map_bytes, sizeof map);
+    if (map.magic != kEmuTensorMapMagic) {
+        fail("cp.async.bulk.tensor: not a tensor map of the emulated device");
+    }
+    const uint32_t dst_offset = shared_address(dst);
+    const uint32_t row_bytes = map.box_cols * map.element_bytes;
+    const uint32_t bytes = row_bytes * map.box_rows;
+    if (dst_offset % (map.swizzle == 128 ? 1024 : 128) != 0 || row_bytes % 16 != 0 ||
+        (map.swizzle == 128 && row_bytes != 128) || dst_offset + bytes > s.shared.size()) {
+        fail("cp.async.bulk.tensor: misaligned or oversized box");
+    }
+    uint32_t offset;
+    Mbarrier& m = mbarrier_at(bar, &offset);
+    PendingCopy copy{dst, std::vector<uint8_t>(bytes, 0)};
+    // The source is read at issue (as cp.async here): elements outside the
+    // tensor stay zero. With the 128-byte swizzle the 16-byte chunk index
+    // (shared address bits 4-6) is XORed with bits 7-9, as wgmma reads it.
+    for (uint32_t r = 0; r < map.box_rows; ++r) {
+        const int64_t row = int64_t(c1) + r;
+        for (uint32_t e = 0; e < map.box_cols; ++e) {
+            const int64_t col = int64_t(c0) + e;
+            if (row < 0 || col < 0 || uint64_t(row) >= map.rows || uint64_t(col) >= map.cols) {
+                continue;
+            }
+            uint32_t at = dst_offset + r * row_bytes + e * map.element_bytes;
+            if (map.swizzle == 128) {
+                at ^= ((at >> 7) & 7u) << 4;
+            }
+            const auto* src = reinterpret_cast<const uint8_t*>(map.base) + uint64_t(row) * map.pitch +
+                              uint64_t(col) * map.element_bytes;
+            std::memcpy(copy.data.data() + (at - dst_offset), src, map.element_bytes);
+        }
+    }
+    std::memset(dst, kPoison, bytes);
+    m.copies.push_back(std::move(copy));
+    m.in_flight += bytes;
+    mbarrier_progress(m, offset, mbarrier_waited_on(s, offset));
 }
 
 void cp_async(void* shared_dst, const void* global_src, unsigned bytes, unsigned src_bytes) {

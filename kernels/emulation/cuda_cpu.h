@@ -31,6 +31,7 @@
 #define __noinline__ __attribute__((noinline))
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
+#define __grid_constant__
 #define __align__(n) alignas(n)
 // One instance per OS thread, reused by each block in turn (blocks run one at a time).
 #define __shared__ static thread_local
@@ -103,6 +104,34 @@ void wgmma_m64nNk16_f16(float* d, unsigned n, const uint32_t (&a)[4], uint64_t d
 void wgmma_fence();
 void wgmma_commit();
 void wgmma_wait(unsigned pending_allowed);
+// mbarrier objects in shared memory (PTX ISA §9.7.13.15, "mbarrier"): an
+// expected arrival count, a pending count and a transaction count per phase;
+// the phase completes when both reach zero, and its parity flips. A wait
+// blocks the fiber until the phase of `parity` has completed (try_wait.parity
+// in a loop on the GPU).
+void mbarrier_init(void* bar, unsigned count);
+void mbarrier_arrive(void* bar);
+void mbarrier_arrive_expect_tx(void* bar, unsigned bytes);
+void mbarrier_wait(void* bar, unsigned parity);
+// The tensor map the emulated device encodes for cuTensorMapEncodeTiled's
+// arguments (the driver's own encoding is opaque): a 2-D tile of `rows` rows
+// of `cols` elements, `pitch` bytes apart; the 128-byte object a kernel takes
+// as a __grid_constant__ parameter.
+struct alignas(128) EmuTensorMap {
+    uint64_t magic;  // kEmuTensorMapMagic
+    uint64_t base;
+    uint64_t cols, rows, pitch;
+    uint32_t box_cols, box_rows, element_bytes, swizzle;  // swizzle: 0 or 128 (bytes)
+    uint8_t unused[72];
+};
+static_assert(sizeof(EmuTensorMap) == 128, "CUtensorMap is 128 bytes");
+constexpr uint64_t kEmuTensorMapMagic = 0x50414d54'53534554ull;  // "TESSTMAP"
+// cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes:
+// the box at (c0, c1) (element column, row) into shared memory at `dst`,
+// elements outside the tensor zero-filled, completing `box bytes` of
+// transactions on `bar`. The data lands (and the destination reads poison
+// until then) when a fiber waits on the barrier.
+void tma_load_2d(void* dst, const void* map, int c0, int c1, void* bar);
 // An aligned vector load of `bytes` (8 or 16) bytes (ld.shared.v2/v4.b32):
 // misaligned addresses are a kernel error, as on the GPU.
 void load_vector(void* dst, const void* src, unsigned bytes);

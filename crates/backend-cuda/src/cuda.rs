@@ -13,6 +13,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStrea
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use tessera_backend::BackendError;
 
+use crate::device::{TensorElement, TensorMap, TensorMapSpec};
 use crate::kernels::{fnv1a, module_source, nvrtc_arch, NVRTC_OPTIONS};
 use crate::{Device, DeviceIdentity, KernelBackend, Launch, MatmulPath};
 
@@ -427,5 +428,65 @@ impl Device for CudaDevice {
         self.stream
             .synchronize()
             .map_err(|e| device_error("synchronize", e))
+    }
+
+    /// cuTensorMapEncodeTiled, rank 2: dimensions and strides innermost
+    /// first, element strides 1, no interleave, zero fill outside the tensor.
+    fn tensor_map_2d(&self, spec: &TensorMapSpec) -> Result<TensorMap, BackendError> {
+        use cudarc::driver::sys;
+        spec.check()?;
+        if !self.identity.has_wgmma() {
+            return Err(BackendError::Device(format!(
+                "{}: the TMA kernels run on compute capability 9.0 only",
+                self.name
+            )));
+        }
+        let data_type = match spec.element {
+            TensorElement::U8 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            TensorElement::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        };
+        let swizzle = if spec.swizzle_128 {
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B
+        } else {
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE
+        };
+        let dims: [u64; 2] = [spec.cols as u64, spec.rows as u64];
+        let strides: [u64; 1] = [spec.pitch as u64];
+        let boxes: [u32; 2] = [spec.box_cols, spec.box_rows];
+        let element_strides: [u32; 2] = [1, 1];
+        let mut map = sys::CUtensorMap { opaque: [0; 16] };
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| device_error("binding the context", e))?;
+        // SAFETY: every pointer is to a live local array of the rank's length
+        // (strides: rank − 1); the address is a device allocation of this
+        // context (the caller's); the map is written by the driver.
+        let status = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut map,
+                data_type,
+                2,
+                spec.address as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                element_strides.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        if status != sys::CUresult::CUDA_SUCCESS {
+            return Err(device_error(
+                &format!("cuTensorMapEncodeTiled for {spec:?}"),
+                format!("{status:?}"),
+            ));
+        }
+        let mut bytes = [0u8; 128];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(map.opaque) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        Ok(TensorMap(bytes))
     }
 }

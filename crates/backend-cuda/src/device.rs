@@ -82,6 +82,73 @@ pub enum KernelArg {
     U32(u32),
     U64(u64),
     F32(f32),
+    /// A tensor map (`CUtensorMap`, a `__grid_constant__` parameter).
+    TensorMap(TensorMap),
+}
+
+/// A tensor map's 128 opaque bytes, as the device encoded them
+/// ([`Device::tensor_map_2d`]); 128-byte aligned as CUDA 13's `CUtensorMap`.
+#[repr(C, align(128))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorMap(pub [u8; 128]);
+
+/// The element type of a tensor map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorElement {
+    U8,
+    F16,
+}
+
+impl TensorElement {
+    pub fn bytes(self) -> usize {
+        match self {
+            TensorElement::U8 => 1,
+            TensorElement::F16 => 2,
+        }
+    }
+}
+
+/// What a 2-D tiled tensor map describes (cuTensorMapEncodeTiled's
+/// arguments, rank 2): `rows` rows of `cols` elements, `pitch` bytes apart,
+/// at device address `address`, copied in boxes of `box_cols × box_rows`,
+/// stored in shared memory as they are or with the 128-byte swizzle;
+/// elements outside the tensor arrive as zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorMapSpec {
+    pub address: u64,
+    pub element: TensorElement,
+    pub cols: usize,
+    pub rows: usize,
+    pub pitch: usize,
+    pub box_cols: u32,
+    pub box_rows: u32,
+    pub swizzle_128: bool,
+}
+
+impl TensorMapSpec {
+    /// The constraints both encoders check (cuTensorMapEncodeTiled's, for a
+    /// 2-D tile): a 16-byte aligned base and pitch, box sides 1 to 256, a box
+    /// row a multiple of 16 bytes, exactly 128 bytes under the swizzle.
+    pub fn check(&self) -> Result<(), BackendError> {
+        let row_bytes = self.box_cols as usize * self.element.bytes();
+        let ok = self.address.is_multiple_of(16)
+            && self.pitch.is_multiple_of(16)
+            && self.pitch >= self.cols * self.element.bytes()
+            && (1..=256).contains(&self.box_cols)
+            && (1..=256).contains(&self.box_rows)
+            && row_bytes.is_multiple_of(16)
+            && (!self.swizzle_128 || row_bytes == 128)
+            && self.cols > 0
+            && self.rows > 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(BackendError::Invalid {
+                op: "tensor map",
+                detail: format!("{self:?} is not a tensor map TMA can use"),
+            })
+        }
+    }
 }
 
 impl KernelArg {
@@ -91,6 +158,7 @@ impl KernelArg {
             KernelArg::Ptr(v) | KernelArg::U64(v) => v as *const u64 as *mut c_void,
             KernelArg::U32(v) => v as *const u32 as *mut c_void,
             KernelArg::F32(v) => v as *const f32 as *mut c_void,
+            KernelArg::TensorMap(map) => map.0.as_ptr() as *mut c_void,
         }
     }
 }
@@ -133,6 +201,19 @@ pub struct DeviceIdentity {
     pub max_shared_per_block: usize,
 }
 
+impl DeviceIdentity {
+    /// What the CPU emulator (`tessera-cuda-emulated`) reports as its compute
+    /// capability.
+    pub const EMULATED: &'static str = "emulated";
+
+    /// Whether the device runs the wgmma kernels: compute capability 9.0
+    /// (sm_90a: NVRTC targets compute_90a there, and no later architecture
+    /// has wgmma), or the emulator, which implements it.
+    pub fn has_wgmma(&self) -> bool {
+        self.compute_capability == "9.0" || self.compute_capability == Self::EMULATED
+    }
+}
+
 /// A device that runs the kernels of `kernels/`. Memory is untyped bytes; the
 /// backend keeps the element types.
 pub trait Device {
@@ -164,6 +245,14 @@ pub trait Device {
         out: &mut [u8],
     ) -> Result<(), BackendError>;
     fn launch(&self, launch: &Launch) -> Result<(), BackendError>;
+    /// A 2-D tensor map for the TMA kernels (compute capability 9.0); devices
+    /// without TMA refuse.
+    fn tensor_map_2d(&self, spec: &TensorMapSpec) -> Result<TensorMap, BackendError> {
+        Err(BackendError::Device(format!(
+            "{} has no tensor memory accelerator (asked for {spec:?})",
+            self.name()
+        )))
+    }
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<(), BackendError>;
 }

@@ -23,6 +23,10 @@ pub const MODULES: &[(&str, &str)] = &[
         "matmul_w8a16",
         include_str!("../../../kernels/matmul_w8a16.cu"),
     ),
+    (
+        "matmul_w8a16_wgmma",
+        include_str!("../../../kernels/matmul_w8a16_wgmma.cu"),
+    ),
     ("rms_norm", include_str!("../../../kernels/rms_norm.cu")),
     ("rope", include_str!("../../../kernels/rope.cu")),
     ("score_head", include_str!("../../../kernels/score_head.cu")),

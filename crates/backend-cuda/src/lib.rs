@@ -8,6 +8,8 @@
 //! plan (grid, block, shared memory, parameters) from pure functions that are unit
 //! tested without a GPU.
 
+pub mod agreement;
+pub mod ceilings;
 pub mod device;
 mod kernel_names;
 pub mod kernels;

@@ -226,7 +226,7 @@ impl TuningTable {
             };
             if entry.split_k == 0
                 || entry.split_k > MAX_SPLIT_K
-                || (!config.v3 && entry.split_k != 1)
+                || (!config.grouped && entry.split_k != 1)
             {
                 return Err(error(format!(
                     "split-k {} for {} with {} (1 to {MAX_SPLIT_K}, 1 for v2)",
@@ -272,6 +272,21 @@ impl TuningTable {
                 path: path.display().to_string(),
                 found: describe(&self.device, &self.arithmetic),
                 here: describe(device, arithmetic.name()),
+            });
+        }
+        // Only a hand-edited table can name a wgmma kernel for a device
+        // without it (tune never times one there).
+        if let Some(entry) = self
+            .gemm
+            .iter()
+            .find(|e| GemmConfig::named(&e.config).is_some_and(|c| c.wgmma && !device.has_wgmma()))
+        {
+            return Err(TuningError::Read {
+                path: path.display().to_string(),
+                detail: format!(
+                    "{} for {} needs wgmma (compute capability 9.0), which {} lacks",
+                    entry.config, entry.shape, device.name
+                ),
             });
         }
         Ok(())
@@ -389,7 +404,7 @@ pub fn split_for_rows(
     k: usize,
 ) -> GemmChoice {
     let config = choice.config;
-    if !config.v3 {
+    if !config.grouped {
         return GemmChoice { config, split_k: 1 };
     }
     let blocks: usize = ns
@@ -408,17 +423,18 @@ pub fn split_for_rows(
     GemmChoice { config, split_k }
 }
 
-/// The candidates [`tune`] times for a shape: every configuration the device's
-/// shared memory holds, and for v3 every split-K factor up to [`MAX_SPLIT_K`]
+/// The candidates [`tune`] times for a shape: every configuration the device
+/// runs (its shared memory holds it; the wgmma ones on compute capability 9.0
+/// only), and for the grouped ones every split-K factor up to [`MAX_SPLIT_K`]
 /// that leaves each share [`MIN_STAGES_PER_SPLIT`] k stages and the grid
 /// within four waves.
 pub fn candidates(device: &DeviceIdentity, rows: usize, shape: &GemmShape) -> Vec<GemmChoice> {
     let multiprocessors = device.multiprocessors;
     let stages = GemmConfig::k_stages(shape.k);
     let mut out = Vec::new();
-    for config in GEMM_CONFIGS.iter().filter(|c| c.fits(device)) {
+    for config in GEMM_CONFIGS.iter().filter(|c| c.runs_on(device)) {
         out.push(GemmChoice { config, split_k: 1 });
-        if !config.v3 {
+        if !config.grouped {
             continue;
         }
         let blocks: usize = shape
@@ -440,10 +456,11 @@ pub fn candidates(device: &DeviceIdentity, rows: usize, shape: &GemmShape) -> Ve
 }
 
 /// Times every candidate for every shape at every row count on `b`'s device
-/// (the weights and activations are uninitialised device memory: the time of
-/// a tensor-core GEMM does not depend on the values), `repeats` launches each
-/// after one warm-up, and returns the table of winners. `progress` gets one
-/// line per shape and row count.
+/// (the time of a tensor-core GEMM does not depend on the values),
+/// `repeats` launches each after one warm-up, and returns the table of
+/// winners. A configuration whose outputs differ from the built-in choice's on
+/// random inputs ([`crate::agreement`]) is not timed: `progress` says so, and
+/// gets one line per shape and row count.
 pub fn tune<D: Device>(
     b: &KernelBackend<D>,
     shapes: &[GemmShape],
@@ -461,11 +478,18 @@ pub fn tune<D: Device>(
                 detail: format!("{shape}: 1 to {MAX_GROUP} weights and k a multiple of {QK8_0}"),
             });
         }
-        let weights = shape
+        let mut weights = shape
             .n
             .iter()
             .map(|&n| uninitialised_q8_0(device, n, shape.k))
             .collect::<Result<Vec<_>, _>>()?;
+        // Only configurations that compute what the built-in choice computes
+        // (checked at the fewest rows asked, at most 512) are timed.
+        let check_rows = rows.iter().copied().min().unwrap_or(1).clamp(1, 512);
+        let wrong = crate::agreement::disagreements(b, check_rows, &mut weights)?;
+        for disagreement in &wrong {
+            progress(&format!("{shape} at {check_rows} rows: {disagreement}"));
+        }
         let weight_refs: Vec<&DeviceWeight<D::Memory>> = weights.iter().collect();
         for &r in rows {
             let x = HalfRows::alloc(device, r, shape.k)?;
@@ -486,7 +510,12 @@ pub fn tune<D: Device>(
                 })
                 .collect::<Result<Vec<_>, BackendError>>()?;
             let mut timings = Vec::new();
-            for choice in candidates(&identity, r, shape) {
+            for choice in candidates(&identity, r, shape)
+                .into_iter()
+                .filter(|c| wrong.iter().all(|w| w.config != c.config.name))
+            {
+                // Uninitialised values read in whichever layout the kernel reads.
+                x.set_layout(choice.config.layout);
                 let mut out_refs: Vec<&mut DeviceBuffer<D::Memory>> = outs.iter_mut().collect();
                 let best = best_micros(device, repeats, || {
                     gemm_with(b, choice, &x, r, &weight_refs, false, &mut out_refs)
@@ -780,6 +809,25 @@ mod tests {
             .check(&path, &newer_driver, Arithmetic::W8A16)
             .is_err());
         assert!(table().check(&path, &h100(), Arithmetic::W8A8).is_err());
+        // A wgmma entry in a table for a card without wgmma (edited by hand:
+        // tune never times one there) is refused by name.
+        let a100 = DeviceIdentity {
+            name: "NVIDIA A100-SXM4-80GB".into(),
+            compute_capability: "8.0".into(),
+            ..h100()
+        };
+        let mut edited = table();
+        edited.device = a100.clone();
+        assert!(edited.check(&path, &a100, Arithmetic::W8A16).is_ok());
+        edited.gemm[0].config = "wgmma-128x128".into();
+        let message = edited
+            .check(&path, &a100, Arithmetic::W8A16)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("needs wgmma"), "{message}");
+        let mut hopper = table();
+        hopper.gemm[0].config = "wgmma-128x128".into();
+        assert!(hopper.check(&path, &h100(), Arithmetic::W8A16).is_ok());
     }
 
     #[test]
@@ -916,6 +964,10 @@ mod tests {
             ..small
         };
         assert_eq!(builtin_choice(&tiny, 512, &[2560], 9728).to_string(), "v2");
+        // The wgmma kernels are chosen only by measurement, never built in.
+        for rows in [1, 64, 256, 1024, 4096, 16_384] {
+            assert!(!builtin_choice(&h100, rows, &[2560], 9728).config.wgmma);
+        }
     }
 
     #[test]
@@ -928,11 +980,27 @@ mod tests {
         for config in GEMM_CONFIGS {
             assert!(all.iter().any(|c| c.config == config && c.split_k == 1));
         }
-        assert!(all.iter().all(|c| c.config.v3 || c.split_k == 1));
+        assert!(all.iter().all(|c| c.config.grouped || c.split_k == 1));
         assert!(all.iter().any(|c| c.split_k == 6));
         // Huge grids are not split: 256x128 at 16k rows is 1,280 blocks.
         let big = candidates(&h100(), 16_384, &shape);
         assert!(big.iter().all(|c| c.split_k == 1));
+        // The wgmma kernels are offered on sm_90 only.
+        let wgmma = |device: &DeviceIdentity| {
+            candidates(device, 512, &shape)
+                .iter()
+                .filter(|c| c.config.wgmma)
+                .count()
+        };
+        assert!(wgmma(&h100()) >= 2);
+        let a100 = DeviceIdentity {
+            name: "NVIDIA A100-SXM4-80GB".into(),
+            compute_capability: "8.0".into(),
+            max_shared_per_block: 163 * 1024,
+            ..h100()
+        };
+        assert_eq!(wgmma(&a100), 0);
+        assert_eq!(wgmma(&l40s()), 0);
         // Only what fits is timed on a 99 KiB card.
         let small: Vec<&str> = candidates(&l40s(), 512, &shape)
             .iter()

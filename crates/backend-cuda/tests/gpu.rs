@@ -121,3 +121,37 @@ fn wgmma_probe_on_the_gpu_matches_the_product_in_both_layouts() {
         }
     }
 }
+
+/// The wgmma W8A16 GEMM (a tuner candidate on sm_90 only) through the whole
+/// op kit on an sm_90 GPU, each configuration unsplit and split two ways: what
+/// the emulated kit checks, on the hardware's own wgmma, swizzle and
+/// asynchronous groups (named `every_op_…` so gpu-check's parity step runs it).
+#[test]
+fn every_op_on_the_gpu_with_the_wgmma_gemm() {
+    use tessera_backend_cuda::ops::w8a16::{GemmChoice, GEMM_CONFIGS};
+    use tessera_backend_cuda::GemmPolicy;
+    let Some(backend) = gpu_w8a16() else {
+        return;
+    };
+    let identity = tessera_backend_cuda::Device::identity(backend.device());
+    if !identity.has_wgmma() {
+        let cc = identity.compute_capability;
+        println!("skipped: wgmma needs compute capability 9.0 (sm_90a); this GPU is {cc}");
+        return;
+    }
+    drop(backend);
+    for config in GEMM_CONFIGS.iter().filter(|c| c.wgmma) {
+        for split_k in [1, 2] {
+            let choice = GemmChoice { config, split_k };
+            println!("GEMM {choice}");
+            let backend = gpu_w8a16()
+                .expect("checked above")
+                .with_gemm_policy(GemmPolicy::Fixed(choice));
+            tessera_backend::parity::assert_all_pass(
+                &backend,
+                Tolerances::W8A16,
+                tessera_backend::parity::SEED,
+            );
+        }
+    }
+}

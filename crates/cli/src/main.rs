@@ -44,6 +44,9 @@ enum Command {
     /// reference path.
     #[command(allow_negative_numbers = true)]
     Bench(commands::bench::BenchArgs),
+    /// Make one self-contained HTML page (rooflines, time shares, sweeps, runs
+    /// side by side) from bench records.
+    Report(commands::report::ReportArgs),
     /// Write a random Qwen3 reranker or embedding GGUF with the real vocabulary
     /// (tests, benchmarks).
     #[command(allow_negative_numbers = true)]
@@ -85,6 +88,7 @@ fn main() {
         Command::Embed(args) => commands::embed::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Health(args) => commands::health::run(args),
         Command::Tune(args) => commands::tune::run(args),

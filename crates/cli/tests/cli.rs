@@ -282,6 +282,94 @@ fn bench_writes_a_json_record_with_a_profile() {
         "{achieved} vs {ceiling}"
     );
     assert_eq!(record["ceilings"]["matmul_shape"], "512x2560x2560");
+    // Each modelled op kind carries what it computed and moved at least.
+    let ops = profile["ops"].as_array().unwrap();
+    let attention = ops.iter().find(|op| op["op"] == "attention").unwrap();
+    assert!(attention["flops"].as_f64().unwrap() > 0.0);
+    assert!(attention["bytes"].as_f64().unwrap() > 0.0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("GFLOP/s") && stderr.contains("of roof"),
+        "{stderr}"
+    );
+}
+
+/// `tessera report`: a profiled sweep in both CPU arithmetics becomes one page
+/// with both runs on it, and a file that is missing, malformed or empty is
+/// refused by name (and line), with status 1 and no panic.
+#[test]
+fn report_makes_one_page_from_two_runs_and_names_bad_input() {
+    let dir = std::env::temp_dir().join(format!("tessera-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let results = dir.join("results.jsonl");
+    for precision in ["fast", "reference"] {
+        let out = tessera(&[
+            "bench",
+            "--backend",
+            "cpu",
+            "--precision",
+            precision,
+            "--sweep",
+            "--profile",
+            "--sweep-docs",
+            "2",
+            "--sweep-doc-tokens",
+            "8,16",
+            "--sweep-batch-tokens",
+            "64",
+            "--runs",
+            "1",
+            "--out",
+            results.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let page = dir.join("report.html");
+    let out = tessera(&[
+        "report",
+        results.to_str().unwrap(),
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("read 4 records") && stderr.contains("[5/5]"),
+        "{stderr}"
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg") && !html.contains("<script"));
+    assert!(html.contains("Roofline: cpu"));
+    assert!(html.contains("fast · cpu") && html.contains("reference · cpu"));
+
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"tessera\": \"0.1.0\"}\n").unwrap();
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = dir.join("missing.jsonl");
+    for (file, says) in [
+        (&bad, "bad.jsonl:1: not a bench record"),
+        (&empty, "empty.jsonl: no bench records"),
+        (&missing, "missing.jsonl: "),
+    ] {
+        let out = tessera(&[
+            "report",
+            file.to_str().unwrap(),
+            "--out",
+            page.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(says) && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// `tessera serve` under `ulimit -n 40`, flooded with more connections than it

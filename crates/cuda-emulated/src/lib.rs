@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tessera_backend::BackendError;
+use tessera_backend_cuda::device::{TensorMap, TensorMapSpec};
 use tessera_backend_cuda::{Arithmetic, Device, DeviceIdentity, KernelBackend, Launch, MatmulPath};
 
 extern "C" {
@@ -148,7 +149,7 @@ impl Device for EmulatedDevice {
     fn identity(&self) -> DeviceIdentity {
         DeviceIdentity {
             name: self.name(),
-            compute_capability: "emulated".into(),
+            compute_capability: DeviceIdentity::EMULATED.into(),
             driver: "none".into(),
             multiprocessors: self.multiprocessors,
             max_shared_per_block: self.max_shared_per_block,
@@ -263,4 +264,35 @@ impl Device for EmulatedDevice {
     fn synchronize(&self) -> Result<(), BackendError> {
         Ok(())
     }
+
+    /// The emulator's own encoding (`EmuTensorMap` in `cuda_cpu.h`; the
+    /// driver's is opaque): magic, base, cols, rows, pitch, box, element
+    /// size, swizzle.
+    fn tensor_map_2d(&self, spec: &TensorMapSpec) -> Result<TensorMap, BackendError> {
+        spec.check()?;
+        let mut bytes = [0u8; 128];
+        let words: [u64; 5] = [
+            EMU_TENSOR_MAP_MAGIC,
+            spec.address,
+            spec.cols as u64,
+            spec.rows as u64,
+            spec.pitch as u64,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let small: [u32; 4] = [
+            spec.box_cols,
+            spec.box_rows,
+            spec.element.bytes() as u32,
+            if spec.swizzle_128 { 128 } else { 0 },
+        ];
+        for (i, w) in small.iter().enumerate() {
+            bytes[40 + 4 * i..44 + 4 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        Ok(TensorMap(bytes))
+    }
 }
+
+/// `kEmuTensorMapMagic` of `cuda_cpu.h` ("TESSTMAP").
+const EMU_TENSOR_MAP_MAGIC: u64 = 0x5041_4d54_5353_4554;

@@ -361,25 +361,13 @@ fn w8a16_rows_are_scaled_by_powers_of_two_into_f16_range() {
         *v *= 1e-3;
     }
     let xb = upload_values(&b, &x);
-    let halves = HalfRows::alloc(b.device(), rows, k).expect("alloc");
-    w8a16::to_f16(&b, &xb, rows, k, &halves).expect("to_f16");
-    let (bits, scales) = halves.download(b.device(), rows).expect("download");
-    for r in 0..rows {
-        let row = &x[r * k..(r + 1) * k];
-        let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = scales[r];
-        assert_eq!(scale, 2.0f32.powi(scale.log2() as i32), "row {r}: {scale}");
-        assert!(
-            (16_384.0..32_768.0).contains(&(amax / scale)),
-            "row {r}: max {amax} / {scale}"
-        );
-        for (c, &v) in row.iter().enumerate() {
-            assert_eq!(
-                f16::from_bits(bits[r * k + c]),
-                f16::from_f32(v / scale),
-                "row {r} column {c}"
-            );
-        }
+    // Both layouts hold the same values (read back through the host's own
+    // index of each).
+    for layout in [w8a16::F16Layout::FragmentTiles, w8a16::F16Layout::WgmmaRows] {
+        let halves = HalfRows::alloc(b.device(), rows, k).expect("alloc");
+        w8a16::to_f16(&b, &xb, rows, k, &halves, layout).expect("to_f16");
+        let (bits, scales) = halves.download(b.device(), rows).expect("download");
+        check_scaled_rows(&x, rows, k, &bits, &scales);
     }
     let w = tensor(&random(&mut rng, n * k, 0.5), n, k, GgmlType::Q8_0);
     let mut exact = vec![0.0f32; n * k];
@@ -401,6 +389,28 @@ fn w8a16_rows_are_scaled_by_powers_of_two_into_f16_range() {
                 err <= 1e-3 * size,
                 "row {r} feature {j}: {} vs {sum} (Σ|x·w| {size})",
                 got[r * n + j]
+            );
+        }
+    }
+}
+
+/// Each row of `bits` (f16, row-major) is row r of `x` divided by its power
+/// of two `scales[r]`, which puts the row's largest |x| in [2^14, 2^15).
+fn check_scaled_rows(x: &[f32], rows: usize, k: usize, bits: &[u16], scales: &[f32]) {
+    for r in 0..rows {
+        let row = &x[r * k..(r + 1) * k];
+        let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = scales[r];
+        assert_eq!(scale, 2.0f32.powi(scale.log2() as i32), "row {r}: {scale}");
+        assert!(
+            (16_384.0..32_768.0).contains(&(amax / scale)),
+            "row {r}: max {amax} / {scale}"
+        );
+        for (c, &v) in row.iter().enumerate() {
+            assert_eq!(
+                f16::from_bits(bits[r * k + c]),
+                f16::from_f32(v / scale),
+                "row {r} column {c}"
             );
         }
     }

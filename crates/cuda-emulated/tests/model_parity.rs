@@ -79,7 +79,7 @@ fn every_w8a16_configuration_scores_within_the_w8a32_bounds() {
     let mut runs: Vec<(GemmChoice, AttentionKernel)> = GEMM_CONFIGS
         .iter()
         .map(|config| {
-            let split_k = if config.v3 { 2 } else { 1 };
+            let split_k = if config.grouped { 2 } else { 1 };
             (GemmChoice { config, split_k }, AttentionKernel::F16Kv)
         })
         .collect();

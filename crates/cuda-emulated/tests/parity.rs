@@ -25,12 +25,13 @@ fn every_w8a16_gemm_configuration_and_split_passes_the_kit() {
     use tessera_backend_cuda::ops::w8a16::{GemmChoice, GEMM_CONFIGS};
     use tessera_backend_cuda::GemmPolicy;
     let mut failures = Vec::new();
-    let mut checked = 0;
+    let (mut checked, mut runs) = (0, 0);
     for config in GEMM_CONFIGS {
-        let splits: &[usize] = if config.v3 { &[1, 2, 3] } else { &[1] };
+        let splits: &[usize] = if config.grouped { &[1, 2, 3] } else { &[1] };
         for &split_k in splits {
             let choice = GemmChoice { config, split_k };
             let backend = emulated_w8a16().with_gemm_policy(GemmPolicy::Fixed(choice));
+            runs += 1;
             for report in run_all(&backend, Tolerances::W8A16, tessera_backend::parity::SEED) {
                 let matmul = ["matmul", "norm_matmuls", "matmul_add", "swiglu_mm_add"];
                 if matmul.contains(&report.op) && report.case.starts_with("Q8_0") {
@@ -44,21 +45,24 @@ fn every_w8a16_gemm_configuration_and_split_passes_the_kit() {
     }
     println!("{checked} Q8_0 cases");
     assert!(failures.is_empty(), "failed:\n{}", failures.join("\n"));
-    // 15 Q8_0 cases per run: 6 matmuls, 3 of each fused op.
-    assert_eq!(checked, 15 * (4 * 3 + 1));
+    // 15 Q8_0 cases per run: 6 matmuls, 3 of each fused op; 7 grouped
+    // configurations (4 v3, 3 wgmma) × 3 splits, and v2.
+    assert_eq!(runs, 7 * 3 + 1);
+    assert_eq!(checked, 15 * runs);
 }
 
-/// The v3 GEMMs check the dynamic shared memory they were given against their
+/// The v3 and wgmma GEMMs check the dynamic shared memory they were given against their
 /// layout: a launch plan one byte short fails instead of writing past it, and
 /// the plan's own size (`GemmConfig::shared_bytes`) passes that check.
 #[test]
 fn a_w8a16_gemm_given_too_little_shared_memory_fails_the_launch() {
+    use tessera_backend_cuda::device::TensorMap;
     use tessera_backend_cuda::ops::w8a16::GEMM_CONFIGS;
     use tessera_backend_cuda::{Device, KernelArg, Launch};
     let device = EmulatedDevice::new(MatmulPath::Mma);
-    for config in GEMM_CONFIGS.iter().filter(|c| c.v3) {
+    for config in GEMM_CONFIGS.iter().filter(|c| c.grouped) {
         let launch = |shared: usize| Launch {
-            module: "matmul_w8a16",
+            module: config.module,
             kernel: config.kernel,
             grid: [1, 1, 1],
             block: [config.threads(), 1, 1],
@@ -75,6 +79,8 @@ fn a_w8a16_gemm_given_too_little_shared_memory_fails_the_launch() {
                 ]
                 .repeat(3),
                 vec![KernelArg::Ptr(0), KernelArg::U32(0)],
+                // The TMA kernels' four tensor maps (never read: no tile).
+                vec![KernelArg::TensorMap(TensorMap([0; 128])); if config.tma { 4 } else { 0 }],
             ]
             .concat(),
         };

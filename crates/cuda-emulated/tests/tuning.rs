@@ -123,3 +123,41 @@ fn tune_times_every_candidate_and_its_table_steers_the_backend() {
     assert!(message.contains("run `tessera tune`"), "{message}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A configuration that computes something else than the built-in choice —
+/// here the wgmma kernel with its A fragment registers swapped, standing in
+/// for a kernel the emulator passes but a card gets wrong — is not timed:
+/// `tune` says why, and the table never names it; the others still are.
+#[test]
+fn tune_leaves_out_a_configuration_that_disagrees_with_the_builtin_choice() {
+    use tessera_backend_cuda::{Arithmetic, KernelBackend, MatmulPath};
+    use tessera_cuda_emulated::EmulatedDevice;
+    let kernel = "matmul_w8a16_wgmma_128x128";
+    let device = EmulatedDevice::new(MatmulPath::Mma)
+        .with_kernel_replaced(kernel, &format!("mutant_wgmma_a_fragment::{kernel}"));
+    let backend = KernelBackend::with_device(device)
+        .with_arithmetic(Arithmetic::W8A16)
+        .expect("the emulated mma device runs W8A16");
+    let shape = GemmShape {
+        n: vec![65],
+        k: 256,
+    };
+    let mut lines = Vec::new();
+    let table = tune(&backend, &[shape], &[9], 1, |line| {
+        lines.push(line.to_string())
+    })
+    .unwrap();
+    let said: Vec<&String> = lines.iter().filter(|l| l.contains("disagrees")).collect();
+    assert_eq!(said.len(), 1, "{lines:?}");
+    assert!(said[0].contains("wgmma-128x128"), "{}", said[0]);
+    let timed: Vec<&str> = table.gemm[0]
+        .candidates
+        .iter()
+        .map(|c| c.config.as_str())
+        .collect();
+    assert!(!timed.contains(&"wgmma-128x128"), "{timed:?}");
+    assert!(
+        timed.contains(&"wgmma-256x128") && timed.contains(&"256x128"),
+        "{timed:?}"
+    );
+}

@@ -1,7 +1,9 @@
 //! What this machine can do at best, measured in the same run as a benchmark
-//! (not quoted from a data sheet): a large memory copy's bandwidth and the
-//! CPU fast path's own Q8_0 matmul at a large shape. A benchmark's achieved
-//! rates are read against them.
+//! (not quoted from a data sheet): on the CPU a large memory copy's bandwidth
+//! and the fast path's own Q8_0 matmul at a large shape; on CUDA a
+//! device-to-device copy and cuBLAS's bf16 GEMM on a large product
+//! (`tessera_backend_cuda::ceilings`). A benchmark's achieved rates are read
+//! against them.
 
 use std::time::Instant;
 
@@ -19,6 +21,12 @@ pub struct Ceilings {
     pub matmul_gflop_per_s: f64,
     /// `rows×k×n` of that matmul.
     pub matmul_shape: String,
+    /// Which matmul: the CPU fast path's Q8_0 kernel, cuBLAS bf16.
+    #[serde(default)]
+    pub matmul_kernel: String,
+    /// Which copy: host memory, device to device; and its size.
+    #[serde(default)]
+    pub copy_kind: String,
 }
 
 /// Sizes of the measurement: the copy's bytes and the matmul's (rows, k, n).
@@ -88,6 +96,23 @@ pub fn cpu_ceilings(threads: Option<usize>, sizes: CeilingSizes) -> Result<Ceili
         copy_gb_per_s: sizes.copy_bytes as f64 / best_copy / 1e9,
         matmul_gflop_per_s: 2.0 * (rows * k * n) as f64 / best_matmul / 1e9,
         matmul_shape: format!("{rows}x{k}x{n}"),
+        matmul_kernel: "cpu fast-path Q8_0 matmul".into(),
+        copy_kind: format!("host memcpy of {} MiB", sizes.copy_bytes >> 20),
+    })
+}
+
+/// The ceilings of CUDA device `ordinal`: a 1 GiB device-to-device copy and
+/// cuBLAS's bf16 GEMM at 8192 × 8192 × 8192 (an error in a build without the
+/// `cuda` feature, or without libcublas, saying so).
+pub fn cuda_ceilings(ordinal: usize) -> Result<Ceilings, BackendError> {
+    let c = tessera_backend_cuda::ceilings::measure(ordinal, 1 << 30, (8192, 8192, 8192))
+        .map_err(BackendError::Device)?;
+    Ok(Ceilings {
+        copy_gb_per_s: c.copy_gb_per_s,
+        matmul_gflop_per_s: c.bf16_gflop_per_s,
+        matmul_shape: format!("{}x{}x{}", c.shape.0, c.shape.1, c.shape.2),
+        matmul_kernel: c.gemm,
+        copy_kind: format!("device-to-device copy of {} MiB", c.copy_bytes >> 20),
     })
 }
 

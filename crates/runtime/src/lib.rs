@@ -37,7 +37,7 @@ mod wgpu;
 #[path = "wgpu_off.rs"]
 mod wgpu;
 
-pub use ceilings::{cpu_ceilings, CeilingSizes, Ceilings};
+pub use ceilings::{cpu_ceilings, cuda_ceilings, CeilingSizes, Ceilings};
 pub use cpu::cpu_model;
 pub use cuda::tune;
 pub use tessera_backend::profile::{self, Profiler};

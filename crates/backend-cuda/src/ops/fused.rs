@@ -57,11 +57,16 @@ pub fn rms_norm_matmuls<D: Device>(
         return Ok(());
     }
     if b.arithmetic() == Arithmetic::W8A16 {
-        return b.with_halves(rows, dim, |halves| {
-            w8a16::rms_norm_f16(b, x, norm, halves)?;
-            let mut out_refs: Vec<&mut Buffer<D>> = outs.iter_mut().map(|o| &mut **o).collect();
-            w8a16::gemm(b, halves, rows, weights, false, &mut out_refs)
-        });
+        let mut out_refs: Vec<&mut Buffer<D>> = outs.iter_mut().map(|o| &mut **o).collect();
+        return w8a16::matmuls(
+            b,
+            rows,
+            dim,
+            weights,
+            false,
+            &mut out_refs,
+            |halves, layout| w8a16::rms_norm_f16(b, x, norm, halves, layout),
+        );
     }
     b.with_quantised(rows, dim, |quantised| {
         rms_norm_q8_0(b, x, norm, None, quantised)?;
@@ -93,9 +98,8 @@ pub fn matmul_add<D: Device>(
         return Ok(());
     }
     if b.arithmetic() == Arithmetic::W8A16 {
-        return b.with_halves(rows, k, |halves| {
-            w8a16::to_f16(b, x, rows, k, halves)?;
-            w8a16::gemm(b, halves, rows, &[weight], true, &mut [out])
+        return w8a16::matmuls(b, rows, k, &[weight], true, &mut [out], |halves, layout| {
+            w8a16::to_f16(b, x, rows, k, halves, layout)
         });
     }
     b.with_quantised(rows, k, |quantised| {
@@ -132,9 +136,8 @@ pub fn swiglu_matmul_add<D: Device>(
         return Ok(());
     }
     if b.arithmetic() == Arithmetic::W8A16 {
-        return b.with_halves(rows, ffn, |halves| {
-            w8a16::swiglu_f16(b, gate, up, rows, ffn, halves)?;
-            w8a16::gemm(b, halves, rows, &[down], true, &mut [out])
+        return w8a16::matmuls(b, rows, ffn, &[down], true, &mut [out], |halves, layout| {
+            w8a16::swiglu_f16(b, gate, up, rows, ffn, halves, layout)
         });
     }
     let blocks = rows * ffn / QK8_0;

@@ -253,10 +253,15 @@ pub fn matmul<D: Device>(
     }
     let kernel = match weight.ggml_type {
         GgmlType::Q8_0 if b.arithmetic() == Arithmetic::W8A16 => {
-            return b.with_halves(rows, k, |halves| {
-                w8a16::to_f16(b, x, rows, k, halves)?;
-                w8a16::gemm(b, halves, rows, &[weight], false, &mut [out])
-            });
+            return w8a16::matmuls(
+                b,
+                rows,
+                k,
+                &[weight],
+                false,
+                &mut [out],
+                |halves, layout| w8a16::to_f16(b, x, rows, k, halves, layout),
+            );
         }
         GgmlType::Q8_0 => {
             return b.with_quantised(rows, k, |quantised| {

@@ -21,16 +21,50 @@ pub const THREADS: u32 = 256;
 /// (`ROW_CACHE` in `kernels/common.cuh`).
 pub const ROW_CACHE: usize = 16;
 
+/// The order in which the row writers store f16 activations, fixed by the
+/// GEMM that reads them (`F16_FRAGMENT_TILES` / `F16_WGMMA_ROWS` in
+/// `kernels/common.cuh`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum F16Layout {
+    /// The mma.sync kernels' fragment tiles ([`tile_index`]).
+    #[default]
+    FragmentTiles,
+    /// The wgmma kernels' rows, k permuted inside each 32-value block
+    /// ([`wgmma_index`]).
+    WgmmaRows,
+}
+
+impl F16Layout {
+    /// The kernels' code for it.
+    pub fn code(self) -> u32 {
+        match self {
+            F16Layout::FragmentTiles => 0,
+            F16Layout::WgmmaRows => 1,
+        }
+    }
+
+    /// Where the f16 of (row, c) lies in rows of `k`.
+    pub fn index(self, row: usize, c: usize, k: usize) -> usize {
+        match self {
+            F16Layout::FragmentTiles => tile_index(row, c, k),
+            F16Layout::WgmmaRows => wgmma_index(row, c, k),
+        }
+    }
+}
+
 /// Activations as f16 rows on the device: f16 values `[rows, k]` in the
-/// matmul's fragment-tile order ([`tile_index`]; rows padded to 16) and one f32
-/// power of two per row (`2^e`, what the row was divided by). The allocation
-/// holds `capacity` values and is reshaped like [`super::matmul::QuantisedRows`].
+/// layout their writer was asked for ([`F16Layout`]; rows padded to 16) and
+/// one f32 power of two per row (`2^e`, what the row was divided by). The
+/// allocation holds `capacity` values and is reshaped like
+/// [`super::matmul::QuantisedRows`].
 pub struct HalfRows<M> {
     pub(crate) values: M,
     pub(crate) row_scales: M,
     pub(crate) rows: usize,
     pub(crate) k: usize,
     capacity: usize,
+    /// What the last writer wrote (a GEMM refuses rows in another layout).
+    layout: std::cell::Cell<F16Layout>,
 }
 
 impl<M> HalfRows<M> {
@@ -50,7 +84,19 @@ impl<M> HalfRows<M> {
             rows,
             k,
             capacity,
+            layout: std::cell::Cell::new(F16Layout::default()),
         })
+    }
+
+    /// The layout the values are in.
+    pub fn layout(&self) -> F16Layout {
+        self.layout.get()
+    }
+
+    /// Records that the values are now in `layout` (a writer was launched, or
+    /// a timing run reads uninitialised values as if they were).
+    pub(crate) fn set_layout(&self, layout: F16Layout) {
+        self.layout.set(layout);
     }
 
     /// Views the allocation as rows of `k` (as many as fit); false when not even
@@ -67,8 +113,8 @@ impl<M> HalfRows<M> {
         true
     }
 
-    /// Reads back the f16 bits (row-major `[rows, k]`, out of the tile order)
-    /// and the row scales of the first `rows` rows.
+    /// Reads back the f16 bits (row-major `[rows, k]`, out of the layout's
+    /// order) and the row scales of the first `rows` rows.
     pub fn download<D: Device<Memory = M>>(
         &self,
         device: &D,
@@ -81,7 +127,7 @@ impl<M> HalfRows<M> {
         let mut values = vec![0u16; rows * self.k];
         for row in 0..rows {
             for c in 0..self.k {
-                values[row * self.k + c] = tiled[tile_index(row, c, self.k)];
+                values[row * self.k + c] = tiled[self.layout().index(row, c, self.k)];
             }
         }
         device.download(&self.row_scales, 0, bytemuck::cast_slice_mut(&mut scales))?;
@@ -121,6 +167,16 @@ pub fn tile_index(row: usize, c: usize, k: usize) -> usize {
     ((row / TILE_GROUP) * (k / QK8_0) + c / QK8_0) * 512 + (g * 4 + t) * 16 + position
 }
 
+/// Where the f16 of (row, c) lies in rows of `k` in the wgmma GEMM's order
+/// (`f16_wgmma_index` in `kernels/common.cuh`, which has the why): rows one
+/// after another, inside each 32-value block position `16h + 8u + 2t + e`
+/// holding k `8t + 4h + 2u + e`.
+pub fn wgmma_index(row: usize, c: usize, k: usize) -> usize {
+    let kk = c % QK8_0;
+    let (t, h, u, e) = (kk / 8, (kk / 4) % 2, (kk / 2) % 2, kk % 2);
+    row * k + (c - kk) + 16 * h + 8 * u + 2 * t + e
+}
+
 fn check_k(k: usize) -> Result<(), BackendError> {
     if k == 0 || !k.is_multiple_of(QK8_0) {
         return Err(BackendError::Invalid {
@@ -154,7 +210,8 @@ pub fn grid(rows: usize, n: usize) -> Result<[u32; 3], BackendError> {
 }
 
 /// Launches a row writer (`kernel` in `module`, one block per row of `k`): its
-/// parameters are `inputs`, then `k`, the f16 values and the row scales.
+/// parameters are `inputs`, then `k`, the f16 values, the row scales and the
+/// layout.
 fn launch_row_writer<D: Device>(
     b: &KernelBackend<D>,
     (module, kernel): (&'static str, &'static str),
@@ -162,8 +219,10 @@ fn launch_row_writer<D: Device>(
     rows: usize,
     k: usize,
     into: &HalfRows<D::Memory>,
+    layout: F16Layout,
 ) -> Result<(), BackendError> {
     into.check(rows, k)?;
+    into.set_layout(layout);
     if rows == 0 {
         return Ok(());
     }
@@ -171,6 +230,7 @@ fn launch_row_writer<D: Device>(
         KernelArg::U32(to_u32(k, "matmul", "k")?),
         KernelArg::Ptr(b.device.address(&into.values)),
         KernelArg::Ptr(b.device.address(&into.row_scales)),
+        KernelArg::U32(layout.code()),
     ]);
     b.device.launch(&Launch {
         module,
@@ -182,13 +242,14 @@ fn launch_row_writer<D: Device>(
     })
 }
 
-/// `rows × k` f32 activations → f16 rows (`f32_to_f16_rows`).
+/// `rows × k` f32 activations → f16 rows in `layout` (`f32_to_f16_rows`).
 pub fn to_f16<D: Device>(
     b: &KernelBackend<D>,
     x: &DeviceBuffer<D::Memory>,
     rows: usize,
     k: usize,
     into: &HalfRows<D::Memory>,
+    layout: F16Layout,
 ) -> Result<(), BackendError> {
     BackendError::check_len("matmul", "x", rows * k, x.len)?;
     launch_row_writer(
@@ -198,15 +259,17 @@ pub fn to_f16<D: Device>(
         rows,
         k,
         into,
+        layout,
     )
 }
 
-/// RMSNorm writing f16 rows (`rms_norm_f16`).
+/// RMSNorm writing f16 rows in `layout` (`rms_norm_f16`).
 pub fn rms_norm_f16<D: Device>(
     b: &KernelBackend<D>,
     x: Rows<'_, DeviceBuffer<D::Memory>>,
     norm: Norm<'_, DeviceWeight<D::Memory>>,
     into: &HalfRows<D::Memory>,
+    layout: F16Layout,
 ) -> Result<(), BackendError> {
     let (x, rows, dim, w, eps) = norm_operands(x, norm)?;
     launch_row_writer(
@@ -220,10 +283,12 @@ pub fn rms_norm_f16<D: Device>(
         rows,
         dim,
         into,
+        layout,
     )
 }
 
-/// SwiGLU of `rows × ffn` gate and up values writing f16 rows (`swiglu_f16`).
+/// SwiGLU of `rows × ffn` gate and up values writing f16 rows in `layout`
+/// (`swiglu_f16`).
 pub fn swiglu_f16<D: Device>(
     b: &KernelBackend<D>,
     gate: &DeviceBuffer<D::Memory>,
@@ -231,6 +296,7 @@ pub fn swiglu_f16<D: Device>(
     rows: usize,
     ffn: usize,
     into: &HalfRows<D::Memory>,
+    layout: F16Layout,
 ) -> Result<(), BackendError> {
     BackendError::check_len("swiglu", "gate", rows * ffn, gate.len)?;
     BackendError::check_len("swiglu", "up", rows * ffn, up.len)?;
@@ -244,33 +310,48 @@ pub fn swiglu_f16<D: Device>(
         rows,
         ffn,
         into,
+        layout,
     )
 }
 
-/// One compiled configuration of the W8A16 GEMM (`kernels/matmul_w8a16.cu`):
-/// the v3 kernels `matmul_w8a16_<rows>x<cols>` (64 k per stage, weights
-/// converted once per block, grouped launches, split-K), and the v2 kernel
-/// `matmul_q8_0_w8a16` kept as the baseline a tuning run measures them against.
+/// One compiled configuration of the W8A16 GEMM: the v3 kernels
+/// `matmul_w8a16_<rows>x<cols>` (`kernels/matmul_w8a16.cu`: mma.sync, 64 k per
+/// stage, weights converted once per block, grouped launches, split-K), the
+/// v2 kernel `matmul_q8_0_w8a16` kept as the baseline a tuning run measures
+/// them against, and the Hopper kernels `matmul_w8a16_wgmma_<rows>x<cols>`
+/// and `matmul_w8a16_wgmma_tma_256x128` (`kernels/matmul_w8a16_wgmma.cu`:
+/// wgmma, fed by cp.async or by TMA, v3's launch interface plus the TMA
+/// kernel's tensor maps, offered on compute capability 9.0 only).
 #[derive(Debug, PartialEq, Eq)]
 pub struct GemmConfig {
-    /// What tuning tables and logs call it: `256x128`, ..., `v2`.
+    /// What tuning tables and logs call it: `256x128`, ..., `v2`, `wgmma-128x128`.
     pub name: &'static str,
     pub kernel: &'static str,
-    /// The block's output tile.
+    /// The kernel file (module) that defines it.
+    pub module: &'static str,
+    /// The block's output tile: token rows × output features.
     pub tile_rows: usize,
     pub tile_cols: usize,
     pub warps: u32,
     /// cp.async pipeline depth (stages of 64 k; v2: of 32 k).
     pub stages: usize,
-    /// v3: grouped launches (up to [`MAX_GROUP`] weights) and split-K.
-    pub v3: bool,
+    /// Grouped launches (up to [`MAX_GROUP`] weights) and split-K: v3's launch
+    /// interface, which the wgmma kernels share (v2 takes one weight).
+    pub grouped: bool,
+    /// The activation layout it reads.
+    pub layout: F16Layout,
+    /// Built on wgmma (sm_90a): runs on compute capability 9.0 only.
+    pub wgmma: bool,
+    /// Operands staged by TMA (tensor maps after v3's parameters), a
+    /// producer warpgroup beside the consumers.
+    pub tma: bool,
 }
 
-/// Weights one v3 launch takes (q, k and v).
+/// Weights one grouped launch takes (q, k and v).
 pub const MAX_GROUP: usize = 3;
 
-/// Every configuration, the v3 ones first in the order the kernel file
-/// instantiates them.
+/// Every configuration: the v3 ones first in the order the kernel file
+/// instantiates them, v2, then the wgmma ones.
 pub const GEMM_CONFIGS: &[GemmConfig] = &[
     v3("256x128", "matmul_w8a16_256x128", 256, 128, 8, 3),
     v3("128x256", "matmul_w8a16_128x256", 128, 256, 8, 3),
@@ -279,11 +360,24 @@ pub const GEMM_CONFIGS: &[GemmConfig] = &[
     GemmConfig {
         name: "v2",
         kernel: "matmul_q8_0_w8a16",
+        module: "matmul_w8a16",
         tile_rows: TILE_ROWS,
         tile_cols: TILE_COLS,
         warps: THREADS / 32,
         stages: 3,
-        v3: false,
+        grouped: false,
+        layout: F16Layout::FragmentTiles,
+        wgmma: false,
+        tma: false,
+    },
+    wgmma("wgmma-128x128", "matmul_w8a16_wgmma_128x128", 128, 6),
+    wgmma("wgmma-256x128", "matmul_w8a16_wgmma_256x128", 256, 5),
+    GemmConfig {
+        name: "wgmma-tma-256x128",
+        kernel: "matmul_w8a16_wgmma_tma_256x128",
+        warps: 12,
+        tma: true,
+        ..wgmma("", "", 256, 5)
     },
 ];
 
@@ -298,11 +392,38 @@ const fn v3(
     GemmConfig {
         name,
         kernel,
+        module: "matmul_w8a16",
         tile_rows,
         tile_cols,
         warps,
         stages,
-        v3: true,
+        grouped: true,
+        layout: F16Layout::FragmentTiles,
+        wgmma: false,
+        tma: false,
+    }
+}
+
+/// A wgmma configuration: two warpgroups, 128 features × `tile_rows` tokens
+/// (`WgConfig` in the kernel file).
+const fn wgmma(
+    name: &'static str,
+    kernel: &'static str,
+    tile_rows: usize,
+    stages: usize,
+) -> GemmConfig {
+    GemmConfig {
+        name,
+        kernel,
+        module: "matmul_w8a16_wgmma",
+        tile_rows,
+        tile_cols: 128,
+        warps: 8,
+        stages,
+        grouped: true,
+        layout: F16Layout::WgmmaRows,
+        wgmma: true,
+        tma: false,
     }
 }
 
@@ -316,20 +437,38 @@ impl GemmConfig {
         self.warps * 32
     }
 
-    /// Dynamic shared memory of a launch: `W16Config::SHARED_BYTES` (A stages,
-    /// raw weight stages, two converted buffers, scale stages); v2 uses static
-    /// shared memory only.
+    /// Dynamic shared memory of a launch: per stage the activations (rows ×
+    /// 64 f16), the raw weights (cols × 64 int8) and their scales (2 × cols
+    /// f16); then v3's two converted-weight buffers (`W16Config::SHARED_BYTES`)
+    /// or the wgmma kernels' 1,024 bytes of alignment room
+    /// (`WgConfig::SHARED_BYTES`); v2 uses static shared memory only.
     pub fn shared_bytes(&self) -> usize {
-        if !self.v3 {
+        if !self.grouped {
             return 0;
         }
         let (m, n) = (self.tile_rows, self.tile_cols);
-        self.stages * (m * 64 * 2 + n * 64 + 2 * n * 2) + 2 * (n / 4) * 512
+        if self.tma {
+            // `WgTmaConfig`: activations and raw weights a stage, a full and
+            // an empty mbarrier a stage (scales come from global memory).
+            return self.stages * (m * 64 * 2 + n * 64 + 2 * 8) + 1024;
+        }
+        let stages = self.stages * (m * 64 * 2 + n * 64 + 2 * n * 2);
+        if self.wgmma {
+            stages + 1024
+        } else {
+            stages + 2 * (n / 4) * 512
+        }
     }
 
     /// Whether a block's shared memory fits what `device` lets one opt in to.
     pub fn fits(&self, device: &crate::DeviceIdentity) -> bool {
         self.shared_bytes() <= device.max_shared_per_block
+    }
+
+    /// Whether `device` can run it: its shared memory fits, and a wgmma
+    /// kernel needs compute capability 9.0 (sm_90a).
+    pub fn runs_on(&self, device: &crate::DeviceIdentity) -> bool {
+        self.fits(device) && (!self.wgmma || device.has_wgmma())
     }
 
     /// k stages (64 k) of a GEMM over `k`.
@@ -382,9 +521,9 @@ pub fn builtin_choice(
     let config = preference
         .iter()
         .filter_map(|name| GemmConfig::named(name))
-        .find(|c| c.fits(device))
+        .find(|c| c.runs_on(device))
         .unwrap_or(GemmConfig::named("v2").expect("v2"));
-    if !config.v3 {
+    if !config.grouped {
         return GemmChoice { config, split_k: 1 };
     }
     let blocks = column_tiles(config, ns) * rows.div_ceil(config.tile_rows).max(1);
@@ -404,7 +543,8 @@ fn column_tiles(config: &GemmConfig, ns: &[usize]) -> usize {
     ns.iter().map(|n| n.div_ceil(config.tile_cols)).sum()
 }
 
-/// The launch grid of a v3 GEMM: (Σ column tiles, row tiles, splits).
+/// The launch grid of a grouped GEMM (v3, wgmma): (Σ column tiles, row tiles,
+/// splits).
 pub fn gemm_grid(choice: GemmChoice, rows: usize, ns: &[usize]) -> Result<[u32; 3], BackendError> {
     let c = choice.config;
     Ok([
@@ -414,25 +554,56 @@ pub fn gemm_grid(choice: GemmChoice, rows: usize, ns: &[usize]) -> Result<[u32; 
     ])
 }
 
-/// The W8A16 matmuls of `weights` on the same f16 rows: `outs[i] = x ·
-/// weights[i]ᵀ`, or with `accumulate` `outs[i] += x · weights[i]ᵀ` (the
-/// residual add in the epilogue). Weights go [`MAX_GROUP`] to a launch, each
-/// launch run as the backend chooses ([`KernelBackend::gemm_choice`]).
-pub fn gemm<D: Device>(
+/// The W8A16 matmuls of `weights` on the same activations: `write` turns
+/// them into f16 rows (given the buffer and the layout to write), then
+/// `outs[i] = x · weights[i]ᵀ`, or with `accumulate` `outs[i] += x ·
+/// weights[i]ᵀ` (the residual add in the epilogue). Weights go [`MAX_GROUP`]
+/// to a launch, each launch run as the backend chooses
+/// ([`KernelBackend::gemm_choice`]); the rows are written in the layout those
+/// choices read (where the launches of more than [`MAX_GROUP`] weights would
+/// disagree, every one takes the built-in choice, which reads fragment tiles).
+#[allow(clippy::too_many_arguments)]
+pub fn matmuls<D: Device>(
     b: &KernelBackend<D>,
-    x: &HalfRows<D::Memory>,
     rows: usize,
+    k: usize,
     weights: &[&DeviceWeight<D::Memory>],
     accumulate: bool,
     outs: &mut [&mut DeviceBuffer<D::Memory>],
+    write: impl FnOnce(&HalfRows<D::Memory>, F16Layout) -> Result<(), BackendError>,
 ) -> Result<(), BackendError> {
     tessera_backend::unfused::check_pairs("matmul", weights.len(), outs.len())?;
-    for (group, out_group) in weights.chunks(MAX_GROUP).zip(outs.chunks_mut(MAX_GROUP)) {
-        let ns: Vec<usize> = group.iter().map(|w| w.rows).collect();
-        let choice = b.gemm_choice(rows, &ns, x.k);
-        gemm_with(b, choice, x, rows, group, accumulate, out_group)?;
+    let mut choices: Vec<GemmChoice> = weights
+        .chunks(MAX_GROUP)
+        .map(|group| {
+            let ns: Vec<usize> = group.iter().map(|w| w.rows).collect();
+            b.gemm_choice(rows, &ns, k)
+        })
+        .collect();
+    let layout = choices
+        .first()
+        .map_or(F16Layout::default(), |c| c.config.layout);
+    if choices.iter().any(|c| c.config.layout != layout) {
+        let identity = &b.identity;
+        for (choice, group) in choices.iter_mut().zip(weights.chunks(MAX_GROUP)) {
+            let ns: Vec<usize> = group.iter().map(|w| w.rows).collect();
+            *choice = builtin_choice(identity, rows, &ns, k);
+        }
     }
-    Ok(())
+    let layout = choices
+        .first()
+        .map_or(F16Layout::default(), |c| c.config.layout);
+    b.with_halves(rows, k, |halves| {
+        write(halves, layout)?;
+        for ((group, out_group), choice) in weights
+            .chunks(MAX_GROUP)
+            .zip(outs.chunks_mut(MAX_GROUP))
+            .zip(choices)
+        {
+            gemm_with(b, choice, halves, rows, group, accumulate, out_group)?;
+        }
+        Ok(())
+    })
 }
 
 /// One launch (v2: one per weight) of at most [`MAX_GROUP`] weights as `choice`
@@ -471,12 +642,23 @@ pub fn gemm_with<D: Device>(
         };
         operands.push((*weight, scales));
     }
+    if x.layout() != choice.config.layout {
+        return Err(BackendError::Invalid {
+            op: "matmul",
+            detail: format!(
+                "{} reads f16 rows as {:?}, they were written as {:?}",
+                choice.config.name,
+                choice.config.layout,
+                x.layout()
+            ),
+        });
+    }
     let ns: Vec<usize> = weights.iter().map(|w| w.rows).collect();
     let total: usize = ns.iter().sum();
     if rows == 0 || total == 0 {
         return Ok(());
     }
-    if !choice.config.v3 {
+    if !choice.config.grouped {
         for (weight, out) in weights.iter().zip(outs.iter_mut()) {
             launch_v2(b, x, rows, weight, accumulate, out)?;
         }
@@ -512,8 +694,11 @@ pub fn gemm_with<D: Device>(
             KernelArg::Ptr(partial),
             KernelArg::U32(to_u32(total, "matmul", "n")?),
         ]);
+        if choice.config.tma {
+            args.extend(tensor_maps(b, choice.config, x, rows, &operands)?);
+        }
         b.device.launch(&Launch {
-            module: "matmul_w8a16",
+            module: choice.config.module,
             kernel: choice.config.kernel,
             grid: gemm_grid(choice, rows, &ns)?,
             block: [choice.config.threads(), 1, 1],
@@ -543,6 +728,56 @@ pub fn gemm_with<D: Device>(
         }
         Ok(())
     })
+}
+
+/// The TMA kernels' tensor maps: the f16 activations (`rows` × k, boxes of
+/// 64 k × the tile's tokens, 128-byte swizzle: the layout wgmma reads) and
+/// each weight's int8 rows (n × k, boxes of 64 k × 128 features), the first
+/// weight's standing in for absent ones (never read: they have no tiles).
+fn tensor_maps<D: Device>(
+    b: &KernelBackend<D>,
+    config: &GemmConfig,
+    x: &HalfRows<D::Memory>,
+    rows: usize,
+    operands: &[(&DeviceWeight<D::Memory>, &D::Memory)],
+) -> Result<Vec<KernelArg>, BackendError> {
+    use crate::device::{TensorElement, TensorMapSpec};
+    let k = x.k;
+    let mut maps = vec![KernelArg::TensorMap(b.device.tensor_map_2d(
+        &TensorMapSpec {
+            address: b.device.address(&x.values),
+            element: TensorElement::F16,
+            cols: k,
+            rows,
+            pitch: k * 2,
+            box_cols: 64,
+            box_rows: to_u32(config.tile_rows, "matmul", "tile rows")?,
+            swizzle_128: true,
+        },
+    )?)];
+    for g in 0..MAX_GROUP {
+        let (weight, _) =
+            operands
+                .get(g)
+                .or(operands.first())
+                .ok_or_else(|| BackendError::Invalid {
+                    op: "matmul",
+                    detail: "a launch without weights".into(),
+                })?;
+        maps.push(KernelArg::TensorMap(b.device.tensor_map_2d(
+            &TensorMapSpec {
+                address: b.device.address(&weight.data),
+                element: TensorElement::U8,
+                cols: k,
+                rows: weight.rows,
+                pitch: k,
+                box_cols: 64,
+                box_rows: to_u32(config.tile_cols, "matmul", "tile columns")?,
+                swizzle_128: false,
+            },
+        )?));
+    }
+    Ok(maps)
 }
 
 /// Threads of the split-K reduction (one output each).
@@ -652,6 +887,59 @@ mod tests {
         assert_eq!(first, (unit + 8..unit + 16).collect::<Vec<_>>());
         // Block 1 of row group 1 starts after group 0's two blocks.
         assert_eq!(tile_index(16, 32, k), (2 + 1) * 512);
+    }
+
+    #[test]
+    fn the_wgmma_order_permutes_pairs_inside_each_block_as_the_a_fragment_reads() {
+        let (rows, k) = (3, 96);
+        let mut seen = vec![false; rows * k];
+        for row in 0..rows {
+            for c in 0..k {
+                let i = wgmma_index(row, c, k);
+                // The row and its 32-value block stay where they are.
+                assert_eq!(i / QK8_0, (row * k + c) / QK8_0, "({row}, {c})");
+                assert!(!seen[i], "({row}, {c}) collides");
+                seen[i] = true;
+            }
+        }
+        // wgmma reads k16 step h of a block at positions 16h..16h+15; thread t
+        // of the A fragment has that step's k 2t, 2t+1 and 2t+8, 2t+9, which
+        // must hold k 8t+4h+{0,1} and 8t+4h+{2,3} (the int8 it converts).
+        for h in 0..2 {
+            for t in 0..4 {
+                for e in 0..2 {
+                    assert_eq!(wgmma_index(0, 8 * t + 4 * h + e, k), 16 * h + 2 * t + e);
+                    assert_eq!(
+                        wgmma_index(0, 8 * t + 4 * h + 2 + e, k),
+                        16 * h + 8 + 2 * t + e
+                    );
+                }
+            }
+        }
+        assert_eq!(F16Layout::WgmmaRows.index(2, 33, k), wgmma_index(2, 33, k));
+        assert_eq!(
+            F16Layout::FragmentTiles.index(2, 33, k),
+            tile_index(2, 33, k)
+        );
+    }
+
+    #[test]
+    fn wgmma_configurations_read_wgmma_rows_and_fit_sm90() {
+        for c in GEMM_CONFIGS {
+            assert_eq!(c.wgmma, c.layout == F16Layout::WgmmaRows, "{}", c.name);
+            assert_eq!(c.wgmma, c.module == "matmul_w8a16_wgmma", "{}", c.name);
+        }
+        // WgConfig::SHARED_BYTES of the kernel file: 148 and 203.5 KiB.
+        let shared = |name| GemmConfig::named(name).unwrap().shared_bytes();
+        assert_eq!(shared("wgmma-128x128"), 151_552);
+        assert_eq!(shared("wgmma-256x128"), 208_384);
+        // WgTmaConfig::SHARED_BYTES: no scale slots, two mbarriers a stage.
+        assert_eq!(shared("wgmma-tma-256x128"), 205_904);
+        assert_eq!(
+            GemmConfig::named("wgmma-tma-256x128").unwrap().threads(),
+            384
+        );
+        assert!(shared("wgmma-256x128") <= 227 * 1024);
     }
 
     #[test]

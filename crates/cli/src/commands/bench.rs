@@ -10,10 +10,13 @@ use anyhow::bail;
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Precision, Profiler};
+use tessera_gguf::GgufFile;
+use tessera_report::device_name;
+use tessera_report::op_cost::{op_costs, ModelShape, PassShape};
+use tessera_runtime::{AnyReranker, BackendChoice, BackendOptions, Ceilings, Precision, Profiler};
 use tessera_service::{PackedRequest, PrefixGroup};
 
-use super::bench_report::{render_all, Format, Profile, Record};
+use super::bench_report::{render_all, Format, Profile, ProfileLines, Record, RecordFormat};
 use crate::backends::BackendArgs;
 use crate::flags::{count, MAX_PASS_TOKENS};
 use crate::model_source::{self, ModelArgs};
@@ -80,7 +83,8 @@ pub struct BenchArgs {
     /// tokens per document and batch tokens (`--sweep-docs`,
     /// `--sweep-doc-tokens`, `--sweep-batch-tokens`; defaults sized to finish
     /// in minutes, smaller on the CPU), one record per point; no baseline.
-    #[arg(long, conflicts_with_all = ["sequence_tokens", "prefix_study", "profile"])]
+    /// With --profile each point also carries a per-op profile.
+    #[arg(long, conflicts_with_all = ["sequence_tokens", "prefix_study"])]
     sweep: bool,
     /// Documents per request of the sweep: a comma list, or A..B (A, 2A, 4A, …
     /// up to B).
@@ -182,6 +186,33 @@ impl Workload {
 
     fn docs(&self) -> usize {
         self.pair_tokens.len()
+    }
+
+    /// One more run with `profiler` recording: each op kind's time, with the
+    /// FLOPs and minimum bytes the passes gave it (`tessera_report::op_cost`).
+    fn profile(
+        &self,
+        reranker: &dyn AnyReranker,
+        profiler: &Profiler,
+        shape: &ModelShape,
+    ) -> anyhow::Result<Profile> {
+        profiler.start();
+        let run = self.run_counted(reranker);
+        let ops = profiler.finish();
+        let (seconds, computed) = run?;
+        let passes: Vec<PassShape> = self
+            .passes
+            .iter()
+            .map(|(prefix, docs)| PassShape {
+                prefix: prefix.len(),
+                docs: docs.iter().map(Vec::len).collect(),
+            })
+            .collect();
+        let doc_rows: usize = passes.iter().flat_map(|p| &p.docs).sum();
+        // Rows beyond the documents' are query prefix computed in this run.
+        let prefix_rows = (computed as usize).saturating_sub(doc_rows);
+        let costs = op_costs(shape, &passes, prefix_rows);
+        Ok(Profile::from_ops(&ops, seconds, &costs))
     }
 
     fn tokens(&self) -> usize {
@@ -327,9 +358,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let on_cpu = backend_name.starts_with("cpu");
     let load_time = load_start.elapsed();
     let mut rng = StdRng::seed_from_u64(7);
+    let shape = model_shape(reranker, &loaded.file);
     if args.sweep {
-        let template = record_template(&args, &loaded.name, &device, reranker);
-        return sweep(&args, reranker, &mut rng, template);
+        let (ceilings, no_ceilings) = measure_ceilings(&args, &device, reranker, None);
+        let template = Record {
+            ceilings,
+            no_ceilings,
+            ..record_template(&args, &loaded.name, &device, reranker)
+        };
+        let profiling = profiler.as_deref().map(|p| (p, &shape));
+        return sweep(&args, reranker, &mut rng, template, profiling);
     }
     let workload = match args.sequence_tokens {
         Some(len) => {
@@ -397,16 +435,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let label = label.as_str();
     let (measured, computed) = workload.measure_counted(reranker, args.runs, true, label)?;
     let matmul_gflop_per_s = matmul_flops_per_token(reranker) * computed as f64 / measured / 1e9;
-    let ceilings = measure_ceilings(&args, on_cpu, matmul_gflop_per_s)?;
+    let (ceilings, no_ceilings) =
+        measure_ceilings(&args, &device, reranker, Some(matmul_gflop_per_s));
     let rate = |w: &Workload, t: f64| (w.tokens() as f64 / t, w.docs() as f64 / t);
     let (tokens_per_s, docs_per_s) = rate(&workload, measured);
     let profile = match &profiler {
         Some(profiler) => {
-            profiler.start();
-            let run = workload.run_counted(reranker);
-            let ops = profiler.finish();
-            let profile = Profile::from_ops(&ops, run?.0);
-            for line in profile.lines() {
+            let profile = workload.profile(reranker, profiler, &shape)?;
+            for line in profile.lines(ceilings.as_ref()) {
                 say!("{line}");
             }
             Some(profile)
@@ -437,6 +473,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         reference_tokens_per_s: None,
         matmul_gflop_per_s: Some(matmul_gflop_per_s),
         ceilings,
+        no_ceilings,
         profile,
         ..record_template(&args, &loaded.name, &device, reranker)
     };
@@ -553,6 +590,7 @@ fn record_template(
             "f32".to_string()
         },
         backend,
+        flags: std::env::args().collect::<Vec<_>>().join(" "),
         model: model.to_string(),
         layers: c.n_layers,
         hidden: c.hidden,
@@ -574,7 +612,26 @@ fn record_template(
         reference_tokens_per_s: None,
         matmul_gflop_per_s: None,
         ceilings: None,
+        no_ceilings: None,
         profile: None,
+    }
+}
+
+/// The model's dimensions for the per-op costs, with the bytes per weight of
+/// its first q projection (Q8_0 for the served model; 4 for f32 fixtures).
+fn model_shape(reranker: &dyn AnyReranker, file: &GgufFile) -> ModelShape {
+    let c = reranker.config();
+    let weight_bytes = file.tensor("blk.0.attn_q.weight").map_or(34.0 / 32.0, |t| {
+        t.ggml_type.type_size() as f64 / t.ggml_type.block_size() as f64
+    });
+    ModelShape {
+        layers: c.n_layers,
+        hidden: c.hidden,
+        ffn: c.ffn,
+        heads: c.n_heads,
+        kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+        weight_bytes,
     }
 }
 
@@ -588,28 +645,56 @@ fn matmul_flops_per_token(reranker: &dyn AnyReranker) -> f64 {
     2.0 * (c.n_layers * per_layer) as f64
 }
 
-/// The CPU's ceilings, measured with the run's threads (GPU ceilings are not
-/// measured yet: `None`), and a line reading this run's matmul rate against
-/// them.
+/// The device's ceilings, measured in this run — on the CPU with the run's
+/// threads, on CUDA on the run's GPU — or why there are none (wgpu; a CUDA
+/// device without libcublas), and a line reading `matmul_gflop_per_s` (this
+/// run's matmul rate, when measured) against them.
 fn measure_ceilings(
     args: &BenchArgs,
-    on_cpu: bool,
-    matmul_gflop_per_s: f64,
-) -> anyhow::Result<Option<tessera_runtime::Ceilings>> {
-    if !on_cpu {
-        return Ok(None);
+    device: &str,
+    reranker: &dyn AnyReranker,
+    matmul_gflop_per_s: Option<f64>,
+) -> (Option<Ceilings>, Option<String>) {
+    let backend = reranker.backend_name();
+    let measured = if backend.starts_with("cpu") {
+        let threads = args.run_on.options().threads;
+        tessera_runtime::cpu_ceilings(threads, tessera_runtime::CeilingSizes::default())
+            .map_err(|e| e.to_string())
+    } else if backend.starts_with("cuda") {
+        // "cuda:N …": the GPU the model runs on.
+        let ordinal = device
+            .strip_prefix("cuda:")
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        tessera_runtime::cuda_ceilings(ordinal).map_err(|e| format!("cuda: {e}"))
+    } else {
+        Err("wgpu: none measured (the backend has no timed copy or reference matmul              on the adapter to measure them with)"
+            .to_string())
+    };
+    match measured {
+        Ok(c) => {
+            let run = matmul_gflop_per_s.map_or(String::new(), |rate| {
+                format!(
+                    " — this run's matmuls {rate:.1} GFLOP/s, {:.0}% of it",
+                    100.0 * rate / c.matmul_gflop_per_s
+                )
+            });
+            say!(
+                "ceilings   copy {:.1} GB/s ({}); {} {:.1} GFLOP/s at {}{run}",
+                c.copy_gb_per_s,
+                c.copy_kind,
+                c.matmul_kernel,
+                c.matmul_gflop_per_s,
+                c.matmul_shape,
+            );
+            (Some(c), None)
+        }
+        Err(why) => {
+            say!("ceilings   {why}");
+            (None, Some(why))
+        }
     }
-    let threads = args.run_on.options().threads;
-    let c = tessera_runtime::cpu_ceilings(threads, tessera_runtime::CeilingSizes::default())?;
-    say!(
-        "ceilings   copy {:.1} GB/s; fast-path matmul {:.1} GFLOP/s at {} — this run's matmuls {:.1} GFLOP/s, {:.0}% of it",
-        c.copy_gb_per_s,
-        c.matmul_gflop_per_s,
-        c.matmul_shape,
-        matmul_gflop_per_s,
-        100.0 * matmul_gflop_per_s / c.matmul_gflop_per_s
-    );
-    Ok(Some(c))
 }
 
 /// The default sweep grid: documents per request × tokens per document ×
@@ -622,12 +707,6 @@ fn default_grid(on_cpu: bool) -> [Vec<usize>; 3] {
     }
 }
 
-/// A device line without what loading measured (`, model resident 4.61 GB of
-/// 85.0 GB`, `, model mapped …`), which varies from run to run.
-fn device_name(device: &str) -> &str {
-    device.split(", model ").next().unwrap_or(device)
-}
-
 /// Whether `line` (a JSON record) is the point `record` would measure: same
 /// device, backend, arithmetic, model and workload shape.
 fn same_point(line: &str, record: &Record) -> bool {
@@ -636,7 +715,7 @@ fn same_point(line: &str, record: &Record) -> bool {
     };
     let text = |key: &str, want: &str| old[key].as_str() == Some(want);
     let number = |key: &str, want: usize| old[key].as_u64() == Some(want as u64);
-    old["device"].as_str().map(device_name) == Some(device_name(&record.device))
+    old["device"].as_str().map(device_name) == Some(record.device_name())
         && text("backend", &record.backend)
         && text("arithmetic", &record.arithmetic)
         && text("model", &record.model)
@@ -655,6 +734,7 @@ fn sweep(
     reranker: &dyn AnyReranker,
     rng: &mut StdRng,
     template: Record,
+    profiling: Option<(&Profiler, &ModelShape)>,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     let [docs, doc_tokens, batch_tokens] = default_grid(template.backend.starts_with("cpu"));
@@ -711,6 +791,9 @@ fn sweep(
                 record.median_s = median;
                 record.tokens_per_s = workload.tokens() as f64 / median;
                 record.docs_per_s = workload.docs() as f64 / median;
+                if let Some((profiler, shape)) = profiling {
+                    record.profile = Some(workload.profile(reranker, profiler, shape)?);
+                }
                 eprintln!(
                     "[{index}/{points}] {d} docs × {t} tokens, batch {b}: {:.1} tokens/s, {:.2} docs/s",
                     record.tokens_per_s, record.docs_per_s
@@ -757,21 +840,6 @@ fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resumed_points_match_whatever_loading_measured() {
-        assert_eq!(
-            device_name(
-                "cuda:0 cuda (NVIDIA H100), w8a16, model resident 4.61 GB of 85.0 GB, GEMMs: x"
-            ),
-            "cuda:0 cuda (NVIDIA H100), w8a16"
-        );
-        assert_eq!(
-            device_name("cpu (2 threads), model mapped 0.01 GB"),
-            "cpu (2 threads)"
-        );
-        assert_eq!(device_name("wgpu:0 llvmpipe"), "wgpu:0 llvmpipe");
-    }
 
     #[test]
     fn sweep_axes_are_lists_or_doubling_ranges() {

@@ -1,11 +1,11 @@
-//! What `tessera bench` keeps of a run: one record per measurement (device,
-//! backend, arithmetic, model shape, workload, figures, the per-op profile when
-//! taken) written as text lines, JSON, CSV or a Markdown table (`--format`, as
-//! llama-bench's `-o`), and the per-op profile's text rendering.
+//! How `tessera bench` writes its records (`tessera_report::Record`: device,
+//! backend, arithmetic, model shape, workload, figures, ceilings, the per-op
+//! profile when taken): text lines, JSON, CSV or a Markdown table (`--format`,
+//! as llama-bench's `-o`), and the per-op profile's text rendering.
 
 use clap::ValueEnum;
-use serde::Serialize;
-use tessera_runtime::profile::{by_layer, by_op, OpTime};
+use tessera_report::roofline::Roof;
+pub use tessera_report::{Profile, Record};
 
 /// How `tessera bench` writes its results on stdout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -21,65 +21,44 @@ pub enum Format {
     Md,
 }
 
-/// One op kind of a profile: milliseconds over the profiled run, its share of
-/// the ops' total, and how many calls.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct OpShare {
-    pub op: String,
-    pub ms: f64,
-    pub share: f64,
-    pub calls: usize,
+/// The per-op profile's text lines.
+pub trait ProfileLines {
+    /// The profile as text lines (`profile` in the first column), each op
+    /// kind's achieved GFLOP/s and GB/s with their share of `ceilings`.
+    fn lines(&self, ceilings: Option<&tessera_runtime::Ceilings>) -> Vec<String>;
 }
 
-/// A per-op profile of one run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Profile {
-    /// Wall time of the profiled run (slower than an unprofiled one: the device
-    /// is waited on around every op).
-    pub wall_ms: f64,
-    /// Wall time not spent inside any op: the host between ops and passes.
-    pub host_ms: f64,
-    pub ops: Vec<OpShare>,
-    /// Milliseconds per layer; index 0 is what runs before the first layer.
-    pub layers_ms: Vec<f64>,
-}
-
-impl Profile {
-    pub fn from_ops(ops: &[OpTime], wall_seconds: f64) -> Profile {
-        let total: f64 = ops.iter().map(|o| o.seconds).sum();
-        Profile {
-            wall_ms: wall_seconds * 1e3,
-            host_ms: (wall_seconds - total).max(0.0) * 1e3,
-            ops: by_op(ops)
-                .into_iter()
-                .map(|(op, seconds, calls)| OpShare {
-                    op: op.to_string(),
-                    ms: seconds * 1e3,
-                    share: if total > 0.0 { seconds / total } else { 0.0 },
-                    calls,
-                })
-                .collect(),
-            layers_ms: by_layer(ops).into_iter().map(|s| s * 1e3).collect(),
-        }
-    }
-
-    /// The profile as text lines (`profile` in the first column).
-    pub fn lines(&self) -> Vec<String> {
+impl ProfileLines for Profile {
+    fn lines(&self, ceilings: Option<&tessera_runtime::Ceilings>) -> Vec<String> {
         let mut lines = vec![format!(
             "profile    one run with the device waited on around every op: {:.3} ms wall, {:.3} ms of it between ops (host)",
             self.wall_ms, self.host_ms
         )];
         lines.push(format!(
-            "profile    {:<26} {:>10} {:>7} {:>6}",
-            "op", "ms", "share", "calls"
+            "profile    {:<26} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>7}",
+            "op", "ms", "share", "calls", "GFLOP/s", "GB/s", "FLOP/B", "of roof"
         ));
+        let roof = ceilings.map(Roof::from_ceilings);
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         for op in &self.ops {
+            let placed = match (roof, op.flops, op.bytes) {
+                (Some(roof), Some(f), Some(b)) => roof.place(f, b, op.ms * 1e-3),
+                _ => None,
+            };
+            let intensity = op.flops.zip(op.bytes).map(|(f, b)| f / b);
             lines.push(format!(
-                "profile    {:<26} {:>10.3} {:>6.1}% {:>6}",
+                "profile    {:<26} {:>10.3} {:>6.1}% {:>6} {:>9} {:>9} {:>9} {:>7}",
                 op.op,
                 op.ms,
                 100.0 * op.share,
-                op.calls
+                op.calls,
+                cell(op.gflop_per_s()),
+                cell(op.gb_per_s()),
+                cell(intensity.filter(|i| i.is_finite())),
+                placed.map_or("-".to_string(), |p| format!(
+                    "{:.1}%",
+                    100.0 * p.share_of_roof
+                ))
             ));
         }
         if self.layers_ms.len() > 1 {
@@ -105,47 +84,6 @@ impl Profile {
         }
         lines
     }
-}
-
-/// One measurement of `tessera bench`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Record {
-    pub tessera: String,
-    pub commit: String,
-    pub device: String,
-    pub cpu: String,
-    pub backend: String,
-    /// The path's arithmetic: `fast`/`reference` on the CPU, `w8a8`/`w8a16`
-    /// on CUDA, `f32` elsewhere.
-    pub arithmetic: String,
-    pub model: String,
-    pub layers: usize,
-    pub hidden: usize,
-    pub ffn: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// `rerank` or `prefill`.
-    pub workload: String,
-    pub docs: usize,
-    pub doc_tokens: usize,
-    pub query_tokens: usize,
-    pub batch_tokens: usize,
-    pub passes: usize,
-    pub billed_tokens: usize,
-    pub runs: usize,
-    pub median_s: f64,
-    pub tokens_per_s: f64,
-    pub docs_per_s: f64,
-    /// The CPU reference path on the first documents, when measured.
-    pub reference_tokens_per_s: Option<f64>,
-    /// The run's matmul work (2 · the layers' matmul weights · the token rows
-    /// the passes computed) per second of its median run.
-    pub matmul_gflop_per_s: Option<f64>,
-    /// The device's own ceilings measured in the same run (the CPU: a large
-    /// copy and the fast path's matmul at a large shape).
-    pub ceilings: Option<tessera_runtime::Ceilings>,
-    pub profile: Option<Profile>,
 }
 
 const CSV_COLUMNS: [&str; 29] = [
@@ -180,7 +118,15 @@ const CSV_COLUMNS: [&str; 29] = [
     "profile_ms",
 ];
 
-impl Record {
+/// A record's cells and renderings in the bench's formats.
+pub trait RecordFormat {
+    /// One cell per CSV column.
+    fn cells(&self) -> Vec<String>;
+    /// The record in `format`; `None` for text, which the run prints as it goes.
+    fn render(&self, format: Format) -> anyhow::Result<Option<String>>;
+}
+
+impl RecordFormat for Record {
     fn cells(&self) -> Vec<String> {
         let profile = self.profile.as_ref().map_or(String::new(), |p| {
             p.ops
@@ -228,8 +174,7 @@ impl Record {
         ]
     }
 
-    /// The record in `format`; `None` for text, which the run prints as it goes.
-    pub fn render(&self, format: Format) -> anyhow::Result<Option<String>> {
+    fn render(&self, format: Format) -> anyhow::Result<Option<String>> {
         render_all(std::slice::from_ref(self), format)
     }
 }
@@ -285,6 +230,8 @@ fn csv_cell(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_report::op_cost::OpCost;
+    use tessera_runtime::profile::OpTime;
 
     fn record() -> Record {
         Record {
@@ -294,6 +241,7 @@ mod tests {
             cpu: "AMD EPYC".into(),
             backend: "cuda (NVIDIA H200, sm_90, Mma), w8a16".into(),
             arithmetic: "w8a16".into(),
+            flags: "tessera bench --backend cuda --profile".into(),
             model: "m.gguf".into(),
             layers: 36,
             hidden: 2560,
@@ -318,7 +266,10 @@ mod tests {
                 copy_gb_per_s: 9.5,
                 matmul_gflop_per_s: 456.7,
                 matmul_shape: "512x2560x2560".into(),
+                matmul_kernel: "cuBLAS bf16 GEMM".into(),
+                copy_kind: "device-to-device copy of 1024 MiB".into(),
             }),
+            no_ceilings: None,
             profile: Some(Profile::from_ops(
                 &[
                     OpTime {
@@ -333,6 +284,14 @@ mod tests {
                     },
                 ],
                 0.005,
+                &[(
+                    "attention",
+                    OpCost {
+                        flops: 3e9,
+                        bytes: 5e8,
+                        bytes_per_call: 0.0,
+                    },
+                )],
             )),
         }
     }
@@ -367,8 +326,19 @@ mod tests {
         let p = record().profile.unwrap();
         let total: f64 = p.ops.iter().map(|o| o.share).sum();
         assert!((total - 1.0).abs() < 1e-12);
-        let lines = p.lines();
+        let lines = p.lines(record().ceilings.as_ref());
         assert!(lines.iter().any(|l| l.contains("L1 3.000")));
         assert!(lines[0].contains("1.000 ms of it between ops"));
+        // 3 GFLOP and 0.5 GB in 3 ms: 1,000 GFLOP/s, 166.67 GB/s, 6 FLOP per
+        // byte; the roof there is min(456.7, 2 × 9.5 × 6 = 114) GFLOP/s, which
+        // the op is over (877.2%): measured ceilings need not bound a profile.
+        let attention = lines.iter().find(|l| l.contains("attention")).unwrap();
+        assert!(attention.contains("1000.00"), "{attention}");
+        assert!(attention.contains("166.67"), "{attention}");
+        assert!(attention.contains("6.00"), "{attention}");
+        assert!(attention.contains("877.2%"), "{attention}");
+        // The embedding has no cost model: no rates.
+        let embedding = lines.iter().find(|l| l.contains("embedding")).unwrap();
+        assert!(embedding.trim_end().ends_with("-"), "{embedding}");
     }
 }

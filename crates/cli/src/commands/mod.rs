@@ -6,6 +6,7 @@ pub mod embed;
 pub mod generate;
 pub mod health;
 pub mod inspect;
+pub mod report;
 pub mod rerank;
 pub mod serve;
 pub mod tune;

@@ -1,0 +1,168 @@
+//! The wgmma W8A16 GEMM (`kernels/matmul_w8a16_wgmma.cu`) beyond the kit's
+//! small cases, on the emulated device: a k loop deep enough that every ring
+//! slot is refilled while other stages are in flight, an odd stage count (the
+//! all-zero padding stage) ending in a half-filled stage (k = 33 blocks),
+//! several row and feature tiles with ragged edges, unsplit and split —
+//! against the f64 product of the f32 activations and the exact `q · d`
+//! weights (the W8A32 oracle), at the W8A16 tolerance. And its mutants: each
+//! slip fails that case.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tessera_backend::parity::Tolerances;
+use tessera_backend::{Backend, HostTensor};
+use tessera_backend_cuda::ops::w8a16::{GemmChoice, GEMM_CONFIGS};
+use tessera_backend_cuda::{Arithmetic, GemmPolicy, KernelBackend, MatmulPath};
+use tessera_cuda_emulated::EmulatedDevice;
+use tessera_gguf::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0, GgmlType};
+
+/// Rows (two 128-row tiles, the second of 2 rows), k (33 Q8_0 blocks: 17
+/// stages of 64, the last half beyond k) and features (three 128-feature
+/// tiles, the last of 1).
+const ROWS: usize = 130;
+const K: usize = 33 * 32;
+const N: usize = 257;
+
+struct Case {
+    x: Vec<f32>,
+    w: HostTensor,
+    /// The f64 product with the exact weights, row-major [ROWS, N].
+    want: Vec<f64>,
+}
+
+fn case() -> Case {
+    let mut rng = StdRng::seed_from_u64(27);
+    let mut random = |len: usize, scale: f32| -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-scale..scale)).collect()
+    };
+    let x = random(ROWS * K, 2.0);
+    let mut blocks = vec![BlockQ8_0::default(); N * K / 32];
+    quantize_row_q8_0(&random(N * K, 0.5), &mut blocks);
+    let mut exact = vec![0.0f32; N * K];
+    dequantize_row_q8_0(&blocks, &mut exact);
+    let w = HostTensor::in_memory(
+        "w",
+        GgmlType::Q8_0,
+        N,
+        K,
+        BlockQ8_0::as_bytes(&blocks).to_vec(),
+    )
+    .expect("consistent tensor");
+    let mut want = vec![0.0f64; ROWS * N];
+    for r in 0..ROWS {
+        for j in 0..N {
+            want[r * N + j] = (0..K)
+                .map(|c| f64::from(x[r * K + c]) * f64::from(exact[j * K + c]))
+                .sum();
+        }
+    }
+    Case { x, w, want }
+}
+
+/// The GEMM's NMSE against the f64 product with `choice` on `device`, or the
+/// launch's error.
+fn nmse(device: EmulatedDevice, choice: GemmChoice, case: &Case) -> Result<f64, String> {
+    let b = KernelBackend::with_device(device)
+        .with_arithmetic(Arithmetic::W8A16)
+        .expect("the emulated mma device runs W8A16")
+        .with_gemm_policy(GemmPolicy::Fixed(choice));
+    let weight = b.upload_weight(&case.w).map_err(|e| e.to_string())?;
+    let mut xb = b.alloc(case.x.len()).map_err(|e| e.to_string())?;
+    b.write(&mut xb, &case.x).map_err(|e| e.to_string())?;
+    let mut out = b.alloc(ROWS * N).map_err(|e| e.to_string())?;
+    b.matmul(&xb, ROWS, &weight, &mut out)
+        .map_err(|e| e.to_string())?;
+    let got = b.read(&out, ROWS * N).map_err(|e| e.to_string())?;
+    let (mut err, mut size) = (0.0f64, 0.0f64);
+    for (g, w) in got.iter().zip(&case.want) {
+        err += (f64::from(*g) - w).powi(2);
+        size += w * w;
+    }
+    Ok(err / size)
+}
+
+fn wgmma_configs() -> impl Iterator<Item = &'static tessera_backend_cuda::ops::w8a16::GemmConfig> {
+    GEMM_CONFIGS.iter().filter(|c| c.wgmma)
+}
+
+#[test]
+fn the_wgmma_gemm_matches_the_f64_product_through_a_deep_pipeline() {
+    let case = case();
+    let tolerance = Tolerances::W8A16.matmul;
+    assert_eq!(wgmma_configs().count(), 3);
+    for config in wgmma_configs() {
+        // Split three ways: shares of 6, 6 and 5 stages (the last padded).
+        for split_k in [1, 3] {
+            let choice = GemmChoice { config, split_k };
+            let got = nmse(EmulatedDevice::new(MatmulPath::Mma), choice, &case);
+            println!("{choice}: NMSE {got:?}");
+            let got = got.unwrap_or_else(|e| panic!("{choice}: {e}"));
+            assert!(got <= tolerance, "{choice}: NMSE {got} > {tolerance}");
+        }
+    }
+}
+
+/// Each new piece of the wgmma GEMM has a mutant that must fail the deep case
+/// on every configuration it is compiled into: the A registers' fragment order
+/// (registers 1 and 2 swapped); with cp.async, the activations' 128-byte
+/// swizzle (chunks stored unswizzled under a swizzling descriptor) and the
+/// ring's wgmma wait (two groups left in flight, so a slot is refilled while a
+/// wgmma may still read it — the emulator reports the overwritten operand);
+/// with TMA, the full barrier's phase parity (the consumers pass the wait for
+/// the phase already past, read slots before their copies land and free them,
+/// so the producer arrives again on a phase still waiting for its bytes), the
+/// expected
+/// transaction bytes (the weights' left out: more bytes complete than
+/// expected) and the empty barrier (a slot freed while its wgmma may still
+/// read it: overwritten operand).
+#[test]
+fn wgmma_gemm_mutants_fail_the_deep_case() {
+    let case = case();
+    let tolerance = Tolerances::W8A16.matmul;
+    for config in wgmma_configs() {
+        let choice = GemmChoice { config, split_k: 1 };
+        let spaces: &[(&str, Option<&str>)] = if config.tma {
+            &[
+                ("mutant_wgmma_a_fragment", None),
+                (
+                    "mutant_mbarrier_parity",
+                    Some("more arrivals than the barrier's count"),
+                ),
+                (
+                    "mutant_tma_expect_tx",
+                    Some("more transaction bytes completed than expected"),
+                ),
+                (
+                    "mutant_tma_empty_arrive",
+                    Some("written before wgmma.wait_group"),
+                ),
+            ]
+        } else {
+            &[
+                ("mutant_wgmma_a_fragment", None),
+                ("mutant_wgmma_b_swizzle", None),
+                (
+                    "mutant_wgmma_ring_wait",
+                    Some("written before wgmma.wait_group"),
+                ),
+            ]
+        };
+        for &(space, error) in spaces {
+            let mutant = format!("{space}::{}", config.kernel);
+            let device =
+                EmulatedDevice::new(MatmulPath::Mma).with_kernel_replaced(config.kernel, &mutant);
+            let got = nmse(device, choice, &case);
+            println!("{mutant}: {got:?}");
+            match (error, got) {
+                (Some(expected), Err(e)) => assert!(e.contains(expected), "{mutant}: {e}"),
+                (Some(_), Ok(v)) => panic!("{mutant} ran to the end: NMSE {v}"),
+                // NaN (a slot read before it landed) fails as surely.
+                (None, Ok(v)) => assert!(
+                    v.is_nan() || v > 1e3 * tolerance,
+                    "{mutant}: NMSE {v} passes"
+                ),
+                (None, Err(e)) => panic!("{mutant}: {e}"),
+            }
+        }
+    }
+}
