@@ -178,6 +178,24 @@ for arch in "${ARCHS[@]}"; do
             failures=$((failures + 1))
         fi
         echo "sm_$arch $line" >>"$LOOPS"
+        # v4, the wgmma attention: on sm_90a its key loop issues HGMMA (S = Q·Kᵀ
+        # and O += P·V), without spills, and ptxas did not serialise its wgmma
+        # (C7510-C7519, as for the wgmma GEMMs); other targets compile its trap.
+        if [[ $arch == 90a ]]; then
+            if grep -q "C751[0-9]" "$OUT/sm_$arch/attention.ptxas.log"; then
+                echo "FAILED: ptxas serialises the wgmma of the attention:"
+                grep "C751[0-9]" "$OUT/sm_$arch/attention.ptxas.log"
+                failures=$((failures + 1))
+            fi
+            for kernel in attention_wgmma_d64 attention_wgmma_d128; do
+                if ! line=$("$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" "$kernel" \
+                        --forbid LDL STL) || [[ $line != *HGMMA* ]]; then
+                    echo "FAILED hot loop of $kernel for sm_$arch (HGMMA expected, no spill): $line"
+                    failures=$((failures + 1))
+                fi
+                echo "sm_$arch $line" >>"$LOOPS"
+            done
+        fi
     fi
 done
 cat "$SUMMARY" "$LOOPS"

@@ -111,6 +111,26 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "TESSERA_MUTATE_TMA_EMPTY_ARRIVE",
         "mutant_tma_empty_arrive",
     ),
+    (
+        "attention",
+        "TESSERA_MUTATE_ATTENTION_P_FRAGMENT",
+        "mutant_attention_p_fragment",
+    ),
+    (
+        "attention",
+        "TESSERA_MUTATE_ATTENTION_PREFIX_EDGE",
+        "mutant_attention_prefix_edge",
+    ),
+    (
+        "attention",
+        "TESSERA_MUTATE_ATTENTION_S_WAIT",
+        "mutant_attention_s_wait",
+    ),
+    (
+        "attention",
+        "TESSERA_MUTATE_ATTENTION_EMPTY_ARRIVE",
+        "mutant_attention_empty_arrive",
+    ),
 ];
 
 // The backend's own parser, the same file.
