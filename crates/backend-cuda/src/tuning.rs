@@ -565,8 +565,9 @@ pub fn tune<D: Device>(
 
 /// The largest NMSE between an attention kernel's output and v3's that counts
 /// as the same result: both round Q, K, V and P to f16 and sum in f32, in
-/// other tile orders (measured ≈ 1e-7 apart on the kit's inputs); a wrong
-/// fragment, mask or ring step costs 1e-3 or more.
+/// other tile orders (each within ≈ 1e-7 of the f64 oracle on the kit's
+/// cases, so a few 1e-7 apart); a wrong fragment, mask or ring step costs
+/// 1e-3 or more.
 pub const ATTENTION_AGREEMENT_NMSE: f64 = 1e-5;
 
 /// Times W8A16's tensor-core attention kernels for `shape` on each workload

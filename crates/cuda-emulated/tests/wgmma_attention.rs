@@ -180,3 +180,51 @@ fn wgmma_attention_mutants_fail_the_deep_case() {
         }
     }
 }
+
+/// `tessera tune` offers v4 where it runs (the emulator has `wgmma`) at a head
+/// size it has a kernel for, after its output agrees with v3's; a v4 that
+/// disagrees (here the P-fragment mutant) is left out with the reason, so it
+/// is never chosen for being fast.
+#[test]
+fn tune_times_the_wgmma_attention_only_when_it_agrees_with_v3() {
+    use tessera_backend_cuda::tuning::{tune_attention, AttentionWorkload};
+    let shape = AttentionShape {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 64,
+    };
+    let workload = AttentionWorkload {
+        docs: 2,
+        doc_tokens: 70,
+        prefix_tokens: 5,
+    };
+    let timed = |device: EmulatedDevice| {
+        let backend = KernelBackend::with_device(device)
+            .with_arithmetic(Arithmetic::W8A16)
+            .expect("the emulated mma device runs W8A16");
+        let mut said = Vec::new();
+        let entries = tune_attention(&backend, shape, &[workload], 1, |line| {
+            said.push(line.to_string())
+        })
+        .expect("tune runs");
+        let names: Vec<String> = entries[0]
+            .candidates
+            .iter()
+            .map(|c| c.kernel.clone())
+            .collect();
+        (names, said)
+    };
+    let (names, _) = timed(EmulatedDevice::new(MatmulPath::Mma));
+    assert_eq!(names, ["f16kv", "mma", "wgmma"]);
+    let wrong = EmulatedDevice::new(MatmulPath::Mma).with_kernel_replaced(
+        "attention_wgmma_d64",
+        "mutant_attention_p_fragment::attention_wgmma_d64",
+    );
+    let (names, said) = timed(wrong);
+    assert_eq!(names, ["f16kv", "mma"]);
+    assert!(
+        said.iter()
+            .any(|l| l.contains("wgmma") && l.contains("disagrees with f16kv")),
+        "{said:?}"
+    );
+}
