@@ -654,7 +654,8 @@ pub fn tune_attention<D: Device>(
                     (e + (g - r).powi(2), n + r * r)
                 });
             let nmse = err / size.max(f64::MIN_POSITIVE);
-            if !(nmse <= ATTENTION_AGREEMENT_NMSE) {
+            // NaN (outputs not finite) disagrees too.
+            if nmse.is_nan() || nmse > ATTENTION_AGREEMENT_NMSE {
                 progress(&format!(
                     "attention {} at head size {}: disagrees with f16kv (NMSE {nmse:.2e}, more than {ATTENTION_AGREEMENT_NMSE:.0e}): not timed",
                     kernel.name(),
