@@ -1102,7 +1102,7 @@ static __device__ __forceinline__ void attention_wgmma(const float* q, const u32
 }
 
 // Grid (tiles, kv_heads · head chunks) as v3's, 384 threads,
-// AttWgLayout<D>::SHARED_BYTES of dynamic shared memory (102,432 at D =
+// AttWgLayout<D>::SHARED_BYTES of dynamic shared memory (101,408 at D =
 // 128). Tensor maps: K (f16 [rows][kv_heads · D], box 64 × 64, 128-byte
 // swizzle) and Vᵀ (f16 [kv_heads · D][rows], box 64 × D, 128-byte swizzle).
 #define ATTWG_PARAMS                                                                                             \

@@ -2,7 +2,7 @@
 //! emulated device: the kit's attention cases with v4 selected (those at head
 //! sizes 64 and 128 run it, the others v3), and a deeper case — several
 //! sequences, two of them behind one prefix whose last tile is partial, GQA
-//! groups of 4, own lengths across tiles — against the CPU reference at the
+//! groups of 4 and 8, own lengths across tiles — against the CPU reference at the
 //! W8A16 attention tolerance. And its mutants: each slip fails that case.
 
 use rand::rngs::StdRng;
@@ -41,7 +41,7 @@ fn the_kits_attention_cases_pass_on_the_wgmma_attention() {
 }
 
 /// Sequences of 150, 37 and 64 rows, the first two behind one 100-key prefix
-/// (two tiles, the second partial); 8 query heads over 2 KV heads.
+/// (two tiles, the second partial); `n_heads` query heads over 2 KV heads.
 const LENGTHS: [usize; 3] = [150, 37, 64];
 const PREFIX: usize = 100;
 
@@ -56,9 +56,9 @@ struct Case {
     want: Vec<f32>,
 }
 
-fn case(head_dim: usize) -> Case {
+fn case(n_heads: usize, head_dim: usize) -> Case {
     let shape = AttentionShape {
-        n_heads: 8,
+        n_heads,
         n_kv_heads: 2,
         head_dim,
     };
@@ -130,10 +130,13 @@ fn nmse(device: EmulatedDevice, case: &Case) -> Result<f64, String> {
 #[test]
 fn the_wgmma_attention_matches_the_reference_through_prefix_and_own_tiles() {
     let tolerance = Tolerances::W8A16.attention;
-    for head_dim in [64, 128] {
-        let case = case(head_dim);
+    // GQA 4 (the model's: a warpgroup is 4 heads × 16 rows) at both head
+    // sizes, and GQA 8 (the two warpgroups hold different heads of the
+    // same rows).
+    for (n_heads, head_dim) in [(8, 64), (8, 128), (16, 64)] {
+        let case = case(n_heads, head_dim);
         let got = nmse(EmulatedDevice::new(MatmulPath::Mma), &case);
-        println!("d{head_dim}: NMSE {got:?}");
+        println!("{n_heads}/2 heads, d{head_dim}: NMSE {got:?}");
         let got = got.unwrap_or_else(|e| panic!("d{head_dim}: {e}"));
         assert!(got <= tolerance, "d{head_dim}: NMSE {got} > {tolerance}");
     }
@@ -150,7 +153,7 @@ fn the_wgmma_attention_matches_the_reference_through_prefix_and_own_tiles() {
 #[test]
 fn wgmma_attention_mutants_fail_the_deep_case() {
     let tolerance = Tolerances::W8A16.attention;
-    let case = case(128);
+    let case = case(8, 128);
     let kernel = wgmma_kernel_for_head_dim(128).expect("d128");
     let mutants: &[(&str, Option<&str>)] = &[
         ("mutant_attention_p_fragment", None),
