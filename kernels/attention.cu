@@ -319,20 +319,19 @@ static __device__ __forceinline__ const u16* att_stage_q(const float* q, const A
     return my_q + ((lane / 8) & 1) * 8 * STRIDE + (lane % 8) * STRIDE + ((lane / 8) >> 1) * 8;
 }
 
-// The online softmax of one key tile, shared by both tensor-core kernels. `s`
+// The online softmax of one key tile, shared by the tensor-core kernels. `s`
 // holds S (scores in log2 units) in the m16n8 C layout — rows g (e = 0, 1) and
 // g + 8 (e = 2, 3) of 8-key tile j, keys 8j + 2t + e of the tile — and leaves P
 // there. Unless `whole`, score (j, e) of row h is masked unless 8j + e is at most
 // `limit[h]` (its last visible key minus the tile's first and 2t; the causal
 // mutant also needs `remaining`, the keys left from that same origin). Each
-// row's max and sum run across the lane quad; O is rescaled only when one of
-// this lane's rows has a new maximum (exp2(0) is exactly 1): on long contexts
-// most tiles leave it alone.
-template <int KEYS, int D>
-static __device__ __forceinline__ void att_softmax_tile(float (&s)[KEYS / 8][4], bool whole, const int (&limit)[2],
-                                                        int remaining, float (&m)[2], float (&l)[2],
-                                                        float (&o)[D / 8][4]) {
-    float correction[2];
+// row's max and sum run across the lane quad. Returns in `correction` what O
+// must be multiplied by before this tile's P·V is added (att_rescale): the
+// wgmma kernel applies it only once its previous P·V has completed.
+template <int KEYS>
+static __device__ __forceinline__ void att_softmax_scores(float (&s)[KEYS / 8][4], bool whole, const int (&limit)[2],
+                                                          int remaining, float (&m)[2], float (&l)[2],
+                                                          float (&correction)[2]) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         float tile_max = negative_infinity();
@@ -373,6 +372,12 @@ static __device__ __forceinline__ void att_softmax_tile(float (&s)[KEYS / 8][4],
         l[h] = l[h] * correction[h] + sum;  // this lane's share; the quad adds up at the end
         m[h] = new_m;
     }
+}
+
+// O times the rows' corrections, only when one of this lane's rows has a new
+// maximum (exp2(0) is exactly 1): on long contexts most tiles leave it alone.
+template <int D>
+static __device__ __forceinline__ void att_rescale(float (&o)[D / 8][4], const float (&correction)[2]) {
     if (correction[0] != 1.0f || correction[1] != 1.0f) {
 #pragma unroll
         for (int n = 0; n < D / 8; ++n) {
@@ -382,6 +387,16 @@ static __device__ __forceinline__ void att_softmax_tile(float (&s)[KEYS / 8][4],
             o[n][3] *= correction[1];
         }
     }
+}
+
+// Both, for the mma.sync kernels (their P·V is synchronous).
+template <int KEYS, int D>
+static __device__ __forceinline__ void att_softmax_tile(float (&s)[KEYS / 8][4], bool whole, const int (&limit)[2],
+                                                        int remaining, float (&m)[2], float (&l)[2],
+                                                        float (&o)[D / 8][4]) {
+    float correction[2];
+    att_softmax_scores<KEYS>(s, whole, limit, remaining, m, l, correction);
+    att_rescale<D>(o, correction);
 }
 
 // O += P·V for one key tile: P's C fragments are the A fragments (keys
@@ -835,16 +850,19 @@ TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 1) attention_f16kv_d128(A
 // Per key tile (64 keys) a consumer warpgroup computes S = Q·Kᵀ with D/16
 // wgmma m64n64k16 (A: Q's fragments, in registers for the whole loop; B: the
 // K tile by descriptor), the online softmax on S's accumulators (the m16n8 C
-// layout per warp, as v3's — att_softmax_tile serves both), rounds P to f16
+// layout per warp, as v3's: att_softmax_scores serves both), rounds P to f16
 // in the registers of an A fragment and adds P·V with four wgmma m64nDk16
-// (B: Vᵀ, by descriptor). Both B operands are K-major with the 128-byte
-// swizzle, as the wgmma GEMM's: K rows are 64-dim halves of 128 bytes, and V
+// (B: Vᵀ, by descriptor). Tile i + 1's S and softmax run while tile i's P·V
+// is in flight (FlashAttention-3's intra-warpgroup overlap; O is rescaled
+// once that P·V has completed). Both B operands are K-major with the
+// 128-byte swizzle, as the wgmma GEMM's: K rows are 64-dim halves of 128 bytes, and V
 // is transposed once per layer (kv_to_f16_transposed: Vᵀ [kv_heads · D]
 // [rows], each dimension's keys contiguous) so a tile's 64 keys of one
 // dimension are one 128-byte row.
 //
 // The producer stages tiles with TMA (cp.async.bulk.tensor) into a ring of
-// ATTWG_STAGES slots, each the K tile (D/64 boxes of 64 keys × 64 dims) and
+// ATTWG_STAGES slots (a warpgroup holds two at a time: S(i + 1)'s and
+// P·V(i)'s), each the K tile (D/64 boxes of 64 keys × 64 dims) and
 // the Vᵀ tile (one box of 64 keys × D dims), completing on the slot's `full`
 // mbarrier; each consumer warp frees a slot on its `empty` mbarrier once its
 // warpgroup's wgmma reading it have completed. A TMA box is contiguous rows
@@ -855,7 +873,7 @@ TESSERA_KERNEL void __launch_bounds__(ATT_MMA_THREADS, 1) attention_f16kv_d128(A
 // or zeros past its end, never NaN from f16 values a model produces). Tiles
 // past every row of a warpgroup (causal) are waited for and freed unread.
 #define ATTWG_KEYS 64
-#define ATTWG_STAGES 2
+#define ATTWG_STAGES 3  // a warpgroup holds two slots (S of tile i + 1, P·V of tile i)
 #define ATTWG_CONSUMER_WARPS ATT_MMA_WARPS
 #define ATTWG_THREADS (ATT_MMA_THREADS + 128)
 
@@ -891,6 +909,115 @@ static __device__ __forceinline__ void att_wg_pv(float (&o)[32], const u32 (&p)[
 }
 static __device__ __forceinline__ void att_wg_pv(float (&o)[64], const u32 (&p)[4], u64 desc) {
     wgmma_m64n128k16_f16(o, p, desc, true);
+}
+
+// What a consumer warp needs to mask tile i: prefix tiles come first; its
+// rows' own-key indices (rows g and g + 8); the lane's g and t.
+struct AttWgMasks {
+    u32 prefix_tiles, prefix_len, own_keys;
+    int last_own[2];
+    u32 g, t;
+};
+
+// S = Q·Kᵀ for the K tile at shared address `k_address`, one commit group:
+// k16 step kk reads dims 16kk.. of the 64 keys, in the 64-dim half kk / 4,
+// 32 bytes a step into its 128-byte rows. The first step does not accumulate.
+template <int D>
+static __device__ __forceinline__ void att_wg_issue_s(float (&s)[ATTWG_KEYS / 2], u32 (&qf)[D / 16][4],
+                                                      u32 k_address) {
+    u64 desc[D / 16];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        desc[kk] = gmma_desc(k_address + (kk / 4) * 8192 + (kk % 4) * 32, 16, 1024, 1);
+    }
+    wgmma_fence_operands(qf);
+    wgmma_fence_operands(desc);
+    wgmma_fence_operands(s);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        wgmma_m64n64k16_f16(s, qf[kk], desc[kk], kk > 0);
+    }
+    wgmma_commit();
+}
+
+// O += P·V for the Vᵀ tile at `v_address`, one commit group: k16 step ks
+// reads keys 16ks.. of each dimension's 128-byte row.
+template <int D>
+static __device__ __forceinline__ void att_wg_issue_pv(float (&o)[D / 2], u32 (&p)[ATTWG_KEYS / 16][4],
+                                                       u32 v_address) {
+    u64 desc[ATTWG_KEYS / 16];
+#pragma unroll
+    for (int ks = 0; ks < ATTWG_KEYS / 16; ++ks) {
+        desc[ks] = gmma_desc(v_address + ks * 32, 16, 1024, 1);
+    }
+    wgmma_fence_operands(p);
+    wgmma_fence_operands(desc);
+    wgmma_fence_operands(o);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < ATTWG_KEYS / 16; ++ks) {
+        att_wg_pv(o, p[ks], desc[ks]);
+    }
+    wgmma_commit();
+}
+
+// The masks of tile i and the online softmax on its scores: a prefix tile's
+// keys past the prefix (every row sees the whole prefix), an own tile's keys
+// past each row (causal). Score (j, e) is key t0 + 8j + 2t + e of the segment.
+static __device__ __forceinline__ void att_wg_softmax(const AttWgMasks& k, u32 i, float (&s)[ATTWG_KEYS / 8][4],
+                                                      float (&m)[2], float (&l)[2], float (&correction)[2]) {
+    const bool in_prefix = i < k.prefix_tiles;
+    const u32 t0 = (in_prefix ? i : i - k.prefix_tiles) * ATTWG_KEYS;
+    const int origin = int(t0 + 2 * k.t);
+    bool whole;
+    int limit[2];
+    int remaining;
+    if (in_prefix) {
+        whole = t0 + ATTWG_KEYS <= k.prefix_len;
+#ifdef TESSERA_MUTATE_ATTENTION_PREFIX_EDGE
+        // Mutation test build: the prefix's last tile also admits the key after it.
+        limit[0] = limit[1] = int(k.prefix_len) - origin;
+#else
+        limit[0] = limit[1] = int(k.prefix_len) - 1 - origin;
+#endif
+        remaining = int(k.prefix_len) - origin;
+    } else {
+        whole = int(t0 + ATTWG_KEYS - 1) <= k.last_own[0] - int(k.g);
+        limit[0] = k.last_own[0] - origin;
+        limit[1] = k.last_own[1] - origin;
+        remaining = int(k.own_keys) - origin;
+    }
+    att_softmax_scores<ATTWG_KEYS>(s, whole, limit, remaining, m, l, correction);
+}
+
+// P as the A operand: k16 step ks is keys 16ks.., the C fragments of 8-key
+// tiles 2ks and 2ks + 1 (registers: row g keys 2t, 2t+1; row g + 8 the same;
+// then both rows at keys 2t + 8, 2t + 9).
+static __device__ __forceinline__ void att_wg_pack_p(const float (&s)[ATTWG_KEYS / 8][4],
+                                                     u32 (&p)[ATTWG_KEYS / 16][4]) {
+#pragma unroll
+    for (int ks = 0; ks < ATTWG_KEYS / 16; ++ks) {
+#ifdef TESSERA_MUTATE_ATTENTION_P_FRAGMENT
+        // Mutation test build: registers 1 and 2 swapped (rows + 8 and keys + 8 confused).
+        constexpr int r1 = 2, r2 = 1;
+#else
+        constexpr int r1 = 1, r2 = 2;
+#endif
+        p[ks][0] = pack_f16x2(s[2 * ks][0], s[2 * ks][1]);
+        p[ks][r1] = pack_f16x2(s[2 * ks][2], s[2 * ks][3]);
+        p[ks][r2] = pack_f16x2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+        p[ks][3] = pack_f16x2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+    }
+}
+
+// A consumer warp's reads of a ring slot are done (its warpgroup's wgmma on
+// it waited for): one arrival on the slot's `empty` barrier.
+static __device__ __forceinline__ void att_wg_free(u64* empty) {
+    __syncwarp();
+    if (threadIdx.x % WARP_SIZE == 0) {
+        mbarrier_arrive(empty);
+    }
 }
 
 template <int D>
@@ -990,110 +1117,67 @@ static __device__ __forceinline__ void attention_wgmma(const float* q, const u32
     }
     float(&o_flat)[D / 2] = reinterpret_cast<float(&)[D / 2]>(o);
 
-    for (u32 i = 0; i < n_tiles; ++i) {
-        const u32 slot = i % ATTWG_STAGES;
-        mbarrier_wait(&full[slot], (i / ATTWG_STAGES) & 1);
-        const bool in_prefix = i < prefix_tiles;
-        const u32 t0 = (in_prefix ? i : i - prefix_tiles) * ATTWG_KEYS;
-        if (wg_active && (in_prefix || t0 <= wg_last_own)) {  // warpgroup-uniform
-            const u32 k_address = smem_address + L::RING_OFFSET + slot * L::STAGE_BYTES;
-            const u32 v_address = k_address + L::K_BYTES;
-            // S = Q·Kᵀ: k16 step kk reads dims 16kk.. of the 64 keys, in the
-            // 64-dim half kk / 4, 32 bytes a step into its 128-byte rows.
-            u64 k_desc[D / 16];
-#pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                k_desc[kk] = gmma_desc(k_address + (kk / 4) * 8192 + (kk % 4) * 32, 16, 1024, 1);
-            }
-            float s[ATTWG_KEYS / 8][4];
-            float(&s_flat)[ATTWG_KEYS / 2] = reinterpret_cast<float(&)[ATTWG_KEYS / 2]>(s);
-            wgmma_fence_operands(qf);
-            wgmma_fence_operands(k_desc);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                wgmma_m64n64k16_f16(s_flat, qf[kk], k_desc[kk], kk > 0);
-            }
-            wgmma_commit();
+    // The tiles it computes: the prefix's, and its own up to its last row's;
+    // the rest it waits for and frees unread.
+    const u32 wg_tiles = prefix_tiles + wg_last_own / ATTWG_KEYS + 1;
+    const u32 n_mine = wg_active ? (wg_tiles < n_tiles ? wg_tiles : n_tiles) : 0;
+    const AttWgMasks masks{prefix_tiles, prefix_len, own_keys, {last_own[0], last_own[1]}, g, t};
+    const u32 ring = smem_address + L::RING_OFFSET;
+    float s[ATTWG_KEYS / 8][4];
+    float(&s_flat)[ATTWG_KEYS / 2] = reinterpret_cast<float(&)[ATTWG_KEYS / 2]>(s);
+    u32 p[ATTWG_KEYS / 16][4];
+    float correction[2];
+    if (n_mine > 0) {
+        mbarrier_wait(&full[0], 0);
+        att_wg_issue_s<D>(s_flat, qf, ring);
+        wgmma_wait<0>();
+        wgmma_fence_operands(s_flat);
+        att_wg_softmax(masks, 0, s, m, l, correction);  // O is zero: nothing to rescale
+        att_wg_pack_p(s, p);
+        // Tile i's P·V overlaps tile i + 1's softmax: S(i + 1) is issued
+        // first (the tensor pipe runs the groups in order), waited for alone,
+        // and its softmax runs while P·V(i) is in flight; O is rescaled and
+        // P(i + 1) packed once P·V(i) has completed (its A registers and
+        // accumulators are the wgmma's until then).
+        for (u32 i = 0; i + 1 < n_mine; ++i) {
+            const u32 next = i + 1;
+            mbarrier_wait(&full[next % ATTWG_STAGES], (next / ATTWG_STAGES) & 1);
+            att_wg_issue_s<D>(s_flat, qf, ring + (next % ATTWG_STAGES) * L::STAGE_BYTES);
+            att_wg_issue_pv<D>(o_flat, p, ring + (i % ATTWG_STAGES) * L::STAGE_BYTES + L::K_BYTES);
 #ifdef TESSERA_MUTATE_ATTENTION_S_WAIT
-            wgmma_wait<1>();  // mutation test build: S read while its wgmma may be in flight
+            wgmma_wait<2>();  // mutation test build: S read while its wgmma may be in flight
 #else
-            wgmma_wait<0>();
+            wgmma_wait<1>();
 #endif
             wgmma_fence_operands(s_flat);
-            // Masks: a prefix tile's keys past the prefix (every row sees the
-            // whole prefix); an own tile's keys past each row (causal). Score
-            // (j, e) is key t0 + 8j + 2t + e of the segment.
-            const int origin = int(t0 + 2 * t);
-            bool whole;
-            int limit[2];
-            int remaining;
-            if (in_prefix) {
-                whole = t0 + ATTWG_KEYS <= prefix_len;
-#ifdef TESSERA_MUTATE_ATTENTION_PREFIX_EDGE
-                // Mutation test build: the prefix's last tile also admits the key after it.
-                limit[0] = limit[1] = int(prefix_len) - origin;
-#else
-                limit[0] = limit[1] = int(prefix_len) - 1 - origin;
+            att_wg_softmax(masks, next, s, m, l, correction);
+#ifdef TESSERA_MUTATE_ATTENTION_O_RESCALE
+            att_rescale<D>(o, correction);  // mutation test build: O rescaled while P·V(i) accumulates into it
 #endif
-                remaining = int(prefix_len) - origin;
-            } else {
-                whole = int(t0 + ATTWG_KEYS - 1) <= last_own[0] - int(g);
-                limit[0] = last_own[0] - origin;
-                limit[1] = last_own[1] - origin;
-                remaining = int(own_keys) - origin;
-            }
-            att_softmax_tile<ATTWG_KEYS, D>(s, whole, limit, remaining, m, l, o);
-            // P as the A operand: k16 step ks is keys 16ks.., the C fragments
-            // of 8-key tiles 2ks and 2ks + 1 (registers: row g keys 2t, 2t+1;
-            // row g + 8 the same; then both rows at keys 2t + 8, 2t + 9).
-            u32 p[ATTWG_KEYS / 16][4];
-#pragma unroll
-            for (int ks = 0; ks < ATTWG_KEYS / 16; ++ks) {
-#ifdef TESSERA_MUTATE_ATTENTION_P_FRAGMENT
-                // Mutation test build: registers 1 and 2 swapped (rows + 8 and keys + 8 confused).
-                constexpr int r1 = 2, r2 = 1;
-#else
-                constexpr int r1 = 1, r2 = 2;
-#endif
-                p[ks][0] = pack_f16x2(s[2 * ks][0], s[2 * ks][1]);
-                p[ks][r1] = pack_f16x2(s[2 * ks][2], s[2 * ks][3]);
-                p[ks][r2] = pack_f16x2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-                p[ks][3] = pack_f16x2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-            }
-            // O += P·V: k16 step ks reads keys 16ks.. of each dimension's Vᵀ row.
-            u64 v_desc[ATTWG_KEYS / 16];
-#pragma unroll
-            for (int ks = 0; ks < ATTWG_KEYS / 16; ++ks) {
-                v_desc[ks] = gmma_desc(v_address + ks * 32, 16, 1024, 1);
-            }
-            wgmma_fence_operands(p);
-            wgmma_fence_operands(v_desc);
-            wgmma_fence_operands(o_flat);
-            wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < ATTWG_KEYS / 16; ++ks) {
-                att_wg_pv(o_flat, p[ks], v_desc[ks]);
-            }
-            wgmma_commit();
 #ifdef TESSERA_MUTATE_ATTENTION_EMPTY_ARRIVE
             // Mutation test build: the slot freed before P·V's wgmma are waited for.
-            if (lane == 0) {
-                mbarrier_arrive(&empty[slot]);
-            }
+            att_wg_free(&empty[i % ATTWG_STAGES]);
             wgmma_wait<0>();
             wgmma_fence_operands(o_flat);
-            continue;
 #else
             wgmma_wait<0>();
             wgmma_fence_operands(o_flat);
+            att_wg_free(&empty[i % ATTWG_STAGES]);
 #endif
+#ifndef TESSERA_MUTATE_ATTENTION_O_RESCALE
+            att_rescale<D>(o, correction);
+#endif
+            att_wg_pack_p(s, p);
         }
-        // This warp's reads of the slot are done (waited for above): free it.
-        __syncwarp();
-        if (lane == 0) {
-            mbarrier_arrive(&empty[slot]);
-        }
+        const u32 last = n_mine - 1;
+        att_wg_issue_pv<D>(o_flat, p, ring + (last % ATTWG_STAGES) * L::STAGE_BYTES + L::K_BYTES);
+        wgmma_wait<0>();
+        wgmma_fence_operands(o_flat);
+        att_wg_free(&empty[last % ATTWG_STAGES]);
+    }
+    for (u32 i = n_mine; i < n_tiles; ++i) {
+        mbarrier_wait(&full[i % ATTWG_STAGES], (i / ATTWG_STAGES) & 1);
+        att_wg_free(&empty[i % ATTWG_STAGES]);
     }
     if (w.rows_here == 0) {
         return;
@@ -1102,7 +1186,7 @@ static __device__ __forceinline__ void attention_wgmma(const float* q, const u32
 }
 
 // Grid (tiles, kv_heads · head chunks) as v3's, 384 threads,
-// AttWgLayout<D>::SHARED_BYTES of dynamic shared memory (101,408 at D =
+// AttWgLayout<D>::SHARED_BYTES of dynamic shared memory (134,192 at D =
 // 128). Tensor maps: K (f16 [rows][kv_heads · D], box 64 × 64, 128-byte
 // swizzle) and Vᵀ (f16 [kv_heads · D][rows], box 64 × D, 128-byte swizzle).
 #define ATTWG_PARAMS                                                                                             \

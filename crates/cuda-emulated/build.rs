@@ -128,6 +128,11 @@ const MUTANTS: &[(&str, &str, &str)] = &[
     ),
     (
         "attention",
+        "TESSERA_MUTATE_ATTENTION_O_RESCALE",
+        "mutant_attention_o_rescale",
+    ),
+    (
+        "attention",
         "TESSERA_MUTATE_ATTENTION_EMPTY_ARRIVE",
         "mutant_attention_empty_arrive",
     ),

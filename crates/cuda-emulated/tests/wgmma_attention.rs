@@ -146,8 +146,9 @@ fn the_wgmma_attention_matches_the_reference_through_prefix_and_own_tiles() {
 /// fragment (registers 1 and 2 swapped), the causal edge (a row also sees
 /// the key after its own), the prefix's partial tile (its first key past the
 /// prefix admitted), the GQA grouping (query heads round-robin over KV
-/// heads), S's wait (`wait_group 1`: the softmax reads accumulators still in
-/// flight, NaN in the emulator), and the ring (a slot freed before the wgmma
+/// heads), S's wait (`wait_group 2`: the softmax reads accumulators still in
+/// flight, NaN in the emulator), O rescaled while the previous tile's P·V
+/// still accumulates into it (the rescale is lost), and the ring (a slot freed before the wgmma
 /// reading it are waited for: the producer's next copy overwrites an operand
 /// in flight, which the emulator reports).
 #[test]
@@ -161,6 +162,7 @@ fn wgmma_attention_mutants_fail_the_deep_case() {
         ("mutant_attention_prefix_edge", None),
         ("mutant_attention_gqa", None),
         ("mutant_attention_s_wait", None),
+        ("mutant_attention_o_rescale", None),
         (
             "mutant_attention_empty_arrive",
             Some("written before wgmma.wait_group"),

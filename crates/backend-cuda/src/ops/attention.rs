@@ -96,12 +96,12 @@ pub fn wgmma_kernel_for_head_dim(head_dim: usize) -> Option<&'static str> {
 /// warpgroups (v3's 8 warps) and a producer warpgroup.
 pub const WGMMA_THREADS: u32 = 384;
 /// Slots of the v4 kernel's K/V ring (`ATTWG_STAGES`).
-pub const WGMMA_STAGES: usize = 2;
+pub const WGMMA_STAGES: usize = 3;
 
 /// Dynamic shared memory of the v4 kernel (`AttWgLayout<D>::SHARED_BYTES`):
 /// Q staging as v3's (rounded up to 1 KiB), [`WGMMA_STAGES`] slots of a K
 /// and a Vᵀ tile (64 keys × `head_dim` f16 each), the ring's mbarriers, and
-/// 1 KiB to align the swizzled tiles. 101,408 bytes at head_dim 128.
+/// 1 KiB to align the swizzled tiles. 134,192 bytes at head_dim 128.
 pub fn wgmma_shared_bytes(head_dim: usize) -> usize {
     let q = (MMA_WARPS * 16 * (head_dim + 8) * 2).div_ceil(1024) * 1024;
     let stage = 2 * F16KV_KEYS_PER_TILE * head_dim * 2;
@@ -580,10 +580,10 @@ mod tests {
 
     #[test]
     fn wgmma_shared_memory_is_the_kernels_layout() {
-        // AttWgLayout<128>: Q 34,816 (a whole number of KiB already), two
-        // slots of 32 KiB, four mbarriers, 1 KiB of alignment.
-        assert_eq!(wgmma_shared_bytes(128), 34_816 + 65_536 + 32 + 1024);
-        assert_eq!(wgmma_shared_bytes(64), 18_432 + 32_768 + 32 + 1024);
+        // AttWgLayout<128>: Q 34,816 (a whole number of KiB already), three
+        // slots of 32 KiB, six mbarriers, 1 KiB of alignment.
+        assert_eq!(wgmma_shared_bytes(128), 34_816 + 98_304 + 48 + 1024);
+        assert_eq!(wgmma_shared_bytes(64), 18_432 + 49_152 + 48 + 1024);
         assert!(wgmma_shared_bytes(128) <= 227 * 1024);
         assert_eq!(wgmma_kernel_for_head_dim(96), None);
         assert_eq!(AttentionKernel::Wgmma.shared_bytes(96), 0);
