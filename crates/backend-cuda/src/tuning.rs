@@ -289,6 +289,20 @@ impl TuningTable {
                 ),
             });
         }
+        let wgmma_attention = AttentionKernel::Wgmma.name();
+        if let Some(entry) = self
+            .attention
+            .iter()
+            .find(|e| e.kernel == wgmma_attention && !device.has_wgmma())
+        {
+            return Err(TuningError::Read {
+                path: path.display().to_string(),
+                detail: format!(
+                    "attention {wgmma_attention} at head size {} needs wgmma (compute capability 9.0), which {} lacks",
+                    entry.head_dim, device.name
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -874,6 +888,18 @@ mod tests {
         assert!(message.contains("needs wgmma"), "{message}");
         let mut hopper = table();
         hopper.gemm[0].config = "wgmma-128x128".into();
+        assert!(hopper.check(&path, &h100(), Arithmetic::W8A16).is_ok());
+        // Likewise the wgmma attention.
+        let mut edited = table();
+        edited.device = a100.clone();
+        edited.attention[0].kernel = "wgmma".into();
+        let message = edited
+            .check(&path, &a100, Arithmetic::W8A16)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("attention wgmma"), "{message}");
+        let mut hopper = table();
+        hopper.attention[0].kernel = "wgmma".into();
         assert!(hopper.check(&path, &h100(), Arithmetic::W8A16).is_ok());
     }
 

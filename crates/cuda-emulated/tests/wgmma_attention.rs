@@ -1,4 +1,4 @@
-//! The wgmma attention (`attention_wgmma_d*` in `kernels/attention.cu`) on the
+//! The wgmma attention (`kernels/attention_wgmma.cu`) on the
 //! emulated device: the kit's attention cases with v4 selected (those at head
 //! sizes 64 and 128 run it, the others v3), and a deeper case — several
 //! sequences, two of them behind one prefix whose last tile is partial, GQA
@@ -158,9 +158,9 @@ fn wgmma_attention_mutants_fail_the_deep_case() {
     let kernel = wgmma_kernel_for_head_dim(128).expect("d128");
     let mutants: &[(&str, Option<&str>)] = &[
         ("mutant_attention_p_fragment", None),
-        ("mutant_attention_causal", None),
+        ("mutant_attention_wgmma_causal", None),
         ("mutant_attention_prefix_edge", None),
-        ("mutant_attention_gqa", None),
+        ("mutant_attention_wgmma_gqa", None),
         ("mutant_attention_s_wait", None),
         ("mutant_attention_o_rescale", None),
         (

@@ -6,8 +6,9 @@
 //! rounded to f16 once per layer by `kv_to_f16`, tiles double-buffered with
 //! cp.async) or `attention_mma_d*` (v2, converting K/V tiles in every block;
 //! [`crate::KernelBackend::with_attention`] picks it for comparisons); on
-//! compute capability 9.0 also `attention_wgmma_d{64,128}` (v4: Hopper's
-//! wgmma, K and Vᵀ tiles staged by TMA), which the tuner offers there.
+//! compute capability 9.0 also `attention_wgmma_d{64,128}`
+//! (`kernels/attention_wgmma.cu`, v4: Hopper's wgmma, K and Vᵀ tiles staged
+//! by TMA), which the tuner offers there.
 
 use tessera_backend::contract::{self, AttentionLens};
 use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef, Qkv};
@@ -419,6 +420,12 @@ fn attention_f16kv<D: Device>(
         let k16 = b.device.address(kv16);
         let v16 = k16 + half_bytes as u64;
         let token_row0 = rows - tokens;
+        // V's conversion and the kernel are the module's (kv_to_f16_transposed
+        // is v4's); K's is always attention.cu's kv_to_f16.
+        let module = match staging {
+            Staging::F16Kv(_) => "attention",
+            Staging::Wgmma(_) => "attention_wgmma",
+        };
         let convert =
             |src: &DeviceBuffer<D::Memory>, len: usize, first_row: usize, values: bool| {
                 if len == 0 {
@@ -446,7 +453,7 @@ fn attention_f16kv<D: Device>(
                     ),
                 };
                 b.device.launch(&Launch {
-                    module: "attention",
+                    module: if values { module } else { "attention" },
                     kernel,
                     grid: super::elementwise_grid(len),
                     block: [super::ELEMENTWISE_THREADS, 1, 1],
@@ -538,7 +545,7 @@ fn attention_f16kv<D: Device>(
                 let mut args = args.clone();
                 args.insert(tiles_at, KernelArg::Ptr(tables[0]));
                 b.device.launch(&Launch {
-                    module: "attention",
+                    module,
                     kernel,
                     grid: grid(&tile_table, n_kv_heads * (group / per_block))?,
                     block: [threads, 1, 1],
