@@ -11,8 +11,9 @@
 
 // Four f32 from global memory (16-byte aligned: D is a multiple of 16), each
 // multiplied by `scale` (Q's softmax scale), rounded to four f16 in shared
-// memory. A separate function from attention.cu's f32x4_to_f16: without fast-math the compiler keeps a multiplication by
-// a 1.0f default (it would quiet a signalling NaN), 32 FMUL per K/V tile.
+// memory. A function apart from attention.cu's f32x4_to_f16: without
+// fast-math the compiler keeps a multiplication by a 1.0f default (it would
+// quiet a signalling NaN), 32 FMUL per K/V tile.
 static __device__ __forceinline__ void f32x4_to_f16_scaled(const float* src, u16* dst, float scale) {
     u32 w[4];
     load_16(w, src);

@@ -20,22 +20,23 @@
 // (B: Vᵀ, by descriptor). Tile i + 1's S and softmax run while tile i's P·V
 // is in flight (FlashAttention-3's intra-warpgroup overlap; O is rescaled
 // once that P·V has completed). Both B operands are K-major with the
-// 128-byte swizzle, as the wgmma GEMM's: K rows are 64-dim halves of 128 bytes, and V
-// is transposed once per layer (kv_to_f16_transposed: Vᵀ [kv_heads · D]
-// [rows], each dimension's keys contiguous) so a tile's 64 keys of one
-// dimension are one 128-byte row.
+// 128-byte swizzle, as the wgmma GEMM's: K rows are 64-dim halves of 128
+// bytes, and V is transposed once per layer (kv_to_f16_transposed: Vᵀ
+// [kv_heads · D][rows], each dimension's keys contiguous) so a tile's 64 keys
+// of one dimension are one 128-byte row.
 //
 // The producer stages tiles with TMA (cp.async.bulk.tensor) into a ring of
 // ATTWG_STAGES slots (a warpgroup holds two at a time: S(i + 1)'s and
-// P·V(i)'s), each the K tile (D/64 boxes of 64 keys × 64 dims) and
-// the Vᵀ tile (one box of 64 keys × D dims), completing on the slot's `full`
+// P·V(i)'s), each the K tile (D/64 boxes of 64 keys × 64 dims) and the Vᵀ
+// tile (one box of 64 keys × D dims), completing on the slot's `full`
 // mbarrier; each consumer warp frees a slot on its `empty` mbarrier once its
 // warpgroup's wgmma reading it have completed. A TMA box is contiguous rows
 // of one buffer, so keys are walked per segment: the prefix's tiles (from its
 // first row), then the sequence's own (from its first row) — the same keys
 // in v3's order, prefix first, but the prefix's last tile may be partial
 // (its keys past the prefix are masked; they are other rows of the buffer,
-// or zeros past its end, never NaN from f16 values a model produces). Tiles
+// finite as v3's own rows must be, or zeros past its end: P = 0 times a
+// finite V adds nothing). Tiles
 // past every row of a warpgroup (causal) are waited for and freed unread.
 #define ATTWG_KEYS 64
 #define ATTWG_STAGES 3  // a warpgroup holds two slots (S of tile i + 1, P·V of tile i)
