@@ -179,6 +179,26 @@ for arch in "${ARCHS[@]}"; do
         fi
         echo "sm_$arch $line" >>"$LOOPS"
     fi
+    # v4, the wgmma attention: on sm_90a its key loop issues HGMMA (S = Q·Kᵀ
+    # and O += P·V), without spills, and ptxas did not serialise its wgmma
+    # (C7510-C7519, as for the wgmma GEMMs); other targets compile its trap.
+    cubin="$OUT/sm_$arch/attention_wgmma.cubin"
+    if [[ $arch == 90a && -f "$cubin" ]]; then
+        if grep -q "C751[0-9]" "$OUT/sm_$arch/attention_wgmma.ptxas.log"; then
+            echo "FAILED: ptxas serialises the wgmma of the attention:"
+            grep "C751[0-9]" "$OUT/sm_$arch/attention_wgmma.ptxas.log"
+            failures=$((failures + 1))
+        fi
+        for kernel in attention_wgmma_d64 attention_wgmma_d128; do
+            # --innermost: tile 0's S is issued before the (pipelined) loop.
+            if ! line=$("$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" "$kernel" \
+                    --innermost --forbid LDL STL) || [[ $line != *HGMMA* ]]; then
+                echo "FAILED hot loop of $kernel for sm_$arch (HGMMA expected, no spill): $line"
+                failures=$((failures + 1))
+            fi
+            echo "sm_$arch $line" >>"$LOOPS"
+        done
+    fi
 done
 cat "$SUMMARY" "$LOOPS"
 if ((failures > 0)); then

@@ -471,7 +471,7 @@ step_ncu() {
     # hold both.
     "$ncu" --clock-control none --target-processes all \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-        -k 'regex:matmul_w8a16_|matmul_q8_0_w8a16|attention_f16kv|attention_mma' --launch-skip 40 --launch-count 8 \
+        -k 'regex:matmul_w8a16_|matmul_q8_0_w8a16|attention_f16kv|attention_mma|attention_wgmma' --launch-skip 40 --launch-count 8 \
         -o "$LOGS/ncu-w8a16" -f \
         "$BIN/tessera" bench --backend cuda --gpu-precision w8a16 --model "$MODEL" --docs 20 \
         --doc-tokens 256 --query-tokens 32 --batch-tokens 8192 --baseline-docs 0 --runs 1

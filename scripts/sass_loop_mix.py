@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """The instruction mix of a kernel's hot loop, from its SASS.
 
-    sass_loop_mix.py CUOBJDUMP CUBIN KERNEL [--max-per-mma N] [--forbid OP ...]
+    sass_loop_mix.py CUOBJDUMP CUBIN KERNEL [--innermost] [--max-per-mma N] [--forbid OP ...]
     sass_loop_mix.py CUOBJDUMP CUBIN KERNEL --loops OP
 
 
 Disassembles KERNEL from CUBIN (cuobjdump -sass, which needs nvdisasm on PATH),
 takes the innermost loop that contains the kernel's tensor-core (IMMA, HMMA) or dp4a
-instructions (the backward branch closing over the first of them), and prints
+instructions (the backward branch closing over the first of them; with
+--innermost, the shortest span a backward branch closes over any of them, for
+loops whose first ones a prologue issues), and prints
 one line: instructions per iteration, per tensor-core instruction, and the
 opcode counts. With --forbid, exits 1 when any listed opcode (e.g. I2FP, I2F:
 the slow integer → float conversions) appears in that loop; with --max-per-mma,
@@ -51,6 +53,24 @@ def hot_loop(code):
     return None
 
 
+def hot_loop_innermost(code):
+    """--innermost: the shortest span a backward branch closes over any
+    tensor-core instruction, for a software-pipelined loop whose first ones
+    are issued in a prologue before it."""
+    best = None
+    for i, (_, text) in enumerate(code):
+        m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
+        if not m or int(m.group(1), 16) > code[i][0]:
+            continue
+        target = int(m.group(1), 16)
+        start = next((j for j, (addr, _) in enumerate(code) if addr == target), None)
+        if start is None or not any(opcode(t) in HOT for _, t in code[start : i + 1]):
+            continue
+        if best is None or i - start < best[1] - best[0]:
+            best = (start, i)
+    return None if best is None else code[best[0] : best[1] + 1]
+
+
 def innermost_loops(code):
     """(start, end) index pairs of backward branches whose body holds no other."""
     loops = []
@@ -92,8 +112,12 @@ def main():
         at = args.index("--max-per-mma")
         max_per_mma = float(args[at + 1])
         args = args[:at] + args[at + 2 :]
+    innermost = "--innermost" in args
+    if innermost:
+        args.remove("--innermost")
     cuobjdump, cubin, kernel = args
-    loop = hot_loop(instructions(cuobjdump, cubin, kernel))
+    code = instructions(cuobjdump, cubin, kernel)
+    loop = hot_loop_innermost(code) if innermost else hot_loop(code)
     if loop is None:
         print(f"{kernel}: no loop around IMMA/IDP instructions found")
         return 1

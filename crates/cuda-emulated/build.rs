@@ -111,6 +111,43 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "TESSERA_MUTATE_TMA_EMPTY_ARRIVE",
         "mutant_tma_empty_arrive",
     ),
+    // v4 shares v2/v3's softmax and warp layout (attention_tc.cuh): their
+    // causal and GQA mutants again, in its own file's build.
+    (
+        "attention_wgmma",
+        "TESSERA_MUTATE_ATTENTION_CAUSAL",
+        "mutant_attention_wgmma_causal",
+    ),
+    (
+        "attention_wgmma",
+        "TESSERA_MUTATE_ATTENTION_GQA",
+        "mutant_attention_wgmma_gqa",
+    ),
+    (
+        "attention_wgmma",
+        "TESSERA_MUTATE_ATTENTION_P_FRAGMENT",
+        "mutant_attention_p_fragment",
+    ),
+    (
+        "attention_wgmma",
+        "TESSERA_MUTATE_ATTENTION_PREFIX_EDGE",
+        "mutant_attention_prefix_edge",
+    ),
+    (
+        "attention_wgmma",
+        "TESSERA_MUTATE_ATTENTION_S_WAIT",
+        "mutant_attention_s_wait",
+    ),
+    (
+        "attention_wgmma",
+        "TESSERA_MUTATE_ATTENTION_O_RESCALE",
+        "mutant_attention_o_rescale",
+    ),
+    (
+        "attention_wgmma",
+        "TESSERA_MUTATE_ATTENTION_EMPTY_ARRIVE",
+        "mutant_attention_empty_arrive",
+    ),
 ];
 
 // The backend's own parser, the same file.

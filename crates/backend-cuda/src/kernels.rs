@@ -1,14 +1,25 @@
 //! The kernel sources, embedded at build time, and how NVRTC compiles them: each
-//! `.cu` file is one module, with `common.cuh` spliced in where it is included (so
+//! `.cu` file is one module, with `common.cuh` (and `attention_tc.cuh`, which the
+//! tensor-core attention modules share) spliced in where it is included (so
 //! NVRTC needs no include path and no CUDA headers).
 
 /// `kernels/common.cuh`.
 pub const COMMON: &str = include_str!("../../../kernels/common.cuh");
 
+/// The headers a module may include besides `common.cuh`: (name, source).
+pub const HEADERS: &[(&str, &str)] = &[(
+    "attention_tc.cuh",
+    include_str!("../../../kernels/attention_tc.cuh"),
+)];
+
 /// Every module: (file stem, source).
 pub const MODULES: &[(&str, &str)] = &[
     ("add", include_str!("../../../kernels/add.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
+    (
+        "attention_wgmma",
+        include_str!("../../../kernels/attention_wgmma.cu"),
+    ),
     ("copy", include_str!("../../../kernels/copy.cu")),
     ("embedding", include_str!("../../../kernels/embedding.cu")),
     (
@@ -48,7 +59,12 @@ pub fn module_source(stem: &str) -> Option<String> {
     MODULES
         .iter()
         .find(|(name, _)| *name == stem)
-        .map(|(_, source)| source.replacen(INCLUDE_COMMON, COMMON, 1))
+        .map(|(_, source)| {
+            HEADERS.iter().fold(
+                source.replacen(INCLUDE_COMMON, COMMON, 1),
+                |text, (name, header)| text.replacen(&format!("#include \"{name}\""), header, 1),
+            )
+        })
 }
 
 pub use crate::kernel_names::kernel_names;
@@ -91,7 +107,7 @@ mod tests {
                 "{stem} does not include common.cuh"
             );
             let full = module_source(stem).expect("known stem");
-            assert!(!full.contains(INCLUDE_COMMON), "{stem}: include left in");
+            assert!(!full.contains("#include"), "{stem}: include left in");
             assert!(
                 full.contains("quantize_q8_0_lane"),
                 "{stem}: common.cuh not spliced"

@@ -164,19 +164,24 @@ impl<D: Device> KernelBackend<D> {
     }
 
     /// The tensor-core attention W8A16 runs at `head_dim`: the one set by
-    /// [`Self::with_attention`], else the tuning table's, else v3 — and v2
-    /// wherever v3's shared memory does not fit the device (sm_86/89).
+    /// [`Self::with_attention`], else the tuning table's, else v3 — v3 for
+    /// v4 (wgmma) on a device without wgmma, and v2 wherever v3's shared
+    /// memory does not fit the device (sm_86/89).
     pub fn attention_kernel(&self, head_dim: usize) -> ops::attention::AttentionKernel {
-        use ops::attention::{f16kv_shared_bytes, AttentionKernel};
-        let wanted = match (self.attention, &self.gemm) {
+        use ops::attention::AttentionKernel;
+        let mut wanted = match (self.attention, &self.gemm) {
             (Some(kernel), _) => kernel,
             (None, GemmPolicy::Table(table)) => {
                 table.attention_choice(head_dim).unwrap_or_default()
             }
             (None, _) => AttentionKernel::default(),
         };
-        let fits = f16kv_shared_bytes(head_dim) <= self.identity.max_shared_per_block;
-        if wanted == AttentionKernel::F16Kv && !fits {
+        let fits =
+            |k: AttentionKernel| k.shared_bytes(head_dim) <= self.identity.max_shared_per_block;
+        if wanted == AttentionKernel::Wgmma && !(self.identity.has_wgmma() && fits(wanted)) {
+            wanted = AttentionKernel::F16Kv;
+        }
+        if wanted == AttentionKernel::F16Kv && !fits(wanted) {
             return AttentionKernel::Mma;
         }
         wanted

@@ -15,7 +15,7 @@ use tessera_backend::{AttentionLayout, AttentionShape, Backend, BackendError, Kv
 use tessera_gguf::{GgmlType, QK8_0};
 
 use crate::ops::attention::{
-    attention_with, f16kv_shared_bytes, mma_kernel_for_head_dim, AttentionKernel,
+    attention_with, mma_kernel_for_head_dim, wgmma_kernel_for_head_dim, AttentionKernel,
 };
 pub use crate::ops::w8a16::{builtin_choice, MIN_STAGES_PER_SPLIT};
 use crate::ops::w8a16::{
@@ -209,7 +209,7 @@ impl TuningTable {
             {
                 if AttentionKernel::named(name).is_none() {
                     return Err(error(format!(
-                        "unknown attention kernel '{name}' at head size {} (known: f16kv, mma)",
+                        "unknown attention kernel '{name}' at head size {} (known: f16kv, mma, wgmma)",
                         entry.head_dim
                     )));
                 }
@@ -286,6 +286,20 @@ impl TuningTable {
                 detail: format!(
                     "{} for {} needs wgmma (compute capability 9.0), which {} lacks",
                     entry.config, entry.shape, device.name
+                ),
+            });
+        }
+        let wgmma_attention = AttentionKernel::Wgmma.name();
+        if let Some(entry) = self
+            .attention
+            .iter()
+            .find(|e| e.kernel == wgmma_attention && !device.has_wgmma())
+        {
+            return Err(TuningError::Read {
+                path: path.display().to_string(),
+                detail: format!(
+                    "attention {wgmma_attention} at head size {} needs wgmma (compute capability 9.0), which {} lacks",
+                    entry.head_dim, device.name
                 ),
             });
         }
@@ -563,6 +577,13 @@ pub fn tune<D: Device>(
     })
 }
 
+/// The largest NMSE between an attention kernel's output and v3's that counts
+/// as the same result: both round Q, K, V and P to f16 and sum in f32, in
+/// other tile orders (each within ≈ 1e-7 of the f64 oracle on the kit's
+/// cases, so a few 1e-7 apart); a wrong fragment, mask or ring step costs
+/// 1e-3 or more.
+pub const ATTENTION_AGREEMENT_NMSE: f64 = 1e-5;
+
 /// Times W8A16's tensor-core attention kernels for `shape` on each workload
 /// (random Q/K/V: the online softmax's rescaling depends on the values),
 /// `repeats` runs each after one warm-up. Empty for head sizes without a
@@ -611,11 +632,51 @@ pub fn tune_attention<D: Device>(
             len: w.prefix_tokens,
         }];
         let mut candidates = Vec::new();
-        let room = b.device().identity().max_shared_per_block;
-        let fits = |k: &AttentionKernel| {
-            *k != AttentionKernel::F16Kv || f16kv_shared_bytes(shape.head_dim) <= room
+        let identity = b.device().identity();
+        // v4 only where it runs (wgmma: compute capability 9.0) and has a
+        // kernel of its own at this head size (elsewhere it would time v3).
+        let fits = |k: &AttentionKernel| match k {
+            AttentionKernel::Wgmma => {
+                identity.has_wgmma()
+                    && wgmma_kernel_for_head_dim(shape.head_dim).is_some()
+                    && k.shared_bytes(shape.head_dim) <= identity.max_shared_per_block
+            }
+            _ => k.shared_bytes(shape.head_dim) <= identity.max_shared_per_block,
         };
+        // Each kernel's output against v3's on these inputs first: one that
+        // disagrees (written and checked on the emulator, wrong on this card)
+        // is not timed, so it can never be chosen for being fast.
+        let run = |kernel: AttentionKernel, out: &mut DeviceBuffer<D::Memory>| {
+            let qkv = Qkv {
+                q: &q,
+                k: &k,
+                v: &v,
+            };
+            attention_with(b, kernel, qkv, shape, &layout, &prefixes, out)
+        };
+        let len = tokens * shape.q_width();
+        run(AttentionKernel::F16Kv, &mut out)?;
+        let reference = b.read(&out, len)?;
         for kernel in AttentionKernel::ALL.into_iter().filter(fits) {
+            run(kernel, &mut out)?;
+            let got = b.read(&out, len)?;
+            let (err, size) = got
+                .iter()
+                .zip(&reference)
+                .fold((0.0, 0.0), |(e, n), (&g, &r)| {
+                    let (g, r) = (f64::from(g), f64::from(r));
+                    (e + (g - r).powi(2), n + r * r)
+                });
+            let nmse = err / size.max(f64::MIN_POSITIVE);
+            // NaN (outputs not finite) disagrees too.
+            if nmse.is_nan() || nmse > ATTENTION_AGREEMENT_NMSE {
+                progress(&format!(
+                    "attention {} at head size {}: disagrees with f16kv (NMSE {nmse:.2e}, more than {ATTENTION_AGREEMENT_NMSE:.0e}): not timed",
+                    kernel.name(),
+                    shape.head_dim
+                ));
+                continue;
+            }
             let best = best_micros(b.device(), repeats, || {
                 let qkv = Qkv {
                     q: &q,
@@ -827,6 +888,18 @@ mod tests {
         assert!(message.contains("needs wgmma"), "{message}");
         let mut hopper = table();
         hopper.gemm[0].config = "wgmma-128x128".into();
+        assert!(hopper.check(&path, &h100(), Arithmetic::W8A16).is_ok());
+        // Likewise the wgmma attention.
+        let mut edited = table();
+        edited.device = a100.clone();
+        edited.attention[0].kernel = "wgmma".into();
+        let message = edited
+            .check(&path, &a100, Arithmetic::W8A16)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("attention wgmma"), "{message}");
+        let mut hopper = table();
+        hopper.attention[0].kernel = "wgmma".into();
         assert!(hopper.check(&path, &h100(), Arithmetic::W8A16).is_ok());
     }
 

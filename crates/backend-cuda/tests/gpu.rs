@@ -155,3 +155,26 @@ fn every_op_on_the_gpu_with_the_wgmma_gemm() {
         }
     }
 }
+
+/// The wgmma attention (v4, a tuner candidate on sm_90 only) through the whole
+/// op kit on an sm_90 GPU: the emulated kit's check on the hardware's own
+/// wgmma, TMA and mbarriers (named `every_op_…` so gpu-check's parity step
+/// runs it).
+#[test]
+fn every_op_on_the_gpu_with_the_wgmma_attention() {
+    use tessera_backend_cuda::ops::attention::AttentionKernel;
+    let Some(backend) = gpu_w8a16() else {
+        return;
+    };
+    let backend = backend.with_attention(AttentionKernel::Wgmma);
+    if backend.attention_kernel(128) != AttentionKernel::Wgmma {
+        let cc = tessera_backend_cuda::Device::identity(backend.device()).compute_capability;
+        println!("skipped: wgmma needs compute capability 9.0 (sm_90a); this GPU is {cc}");
+        return;
+    }
+    tessera_backend::parity::assert_all_pass(
+        &backend,
+        Tolerances::W8A16,
+        tessera_backend::parity::SEED,
+    );
+}

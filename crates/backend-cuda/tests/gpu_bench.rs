@@ -222,17 +222,29 @@ fn attention_throughput() {
         return;
     }
     // W8A8 runs the f32 kernel; W8A16 the f16 tensor-core ones: v3 (f16 K/V,
-    // the default) and v2 (K/V converted per tile) in the same run.
+    // the default), v2 (K/V converted per tile) and, on compute capability
+    // 9.0, v4 (wgmma) in the same run.
     for (arithmetic, kernel) in [
         (Arithmetic::W8A8, AttentionKernel::F16Kv),
         (Arithmetic::W8A16, AttentionKernel::F16Kv),
         (Arithmetic::W8A16, AttentionKernel::Mma),
+        (Arithmetic::W8A16, AttentionKernel::Wgmma),
     ] {
         match CudaBackend::new(0)
             .expect("GPU")
             .with_arithmetic(arithmetic)
         {
-            Ok(backend) => attention_on(&backend.with_attention(kernel), arithmetic),
+            Ok(backend) => {
+                let backend = backend.with_attention(kernel);
+                if backend.attention_kernel(128) != kernel {
+                    println!(
+                        "attention {arithmetic} {} skipped: not on this device",
+                        kernel.name()
+                    );
+                    continue;
+                }
+                attention_on(&backend, arithmetic)
+            }
             Err(why) => println!("attention {arithmetic} skipped: {why}"),
         }
     }
@@ -293,10 +305,9 @@ fn attention_case(
     // QKᵀ and PV over the visible keys of every row.
     let visible: usize = (0..doc_len).map(|r| prefix_len + r + 1).sum::<usize>() * docs;
     let flops = 4.0 * visible as f64 * shape.n_heads as f64 * shape.head_dim as f64;
-    let kernel = match (arithmetic, backend.attention_kernel(shape.head_dim)) {
-        (Arithmetic::W8A8, _) => "f32",
-        (_, AttentionKernel::F16Kv) => "f16kv",
-        (_, AttentionKernel::Mma) => "mma",
+    let kernel = match arithmetic {
+        Arithmetic::W8A8 => "f32",
+        Arithmetic::W8A16 => backend.attention_kernel(shape.head_dim).name(),
     };
     println!(
         "attention {arithmetic} {kernel} {docs} docs × {doc_len} tokens + {prefix_len}-token prefix, 32/8 heads × 128: {:.3} ms, {:.1} TFLOP/s",

@@ -5,12 +5,16 @@
 //! the f16 tensor-core kernels: `attention_f16kv_d*` (v3, the default: K and V
 //! rounded to f16 once per layer by `kv_to_f16`, tiles double-buffered with
 //! cp.async) or `attention_mma_d*` (v2, converting K/V tiles in every block;
-//! [`crate::KernelBackend::with_attention`] picks it for comparisons).
+//! [`crate::KernelBackend::with_attention`] picks it for comparisons); on
+//! compute capability 9.0 also `attention_wgmma_d{64,128}`
+//! (`kernels/attention_wgmma.cu`, v4: Hopper's wgmma, K and Vᵀ tiles staged
+//! by TMA), which the tuner offers there.
 
 use tessera_backend::contract::{self, AttentionLens};
 use tessera_backend::{AttentionLayout, AttentionShape, BackendError, KvRef, Qkv};
 
 use super::{grid_yz, to_u32};
+use crate::device::{TensorElement, TensorMapSpec};
 use crate::{Arithmetic, Device, DeviceBuffer, KernelArg, KernelBackend, Launch};
 
 /// (query row, head) pairs per block (`ATT_ITEMS`).
@@ -79,6 +83,32 @@ pub fn f16kv_shared_bytes(head_dim: usize) -> usize {
     (MMA_WARPS * 16 + 4 * F16KV_KEYS_PER_TILE) * row
 }
 
+/// The v4 (wgmma, sm_90a) variant for a head dimension: 64 and 128 (`None`
+/// otherwise: v3 serves those).
+pub fn wgmma_kernel_for_head_dim(head_dim: usize) -> Option<&'static str> {
+    match head_dim {
+        64 => Some("attention_wgmma_d64"),
+        128 => Some("attention_wgmma_d128"),
+        _ => None,
+    }
+}
+
+/// Threads per block of the v4 kernel (`ATTWG_THREADS`): two consumer
+/// warpgroups (v3's 8 warps) and a producer warpgroup.
+pub const WGMMA_THREADS: u32 = 384;
+/// Slots of the v4 kernel's K/V ring (`ATTWG_STAGES`).
+pub const WGMMA_STAGES: usize = 3;
+
+/// Dynamic shared memory of the v4 kernel (`AttWgLayout<D>::SHARED_BYTES`):
+/// Q staging as v3's (rounded up to 1 KiB), [`WGMMA_STAGES`] slots of a K
+/// and a Vᵀ tile (64 keys × `head_dim` f16 each), the ring's mbarriers, and
+/// 1 KiB to align the swizzled tiles. 134,192 bytes at head_dim 128.
+pub fn wgmma_shared_bytes(head_dim: usize) -> usize {
+    let q = (MMA_WARPS * 16 * (head_dim + 8) * 2).div_ceil(1024) * 1024;
+    let stage = 2 * F16KV_KEYS_PER_TILE * head_dim * 2;
+    q + WGMMA_STAGES * stage + 2 * WGMMA_STAGES * 8 + 1024
+}
+
 /// Which tensor-core attention W8A16 runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttentionKernel {
@@ -87,16 +117,36 @@ pub enum AttentionKernel {
     F16Kv,
     /// `attention_mma_d*`, the previous kernel (benchmarks compare them).
     Mma,
+    /// `attention_wgmma_d*` (compute capability 9.0; head sizes 64 and 128,
+    /// v3 at the others).
+    Wgmma,
 }
 
 impl AttentionKernel {
-    pub const ALL: [AttentionKernel; 2] = [AttentionKernel::F16Kv, AttentionKernel::Mma];
+    pub const ALL: [AttentionKernel; 3] = [
+        AttentionKernel::F16Kv,
+        AttentionKernel::Mma,
+        AttentionKernel::Wgmma,
+    ];
 
-    /// What tuning tables call it: `f16kv`, `mma`.
+    /// What tuning tables call it: `f16kv`, `mma`, `wgmma`.
     pub fn name(self) -> &'static str {
         match self {
             AttentionKernel::F16Kv => "f16kv",
             AttentionKernel::Mma => "mma",
+            AttentionKernel::Wgmma => "wgmma",
+        }
+    }
+
+    /// The dynamic shared memory it needs at `head_dim` (0 where it falls
+    /// back to another kernel or has none of its own to ask for).
+    pub fn shared_bytes(self, head_dim: usize) -> usize {
+        match self {
+            AttentionKernel::F16Kv => f16kv_shared_bytes(head_dim),
+            AttentionKernel::Mma => mma_shared_bytes(head_dim),
+            AttentionKernel::Wgmma => {
+                wgmma_kernel_for_head_dim(head_dim).map_or(0, |_| wgmma_shared_bytes(head_dim))
+            }
         }
     }
 
@@ -210,9 +260,15 @@ pub fn attention_with<D: Device>(
     let group = n_heads / n_kv_heads;
     // W8A16 runs attention on the f16 tensor cores too, where the head size allows.
     let tensor_cores = b.arithmetic() == Arithmetic::W8A16;
-    if tensor_cores && which == AttentionKernel::F16Kv {
+    if tensor_cores && which == AttentionKernel::Wgmma {
+        if let Some(kernel) = wgmma_kernel_for_head_dim(d) {
+            return attention_f16kv(b, Staging::Wgmma(kernel), qkv, shape, layout, prefixes, out);
+        }
+    }
+    // v3 serves head sizes v4 lacks.
+    if tensor_cores && which != AttentionKernel::Mma {
         if let Some(kernel) = f16kv_kernel_for_head_dim(d) {
-            return attention_f16kv(b, kernel, qkv, shape, layout, prefixes, out);
+            return attention_f16kv(b, Staging::F16Kv(kernel), qkv, shape, layout, prefixes, out);
         }
     }
     let mma = mma_kernel_for_head_dim(d).filter(|_| tensor_cores);
@@ -297,12 +353,23 @@ pub fn f16kv_rows(prefix_lens: &[usize], tokens: usize) -> (Vec<usize>, usize) {
     (first, rows + tokens)
 }
 
-/// v3: K and V (the sequences' rows and every prefix's) rounded to f16 into
-/// one scratch buffer, then `kernel` over tiles whose fifth word is the
-/// prefix's first row there.
+/// Which f16 K/V kernel [`attention_f16kv`] launches, and so how it lays V out.
+#[derive(Clone, Copy)]
+enum Staging {
+    /// v3: K and V rows (`[rows][kv_heads · head_dim]`).
+    F16Kv(&'static str),
+    /// v4: K rows as v3's, V transposed (`[kv_heads · head_dim][rows]`, rows
+    /// padded to 8 so each dimension's row starts 16-byte aligned, as a
+    /// tensor map's pitch must), both read through tensor maps.
+    Wgmma(&'static str),
+}
+
+/// v3 and v4: K and V (the sequences' rows and every prefix's) rounded to f16
+/// into one scratch buffer, then the kernel over tiles whose fifth word is
+/// the prefix's first row there.
 fn attention_f16kv<D: Device>(
     b: &KernelBackend<D>,
-    kernel: &'static str,
+    staging: Staging,
     qkv: Qkv<'_, DeviceBuffer<D::Memory>>,
     shape: AttentionShape,
     layout: &AttentionLayout,
@@ -332,63 +399,158 @@ fn attention_f16kv<D: Device>(
         };
     }
     let kvw = n_kv_heads * d;
+    let too_big = || BackendError::Invalid {
+        op: "attention",
+        detail: format!("{rows} K/V rows of {kvw} do not fit in memory"),
+    };
     let half_bytes = rows
         .checked_mul(kvw)
         .and_then(|v| v.checked_mul(2))
-        .ok_or_else(|| BackendError::Invalid {
-            op: "attention",
-            detail: format!("{rows} K/V rows of {kvw} do not fit in memory"),
-        })?;
-    b.with_kv16(2 * half_bytes, |kv16| {
+        .ok_or_else(too_big)?;
+    // Vᵀ's row pitch in elements (v4).
+    let pitch = rows.div_ceil(8) * 8;
+    let v_bytes = match staging {
+        Staging::F16Kv(_) => half_bytes,
+        Staging::Wgmma(_) => pitch
+            .checked_mul(kvw)
+            .and_then(|v| v.checked_mul(2))
+            .ok_or_else(too_big)?,
+    };
+    b.with_kv16(half_bytes + v_bytes, |kv16| {
         let k16 = b.device.address(kv16);
         let v16 = k16 + half_bytes as u64;
         let token_row0 = rows - tokens;
-        let convert = |src: &DeviceBuffer<D::Memory>, len: usize, dst: u64| {
-            if len == 0 {
-                return Ok(());
-            }
-            b.device.launch(&Launch {
-                module: "attention",
-                kernel: "kv_to_f16",
-                grid: super::elementwise_grid(len),
-                block: [super::ELEMENTWISE_THREADS, 1, 1],
-                shared_bytes: 0,
-                args: vec![
-                    KernelArg::Ptr(b.address(src)),
-                    KernelArg::U64(len as u64),
-                    KernelArg::Ptr(dst),
-                ],
-            })
+        // V's conversion and the kernel are the module's (kv_to_f16_transposed
+        // is v4's); K's is always attention.cu's kv_to_f16.
+        let module = match staging {
+            Staging::F16Kv(_) => "attention",
+            Staging::Wgmma(_) => "attention_wgmma",
         };
-        for (p, first) in prefixes.iter().zip(&prefix_rows) {
-            let at = (first * kvw * 2) as u64;
-            convert(p.k, p.len * kvw, k16 + at)?;
-            convert(p.v, p.len * kvw, v16 + at)?;
-        }
-        let at = (token_row0 * kvw * 2) as u64;
-        convert(qkv.k, tokens * kvw, k16 + at)?;
-        convert(qkv.v, tokens * kvw, v16 + at)?;
-        b.with_tables(
-            &[("attention f16kv tiles", bytemuck::cast_slice(&tile_table))],
-            |tables| {
+        let convert =
+            |src: &DeviceBuffer<D::Memory>, len: usize, first_row: usize, values: bool| {
+                if len == 0 {
+                    return Ok(());
+                }
+                let at = (first_row * kvw * 2) as u64;
+                let (kernel, args) = match staging {
+                    Staging::Wgmma(_) if values => (
+                        "kv_to_f16_transposed",
+                        vec![
+                            KernelArg::Ptr(b.address(src)),
+                            KernelArg::U32(to_u32(len / kvw, "attention", "K/V rows")?),
+                            KernelArg::U32(to_u32(kvw, "attention", "K/V width")?),
+                            KernelArg::Ptr(v16 + (first_row * 2) as u64),
+                            KernelArg::U64(pitch as u64),
+                        ],
+                    ),
+                    _ => (
+                        "kv_to_f16",
+                        vec![
+                            KernelArg::Ptr(b.address(src)),
+                            KernelArg::U64(len as u64),
+                            KernelArg::Ptr(if values { v16 } else { k16 } + at),
+                        ],
+                    ),
+                };
                 b.device.launch(&Launch {
-                    module: "attention",
+                    module: if values { module } else { "attention" },
                     kernel,
-                    grid: grid(&tile_table, n_kv_heads * (group / per_block))?,
-                    block: [MMA_WARPS as u32 * 32, 1, 1],
-                    shared_bytes: f16kv_shared_bytes(d) as u32,
-                    args: vec![
+                    grid: super::elementwise_grid(len),
+                    block: [super::ELEMENTWISE_THREADS, 1, 1],
+                    shared_bytes: 0,
+                    args,
+                })
+            };
+        for (p, &first) in prefixes.iter().zip(&prefix_rows) {
+            convert(p.k, p.len * kvw, first, false)?;
+            convert(p.v, p.len * kvw, first, true)?;
+        }
+        convert(qkv.k, tokens * kvw, token_row0, false)?;
+        convert(qkv.v, tokens * kvw, token_row0, true)?;
+        let scale = KernelArg::F32(1.0 / (d as f32).sqrt());
+        let heads = [
+            KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
+            KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
+            KernelArg::U32(per_block as u32),
+        ];
+        let (kernel, threads, shared, args) = match staging {
+            Staging::F16Kv(kernel) => (
+                kernel,
+                MMA_WARPS as u32 * 32,
+                f16kv_shared_bytes(d),
+                [
+                    vec![
                         KernelArg::Ptr(b.address(qkv.q)),
                         KernelArg::Ptr(k16),
                         KernelArg::Ptr(v16),
-                        KernelArg::Ptr(tables[0]),
-                        KernelArg::U32(to_u32(token_row0, "attention", "prefix rows")?),
-                        KernelArg::U32(to_u32(n_heads, "attention", "n_heads")?),
-                        KernelArg::U32(to_u32(n_kv_heads, "attention", "n_kv_heads")?),
-                        KernelArg::U32(per_block as u32),
-                        KernelArg::F32(1.0 / (d as f32).sqrt()),
-                        KernelArg::Ptr(b.address(out)),
                     ],
+                    // The tiles' address goes in at 3.
+                    vec![KernelArg::U32(to_u32(
+                        token_row0,
+                        "attention",
+                        "prefix rows",
+                    )?)],
+                    heads.to_vec(),
+                    vec![scale, KernelArg::Ptr(b.address(out))],
+                ]
+                .concat(),
+            ),
+            Staging::Wgmma(kernel) => {
+                let map =
+                    |address: u64, cols: usize, rows: usize, pitch: usize, box_rows: usize| {
+                        b.device.tensor_map_2d(&TensorMapSpec {
+                            address,
+                            element: TensorElement::F16,
+                            cols,
+                            rows,
+                            pitch: pitch * 2,
+                            box_cols: F16KV_KEYS_PER_TILE as u32,
+                            box_rows: box_rows as u32,
+                            swizzle_128: true,
+                        })
+                    };
+                // K: 64 dims × 64 keys a box; Vᵀ: 64 keys × head_dim dims.
+                let k_map = map(k16, kvw, rows, kvw, F16KV_KEYS_PER_TILE)?;
+                let v_map = map(v16, rows, kvw, pitch, d)?;
+                (
+                    kernel,
+                    WGMMA_THREADS,
+                    wgmma_shared_bytes(d),
+                    [
+                        vec![KernelArg::Ptr(b.address(qkv.q))],
+                        vec![KernelArg::U32(to_u32(
+                            token_row0,
+                            "attention",
+                            "prefix rows",
+                        )?)],
+                        heads.to_vec(),
+                        vec![
+                            scale,
+                            KernelArg::Ptr(b.address(out)),
+                            KernelArg::TensorMap(k_map),
+                            KernelArg::TensorMap(v_map),
+                        ],
+                    ]
+                    .concat(),
+                )
+            }
+        };
+        let tiles_at = match staging {
+            Staging::F16Kv(_) => 3,
+            Staging::Wgmma(_) => 1,
+        };
+        b.with_tables(
+            &[("attention f16kv tiles", bytemuck::cast_slice(&tile_table))],
+            |tables| {
+                let mut args = args.clone();
+                args.insert(tiles_at, KernelArg::Ptr(tables[0]));
+                b.device.launch(&Launch {
+                    module,
+                    kernel,
+                    grid: grid(&tile_table, n_kv_heads * (group / per_block))?,
+                    block: [threads, 1, 1],
+                    shared_bytes: shared as u32,
+                    args,
                 })
             },
         )
@@ -421,6 +583,21 @@ mod tests {
         // rows start at 39, past every prefix (the kernel shifts its own-row
         // pointer back by the prefix's length and stays inside the buffer).
         assert_eq!(f16kv_rows(&[32, 7], 100), (vec![0, 32], 139));
+    }
+
+    #[test]
+    fn wgmma_shared_memory_is_the_kernels_layout() {
+        // AttWgLayout<128>: Q 34,816 (a whole number of KiB already), three
+        // slots of 32 KiB, six mbarriers, 1 KiB of alignment.
+        assert_eq!(wgmma_shared_bytes(128), 34_816 + 98_304 + 48 + 1024);
+        assert_eq!(wgmma_shared_bytes(64), 18_432 + 49_152 + 48 + 1024);
+        assert!(wgmma_shared_bytes(128) <= 227 * 1024);
+        assert_eq!(wgmma_kernel_for_head_dim(96), None);
+        assert_eq!(AttentionKernel::Wgmma.shared_bytes(96), 0);
+        assert_eq!(
+            AttentionKernel::named("wgmma"),
+            Some(AttentionKernel::Wgmma)
+        );
     }
 
     #[test]
