@@ -33,7 +33,8 @@
 // s - 1's wgmma are then done with their A registers (the other set, which
 // stage s + 1 converts into) and, after the next barrier, their shared memory
 // (the slot stage s + 1's iteration refills). The TMA configuration at the end
-// of the file stages the same slots with the tensor memory accelerator.
+// of the file stages the same slots with the tensor memory accelerator, and
+// its persistent variant after it walks several tiles a block.
 #include "common.cuh"
 
 template <int BN_, int STAGES_>
