@@ -29,6 +29,11 @@ const DEEP: [usize; 3] = [130, 33 * 32, 257];
 /// phases shift from unit to unit).
 const UNITS: [usize; 3] = [640, 7 * 32, 320];
 
+/// Two raster bands: nine 256-token tiles (a full band of 8 and a band of 1,
+/// its tile 152 of 256 rows) × two 128-feature tiles (the second of 72) = 18
+/// units, k 3 blocks (2 stages, the second half beyond k).
+const BANDS: [usize; 3] = [8 * 256 + 152, 3 * 32, 200];
+
 struct Case {
     rows: usize,
     n: usize,
@@ -192,19 +197,24 @@ fn persistent() -> &'static tessera_backend_cuda::ops::w8a16::GemmConfig {
 /// The persistent configuration with fewer blocks than work units: 9 units
 /// on 2 blocks (5 and 4 each), and split two ways 18 on 3 — every block's
 /// ring, initialised once, runs on through its units, the producer loading
-/// the next unit's stages while the consumers store the last one's.
+/// the next unit's stages while the consumers store the last one's; and 18
+/// units in two raster bands, a full one and a short one, on 4 blocks.
 #[test]
 fn the_persistent_gemm_carries_its_ring_across_more_units_than_blocks() {
-    let case = case(UNITS);
+    let units = case(UNITS);
+    let bands = case(BANDS);
     let tolerance = Tolerances::W8A16.matmul;
-    for (blocks, split_k) in [(2, 1), (3, 2)] {
+    for (case, blocks, split_k) in [(&units, 2, 1), (&units, 3, 2), (&bands, 4, 1)] {
         let choice = GemmChoice {
             config: persistent(),
             split_k,
         };
         let device = EmulatedDevice::new(MatmulPath::Mma).with_multiprocessors(blocks);
-        let got = nmse(device, choice, &case);
-        println!("{choice} on {blocks} blocks: NMSE {got:?}");
+        let got = nmse(device, choice, case);
+        println!(
+            "{choice}, {} rows, on {blocks} blocks: NMSE {got:?}",
+            case.rows
+        );
         let got = got.unwrap_or_else(|e| panic!("{choice}: {e}"));
         assert!(got <= tolerance, "{choice}: NMSE {got} > {tolerance}");
     }
@@ -215,14 +225,15 @@ fn the_persistent_gemm_carries_its_ring_across_more_units_than_blocks() {
 /// skipped: the producer arrives on a full barrier whose phase still waits
 /// for the consumers, more arrivals than its count) on the multi-unit case,
 /// and a raster that maps two units to one tile and none to another (NMSE)
-/// on both cases.
+/// on every case with a short band.
 #[test]
 fn persistent_gemm_mutants_fail() {
     let tolerance = Tolerances::W8A16.matmul;
     let config = persistent();
     let units = case(UNITS);
     let deep = case(DEEP);
-    let runs: [(&str, &Case, Option<&str>); 3] = [
+    let bands = case(BANDS);
+    let runs: [(&str, &Case, Option<&str>); 4] = [
         (
             "mutant_persistent_ring_phase",
             &units,
@@ -230,6 +241,7 @@ fn persistent_gemm_mutants_fail() {
         ),
         ("mutant_persistent_raster", &units, None),
         ("mutant_persistent_raster", &deep, None),
+        ("mutant_persistent_raster", &bands, None),
     ];
     for (space, case, error) in runs {
         let mutant = format!("{space}::{}", config.kernel);
