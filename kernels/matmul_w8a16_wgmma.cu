@@ -631,17 +631,27 @@ TESSERA_KERNEL void __launch_bounds__(384, 1)
 // feature tiles (1.7 token tiles · 4 + 76) and 46.4 over o/down's 20 (the same).
 constexpr u32 RASTER_ROWS = 8;
 
+// A launch's tiles: feature tiles (over the groups) and token tiles.
+struct WgTiles {
+    u32 cols, rows;
+};
+
+template <typename C>
+static __device__ __forceinline__ WgTiles wg_tiles(u32 rows, const W16Group& g0, const W16Group& g1,
+                                                   const W16Group& g2) {
+    return WgTiles{(g0.n + C::BM - 1) / C::BM + (g1.n + C::BM - 1) / C::BM + (g2.n + C::BM - 1) / C::BM,
+                   (rows + C::BN - 1) / C::BN};
+}
+
 // Unit `unit`'s place (feature tile over the groups, token tile, split).
 template <typename C>
-static __device__ __forceinline__ void wg_unit(WgPlan& p, u32 unit, u32 k, u32 rows, const W16Group& g0,
+static __device__ __forceinline__ void wg_unit(WgPlan& p, u32 unit, const WgTiles& tiles, u32 k, const W16Group& g0,
                                                const W16Group& g1, const W16Group& g2, u32 splits) {
-    const u32 col_tiles = (g0.n + C::BM - 1) / C::BM + (g1.n + C::BM - 1) / C::BM + (g2.n + C::BM - 1) / C::BM;
-    const u32 row_tiles = (rows + C::BN - 1) / C::BN;
-    const u32 tiles = col_tiles * row_tiles;
-    const u32 split = unit / tiles, t = unit % tiles;
-    const u32 band_units = RASTER_ROWS * col_tiles;
+    const u32 per_split = tiles.cols * tiles.rows;
+    const u32 split = unit / per_split, t = unit % per_split;
+    const u32 band_units = RASTER_ROWS * tiles.cols;
     const u32 first_row = t / band_units * RASTER_ROWS;
-    const u32 band_rows = row_tiles - first_row < RASTER_ROWS ? row_tiles - first_row : RASTER_ROWS;
+    const u32 band_rows = tiles.rows - first_row < RASTER_ROWS ? tiles.rows - first_row : RASTER_ROWS;
     const u32 local = t % band_units;
 #ifdef TESSERA_MUTATE_PERSISTENT_RASTER
     // Mutation test build: the band's feature tile from its full height, so a
@@ -661,8 +671,8 @@ static __device__ __forceinline__ void wg_gemm_persistent(const TensorMap* x_map
                                                           const W16Group& g2, float* partial, u32 partial_stride,
                                                           u32 splits) {
     WgPlan p = wg_shared<C>();
-    const u32 units = ((g0.n + C::BM - 1) / C::BM + (g1.n + C::BM - 1) / C::BM + (g2.n + C::BM - 1) / C::BM) *
-                      ((rows + C::BN - 1) / C::BN) * splits;
+    const WgTiles tiles = wg_tiles<C>(rows, g0, g1, g2);
+    const u32 units = tiles.cols * tiles.rows * splits;
     const u32 k_blocks = k / QK8_0;
     wg_tma_init<C>(p);
     u64* empty = reinterpret_cast<u64*>(p.smem + C::BAR_OFFSET) + C::STAGES;
@@ -672,7 +682,7 @@ static __device__ __forceinline__ void wg_gemm_persistent(const TensorMap* x_map
         if (threadIdx.x == C::CONSUMER_WARPS * WARP_SIZE) {
             u32 r = 0;  // the ring's stages so far, every unit's
             for (u32 unit = blockIdx.x; unit < units; unit += gridDim.x) {
-                wg_unit<C>(p, unit, k, rows, g0, g1, g2, splits);
+                wg_unit<C>(p, unit, tiles, k, g0, g1, g2, splits);
                 const TensorMap* w_map = p.group_index == 0 ? w_map0 : (p.group_index == 1 ? w_map1 : w_map2);
 #ifdef TESSERA_MUTATE_PERSISTENT_RING_PHASE
                 // Mutation test build: the ring counted from zero again each
@@ -690,7 +700,7 @@ static __device__ __forceinline__ void wg_gemm_persistent(const TensorMap* x_map
     setmaxnreg_inc<C::CONSUMER_REGS>();
     u32 r = 0;
     for (u32 unit = blockIdx.x; unit < units; unit += gridDim.x) {
-        wg_unit<C>(p, unit, k, rows, g0, g1, g2, splits);
+        wg_unit<C>(p, unit, tiles, k, g0, g1, g2, splits);
         float acc[C::ACC];
 #pragma unroll
         for (int i = 0; i < C::ACC; ++i) {
