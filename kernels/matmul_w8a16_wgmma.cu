@@ -33,7 +33,8 @@
 // s - 1's wgmma are then done with their A registers (the other set, which
 // stage s + 1 converts into) and, after the next barrier, their shared memory
 // (the slot stage s + 1's iteration refills). The TMA configuration at the end
-// of the file stages the same slots with the tensor memory accelerator.
+// of the file stages the same slots with the tensor memory accelerator, and
+// its persistent variant after it walks several tiles a block.
 #include "common.cuh"
 
 template <int BN_, int STAGES_>
@@ -243,6 +244,7 @@ struct WgPlan {
     W16Group group;       // the block's weight
     u32 group_index;      // which of the launch's (0, 1, 2)
     u32 row0, col0;       // its first token and feature
+    u32 split, splits;    // its split-K share, of how many
     u32 stage0, stages, tail_stage;
     // `stages` rounded up to even: the loop runs two stages an iteration, with
     // no branch around the second (a branch joining the accumulators costs
@@ -251,10 +253,35 @@ struct WgPlan {
     u32 padded;
 };
 
-// The block's place: its weight (feature tiles are numbered across the groups
-// in order), tile, split-K share of the k stages, and aligned shared memory.
+// A place in the output: its weight (feature tiles are numbered across the
+// groups in order), feature tile `tile`, token tile `row_tile` and split-K
+// share `split` of `splits`; the shared memory of `p` is kept.
 template <typename C>
-static __device__ __forceinline__ WgPlan wg_plan(u32 k, const W16Group& g0, const W16Group& g1, const W16Group& g2) {
+static __device__ __forceinline__ void wg_place(WgPlan& p, u32 k, const W16Group& g0, const W16Group& g1,
+                                                const W16Group& g2, u32 tile, u32 row_tile, u32 split, u32 splits) {
+    const u32 tiles0 = (g0.n + C::BM - 1) / C::BM, tiles1 = (g1.n + C::BM - 1) / C::BM;
+    p.group_index = tile < tiles0 ? 0 : (tile < tiles0 + tiles1 ? 1 : 2);
+    p.group = p.group_index == 0 ? g0 : (p.group_index == 1 ? g1 : g2);
+    p.col0 = (tile < tiles0 ? tile : (tile < tiles0 + tiles1 ? tile - tiles0 : tile - tiles0 - tiles1)) * C::BM;
+    p.row0 = row_tile * C::BN;
+    p.split = split;
+    p.splits = splits;
+    const u32 k_blocks = k / QK8_0;
+    const u32 total_stages = (k_blocks + 1) / 2;
+    const u32 per_split = (total_stages + splits - 1) / splits;
+    p.stage0 = split * per_split < total_stages ? split * per_split : total_stages;
+    p.stages = per_split < total_stages - p.stage0 ? per_split : total_stages - p.stage0;
+    p.tail_stage = k_blocks % 2 == 1 ? total_stages - 1 : ~0u;
+    // At least two: the k loop below runs at least once (no path around it
+    // joins the accumulators either); an empty split share's two stages are
+    // zeros, so its partial sums are too.
+    p.padded = p.stages < 2 ? 2 : p.stages + (p.stages & 1);
+}
+
+// The block's shared memory, 1,024-byte aligned (the swizzle is a function
+// of the shared address, its atoms 1,024 bytes).
+template <typename C>
+static __device__ __forceinline__ WgPlan wg_shared() {
     DYNAMIC_SHARED(unsigned char, smem_raw);
     require_dynamic_shared(C::SHARED_BYTES);
     const u32 raw_address = shared_address(smem_raw);
@@ -262,22 +289,15 @@ static __device__ __forceinline__ WgPlan wg_plan(u32 k, const W16Group& g0, cons
     WgPlan p;
     p.smem = smem_raw + pad;
     p.smem_address = raw_address + pad;
-    const u32 tiles0 = (g0.n + C::BM - 1) / C::BM, tiles1 = (g1.n + C::BM - 1) / C::BM;
-    const u32 tile = blockIdx.x;
-    p.group_index = tile < tiles0 ? 0 : (tile < tiles0 + tiles1 ? 1 : 2);
-    p.group = p.group_index == 0 ? g0 : (p.group_index == 1 ? g1 : g2);
-    p.col0 = (tile < tiles0 ? tile : (tile < tiles0 + tiles1 ? tile - tiles0 : tile - tiles0 - tiles1)) * C::BM;
-    p.row0 = blockIdx.y * C::BN;
-    const u32 k_blocks = k / QK8_0;
-    const u32 total_stages = (k_blocks + 1) / 2;
-    const u32 per_split = (total_stages + gridDim.z - 1) / gridDim.z;
-    p.stage0 = blockIdx.z * per_split < total_stages ? blockIdx.z * per_split : total_stages;
-    p.stages = per_split < total_stages - p.stage0 ? per_split : total_stages - p.stage0;
-    p.tail_stage = k_blocks % 2 == 1 ? total_stages - 1 : ~0u;
-    // At least two: the k loop below runs at least once (no path around it
-    // joins the accumulators either); an empty split share's two stages are
-    // zeros, so its partial sums are too.
-    p.padded = p.stages < 2 ? 2 : p.stages + (p.stages & 1);
+    return p;
+}
+
+// The block's place in a grid of one block a tile and split-K share:
+// (feature tiles, token tiles, splits).
+template <typename C>
+static __device__ __forceinline__ WgPlan wg_plan(u32 k, const W16Group& g0, const W16Group& g1, const W16Group& g2) {
+    WgPlan p = wg_shared<C>();
+    wg_place<C>(p, k, g0, g1, g2, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.z);
     return p;
 }
 
@@ -324,11 +344,12 @@ static __device__ __forceinline__ void wg_iteration(const WgThread& w, const WgP
 // split's share of `partial`.
 template <typename C>
 static __device__ __forceinline__ void wg_epilogue(const float (&acc)[C::ACC], u32 rows, u32 row0, u32 col0,
-                                                   const W16Group& group, const float* row_scales, u32 accumulate,
-                                                   float* partial, u32 partial_stride) {
+                                                   const W16Group& group, u32 split_index, u32 splits,
+                                                   const float* row_scales, u32 accumulate, float* partial,
+                                                   u32 partial_stride) {
     const u32 warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const u32 g = lane / 4, t = lane % 4;
-    const bool split = gridDim.z > 1;
+    const bool split = splits > 1;
 #pragma unroll
     for (int j = 0; j < C::BN / 8; ++j) {
 #pragma unroll
@@ -338,7 +359,7 @@ static __device__ __forceinline__ void wg_epilogue(const float (&acc)[C::ACC], u
                 continue;
             }
             const float scale = row_scales[row];
-            float* out_row = split ? partial + (u64(blockIdx.z) * rows + row) * partial_stride + group.col_base
+            float* out_row = split ? partial + (u64(split_index) * rows + row) * partial_stride + group.col_base
                                    : group.out + u64(row) * group.n;
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
@@ -387,7 +408,8 @@ static __device__ __forceinline__ void wg_gemm(const u16* x, const float* row_sc
     wgmma_wait<0>();
     wgmma_fence_operands(acc);
 
-    wg_epilogue<C>(acc, rows, row0, col0, group, row_scales, accumulate, partial, partial_stride);
+    wg_epilogue<C>(acc, rows, row0, col0, group, p.split, p.splits, row_scales, accumulate, partial,
+                   partial_stride);
 }
 
 #define WG_CALL(C)                                                                                        \
@@ -446,19 +468,22 @@ static __device__ __forceinline__ void wg_global_scales(const WgPlan& p, u32 k_b
     }
 }
 
+// A consumer's stage `s` of its tile, the ring's stage `r` (stages the block
+// has passed through it, every tile before this one's included: slot r %
+// STAGES, phase r / STAGES).
 template <typename C>
-static __device__ __forceinline__ void wg_tma_stage(const WgPlan& p, u32 k_blocks, u32 s, u32 (&a)[4][4],
+static __device__ __forceinline__ void wg_tma_stage(const WgPlan& p, u32 k_blocks, u32 s, u32 r, u32 (&a)[4][4],
                                                     float (&acc)[C::ACC]) {
     u64* full = reinterpret_cast<u64*>(p.smem + C::BAR_OFFSET);
     u64* empty = full + C::STAGES;
-    const u32 slot = s % C::STAGES;
+    const u32 slot = r % C::STAGES;
     u16 scales[2][2];
     wg_global_scales<C>(p, k_blocks, p.stage0 + s, scales);
 #ifdef TESSERA_MUTATE_MBARRIER_PARITY
     // Mutation test build: waits for the other phase (the one already past).
-    mbarrier_wait(&full[slot], ((s / C::STAGES) & 1) ^ 1);
+    mbarrier_wait(&full[slot], ((r / C::STAGES) & 1) ^ 1);
 #else
-    mbarrier_wait(&full[slot], (s / C::STAGES) & 1);
+    mbarrier_wait(&full[slot], (r / C::STAGES) & 1);
 #endif
     wg_convert<false>(p.smem + C::RAW_OFFSET + slot * C::RAW_BYTES, scales, a);
     wg_mma_stage<C>(p.smem_address + C::B_OFFSET + slot * C::B_BYTES, a, acc);
@@ -466,17 +491,57 @@ static __device__ __forceinline__ void wg_tma_stage(const WgPlan& p, u32 k_block
     // Mutation test build: stage s - 1's slot freed before its wgmma are
     // waited for.
     if (s >= 1 && threadIdx.x % WARP_SIZE == 0) {
-        mbarrier_arrive(&empty[(s - 1) % C::STAGES]);
+        mbarrier_arrive(&empty[(r - 1) % C::STAGES]);
     }
     wgmma_wait<1>();
 #else
     wgmma_wait<1>();
     // Stage s - 1's wgmma (this warp's share) are done: its slot is free.
+    // (The tile's last slot is freed after its final wait.)
     if (s >= 1 && threadIdx.x % WARP_SIZE == 0) {
-        mbarrier_arrive(&empty[(s - 1) % C::STAGES]);
+        mbarrier_arrive(&empty[(r - 1) % C::STAGES]);
     }
 #endif
     wgmma_fence_operands(acc);
+}
+
+// The producer's stage `s` of a tile, the ring's stage `r` (as wg_tma_stage):
+// once the slot's previous stage is freed, its bytes declared and its two
+// boxes issued.
+template <typename C>
+static __device__ __forceinline__ void wg_tma_issue(const WgPlan& p, const TensorMap* x_map, const TensorMap* w_map,
+                                                    u32 k, u32 s, u32 r) {
+    u64* full = reinterpret_cast<u64*>(p.smem + C::BAR_OFFSET);
+    u64* empty = full + C::STAGES;
+    const u32 slot = r % C::STAGES;
+    if (r >= C::STAGES) {
+        mbarrier_wait(&empty[slot], ((r / C::STAGES) - 1) & 1);
+    }
+#ifdef TESSERA_MUTATE_TMA_EXPECT_TX
+    // Mutation test build: the weights' bytes left out of the phase.
+    mbarrier_arrive_expect_tx(&full[slot], C::B_BYTES);
+#else
+    mbarrier_arrive_expect_tx(&full[slot], C::STAGE_BYTES);
+#endif
+    // The padding stage reads past k (zeros), not the next share's.
+    const int k0 = s < p.stages ? int((p.stage0 + s) * 64) : int(k);
+    tma_load_2d(p.smem + C::B_OFFSET + slot * C::B_BYTES, x_map, k0, int(p.row0), &full[slot]);
+    tma_load_2d(p.smem + C::RAW_OFFSET + slot * C::RAW_BYTES, w_map, k0, int(p.col0), &full[slot]);
+}
+
+// The ring's barriers initialised, before any thread of the block uses them.
+template <typename C>
+static __device__ __forceinline__ void wg_tma_init(const WgPlan& p) {
+    u64* full = reinterpret_cast<u64*>(p.smem + C::BAR_OFFSET);
+    u64* empty = full + C::STAGES;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < C::STAGES; ++i) {
+            mbarrier_init(&full[i], 1);
+            mbarrier_init(&empty[i], C::CONSUMER_WARPS);
+        }
+        fence_mbarrier_init();
+    }
+    __syncthreads();
 }
 
 template <typename C>
@@ -490,16 +555,7 @@ static __device__ __forceinline__ void wg_gemm_tma(const TensorMap* x_map, const
         return;  // an empty tile (the whole block): nothing to copy or store
     }
     const u32 k_blocks = k / QK8_0;
-    u64* full = reinterpret_cast<u64*>(p.smem + C::BAR_OFFSET);
-    u64* empty = full + C::STAGES;
-    if (threadIdx.x == 0) {
-        for (int i = 0; i < C::STAGES; ++i) {
-            mbarrier_init(&full[i], 1);
-            mbarrier_init(&empty[i], C::CONSUMER_WARPS);
-        }
-        fence_mbarrier_init();
-    }
-    __syncthreads();
+    wg_tma_init<C>(p);
     const u32 warp = threadIdx.x / WARP_SIZE;
     if (warp >= C::CONSUMER_WARPS) {
         // The producer: one lane issues every copy.
@@ -509,20 +565,7 @@ static __device__ __forceinline__ void wg_gemm_tma(const TensorMap* x_map, const
             // reads a tensor map there or in global memory, not a copy.
             const TensorMap* w_map = p.group_index == 0 ? w_map0 : (p.group_index == 1 ? w_map1 : w_map2);
             for (u32 s = 0; s < p.padded; ++s) {
-                const u32 slot = s % C::STAGES;
-                if (s >= C::STAGES) {
-                    mbarrier_wait(&empty[slot], ((s / C::STAGES) - 1) & 1);
-                }
-#ifdef TESSERA_MUTATE_TMA_EXPECT_TX
-                // Mutation test build: the weights' bytes left out of the phase.
-                mbarrier_arrive_expect_tx(&full[slot], C::B_BYTES);
-#else
-                mbarrier_arrive_expect_tx(&full[slot], C::STAGE_BYTES);
-#endif
-                // The padding stage reads past k (zeros), not the next share's.
-                const int k0 = s < p.stages ? int((p.stage0 + s) * 64) : int(k);
-                tma_load_2d(p.smem + C::B_OFFSET + slot * C::B_BYTES, x_map, k0, int(p.row0), &full[slot]);
-                tma_load_2d(p.smem + C::RAW_OFFSET + slot * C::RAW_BYTES, w_map, k0, int(p.col0), &full[slot]);
+                wg_tma_issue<C>(p, x_map, w_map, k, s, s);
             }
         }
         return;
@@ -536,13 +579,14 @@ static __device__ __forceinline__ void wg_gemm_tma(const TensorMap* x_map, const
     u32 a0[4][4], a1[4][4];
     u32 s = 0;
     do {
-        wg_tma_stage<C>(p, k_blocks, s, a0, acc);
-        wg_tma_stage<C>(p, k_blocks, s + 1, a1, acc);
+        wg_tma_stage<C>(p, k_blocks, s, s, a0, acc);
+        wg_tma_stage<C>(p, k_blocks, s + 1, s + 1, a1, acc);
         s += 2;
     } while (s < p.padded);
     wgmma_wait<0>();
     wgmma_fence_operands(acc);
-    wg_epilogue<C>(acc, rows, p.row0, p.col0, p.group, row_scales, accumulate, partial, partial_stride);
+    wg_epilogue<C>(acc, rows, p.row0, p.col0, p.group, p.split, p.splits, row_scales, accumulate, partial,
+                   partial_stride);
 }
 
 // Grid as the cp.async kernels; 384 threads (two consumer warpgroups and the
@@ -559,4 +603,139 @@ TESSERA_KERNEL void __launch_bounds__(384, 1)
     wg_gemm_tma<WgTma256>(&x_map, &w_map0, &w_map1, &w_map2, row_scales, rows, k, accumulate, W16Group{wq0, ws0, out0, n0, 0},
                           W16Group{wq1, ws1, out1, n1, n0}, W16Group{wq2, ws2, out2, n2, n0 + n1}, partial,
                           partial_stride);
+}
+
+// ------------------------------------------------------------------ persistent
+//
+// matmul_w8a16_wgmma_tma_persistent_256x128: the TMA configuration with a
+// grid of at most one block a multiprocessor, each block walking work units
+// (a 128-feature × BN-token tile and, when split, its k share): unit
+// blockIdx.x, then every gridDim.x-th after it. The mbarrier ring is
+// initialised once and runs on across units — the producer and consumers
+// each count the ring's stages over all their units (slot r % STAGES, phase
+// r / STAGES) — so the producer fills the next unit's slots while the
+// consumers run this unit's epilogue: they free its last slot after their
+// final wgmma wait, before their stores.
+//
+// Raster order: the grid works on consecutive units at a time, so units are
+// numbered so that neighbours share operands in L2. Splits are outermost (a
+// share's units read the same k range); inside them, token tiles go in bands
+// of RASTER_ROWS, walked feature tile by feature tile, each feature tile
+// across the band's token tiles (the weights are the operand a band re-reads
+// least: one weight tile serves RASTER_ROWS units in a row). A wave of W
+// units reads about RASTER_ROWS activation tiles (BN × k f16: four weight
+// tiles' bytes) and W / RASTER_ROWS weight tiles (128 × k int8), least near
+// RASTER_ROWS = sqrt(W / 4) ≈ 6 at W = 132; 8 divides M = 4,096's 16 token
+// tiles. At W = 132: 8 · 4 + 16.5 = 48.5 weight tiles' bytes, against 82.8 for
+// the non-persistent grid's order (feature tiles fastest) over gate/up's 76
+// feature tiles (1.7 token tiles · 4 + 76) and 46.4 over o/down's 20 (the same).
+constexpr u32 RASTER_ROWS = 8;
+
+// A launch's tiles: feature tiles (over the groups) and token tiles.
+struct WgTiles {
+    u32 cols, rows;
+};
+
+template <typename C>
+static __device__ __forceinline__ WgTiles wg_tiles(u32 rows, const W16Group& g0, const W16Group& g1,
+                                                   const W16Group& g2) {
+    return WgTiles{(g0.n + C::BM - 1) / C::BM + (g1.n + C::BM - 1) / C::BM + (g2.n + C::BM - 1) / C::BM,
+                   (rows + C::BN - 1) / C::BN};
+}
+
+// Unit `unit`'s place (feature tile over the groups, token tile, split).
+template <typename C>
+static __device__ __forceinline__ void wg_unit(WgPlan& p, u32 unit, const WgTiles& tiles, u32 k, const W16Group& g0,
+                                               const W16Group& g1, const W16Group& g2, u32 splits) {
+    const u32 per_split = tiles.cols * tiles.rows;
+    const u32 split = unit / per_split, t = unit % per_split;
+    const u32 band_units = RASTER_ROWS * tiles.cols;
+    const u32 first_row = t / band_units * RASTER_ROWS;
+    const u32 band_rows = tiles.rows - first_row < RASTER_ROWS ? tiles.rows - first_row : RASTER_ROWS;
+    const u32 local = t % band_units;
+#ifdef TESSERA_MUTATE_PERSISTENT_RASTER
+    // Mutation test build: the band's feature tile from its full height, so a
+    // short last band computes some tiles twice and others never.
+    const u32 col_tile = local / RASTER_ROWS;
+#else
+    const u32 col_tile = local / band_rows;
+#endif
+    wg_place<C>(p, k, g0, g1, g2, col_tile, first_row + local % band_rows, split, splits);
+}
+
+template <typename C>
+static __device__ __forceinline__ void wg_gemm_persistent(const TensorMap* x_map, const TensorMap* w_map0,
+                                                          const TensorMap* w_map1, const TensorMap* w_map2,
+                                                          const float* row_scales, u32 rows, u32 k, u32 accumulate,
+                                                          const W16Group& g0, const W16Group& g1,
+                                                          const W16Group& g2, float* partial, u32 partial_stride,
+                                                          u32 splits) {
+    WgPlan p = wg_shared<C>();
+    const WgTiles tiles = wg_tiles<C>(rows, g0, g1, g2);
+    const u32 units = tiles.cols * tiles.rows * splits;
+    const u32 k_blocks = k / QK8_0;
+    wg_tma_init<C>(p);
+    u64* empty = reinterpret_cast<u64*>(p.smem + C::BAR_OFFSET) + C::STAGES;
+    const u32 warp = threadIdx.x / WARP_SIZE;
+    if (warp >= C::CONSUMER_WARPS) {
+        setmaxnreg_dec<C::PRODUCER_REGS>();
+        if (threadIdx.x == C::CONSUMER_WARPS * WARP_SIZE) {
+            u32 r = 0;  // the ring's stages so far, every unit's
+            for (u32 unit = blockIdx.x; unit < units; unit += gridDim.x) {
+                wg_unit<C>(p, unit, tiles, k, g0, g1, g2, splits);
+                const TensorMap* w_map = p.group_index == 0 ? w_map0 : (p.group_index == 1 ? w_map1 : w_map2);
+#ifdef TESSERA_MUTATE_PERSISTENT_RING_PHASE
+                // Mutation test build: the ring counted from zero again each
+                // unit (the phase bits reset, the empty waits of the first
+                // STAGES stages skipped).
+                r = 0;
+#endif
+                for (u32 s = 0; s < p.padded; ++s, ++r) {
+                    wg_tma_issue<C>(p, x_map, w_map, k, s, r);
+                }
+            }
+        }
+        return;
+    }
+    setmaxnreg_inc<C::CONSUMER_REGS>();
+    u32 r = 0;
+    for (u32 unit = blockIdx.x; unit < units; unit += gridDim.x) {
+        wg_unit<C>(p, unit, tiles, k, g0, g1, g2, splits);
+        float acc[C::ACC];
+#pragma unroll
+        for (int i = 0; i < C::ACC; ++i) {
+            acc[i] = 0.0f;
+        }
+        u32 a0[4][4], a1[4][4];
+        u32 s = 0;
+        do {
+            wg_tma_stage<C>(p, k_blocks, s, r + s, a0, acc);
+            wg_tma_stage<C>(p, k_blocks, s + 1, r + s + 1, a1, acc);
+            s += 2;
+        } while (s < p.padded);
+        wgmma_wait<0>();
+        wgmma_fence_operands(acc);
+        r += p.padded;
+        // The unit's last slot is free: the producer may refill the whole
+        // ring with the next unit's stages while the stores below run.
+        if (threadIdx.x % WARP_SIZE == 0) {
+            mbarrier_arrive(&empty[(r - 1) % C::STAGES]);
+        }
+        wg_epilogue<C>(acc, rows, p.row0, p.col0, p.group, p.split, p.splits, row_scales, accumulate, partial,
+                       partial_stride);
+    }
+}
+
+// Grid (at most the units, one block a multiprocessor: the host's choice), 384
+// threads, the TMA kernel's shared memory and parameters, then the split-K
+// factor (the grid no longer carries it).
+TESSERA_KERNEL void __launch_bounds__(384, 1)
+    matmul_w8a16_wgmma_tma_persistent_256x128(W16_PARAMS, const __grid_constant__ TensorMap x_map,
+                                              const __grid_constant__ TensorMap w_map0,
+                                              const __grid_constant__ TensorMap w_map1,
+                                              const __grid_constant__ TensorMap w_map2, u32 splits) {
+    (void)x;
+    wg_gemm_persistent<WgTma256>(&x_map, &w_map0, &w_map1, &w_map2, row_scales, rows, k, accumulate,
+                                 W16Group{wq0, ws0, out0, n0, 0}, W16Group{wq1, ws1, out1, n1, n0},
+                                 W16Group{wq2, ws2, out2, n2, n0 + n1}, partial, partial_stride, splits);
 }

@@ -153,7 +153,8 @@ for arch in "${ARCHS[@]}"; do
             grep "C751[0-9]" "$OUT/sm_$arch/matmul_w8a16_wgmma.ptxas.log"
             failures=$((failures + 1))
         fi
-        for kernel in matmul_w8a16_wgmma_128x128 matmul_w8a16_wgmma_256x128 matmul_w8a16_wgmma_tma_256x128; do
+        for kernel in matmul_w8a16_wgmma_128x128 matmul_w8a16_wgmma_256x128 matmul_w8a16_wgmma_tma_256x128 \
+                matmul_w8a16_wgmma_tma_persistent_256x128; do
             if ! line=$("$VENV/bin/python" scripts/sass_loop_mix.py "$CUOBJDUMP" "$cubin" "$kernel" \
                     --forbid I2F I2FP F2F LDL STL) || [[ $line != *HGMMA* ]]; then
                 echo "FAILED hot loop of $kernel for sm_$arch (HGMMA expected, no conversion or spill): $line"

@@ -111,6 +111,16 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "TESSERA_MUTATE_TMA_EMPTY_ARRIVE",
         "mutant_tma_empty_arrive",
     ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_PERSISTENT_RING_PHASE",
+        "mutant_persistent_ring_phase",
+    ),
+    (
+        "matmul_w8a16_wgmma",
+        "TESSERA_MUTATE_PERSISTENT_RASTER",
+        "mutant_persistent_raster",
+    ),
     // v4 shares v2/v3's softmax and warp layout (attention_tc.cuh): their
     // causal and GQA mutants again, in its own file's build.
     (

@@ -45,9 +45,9 @@ fn every_w8a16_gemm_configuration_and_split_passes_the_kit() {
     }
     println!("{checked} Q8_0 cases");
     assert!(failures.is_empty(), "failed:\n{}", failures.join("\n"));
-    // 15 Q8_0 cases per run: 6 matmuls, 3 of each fused op; 7 grouped
-    // configurations (4 v3, 3 wgmma) × 3 splits, and v2.
-    assert_eq!(runs, 7 * 3 + 1);
+    // 15 Q8_0 cases per run: 6 matmuls, 3 of each fused op; 8 grouped
+    // configurations (4 v3, 4 wgmma) × 3 splits, and v2.
+    assert_eq!(runs, 8 * 3 + 1);
     assert_eq!(checked, 15 * runs);
 }
 
@@ -81,6 +81,8 @@ fn a_w8a16_gemm_given_too_little_shared_memory_fails_the_launch() {
                 vec![KernelArg::Ptr(0), KernelArg::U32(0)],
                 // The TMA kernels' four tensor maps (never read: no tile).
                 vec![KernelArg::TensorMap(TensorMap([0; 128])); if config.tma { 4 } else { 0 }],
+                // The persistent kernel's split-K factor.
+                vec![KernelArg::U32(1); usize::from(config.persistent)],
             ]
             .concat(),
         };

@@ -319,9 +319,10 @@ pub fn swiglu_f16<D: Device>(
 /// stage, weights converted once per block, grouped launches, split-K), the
 /// v2 kernel `matmul_q8_0_w8a16` kept as the baseline a tuning run measures
 /// them against, and the Hopper kernels `matmul_w8a16_wgmma_<rows>x<cols>`
-/// and `matmul_w8a16_wgmma_tma_256x128` (`kernels/matmul_w8a16_wgmma.cu`:
-/// wgmma, fed by cp.async or by TMA, v3's launch interface plus the TMA
-/// kernel's tensor maps, offered on compute capability 9.0 only).
+/// and `matmul_w8a16_wgmma_tma{,_persistent}_256x128`
+/// (`kernels/matmul_w8a16_wgmma.cu`: wgmma, fed by cp.async or by TMA, v3's
+/// launch interface plus the TMA kernels' tensor maps and the persistent
+/// one's split-K factor, offered on compute capability 9.0 only).
 #[derive(Debug, PartialEq, Eq)]
 pub struct GemmConfig {
     /// What tuning tables and logs call it: `256x128`, ..., `v2`, `wgmma-128x128`.
@@ -345,6 +346,10 @@ pub struct GemmConfig {
     /// Operands staged by TMA (tensor maps after v3's parameters), a
     /// producer warpgroup beside the consumers.
     pub tma: bool,
+    /// A grid of at most one block a multiprocessor, each walking tiles (and
+    /// split-K shares) in the kernel's raster order; the split-K factor a
+    /// parameter after the tensor maps.
+    pub persistent: bool,
 }
 
 /// Weights one grouped launch takes (q, k and v).
@@ -369,6 +374,7 @@ pub const GEMM_CONFIGS: &[GemmConfig] = &[
         layout: F16Layout::FragmentTiles,
         wgmma: false,
         tma: false,
+        persistent: false,
     },
     wgmma("wgmma-128x128", "matmul_w8a16_wgmma_128x128", 128, 6),
     wgmma("wgmma-256x128", "matmul_w8a16_wgmma_256x128", 256, 5),
@@ -377,6 +383,14 @@ pub const GEMM_CONFIGS: &[GemmConfig] = &[
         kernel: "matmul_w8a16_wgmma_tma_256x128",
         warps: 12,
         tma: true,
+        ..wgmma("", "", 256, 5)
+    },
+    GemmConfig {
+        name: "wgmma-tma-persistent-256x128",
+        kernel: "matmul_w8a16_wgmma_tma_persistent_256x128",
+        warps: 12,
+        tma: true,
+        persistent: true,
         ..wgmma("", "", 256, 5)
     },
 ];
@@ -401,6 +415,7 @@ const fn v3(
         layout: F16Layout::FragmentTiles,
         wgmma: false,
         tma: false,
+        persistent: false,
     }
 }
 
@@ -424,6 +439,7 @@ const fn wgmma(
         layout: F16Layout::WgmmaRows,
         wgmma: true,
         tma: false,
+        persistent: false,
     }
 }
 
@@ -544,9 +560,23 @@ fn column_tiles(config: &GemmConfig, ns: &[usize]) -> usize {
 }
 
 /// The launch grid of a grouped GEMM (v3, wgmma): (Σ column tiles, row tiles,
-/// splits).
-pub fn gemm_grid(choice: GemmChoice, rows: usize, ns: &[usize]) -> Result<[u32; 3], BackendError> {
+/// splits); of a persistent one, one block a work unit (tile and split-K
+/// share) up to one a multiprocessor.
+pub fn gemm_grid(
+    choice: GemmChoice,
+    rows: usize,
+    ns: &[usize],
+    multiprocessors: usize,
+) -> Result<[u32; 3], BackendError> {
     let c = choice.config;
+    if c.persistent {
+        let units = column_tiles(c, ns) * rows.div_ceil(c.tile_rows) * choice.split_k;
+        return Ok([
+            to_u32(units.min(multiprocessors).max(1), "matmul", "blocks")?,
+            1,
+            1,
+        ]);
+    }
     Ok([
         to_u32(column_tiles(c, ns), "matmul", "column tiles")?,
         grid_yz(rows.div_ceil(c.tile_rows), "matmul", "row tiles")?,
@@ -697,10 +727,13 @@ pub fn gemm_with<D: Device>(
         if choice.config.tma {
             args.extend(tensor_maps(b, choice.config, x, rows, &operands)?);
         }
+        if choice.config.persistent {
+            args.push(KernelArg::U32(to_u32(split_k, "matmul", "split-k")?));
+        }
         b.device.launch(&Launch {
             module: choice.config.module,
             kernel: choice.config.kernel,
-            grid: gemm_grid(choice, rows, &ns)?,
+            grid: gemm_grid(choice, rows, &ns, b.identity.multiprocessors)?,
             block: [choice.config.threads(), 1, 1],
             shared_bytes: to_u32(choice.config.shared_bytes(), "matmul", "shared memory")?,
             args,
@@ -935,11 +968,40 @@ mod tests {
         assert_eq!(shared("wgmma-256x128"), 208_384);
         // WgTmaConfig::SHARED_BYTES: no scale slots, two mbarriers a stage.
         assert_eq!(shared("wgmma-tma-256x128"), 205_904);
+        // The persistent one holds the same ring.
+        assert_eq!(shared("wgmma-tma-persistent-256x128"), 205_904);
         assert_eq!(
             GemmConfig::named("wgmma-tma-256x128").unwrap().threads(),
             384
         );
         assert!(shared("wgmma-256x128") <= 227 * 1024);
+    }
+
+    #[test]
+    fn a_persistent_grid_holds_a_block_a_unit_up_to_one_a_multiprocessor() {
+        let persistent = |split_k| GemmChoice {
+            config: GemmConfig::named("wgmma-tma-persistent-256x128").unwrap(),
+            split_k,
+        };
+        // o at 4,096 tokens: 20 × 16 units on 132 multiprocessors.
+        assert_eq!(
+            gemm_grid(persistent(1), 4096, &[2560], 132).unwrap(),
+            [132, 1, 1]
+        );
+        // At 256 tokens, 20 units (× 3 split shares: 60).
+        assert_eq!(
+            gemm_grid(persistent(1), 256, &[2560], 132).unwrap(),
+            [20, 1, 1]
+        );
+        assert_eq!(
+            gemm_grid(persistent(3), 256, &[2560], 132).unwrap(),
+            [60, 1, 1]
+        );
+        // q, k and v in one launch: 20 + 8 + 8 feature tiles.
+        assert_eq!(
+            gemm_grid(persistent(1), 200, &[2560, 1024, 1024], 132).unwrap(),
+            [36, 1, 1]
+        );
     }
 
     #[test]
