@@ -24,6 +24,40 @@ pub struct GpuCeilings {
 #[cfg(feature = "cuda")]
 const REPS: usize = 10;
 
+/// cuBLAS's arguments for the row-major bf16 product out[m, n] = x[m, k] ·
+/// w[n, k]ᵀ, called as `gemm(cfg, &w, &x, &mut out)`: cuBLAS is column-major, so
+/// out is computed as outᵀ (n × m, ld n) = w · xᵀ, where row-major w[n, k] reads
+/// as a k × n matrix (ld k) taken transposed and x[m, k] as a k × m matrix (ld
+/// k) taken as is. Refuses shapes that are empty or exceed cuBLAS's `int`.
+#[cfg(feature = "cuda")]
+pub fn row_major_bf16_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<cudarc::cublas::GemmConfig<half::bf16>, String> {
+    use cudarc::cublas::sys::cublasOperation_t;
+    use half::bf16;
+
+    let dims = [m, n, k].map(|v| i32::try_from(v).ok().filter(|&v| v > 0));
+    let [Some(m32), Some(n32), Some(k32)] = dims else {
+        return Err(format!(
+            "GEMM shape {m}x{n}x{k} is empty or exceeds cuBLAS's int"
+        ));
+    };
+    Ok(cudarc::cublas::GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_T,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: n32,
+        n: m32,
+        k: k32,
+        alpha: bf16::ONE,
+        lda: k32,
+        ldb: k32,
+        beta: bf16::ZERO,
+        ldc: n32,
+    })
+}
+
 /// The ceilings of device `ordinal`: a copy of `copy_bytes` and the bf16 GEMM
 /// out[m, n] = x[m, k] · w[n, k]ᵀ at `(m, n, k)`.
 #[cfg(feature = "cuda")]
@@ -34,8 +68,7 @@ pub fn measure(
 ) -> Result<GpuCeilings, String> {
     use std::time::Instant;
 
-    use cudarc::cublas::sys::cublasOperation_t;
-    use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+    use cudarc::cublas::{CudaBlas, Gemm};
     use cudarc::driver::CudaContext;
     use half::bf16;
 
@@ -48,12 +81,7 @@ pub fn measure(
                 .into(),
         );
     }
-    let dims = [m, n, k].map(|v| i32::try_from(v).ok().filter(|&v| v > 0));
-    let [Some(m32), Some(n32), Some(k32)] = dims else {
-        return Err(format!(
-            "GEMM shape {m}x{n}x{k} is empty or exceeds cuBLAS's int"
-        ));
-    };
+    let cfg = row_major_bf16_gemm(m, n, k)?;
     let ctx = CudaContext::new(ordinal).map_err(driver)?;
     // The default stream, as the backend's: our work and cuBLAS's stay ordered.
     let stream = ctx.default_stream();
@@ -94,20 +122,6 @@ pub fn measure(
     let w = stream.clone_htod(&values(n * k, 2)).map_err(driver)?;
     let mut out = stream.alloc_zeros::<bf16>(m * n).map_err(driver)?;
     let blas = CudaBlas::new(stream.clone()).map_err(|e| format!("cublasCreate: {e}"))?;
-    // Column-major cuBLAS: row-major out[m, n] is outᵀ (n × m) = w · xᵀ, with
-    // row-major w[n, k] read as k × n taken transposed and x[m, k] as k × m.
-    let cfg = GemmConfig {
-        transa: cublasOperation_t::CUBLAS_OP_T,
-        transb: cublasOperation_t::CUBLAS_OP_N,
-        m: n32,
-        n: m32,
-        k: k32,
-        alpha: bf16::ONE,
-        lda: k32,
-        ldb: k32,
-        beta: bf16::ZERO,
-        ldc: n32,
-    };
     let gemm_s = best(&mut || {
         // SAFETY: w holds n·k, x m·k and out m·n elements, the extents cfg's
         // sizes and leading dimensions address; all are allocations of this

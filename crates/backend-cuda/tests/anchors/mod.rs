@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+use cudarc::cublas::{CudaBlas, Gemm};
 use cudarc::cublaslt::result::{self as lt, CublasError as LtError};
 use cudarc::cublaslt::sys as lt_sys;
 use cudarc::driver::{
@@ -142,25 +142,10 @@ impl Anchors {
     }
 
     fn time_bf16(&self, m: usize, n: usize, k: usize) -> Result<f64, String> {
-        let [m32, n32, k32] = blas_dims(m, n, k)?;
+        let cfg = tessera_backend_cuda::ceilings::row_major_bf16_gemm(m, n, k)?;
         let x = self.filled(&self.noise_bf16, m * k)?;
         let w = self.filled(&self.noise_bf16, n * k)?;
         let mut out = self.stream.alloc_zeros::<bf16>(m * n).map_err(driver)?;
-        // cuBLAS is column-major: row-major out[m, n] is outᵀ (n × m, ld n) = w · xᵀ,
-        // where row-major w[n, k] reads as a k × n matrix (ld k) taken transposed and
-        // row-major x[m, k] as a k × m matrix (ld k) taken as is.
-        let cfg = GemmConfig {
-            transa: cublasOperation_t::CUBLAS_OP_T,
-            transb: cublasOperation_t::CUBLAS_OP_N,
-            m: n32,
-            n: m32,
-            k: k32,
-            alpha: bf16::ONE,
-            lda: k32,
-            ldb: k32,
-            beta: bf16::ZERO,
-            ldc: n32,
-        };
         self.mean_seconds(|| {
             // SAFETY: w holds n·k, x m·k and out m·n elements, exactly the extents that
             // cfg's sizes and leading dimensions address; all three are allocations of
