@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_engine::scheduler::{SchedulerConfig, SchedulerObserver, SchedulerStats};
+use tessera_engine::scheduler::{Scheduler, SchedulerConfig, SchedulerObserver, SchedulerStats};
 use tessera_engine::{
     EmbedError, EmbedFormat, EmbedInput, EmbedOptions, Embedding, PreparedEmbeddings,
-    RerankOptions, RerankOutput,
+    PromptBuilder, RerankOptions, RerankOutput,
 };
 use tessera_model::ModelKind;
 
@@ -361,24 +361,14 @@ impl Service {
     /// Ranks `job`'s documents against its query: tokenised in the pool,
     /// queued, awaited within the deadline.
     pub async fn rerank(&self, job: RerankJob) -> Result<Reranked, ServiceError> {
-        let model = self.model(ModelKind::Reranker)?;
-        let Queue::Scores { scheduler, .. } = &model.queue else {
-            return Err(ServiceError::Internal(
-                "the reranker slot holds another kind".into(),
-            ));
-        };
+        let (_, scheduler) = self.reranker()?;
         let started = Instant::now();
         let worker = self.clone();
         let mut prepared = self
             .inner
             .pool
             .run(move || {
-                let model = worker.model(ModelKind::Reranker)?;
-                let Queue::Scores { prompt, .. } = &model.queue else {
-                    return Err(ServiceError::Internal(
-                        "the reranker slot holds another kind".into(),
-                    ));
-                };
+                let (prompt, _) = worker.reranker()?;
                 tessera_engine::prepare(prompt, &job.query, &job.documents, &job.options)
                     .map_err(ServiceError::Rerank)
             })
@@ -403,12 +393,7 @@ impl Service {
     /// Embeds `job`'s inputs: prepared in the pool, queued, awaited within
     /// the deadline; vectors cut to `dimensions` and normalised as asked.
     pub async fn embed(&self, job: EmbedJob) -> Result<Embedded, ServiceError> {
-        let model = self.model(ModelKind::Embedding)?;
-        let Queue::Vectors { scheduler, .. } = &model.queue else {
-            return Err(ServiceError::Internal(
-                "the embedding slot holds another kind".into(),
-            ));
-        };
+        let (_, scheduler) = self.embedder()?;
         let started = Instant::now();
         let worker = self.clone();
         let prepared = self
@@ -443,13 +428,28 @@ impl Service {
     }
 
     fn prepare_embeddings(&self, job: &EmbedJob) -> Result<PreparedEmbeddings, ServiceError> {
-        let model = self.model(ModelKind::Embedding)?;
-        let Queue::Vectors { format, .. } = &model.queue else {
-            return Err(ServiceError::Internal(
-                "the embedding slot holds another kind".into(),
-            ));
-        };
+        let (format, _) = self.embedder()?;
         prepare_embeddings(format, job).map_err(ServiceError::Embed)
+    }
+
+    /// The hosted reranker's prompt and queue.
+    fn reranker(&self) -> Result<(&PromptBuilder, &Scheduler), ServiceError> {
+        match &self.model(ModelKind::Reranker)?.queue {
+            Queue::Scores { prompt, scheduler } => Ok((prompt, scheduler)),
+            Queue::Vectors { .. } => Err(ServiceError::Internal(
+                "the reranker slot holds another kind".into(),
+            )),
+        }
+    }
+
+    /// The hosted embedding model's format and queue.
+    fn embedder(&self) -> Result<(&EmbedFormat, &Scheduler<Vec<f32>>), ServiceError> {
+        match &self.model(ModelKind::Embedding)?.queue {
+            Queue::Vectors { format, scheduler } => Ok((format, scheduler)),
+            Queue::Scores { .. } => Err(ServiceError::Internal(
+                "the embedding slot holds another kind".into(),
+            )),
+        }
     }
 
     /// Each input's tokens, with the text each covers — by the reranker's
