@@ -49,13 +49,49 @@ pub fn parse_records(path: &str, text: &str) -> Result<Vec<Record>, ReportError>
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(index, line)| {
-            serde_json::from_str(line).map_err(|e| ReportError::Malformed {
+            let malformed = |message: String| ReportError::Malformed {
                 path: path.to_string(),
                 line: index + 1,
-                message: e.to_string(),
-            })
+                message,
+            };
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| malformed(e.to_string()))?;
+            if let Some(field) = beyond_measure(&value, "") {
+                return Err(malformed(format!(
+                    "{field} is not a measurement (magnitude above {MAX_MAGNITUDE:e})"
+                )));
+            }
+            serde_json::from_value(value).map_err(|e| malformed(e.to_string()))
         })
         .collect()
+}
+
+/// The largest magnitude a record's number may have. Times, rates, FLOPs and
+/// bytes sit far below it; numbers near `f64::MAX` overflow to infinity once
+/// summed or scaled, and an infinite chart range never ends its ticks.
+const MAX_MAGNITUDE: f64 = 1e100;
+
+/// The path of the first number in `value` beyond [`MAX_MAGNITUDE`].
+fn beyond_measure(value: &serde_json::Value, at: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .is_some_and(|v| v.abs() > MAX_MAGNITUDE)
+            .then(|| at.to_string()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| beyond_measure(item, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            beyond_measure(item, &path)
+        }),
+        _ => None,
+    }
 }
 
 /// The report page of `records` (read from `sources`, named on the page),
@@ -97,6 +133,20 @@ mod tests {
         assert!(parse_records("r.jsonl", "\n  \n").unwrap().is_empty());
         let err = render(Vec::new(), &["a.jsonl".into()], &mut |_| {}).unwrap_err();
         assert!(err.to_string().starts_with("a.jsonl: no bench records"));
+    }
+
+    #[test]
+    fn a_number_near_the_float_limit_is_refused_by_its_field() {
+        // An op time of 1e307 once made the page's chart range infinite and
+        // `tessera report` never returned.
+        let line = r#"{"profile": {"ops": [{"op": "o", "ms": 1e307}]}}"#;
+        let err = parse_records("r.jsonl", line).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "r.jsonl:1: not a bench record: profile.ops[0].ms is not a measurement"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
